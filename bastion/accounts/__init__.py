@@ -1,0 +1,1 @@
+"""Accounts: users (and, later, passwords, web sessions and second factors)."""

@@ -1,0 +1,115 @@
+"""Authentication: the request's credentials → a Principal (or a 401 for bad credentials).
+
+Bearer tokens for the API; HTTP Basic with a token as password for git clients; the web session
+cookie for browsers (only when no Authorization header is sent). Account passwords are never
+accepted here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import urlsplit
+
+from fastapi import Request
+
+from bastion.accounts import sessions as web_sessions
+from bastion.api.urls import base_url
+from bastion.audit.context import set_actor
+from bastion.authz import Principal
+from bastion.db import transaction
+from bastion.errors import Forbidden, InvalidCredentials
+from bastion.hub import Hub
+from bastion.timing import timed
+from bastion.tokens import service as tokens
+
+
+def hub_of(request: Request) -> Hub:
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
+def presented_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidCredentials("undecodable basic credentials") from None
+        _user, sep, password = decoded.partition(":")
+        if sep and password:
+            return password
+    raise InvalidCredentials("unsupported Authorization header")
+
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def refuse_cross_site(request: Request) -> None:
+    """CSRF defence for everything a session cookie authorizes, API routes included.
+
+    A browser names the page a request comes from (Origin; Sec-Fetch-Site in current browsers). A
+    state-changing request carrying our cookie from any other site is refused, whatever its content
+    type: a cross-site `text/plain` form must not be able to act as the signed-in user. Web forms
+    also carry a synchronizer token (bastion.web.pages.check_csrf).
+    """
+    if request.method not in UNSAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    expected = urlsplit(base_url(request))
+    if origin is not None and origin != f"{expected.scheme}://{expected.netloc}":
+        raise Forbidden("Cross-site request refused: it was sent from another site (Origin mismatch)")
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("Cross-site request refused: it was sent from another site (Sec-Fetch-Site)")
+
+
+def session_principal(request: Request) -> Principal:
+    """The signed-in browser behind the session cookie, else anonymous (a stale cookie is no error)."""
+    cookie = request.cookies.get(web_sessions.SESSION_COOKIE)
+    if not cookie:
+        return Principal.anonymous()
+    refuse_cross_site(request)
+    hub = hub_of(request)
+    with transaction(hub.sessions) as session:
+        found = web_sessions.principal_for_cookie(session, cookie, web_sessions.Timeouts.from_settings(hub.settings))
+    if found is None:
+        return Principal.anonymous()
+    set_actor(found.user_id, found.username, None)  # audit events name the signed-in user
+    return found
+
+
+def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: who is calling. Anonymous when no credentials are presented."""
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    with timed("auth"):
+        principal = _authenticate(request)
+    request.state.principal = principal
+    return principal
+
+
+def _authenticate(request: Request) -> Principal:
+    secret = presented_token(request)
+    if secret is None:
+        principal = session_principal(request)
+    else:
+        hub = hub_of(request)
+        ip, agent = request.state.client_ip, request.headers.get("user-agent")
+        # A read: every API request passes here, so it must not take SQLite's write lock.
+        with transaction(hub.sessions, readonly=True) as session:
+            tok = tokens.authenticate(session, secret, ip, agent, touch=False)
+            principal = tokens.principal_for_token(tok)
+            touch = tokens.needs_touch(tok)
+        # The token row (and its user) as read just now, for routes that report it (whoami-v2).
+        request.state.access_token = tok
+        if touch:  # at most once a minute per token
+            with transaction(hub.sessions) as session:
+                tokens.touch_last_used(session, tok.id, ip, agent)
+        set_actor(principal.user_id, principal.username, principal.token_id)
+    return principal

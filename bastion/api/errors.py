@@ -1,0 +1,62 @@
+"""The one HTTP error helper: domain errors rendered in the Hugging Face Hub's format.
+
+The huggingface_hub client dispatches on X-Error-Code and shows X-Error-Message plus the
+JSON body's "error", so both are always sent.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bastion.errors import BastionError
+
+log = logging.getLogger("bastion.api")
+
+
+def _header_safe(text: str) -> str:
+    return " ".join(text.encode("latin-1", "replace").decode("latin-1").split())[:1000]
+
+
+def error_response(status: int, code: str | None, message: str, headers: dict[str, str] | None = None,
+                   extra: dict[str, object] | None = None) -> JSONResponse:
+    hdrs = dict(headers or {})
+    if code:
+        hdrs["X-Error-Code"] = code
+    hdrs["X-Error-Message"] = _header_safe(message)
+    return JSONResponse({**(extra or {}), "error": message}, status_code=status, headers=hdrs)
+
+
+async def _bastion_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BastionError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers, exc.extra)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return error_response(400, "BadRequest", "Invalid request: " + "; ".join(parts))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, None, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "InternalError", "Internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(BastionError, _bastion_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

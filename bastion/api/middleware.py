@@ -1,0 +1,110 @@
+"""Per-request context: request id, client IP (through trusted proxies), audit context,
+and the strict-authz guard that rejects a successful response without exactly one check.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import uuid
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bastion.audit.context import AuditContext, bind_context
+from bastion.authz import start_request_checks
+from bastion.authz.policy import TokenDenial, denials_in_request
+from bastion.timing import server_timing_header, start_request_timings
+
+log = logging.getLogger("bastion.authz")
+
+
+def client_ip(scope: Scope, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
+    peer = (scope.get("client") or (None, None))[0]
+    if not peer or not trusted:
+        return peer
+    try:
+        if not any(ipaddress.ip_address(peer) in net for net in trusted):
+            return peer
+    except ValueError:
+        return peer
+    headers = {k.lower(): v for k, v in scope.get("headers", [])}
+    forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+    # Walk right to left, skipping our own proxies: the first untrusted hop is the client.
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        try:
+            if any(ipaddress.ip_address(hop) in net for net in trusted):
+                continue
+        except ValueError:
+            return peer
+        return hop
+    return peer
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, trusted_proxies: list[str], strict_authz: bool,
+                 server_timing: bool = False) -> None:
+        self.app = app
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+        self.strict = strict_authz
+        self.server_timing = server_timing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        request_id = uuid.uuid4().hex
+        ip = client_ip(scope, self.trusted)
+        ua = headers.get(b"user-agent", b"").decode("latin-1")[:512] or None
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["client_ip"] = ip
+        state["request_id"] = request_id
+        checks = start_request_checks()
+        timings = start_request_timings()
+        blocked = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal blocked
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                declared = getattr(scope.get("endpoint"), "__bastion_permissions__", None)
+                undeclared = [str(c) for c in checks if declared is not None and c not in declared]
+                if self.strict and "endpoint" in scope and (
+                        len(checks) > 1 or (status < 400 and len(checks) != 1) or undeclared):
+                    blocked = True
+                    log.error("authz invariant broken on %s %s: checks=%s declared=%s", scope["method"],
+                              scope["path"], checks, sorted(map(str, declared or ())))
+                    body = (f"authz invariant: {len(checks)} checks on this route" + (
+                        f", {', '.join(undeclared)} not declared" if undeclared else "")).encode()
+                    await send({"type": "http.response.start", "status": 500,
+                                "headers": [(b"content-type", b"text/plain"),
+                                            (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+                if self.server_timing and timings:
+                    message["headers"].append((b"server-timing", server_timing_header(timings)))
+            if blocked:
+                return
+            await send(message)
+
+        with bind_context(AuditContext(ip=ip, user_agent=ua, request_id=request_id, via="api")):
+            await self.app(scope, receive, guarded_send)
+            denials = denials_in_request()
+            if denials and "app" in scope:
+                # After the response: the request's own transaction is over, so this write never waits on it.
+                await run_in_threadpool(_record_denials, scope["app"].state.hub, denials)
+
+
+def _record_denials(hub: Any, denials: list[TokenDenial]) -> None:
+    from bastion.db import transaction
+    from bastion.tokens.service import record_denials
+
+    try:
+        with transaction(hub.sessions) as session:
+            record_denials(session, denials)
+    except Exception:  # auditing a denial must never turn the denial into a 500
+        log.exception("could not record denied token uses")

@@ -1,0 +1,101 @@
+"""ASGI app factory: settings → hub (database, stores) → routers → middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from bastion import __version__
+from bastion.api.errors import install_error_handlers
+from bastion.api.middleware import RequestContextMiddleware
+from bastion.authz import Permission, permission, require
+from bastion.authz.policy import Principal
+from bastion.config import Settings
+from bastion.hub import Hub
+from bastion.mail import Mailer
+
+log = logging.getLogger("bastion")
+
+
+def create_app(settings: Settings | None = None, hub: Hub | None = None) -> FastAPI:
+    settings = settings or Settings()
+    hub = hub or Hub.open(settings)
+    from bastion.scanning.queue import Workers, attach
+
+    queue = attach(hub)  # commits hand scan jobs to this queue
+    from bastion.signing.service import install as install_signing
+
+    install_signing(hub)  # the instance key signs Bastion's commits; every commit that enters is verified
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        workers = Workers(queue, settings.scan_workers, embedded=True) if settings.embedded_workers else None
+        if workers is not None:
+            workers.start()
+        yield
+        if workers is not None:
+            workers.stop()
+        app.state.mailer.close()
+        hub.close()
+
+    app = FastAPI(title="Bastion", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.hub = hub
+    app.state.mailer = Mailer(settings.smtp_url, settings.mail_from)
+    hub.mailer = app.state.mailer  # services outside a request (scan workers) send mail too
+    install_error_handlers(app)
+
+    from bastion.accounts.routes import router as accounts_router
+    from bastion.gitserver.routes import router as git_router
+    from bastion.lfs.routes import router as lfs_router
+    from bastion.repos.downloads import router as downloads_router
+    from bastion.repos.routes import router as repos_router
+    from bastion.scanning.routes import router as scanning_router
+    from bastion.tokens.routes import router as tokens_router
+    from bastion.xet.routes import install as install_xet
+
+    @app.get("/api/health")
+    @permission(Permission.PUBLIC)
+    def health() -> JSONResponse:
+        require(Principal.anonymous(), Permission.PUBLIC)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    app.include_router(accounts_router)
+    app.include_router(tokens_router)
+    from bastion.signing.routes import router as signing_router
+    app.include_router(signing_router)  # before repos: /api/signing-key is not a repo type listing
+    from bastion.orgs import service as orgs_service
+    from bastion.orgs.routes import router as orgs_router
+    orgs_service.install(hub.engine, app.state.mailer, settings.public_url)  # token approval requests are e-mailed
+    app.include_router(orgs_router)  # before repos: /api/{plural}/{ns}/{name}/resource-group
+    app.include_router(repos_router)
+    app.include_router(lfs_router)
+    app.include_router(scanning_router)
+    install_xet(app, hub)  # the Xet CAS under /xet-cas; before downloads (catch-all model URLs)
+    app.include_router(git_router)  # before downloads: /{ns}/{name}/info/refs is not a file path
+    app.include_router(downloads_router)  # its model URLs are a catch-all /{ns}/{name}/resolve/...
+    # The web UI after every API and git route: its /{ns} and /{ns}/{name} pages match almost anything.
+    from bastion.orgs.views import router as web_orgs_router
+    from bastion.web.key_views import router as web_key_router
+    from bastion.web.repo_views import router as web_repo_router
+    from bastion.web.token_views import router as web_token_router
+    from bastion.web.views import router as web_router
+    app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
+    app.include_router(web_router)
+    app.include_router(web_token_router)
+    app.include_router(web_key_router)
+    app.include_router(web_repo_router)
+    app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.trusted_proxies,
+                       strict_authz=settings.strict_authz, server_timing=settings.server_timing)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Entry point for ASGI servers started with a factory (granian --factory, uvicorn --factory)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(Settings())

@@ -1,0 +1,57 @@
+"""The one permission vocabulary.
+
+Naming: dotted `resource.capability[.level]`, the Hugging Face Hub's names where it has one
+(`repo.content.read`, `repo.write`). A permission names what is done, never who may do it:
+who may is decided only in policy.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Permission(StrEnum):
+    PUBLIC = "public"  # anyone, signed in or not (health, README validation)
+    USER_READ = "user.read"  # the caller's own identity (whoami)
+    USER_KEYS_WRITE = "user.keys.write"  # add/remove the caller's own GPG and SSH signing keys, vigilant mode
+    REPO_LIST = "repo.list"  # listing: results are filtered by readable_repos_clause()
+    REPO_READ = "repo.content.read"  # files, refs, history, info of one repo
+    REPO_WRITE = "repo.write"  # commits, branches, tags, LFS uploads
+    REPO_CREATE = "repo.create"  # a new repo in a namespace
+    REPO_MANAGE = "repo.settings.write"  # visibility, settings, rename/move
+    REPO_DELETE = "repo.delete"
+    LFS_OBJECT_UPLOAD = "lfs.object.upload"  # a pre-signed upload URL (capability principal)
+    XET_CAS_READ = "xet.cas.read"  # a Xet CAS token of one repo: reconstructions, dedupe (capability)
+    XET_CAS_WRITE = "xet.cas.write"  # a Xet CAS write token of one repo: xorb and shard uploads (capability)
+    XET_XORB_FETCH = "xet.xorb.fetch"  # a signed fetch URL: exactly one byte range of one xorb (capability)
+    ADMIN = "admin"  # instance administration
+    ACCOUNT_MANAGE = "account.write"  # the caller's own profile, e-mails, password, sessions (browser only)
+    ACCOUNT_SECURITY = "account.security.write"  # add/remove second factors: browser + recent re-authentication
+    TOKEN_READ = "user.tokens.read"  # list the caller's own access tokens (browser only)
+    TOKEN_MANAGE = "user.tokens.write"  # create, rename, rotate, revoke them: browser + recent re-authentication
+    ORG_CREATE = "org.create"  # a new organization (any signed-in user, as on the Hub)
+    ORG_READ = "org.read"  # an organization's settings and metadata (members with a role)
+    ORG_WRITE = "org.write"  # profile, security settings, token policy and token approvals (org admins)
+    ORG_DELETE = "org.delete"  # delete the organization (org admins, browser only)
+    ORG_MEMBERS_READ = "org.members.read"  # the members list (public unless the org hides it)
+    ORG_MEMBERS_WRITE = "org.members.write"  # invite, add, remove members and change roles (org admins)
+    ORG_MEMBERSHIP_SELF = "org.membership.self"  # the caller's own membership: accept/decline invitation, leave
+    RESOURCE_GROUP_WRITE = "resourceGroup.write"  # create (org admins), rename, delete, group members (group admins)
+    REPO_RESOURCE_GROUP = "repo.resource_group.write"  # move a repo into, out of or between resource groups
+
+
+def permission(perm: Permission, *alternatives: Permission) -> Callable[[F], F]:
+    """Declare the permission a route checks, and any it checks instead depending on the request (a git
+    fetch or push, an LFS download or upload). The router walk test requires a declaration on every
+    route; in strict mode the middleware refuses a response whose one check is not a declared one."""
+
+    def mark(fn: F) -> F:
+        fn.__bastion_permission__ = perm  # type: ignore[attr-defined]
+        fn.__bastion_permissions__ = frozenset((perm, *alternatives))  # type: ignore[attr-defined]
+        return fn
+
+    return mark

@@ -1,0 +1,526 @@
+"""The decision: authorize(principal, permission, resource) -> Decision.
+
+Pure: it reads only the principal and the resource handed to it (loaded by the caller).
+`require()` turns a denial into the error the client must see; a private repo the caller may
+not read is reported exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, and_, false, not_, or_, true
+
+from bastion.authz.permissions import Permission
+from bastion.errors import AuthenticationRequired, Forbidden, RepoNotFound
+from bastion.timing import timed
+
+WRITE_PERMISSIONS = frozenset({Permission.REPO_WRITE, Permission.REPO_CREATE, Permission.REPO_MANAGE,
+                               Permission.REPO_DELETE, Permission.USER_KEYS_WRITE})
+
+# Granted only by a signed, short-lived claim (never by an account token, so a leaked hub token
+# cannot skip the repo check made when the claim was minted).
+CAPABILITY_PERMISSIONS = frozenset({Permission.LFS_OBJECT_UPLOAD, Permission.XET_CAS_READ, Permission.XET_CAS_WRITE,
+                                    Permission.XET_XORB_FETCH})
+
+# Account security is changed only in a browser, where a password (and second factor) was just shown:
+# a leaked token must not be able to change the password or remove 2FA.
+BROWSER_ONLY_PERMISSIONS = frozenset({Permission.ACCOUNT_MANAGE, Permission.ACCOUNT_SECURITY, Permission.TOKEN_READ,
+                                      Permission.TOKEN_MANAGE, Permission.ORG_DELETE})
+# Organization management from the web UI: every one of these pages posts a CSRF-protected form.
+ORG_PERMISSIONS = frozenset({Permission.ORG_CREATE, Permission.ORG_READ, Permission.ORG_WRITE, Permission.ORG_DELETE,
+                             Permission.ORG_MEMBERS_READ, Permission.ORG_MEMBERS_WRITE, Permission.ORG_MEMBERSHIP_SELF,
+                             Permission.RESOURCE_GROUP_WRITE, Permission.REPO_RESOURCE_GROUP})
+
+# Which authentication method may grant which permissions (warehouse's security_policy table).
+# A capability URL grants only what it was minted for; an anonymous caller only reads.
+METHOD_GRANTS: dict[str, frozenset[Permission]] = {
+    "anonymous": frozenset({Permission.PUBLIC, Permission.REPO_LIST, Permission.REPO_READ,
+                            Permission.ORG_MEMBERS_READ}),
+    "token": frozenset(Permission) - CAPABILITY_PERMISSIONS - BROWSER_ONLY_PERMISSIONS,
+    # A browser session reads what its user may read and manages its own account; repo writes and
+    # admin stay with tokens until the UI has CSRF-protected forms for them.
+    # Own signing keys too: the keys settings page posts CSRF-checked forms (bastion.web.key_views).
+    "session": frozenset({Permission.PUBLIC, Permission.USER_READ, Permission.REPO_LIST, Permission.REPO_READ,
+                          Permission.USER_KEYS_WRITE, *BROWSER_ONLY_PERMISSIONS, *ORG_PERMISSIONS}),
+    "capability": CAPABILITY_PERMISSIONS,
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    method: str  # anonymous | token | session | capability
+    user_id: int | None = None
+    username: str | None = None
+    is_admin: bool = False
+    token_id: int | None = None
+    token_role: str | None = None  # read | write
+    capability: dict[str, Any] = field(default_factory=dict)
+    session_id: int | None = None
+    recently_authenticated: bool = False  # session: password or second factor proven within sudo_minutes
+    # Token restrictions (bastion.tokens.restrictions), re-applied on every decision: a token can only
+    # narrow what its owner may do right now, never widen it.
+    restrictions: tuple[Restriction, ...] = ()
+
+    @classmethod
+    def anonymous(cls) -> Principal:
+        return cls(method="anonymous")
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user_id is not None
+
+
+# Organization roles, least to most privileged (the Hub's enum; `no_access`: member only through groups).
+ORG_ROLES = ("no_access", "read", "contributor", "write", "admin")
+READ_ROLES = frozenset({"read", "contributor", "write", "admin"})
+WRITE_ROLES = frozenset({"write", "admin"})
+CREATE_ROLES = frozenset({"contributor", "write", "admin"})
+TOKEN_POLICIES = ("allow", "fine_grained", "approval")
+REPO_VISIBILITY_POLICIES = ("public", "private", "private_only")
+
+# The Hub's texts for tokens its organization's policy refuses (clients show them verbatim).
+TOKEN_APPROVAL_REQUIRED = ("Due to the organization token policy, your token needs to be approved by the organization "
+                           "before you can access this resource.")
+TOKEN_REVOKED_BY_ORG = ("Your token has been revoked by the organization administrator, you can no longer access "
+                        "organization resources. Please contact them for more information.")
+TOKEN_FINE_GRAINED_REQUIRED = ("Due to the organization token policy, only fine-grained tokens can access this "
+                               "resource. Create a fine-grained token scoped to the organization.")
+
+
+@dataclass(frozen=True)
+class OrgFacts:
+    """What decisions about an organization's resources need, loaded by the caller (orgs.service.org_facts)."""
+
+    id: int
+    name: str
+    roles: Mapping[int, str]  # user id → org role, for every member
+    two_factor: frozenset[int] = frozenset()  # members with a second factor enrolled
+    require_2fa: bool = False
+    token_policy: str = "allow"  # allow | fine_grained | approval
+    repo_visibility: str = "public"  # public | private | private_only
+    hide_members: bool = False
+
+
+@dataclass(frozen=True)
+class GroupFacts:
+    """A resource group and its members' group roles."""
+
+    id: int
+    org_id: int
+    name: str
+    roles: Mapping[int, str]  # user id → group role
+
+    @property
+    def public_id(self) -> str:
+        return f"{self.id:024x}"  # the Hub's resource-group ids are 24 hex digits
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    id: int
+    namespace: str
+    owner_user_id: int | None
+    private: bool
+    type: str = "model"
+    name: str = ""
+    org: OrgFacts | None = None  # set when an organization owns the namespace
+    group: GroupFacts | None = None  # the resource group the repo is in (org repos only)
+    creator_user_id: int | None = None  # who created it: contributors write only their own repos
+
+
+@dataclass(frozen=True)
+class NamespaceRef:
+    name: str
+    owner_user_id: int | None
+    org: OrgFacts | None = None
+    group: GroupFacts | None = None  # for REPO_CREATE: the resource group the new repo goes into
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    """A resource group as the target of RESOURCE_GROUP_WRITE; group None: creating one in `org`."""
+
+    org: OrgFacts
+    group: GroupFacts | None = None
+
+
+@dataclass(frozen=True)
+class RepoGroupMove:
+    """Moving `repo` to resource group `target` (None: the organization root)."""
+
+    repo: RepoRef
+    target: GroupFacts | None
+
+
+@dataclass(frozen=True)
+class CapabilityTarget:
+    kind: str
+    claims: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+    # A denial by an organization policy (2FA, token policy) given to someone who may otherwise see the
+    # resource: its reason is shown as is, even for a private repo (which is otherwise a plain 404).
+    disclose: bool = False
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+ALLOW = Decision(True)
+
+
+class Restriction(Protocol):
+    """A token restriction: verify() may only deny; sql_filter() narrows listings the same way."""
+
+    # Whether sql_filter() narrows public repos too (a disabled token) or only private ones.
+    sql_filter_public: bool
+
+    def verify(self, perm: Permission, resource: object) -> Decision: ...
+
+    def sql_filter(self, cols: RepoColumns) -> ColumnElement[bool] | None: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class RepoColumns:
+    """The repo table's columns the listing filter needs (passed in: authz imports no models)."""
+
+    private: Any
+    owner_user_id: Any
+    type: Any
+    namespace_lower: Any
+    name_lower: Any
+    # Organizations (None where the caller has none, e.g. a test table). Role lookups are callables
+    # because they depend on the principal: user id → correlated subquery of that user's role ('' if none).
+    owner_org_id: Any = None
+    resource_group_id: Any = None
+    org_require_2fa: Any = None
+    org_token_policy: Any = None
+    org_role: Callable[[int], Any] | None = None
+    group_role: Callable[[int], Any] | None = None
+    has_2fa: Callable[[int], Any] | None = None
+
+
+def _owns(principal: Principal, owner_user_id: int | None) -> bool:
+    return principal.user_id is not None and principal.user_id == owner_user_id
+
+
+def authorize(principal: Principal, perm: Permission, resource: object = None) -> Decision:
+    if perm not in METHOD_GRANTS.get(principal.method, frozenset()):
+        return Decision(False, f"{principal.method} authentication cannot grant {perm}")
+    if perm is Permission.PUBLIC:
+        return ALLOW
+    if perm is Permission.LFS_OBJECT_UPLOAD:
+        if not isinstance(resource, CapabilityTarget) or resource.kind != "lfs-upload":
+            return Decision(False, "not an upload capability")
+        for key in ("repo_id", "oid", "size"):
+            if principal.capability.get(key) != resource.claims.get(key):
+                return Decision(False, f"upload URL was issued for another {key}")
+        return ALLOW
+    if perm in (Permission.XET_CAS_READ, Permission.XET_CAS_WRITE):
+        return _authorize_xet_cas(principal, perm, resource)
+    if perm is Permission.XET_XORB_FETCH:
+        if not isinstance(resource, CapabilityTarget) or resource.kind != "xet-fetch":
+            return Decision(False, "not a Xet fetch URL")
+        for key in ("xorb", "range"):
+            if principal.capability.get(key) != resource.claims.get(key):
+                return Decision(False, f"fetch URL was signed for another {key}")
+        return ALLOW
+    if principal.method == "token" and principal.token_role != "write" and not principal.restrictions:
+        return Decision(False, "token without restrictions: refusing to guess its rights")  # fail closed
+    decision = _user_may(principal, perm, resource)
+    if not decision:
+        return decision
+    for restriction in principal.restrictions:
+        decision = restriction.verify(perm, resource)
+        if not decision:
+            return decision
+    return ALLOW
+
+
+def _user_may(principal: Principal, perm: Permission, resource: object) -> Decision:
+    """What the signed-in user (or anonymous caller) may do, before any token restriction."""
+    if perm is Permission.USER_READ:
+        return ALLOW if principal.authenticated else Decision(False, "sign-in required")
+    if perm is Permission.USER_KEYS_WRITE:
+        # Only the caller's own keys: routes act on principal.user_id, never on a named user.
+        return ALLOW if principal.authenticated else Decision(False, "sign-in required")
+    if perm is Permission.REPO_LIST:
+        return ALLOW
+    if perm is Permission.ACCOUNT_MANAGE:
+        return ALLOW if principal.authenticated else Decision(False, "sign-in required")
+    if perm is Permission.TOKEN_READ:
+        return ALLOW if principal.authenticated else Decision(False, "sign-in required")
+    if perm in (Permission.ACCOUNT_SECURITY, Permission.TOKEN_MANAGE):
+        if not principal.authenticated:
+            return Decision(False, "sign-in required")
+        return ALLOW if principal.recently_authenticated else Decision(False, "confirm your password first")
+    if perm is Permission.ADMIN:
+        return ALLOW if principal.is_admin else Decision(False, "instance administrators only")
+    if perm in (Permission.ORG_CREATE, Permission.ORG_MEMBERSHIP_SELF):
+        return ALLOW if principal.authenticated else Decision(False, "sign-in required")
+    if perm is Permission.REPO_CREATE:
+        if not isinstance(resource, NamespaceRef):
+            return Decision(False, "no namespace")
+        if resource.org is not None:
+            return _org_may_create(principal, resource.org, resource.group)
+        if _owns(principal, resource.owner_user_id) or principal.is_admin:
+            return ALLOW
+        return Decision(False, f"you cannot create repositories in {resource.name!r}")
+    if isinstance(resource, RepoRef) and resource.org is not None:
+        return _org_repo_may(principal, perm, resource, resource.org)
+    if isinstance(resource, OrgFacts) and perm in (Permission.ORG_READ, Permission.ORG_WRITE, Permission.ORG_DELETE,
+                                                   Permission.ORG_MEMBERS_READ, Permission.ORG_MEMBERS_WRITE):
+        return _org_may(principal, perm, resource)
+    if isinstance(resource, GroupRef) and perm is Permission.RESOURCE_GROUP_WRITE:
+        return _group_may(principal, resource)
+    if isinstance(resource, RepoGroupMove) and perm is Permission.REPO_RESOURCE_GROUP:
+        return _move_may(principal, resource)
+    if isinstance(resource, RepoRef):
+        can_read = not resource.private or _owns(principal, resource.owner_user_id) or principal.is_admin
+        if perm is Permission.REPO_READ:
+            return ALLOW if can_read else Decision(False, "private repository")
+        if not can_read:
+            return Decision(False, "private repository")
+        if _owns(principal, resource.owner_user_id) or principal.is_admin:
+            return ALLOW
+        return Decision(False, "you do not have write access to this repository")
+    return Decision(False, f"{perm} does not apply to {type(resource).__name__}")
+
+
+# ---- organizations ----------------------------------------------------------------------------
+# How org roles and resource-group roles combine (docs/architecture.md, "Organizations"): org admins
+# have every right in the org; at the org root a member's org role applies; inside a resource group
+# only the member's group role applies (the org role gives nothing there, so a private group repo is
+# invisible to non-members of the group). Public repos stay readable by everyone. When the org requires
+# 2FA, every right that comes from membership needs an enrolled second factor.
+
+def _org_role(principal: Principal, org: OrgFacts) -> str | None:
+    return org.roles.get(principal.user_id) if principal.user_id is not None else None
+
+
+def _repo_role(principal: Principal, repo: RepoRef, org: OrgFacts) -> str | None:
+    """The member's effective role on an org repo, None when membership gives nothing there."""
+    role = _org_role(principal, org)
+    if role is None:
+        return None
+    if role == "admin":
+        return "admin"
+    if repo.group is None:
+        return role if role in READ_ROLES else None
+    group_role = repo.group.roles.get(principal.user_id)  # type: ignore[arg-type]
+    return group_role if group_role in READ_ROLES else None
+
+
+def _two_factor(principal: Principal, org: OrgFacts) -> Decision:
+    if org.require_2fa and principal.user_id not in org.two_factor:
+        return Decision(False, f"The organization {org.name!r} requires two-factor authentication. Enable it in "
+                               "your account settings (Settings → Two-factor authentication) to access its "
+                               "resources.", disclose=True)
+    return ALLOW
+
+
+def _may_write(principal: Principal, role: str | None, creator_user_id: int | None) -> bool:
+    return role in WRITE_ROLES or (role == "contributor" and creator_user_id is not None
+                                   and creator_user_id == principal.user_id)
+
+
+def _org_repo_may(principal: Principal, perm: Permission, repo: RepoRef, org: OrgFacts) -> Decision:
+    if principal.is_admin:
+        return ALLOW
+    role = _repo_role(principal, repo, org)
+    if perm is Permission.REPO_READ:
+        if not repo.private:
+            return ALLOW
+        return _two_factor(principal, org) if role is not None else Decision(False, "private repository")
+    if role is None:
+        return Decision(False, "private repository" if repo.private else
+                        "you do not have write access to this repository")
+    if not _may_write(principal, role, repo.creator_user_id):
+        where = f"resource group {repo.group.name!r}" if repo.group else f"organization {org.name!r}"
+        return Decision(False, f"your role in the {where} ({role}) does not allow this")
+    return _two_factor(principal, org)
+
+
+def _org_may_create(principal: Principal, org: OrgFacts, group: GroupFacts | None) -> Decision:
+    if principal.is_admin:
+        return ALLOW
+    role = _org_role(principal, org)
+    if role == "admin":
+        ok = True
+    elif role is None:
+        ok = False
+    elif group is not None:
+        ok = group.roles.get(principal.user_id) in CREATE_ROLES  # type: ignore[arg-type]
+    else:
+        ok = role in CREATE_ROLES
+    if not ok:
+        where = f"resource group {group.name!r}" if group else f"organization {org.name!r}"
+        return Decision(False, f"you cannot create repositories in the {where}")
+    return _two_factor(principal, org)
+
+
+def _org_may(principal: Principal, perm: Permission, org: OrgFacts) -> Decision:
+    if perm is Permission.ORG_MEMBERS_READ and not org.hide_members:
+        return ALLOW
+    if principal.is_admin:
+        return ALLOW
+    role = _org_role(principal, org)
+    if role is None:
+        return Decision(False, f"you are not a member of the organization {org.name!r}")
+    if perm is Permission.ORG_MEMBERS_READ:
+        ok = True  # a hidden members list is still shown to members
+    elif perm is Permission.ORG_READ:
+        ok = role in READ_ROLES
+    else:
+        ok = role == "admin"
+    if not ok:
+        return Decision(False, f"only administrators of {org.name!r} can do this" if perm is not Permission.ORG_READ
+                        else f"your role in {org.name!r} ({role}) does not include its settings")
+    return _two_factor(principal, org)
+
+
+def _group_may(principal: Principal, ref: GroupRef) -> Decision:
+    """Org admins create, rename and delete groups; a group's admins manage its members."""
+    if principal.is_admin:
+        return ALLOW
+    ok = _org_role(principal, ref.org) == "admin" or (
+        ref.group is not None and ref.group.roles.get(principal.user_id) == "admin")  # type: ignore[arg-type]
+    if not ok:
+        return Decision(False, "only organization administrators (or this group's administrators, for its "
+                               "members) can manage resource groups")
+    return _two_factor(principal, ref.org)
+
+
+def _move_may(principal: Principal, move: RepoGroupMove) -> Decision:
+    """Org admins move any repo; group admins move repos out of, into and between groups they administer.
+    Taking a repo from the org root also needs write access to it there."""
+    org = move.repo.org
+    if org is None:
+        return Decision(False, "only organization repositories belong to resource groups")
+    if principal.is_admin:
+        return ALLOW
+    role = _org_role(principal, org)
+    if role != "admin":
+        ends = [g for g in (move.repo.group, move.target) if g is not None]
+        ok = bool(ends) and role is not None and all(g.roles.get(principal.user_id) == "admin"  # type: ignore[arg-type]
+                                                     for g in ends)
+        if ok and move.repo.group is None:
+            ok = _may_write(principal, role if role in READ_ROLES else None, move.repo.creator_user_id)
+        if not ok:
+            return Decision(False, "moving this repository needs administrator rights on the resource groups "
+                                   "involved (or on the organization)")
+    return _two_factor(principal, org)
+
+
+def _authorize_xet_cas(principal: Principal, perm: Permission, resource: object) -> Decision:
+    """A Xet CAS token works only for the repo it was minted for; only a write token uploads."""
+    if not isinstance(resource, CapabilityTarget) or resource.kind != "xet-cas":
+        return Decision(False, "not a Xet CAS request")
+    claims = principal.capability
+    if claims.get("p") != "xet-cas":
+        return Decision(False, "not a Xet CAS token")
+    if claims.get("repo_id") != resource.claims.get("repo_id"):
+        return Decision(False, "this Xet token was issued for another repository")
+    if perm is Permission.XET_CAS_WRITE and claims.get("scope") != "write":
+        return Decision(False, "this Xet token is read-only; request one from the xet-write-token route")
+    if claims.get("scope") not in ("read", "write"):
+        return Decision(False, "unknown Xet token scope")
+    return ALLOW
+
+
+def readable_repos_clause(principal: Principal, cols: RepoColumns) -> ColumnElement[bool]:
+    """The REPO_READ rule of authorize() as a SQL filter, for listings (tested against it)."""
+    if principal.method not in ("anonymous", "token", "session"):
+        return false()
+    public = cols.private.is_(False)
+    if principal.user_id is None:
+        return public
+    private_ok: ColumnElement[bool] = true() if principal.is_admin else (cols.owner_user_id == principal.user_id)
+    if not principal.is_admin and cols.owner_org_id is not None:
+        private_ok = or_(private_ok, _org_readable_clause(principal.user_id, cols))
+    for restriction in principal.restrictions:
+        narrowed = restriction.sql_filter(cols)
+        if narrowed is not None:
+            private_ok = and_(private_ok, narrowed)
+            public = and_(public, narrowed) if restriction.sql_filter_public else public
+    return or_(public, private_ok)
+
+
+def _org_readable_clause(user_id: int, cols: RepoColumns) -> ColumnElement[bool]:
+    """_org_repo_may(REPO_READ) for private org repos, as SQL (roles are '' where the user has none)."""
+    assert cols.org_role is not None and cols.group_role is not None and cols.has_2fa is not None
+    role, group_role = cols.org_role(user_id), cols.group_role(user_id)
+    by_role = or_(role == "admin",
+                  and_(cols.resource_group_id.is_(None), role.in_(sorted(READ_ROLES))),
+                  and_(cols.resource_group_id.is_not(None), role != "", group_role.in_(sorted(READ_ROLES))))
+    return and_(cols.owner_org_id.is_not(None), by_role,
+                or_(not_(cols.org_require_2fa), cols.has_2fa(user_id)))
+
+
+# Every request counts its authz checks; strict mode (tests) rejects a request with != 1.
+_checks: ContextVar[list[Permission] | None] = ContextVar("bastion_authz_checks", default=None)
+# Denied token uses in this request, audited (rate-limited) once the response has gone out.
+_denials: ContextVar[list[TokenDenial] | None] = ContextVar("bastion_authz_denials", default=None)
+
+
+@dataclass(frozen=True)
+class TokenDenial:
+    token_id: int
+    username: str | None
+    permission: str
+    reason: str
+
+
+def start_request_checks() -> list[Permission]:
+    checks: list[Permission] = []
+    _checks.set(checks)
+    _denials.set([])
+    return checks
+
+
+def checks_in_request() -> list[Permission] | None:
+    return _checks.get()
+
+
+def denials_in_request() -> list[TokenDenial]:
+    return list(_denials.get() or [])
+
+
+def note_token_denial(token_id: int, username: str | None, perm: str, reason: str) -> None:
+    denials = _denials.get()
+    if denials is not None:
+        denials.append(TokenDenial(token_id, username, perm, reason))
+
+
+def require(principal: Principal, perm: Permission, resource: object = None) -> None:
+    checks = _checks.get()
+    if checks is not None:
+        checks.append(perm)
+    with timed("authz"):
+        decision = authorize(principal, perm, resource)
+    if decision:
+        return
+    if principal.token_id is not None:
+        note_token_denial(principal.token_id, principal.username, str(perm), decision.reason)
+    repo = resource.repo if isinstance(resource, RepoGroupMove) else resource
+    if isinstance(repo, RepoRef):
+        can_read = authorize(principal, Permission.REPO_READ, repo)
+        if not can_read:
+            if can_read.disclose:
+                raise Forbidden(can_read.reason)  # a member blocked by an org policy is told why
+            raise RepoNotFound()  # private means invisible
+    if decision.disclose:
+        raise Forbidden(decision.reason)
+    if not principal.authenticated and principal.method != "capability":
+        raise AuthenticationRequired(f"Authentication required: {decision.reason}")
+    raise Forbidden(f"Forbidden: {decision.reason}")

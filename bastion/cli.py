@@ -1,0 +1,391 @@
+"""The `bastion` command: serve, admin (users, tokens). Every command honours --data-dir."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bastion import __version__
+from bastion.audit.context import AuditContext, bind_context
+from bastion.config import Settings
+from bastion.db import transaction
+from bastion.errors import BastionError
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    if data_dir is not None:
+        # Exported so that server worker processes (which build their own Settings) agree.
+        os.environ["BASTION_DATA_DIR"] = str(data_dir)
+    return Settings()
+
+
+@click.group()
+@click.version_option(__version__, prog_name="bastion")
+def main() -> None:
+    """Bastion: a self-hosted, security-first hub for ML models and datasets."""
+
+
+data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                               help="Data directory (default: $BASTION_DATA_DIR or ./data).")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="Server processes.")
+@data_dir_option
+def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
+    """Run the hub server (embedded default: SQLite + local disk)."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    from bastion.db import migrate
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(data_dir)
+    migrate(settings.resolved_database_url)
+    log = logging.getLogger("bastion")
+    log.info("data directory: %s", settings.resolved_data_dir)
+    log.info("database: %s", settings.resolved_database_url.split("@")[-1])
+    log.info("Bastion %s listening on http://%s:%d", __version__, host, port)
+    Granian("bastion.app:app_from_env", factory=True, address=host, port=port, interface=Interfaces.ASGI,
+            workers=workers, blocking_threads=1, log_access=False).serve()
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, type=int, help="Scan threads in this process.")
+@data_dir_option
+def worker(workers: int, data_dir: Path | None) -> None:
+    """Run scan workers (scale-out: any number of these share the queue set by BASTION_QUEUE_URL)."""
+    from bastion.hub import Hub
+    from bastion.scanning.queue import Workers, attach
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hub = Hub.open(_settings(data_dir))
+    queue = attach(hub)
+    logging.getLogger("bastion").info("scan worker started: %d threads, queue %s", workers,
+                                      "redis" if (hub.settings.queue_url or "").startswith("redis") else "sqlite")
+    try:
+        Workers(queue, workers, embedded=False).run_forever()
+    finally:
+        hub.close()
+
+
+SCAN_CHOICES = {"pickle": "pickle", "malware": "av", "av": "av", "secrets": "secrets"}
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--only", type=click.Choice(sorted(SCAN_CHOICES)), default=None, help="Run only this scanner.")
+def scan(paths: tuple[Path, ...], as_json: bool, only: str | None) -> None:
+    """Scan files or directories offline with every enabled scanner. Exit 0 only if all are safe."""
+    import json
+
+    from bastion.scanning.service import build_scanners, scan_file_offline
+
+    settings = Settings()
+    scanners = build_scanners(settings, [SCAN_CHOICES[only]] if only else None)
+    files = []
+    findings = []
+    for root in paths:
+        targets = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for target in targets:
+            rel = target.relative_to(root).as_posix() if root.is_dir() else target.name
+            entry = {"path": rel, **scan_file_offline(scanners, target)}
+            secrets = entry["scans"].get("secrets", {})
+            secrets.pop("detail", None)  # the redacted detail is for stored notices, not this report
+            findings += [{**f, "file": rel} for f in secrets.pop("findings", [])]
+            files.append(entry)
+    document = {"scanner": {"name": "bastion", "version": __version__,
+                            "scanners": {name: s.version() for name, s in scanners.items()}},
+                "files": files, "findings": findings}
+    if as_json:
+        click.echo(json.dumps(document, indent=2, sort_keys=False))
+    else:
+        for f in files:
+            click.echo(f"{f['status']:>11}  {f['path']}")
+    sys.exit(0 if files and all(f["status"] == "safe" for f in files) else 1)
+
+
+@main.group()
+def admin() -> None:
+    """Administrative commands (run against the data of a running or stopped server)."""
+
+
+def _admin_hub(data_dir: Path | None):  # type: ignore[no-untyped-def]
+    from bastion.hub import Hub
+
+    return Hub.open(_settings(data_dir))
+
+
+@admin.command("create-user")
+@click.argument("name")
+@click.option("--email", required=True)
+@click.option("--fullname", default="")
+@click.option("--admin", "is_admin", is_flag=True, default=False)
+@click.option("--password-stdin", is_flag=True, default=False,
+              help="Read the account's password from standard input (first line); without it the account "
+                   "signs in only with tokens until a password is reset.")
+@data_dir_option
+def create_user(name: str, email: str, fullname: str, is_admin: bool, password_stdin: bool,
+                data_dir: Path | None) -> None:
+    """Create a user account (the e-mail address given here counts as verified)."""
+    from bastion.accounts import service as accounts
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    hub = _admin_hub(data_dir)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            user = accounts.create_user(session, name, email, fullname, is_admin, password=password,
+                                        email_verified=True,
+                                        min_password_length=hub.settings.password_min_length)
+            click.echo(f"created user {user.name}", err=True)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
+@admin.command("invite")
+@click.argument("email")
+@data_dir_option
+def invite(email: str, data_dir: Path | None) -> None:
+    """Print a sign-up link for EMAIL (valid 7 days), for BASTION_SIGNUP=invite."""
+    from bastion.accounts import service as accounts
+
+    settings = _settings(data_dir)
+    try:
+        token = accounts.make_invite(settings.secret_key, email)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{(settings.public_url or '').rstrip('/')}/join?invite={token}")
+
+
+ENTITY_PREFIXES = ("user", "org", "model", "dataset", "space", "resource-group")
+
+
+def _parse_scope_option(value: str):  # type: ignore[no-untyped-def]
+    """`ENTITY=PERM[,PERM…]` with ENTITY `user:NAME`, `org:NAME`, `model:NS/NAME`, … → a Scope."""
+    from bastion.tokens.restrictions import InvalidRestriction, parse_scope
+
+    entity, sep, perms = value.partition("=")
+    kind, colon, name = entity.partition(":")
+    if not sep or not colon or kind not in ENTITY_PREFIXES:
+        raise click.BadParameter(f"{value!r}: expected ENTITY=PERM[,PERM…] with ENTITY one of "
+                                 f"{', '.join(p + ':NAME' for p in ENTITY_PREFIXES)}", param_hint="--scope")
+    try:
+        return parse_scope(kind, name, [p.strip() for p in perms.split(",") if p.strip()], group_by_name=True)
+    except InvalidRestriction as exc:
+        raise click.BadParameter(str(exc), param_hint="--scope") from None
+
+
+@admin.command("create-token")
+@click.argument("user")
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(["read", "write", "fineGrained"]), default="read", show_default=True)
+@click.option("--scope", "scopes", multiple=True, metavar="ENTITY=PERM[,PERM…]",
+              help="Fine-grained scope, e.g. model:alice/bert=repo.content.read (repeatable).")
+@click.option("--expires", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Expiry date (UTC).")
+@data_dir_option
+def create_token(user: str, name: str, role: str, scopes: tuple[str, ...], expires: Any,
+                 data_dir: Path | None) -> None:
+    """Create an access token for USER and print only the token."""
+    from datetime import UTC
+
+    from bastion.accounts import service as accounts
+    from bastion.tokens import service as tokens
+
+    parsed = [_parse_scope_option(s) for s in scopes]
+    if parsed and role != "fineGrained":
+        raise click.BadParameter("--scope needs --role fineGrained", param_hint="--scope")
+    hub = _admin_hub(data_dir)
+    from bastion.mail import Mailer
+    from bastion.orgs import service as orgs
+
+    mailer = Mailer(hub.settings.smtp_url, hub.settings.mail_from)
+    orgs.install(hub.engine, mailer, hub.settings.public_url)  # org admins are e-mailed about tokens awaiting approval
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            issued = tokens.create_token(session, accounts.get_user_by_name(session, user), name, role,
+                                         expires.replace(tzinfo=UTC) if expires else None, parsed or None)
+            secret = issued.secret
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        mailer.close()  # waits for queued mail
+        hub.close()
+    click.echo(secret)
+
+
+@admin.command("create-org")
+@click.argument("name")
+@click.option("--owner", required=True, help="The user who becomes the organization's first admin.")
+@click.option("--fullname", default="", help="The organization's display name.")
+@data_dir_option
+def create_org(name: str, owner: str, fullname: str, data_dir: Path | None) -> None:
+    """Create an organization with OWNER as its admin (same rules and audit events as the API)."""
+    from bastion.accounts import service as accounts
+    from bastion.orgs import service as orgs
+
+    hub = _admin_hub(data_dir)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            org = orgs.create_org(session, accounts.get_user_by_name(session, owner), name, fullname)
+            click.echo(f"created organization {org.name}", err=True)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
+@admin.command("add-member")
+@click.argument("org")
+@click.argument("user")
+@click.option("--role", type=click.Choice(["read", "contributor", "write", "admin"]), required=True)
+@data_dir_option
+def add_member(org: str, user: str, role: str, data_dir: Path | None) -> None:
+    """Add USER to ORG with a role, or change the role of a member (audited as org.add_user / org.change_role)."""
+    from bastion.accounts import service as accounts
+    from bastion.orgs import service as orgs
+
+    hub = _admin_hub(data_dir)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            found = orgs.get_org(session, org)
+            member = accounts.get_user_by_name(session, user)
+            if orgs.member(session, found, member) is None:
+                orgs.add_member(session, found, member, role)
+            else:
+                orgs.change_role(session, found, member, role)
+            click.echo(f"{member.name} is {role} of {found.name}", err=True)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
+def _storage_gc(grace_hours: float | None, dry_run: bool, data_dir: Path | None) -> None:
+    from datetime import timedelta
+
+    from bastion.lfs import gc
+
+    hub = _admin_hub(data_dir)
+    try:
+        hours = hub.settings.xet_gc_grace_hours if grace_hours is None else grace_hours
+        if hours < 0:
+            raise click.ClickException("--grace-hours must not be negative")
+        result = gc.collect_garbage(hub, timedelta(hours=hours), dry_run=dry_run)
+        x = result.xet
+        assert x is not None
+        if not dry_run:
+            from bastion import audit
+            from bastion.audit.actions import AuditAction
+
+            with bind_context(AuditContext(via="cli", actor_name=_os_user())), \
+                    transaction(hub.sessions) as session:
+                audit.record(session, AuditAction.STORAGE_GC, target=("instance", "storage"), details={
+                    "graceHours": hours, "linksRemoved": result.links_removed,
+                    "objectsRemoved": result.objects_removed, "objectBytesFreed": result.object_bytes_freed,
+                    "xorbsRemoved": x.xorbs_removed, "xorbBytesFreed": x.bytes_freed})
+    finally:
+        hub.close()
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {result.links_removed} repository links to unreachable files and {result.objects_removed} "
+               f"LFS objects ({result.object_bytes_freed} bytes)")
+    click.echo(f"{verb} {x.xorbs_removed} xorbs ({x.bytes_freed} bytes) and {x.files_removed} "
+               f"unreferenced files; {x.xorbs_kept} xorbs kept")
+
+
+_GRACE_HELP = ("Keep anything uploaded or referenced more recently than this "
+               "(default: BASTION_XET_GC_GRACE_HOURS, 24).")
+
+
+@admin.command("gc")
+@click.option("--grace-hours", type=float, default=None, help=_GRACE_HELP)
+@click.option("--dry-run", is_flag=True, default=False, help="Only report what would be deleted.")
+@data_dir_option
+def storage_gc(grace_hours: float | None, dry_run: bool, data_dir: Path | None) -> None:
+    """Free the storage of large files (LFS objects, Xet xorbs) that no ref of any repo reaches.
+
+    A file deleted from every branch, tag and pull-request ref, and from their history (for example
+    after super_squash_history), or whose repo was deleted, is collected; a reachable one never is.
+    """
+    _storage_gc(grace_hours, dry_run, data_dir)
+
+
+@admin.command("xet-gc")
+@click.option("--grace-hours", type=float, default=None, help=_GRACE_HELP)
+@click.option("--dry-run", is_flag=True, default=False, help="Only report what would be deleted.")
+@data_dir_option
+def xet_gc(grace_hours: float | None, dry_run: bool, data_dir: Path | None) -> None:
+    """Delete Xet xorbs that no reachable file references (the same collection as `gc`)."""
+    _storage_gc(grace_hours, dry_run, data_dir)
+
+
+@admin.command("rescan")
+@click.argument("repo_id")
+@click.option("--type", "repo_type", type=click.Choice(["model", "dataset", "space"]), default="model")
+@data_dir_option
+def admin_rescan(repo_id: str, repo_type: str, data_dir: Path | None) -> None:
+    """Scan every file of a repository again with the current scanners (history is kept)."""
+    from bastion.repos import service as repos
+    from bastion.scanning.queue import attach
+    from bastion.scanning.service import rescan_repo
+
+    hub = _admin_hub(data_dir)
+    attach(hub)
+    try:
+        ns, name = repos.split_repo_id(repo_id)
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            queued = rescan_repo(hub, session, repos.find_repo(session, repo_type, ns, name))
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+    click.echo(f"queued {queued} scan jobs", err=True)
+
+
+@admin.command("add-key")
+@click.argument("user")
+@click.option("--gpg", "gpg_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An ASCII-armored GPG public key (gpg --armor --export KEYID).")
+@click.option("--ssh", "ssh_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An SSH public key used for signing commits (~/.ssh/id_ed25519.pub).")
+@data_dir_option
+def add_key(user: str, gpg_file: Path | None, ssh_file: Path | None, data_dir: Path | None) -> None:
+    """Add a commit-signing key to USER's profile, with the same checks as the settings page."""
+    from bastion.accounts import service as accounts
+    from bastion.signing import service as signing
+
+    if (gpg_file is None) == (ssh_file is None):
+        raise click.UsageError("give exactly one of --gpg FILE or --ssh FILE")
+    kind, path = ("gpg", gpg_file) if gpg_file is not None else ("ssh", ssh_file)
+    assert path is not None
+    hub = _admin_hub(data_dir)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            key = signing.add_key(session, accounts.get_user_by_name(session, user), kind,
+                                  path.read_text(errors="replace"), hub.settings.tmp_dir)
+            shown = key.fingerprint
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+    click.echo(f"added {kind} key {shown} to {user}", err=True)
+
+
+def _os_user() -> str:
+    try:
+        return f"os:{os.getlogin()}"
+    except OSError:
+        return f"os:uid{os.getuid()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Settings: environment variables BASTION_* and command-line flags.
+
+One `Settings` object is built at start-up and handed to the app factory and the services.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BASTION_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./data"))
+    database_url: str | None = None
+    # Public base URL (scheme://host[:port][/prefix]). When unset, it is taken from each request.
+    public_url: str | None = None
+
+    # Upload policy: the server decides regular vs LFS (preupload).
+    lfs_threshold: int = 10 * MiB
+    max_regular_file_size: int = 10 * MiB
+    multipart_threshold: int = 512 * MiB
+    multipart_chunk_size: int = 128 * MiB
+    max_commit_body: int = 64 * MiB
+    max_commit_operations: int = 25_000
+    max_lfs_object_size: int = 500 * 1024 * MiB
+    upload_url_ttl_seconds: int = 3600
+
+    # Xet CAS. The CAS URL handed to clients defaults to this server's own base URL (CAS mounted in
+    # the app); set it to run the CAS routes behind another host name or on separate replicas.
+    xet_cas_url: str | None = None
+    xet_token_ttl_seconds: int = 30 * 60
+    xet_fetch_url_ttl_seconds: int = 15 * 60
+    xet_max_xorb_bytes: int = 64 * MiB  # xorb.md: the serialized-size limit a CAS enforces
+    xet_max_shard_bytes: int = 64 * MiB  # upload-protocol.md: larger shards must be split
+    xet_gc_grace_hours: float = 24.0  # unreferenced xorbs younger than this may belong to an upload in flight
+
+    # Scanning. clamd: "unix:///path/clamd.ctl" or "tcp://host:port"; unset: the Debian socket if it exists.
+    clamd_address: str | None = None
+    scanners: list[str] = Field(default_factory=lambda: ["av", "pickle", "secrets"])
+    # Queue transport: unset = SQLite file in the data dir (embedded); "redis://…" for scale-out.
+    queue_url: str | None = None
+    queue_name: str = "bastion"  # instances sharing one Redis keep apart by name
+    embedded_workers: bool = True  # run scan workers inside `bastion serve`
+    scan_workers: int = 2
+    scan_lease_seconds: int = 600  # a job not finished by then is handed to another worker
+    scan_timeout_seconds: int = 300  # per scanner and file; then the verdict is `error`
+    scan_max_attempts: int = 3
+    scan_inline_max_bytes: int = 64 * MiB  # "block unsafe files" scans up to this size before the ref moves
+    # Third-party secret verification, off unless configured: provider → base URL of its API (e.g.
+    # {"github": "https://api.github.com"}). Air-gapped installs leave it empty; Bastion's own
+    # tokens are always verified locally.
+    secret_verifiers: dict[str, str] = Field(default_factory=dict)
+
+    # Test and development switch: a request that did not pass exactly one authz check fails.
+    strict_authz: bool = False
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Report the time spent in authentication and authorization in a Server-Timing header (bastion.timing).
+    server_timing: bool = False
+
+    # Accounts and web sessions. Sign-up: "open" (anyone), "invite" (a signed invite link), "admins" (CLI only).
+    signup: Literal["open", "invite", "admins"] = "admins"
+    smtp_url: str | None = None  # smtp://[user:pass@]host:port, smtp+starttls://…, smtps://…; unset: mail is logged
+    mail_from: str = "Bastion <bastion@localhost>"
+    session_idle_minutes: int = 12 * 60
+    session_max_age_hours: int = 14 * 24  # below the Hub's 30 days between second-factor prompts
+    sudo_minutes: int = 15  # how long a re-authentication allows changing second factors
+    password_min_length: int = 10
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        path = self.data_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'bastion.sqlite3'}"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.resolved_data_dir / "repos"
+
+    @property
+    def lfs_dir(self) -> Path:
+        return self.resolved_data_dir / "lfs"
+
+    @property
+    def xet_dir(self) -> Path:
+        return self.resolved_data_dir / "xet"
+
+    @property
+    def resolved_clamd_address(self) -> str | None:
+        if self.clamd_address:
+            return self.clamd_address
+        debian = Path("/var/run/clamav/clamd.ctl")
+        return f"unix://{debian}" if debian.exists() else None
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.resolved_data_dir / "tmp"
+
+    @cached_property
+    def secret_key(self) -> bytes:
+        """The instance key for signed URLs and tokens, created once and kept in the data dir."""
+        env = os.environ.get("BASTION_SECRET_KEY")
+        if env:
+            return env.encode()
+        path = self.resolved_data_dir / "secret_key"
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            pass
+        key = secrets.token_hex(32).encode()
+        # O_EXCL: two processes starting together agree on one key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        return key

@@ -1,0 +1,474 @@
+"""The git push path: what a push may change (checked in quarantine) and how its refs move.
+
+`scan_push`/`judge_push` run from the pre-receive hook while the objects are still quarantined;
+`apply_push` runs from the proc-receive hook and moves the refs as an API commit does: DB
+transaction, then the repo's write lock, then compare-and-swap, with audit events and post-commit hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pygit2
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion import audit
+from bastion.audit.actions import AuditAction
+from bastion.db import utcnow
+from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
+from bastion.hub import Hub
+from bastion.lfs import locks as lfs_locks
+from bastion.lfs.service import use_linked_objects
+from bastion.repos import commit as repo_commit
+from bastion.repos import protection
+from bastion.repos.gitstore import DEFAULT_BRANCH, LFS_POINTER_MAX, PR_REF_RE, GitRepo, parse_lfs_pointer, validate_path
+from bastion.repos.models import Repo
+from bastion.signing import service as signing
+from bastion.tokens import service as tokens
+from bastion.tokens.models import AccessToken
+
+ZERO = "0" * 40
+OID_RE = re.compile(r"^[0-9a-f]{40}$")
+PUSH_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+MAX_MESSAGES = 20
+PUSH_PURPOSE = "git-push"
+PUSH_TTL_SECONDS = 6 * 3600  # the pack upload precedes the hooks; a slow 10 GiB push must still pass
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    old: str
+    new: str
+    ref: str
+
+    @property
+    def created(self) -> bool:
+        return self.old == ZERO
+
+    @property
+    def deleted(self) -> bool:
+        return self.new == ZERO
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RefResult:
+    ref: str
+    ok: bool
+    reason: str = ""
+
+
+def parse_commands(raw: object) -> list[RefUpdate]:
+    if not isinstance(raw, list) or not raw or len(raw) > 10_000:
+        raise BadRequest("'commands' must be a non-empty list")
+    out = []
+    for item in raw:
+        if (not isinstance(item, list) or len(item) != 3 or not all(isinstance(x, str) for x in item)
+                or not OID_RE.match(item[0]) or not OID_RE.match(item[1])):
+            raise BadRequest("each command must be [old-oid, new-oid, ref]")
+        out.append(RefUpdate(*item))
+    return out
+
+
+PUSH_OPTIONS = ("secrets-bypass",)
+
+
+def parse_push_options(raw: object) -> str | None:
+    """The push's `git push -o` options → the secret push-protection bypass reason, if one was given.
+
+    `-o secrets-bypass="this is a test credential"` is the only option; anything else is refused by
+    name, so a mistyped bypass never looks accepted.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) > 100 or not all(isinstance(o, str) for o in raw):
+        raise BadRequest("'options' must be a list of strings")
+    reason = None
+    for option in raw:
+        key, sep, value = option.partition("=")
+        if key.strip() not in PUSH_OPTIONS:
+            raise BadRequest(f"Unknown push option {option[:100]!r}: Bastion knows "
+                             "-o secrets-bypass=\"<reason>\" (repository managers only)")
+        if not sep or not value.strip():
+            raise BadRequest("-o secrets-bypass needs a reason, e.g. -o secrets-bypass=\"test credential\"")
+        reason = value.strip()
+    return reason
+
+
+# ---- who may push: the push token and the pusher ---------------------------------------------
+
+def live_token(session: Session, token_id: int) -> AccessToken:
+    """The pusher's token, re-read at hook time: a token revoked during a push stops it."""
+    tok = session.get(AccessToken, token_id)
+    if tok is None or not tokens.is_live(tok):
+        raise Forbidden("The access token used for this push is no longer valid")
+    return tok
+
+
+def approval_path(hub: Hub, push_id: str) -> Path:
+    if not PUSH_ID_RE.match(push_id):
+        raise BadRequest("invalid push id")
+    return hub.settings.tmp_dir / "git-push" / f"{push_id}.json"
+
+
+def new_push_id() -> str:
+    return secrets.token_hex(16)
+
+
+# A push whose receive-pack was killed (a crash, SIGKILL) leaves its quarantine behind: git removes
+# it only when the process ends normally. Nothing in it was ever reachable from a ref.
+STALE_QUARANTINE = timedelta(hours=24)
+
+
+def sweep_stale_quarantines(git_dir: Path, older_than: timedelta = STALE_QUARANTINE) -> list[Path]:
+    """Remove this repo's abandoned push quarantines; a live push writes into its own and is spared."""
+    removed = []
+    cutoff = time.time() - older_than.total_seconds()
+    for quarantine in (git_dir / "objects").glob("tmp_objdir-incoming-*"):
+        try:
+            newest = max(p.stat().st_mtime for p in [quarantine, *quarantine.rglob("*")])
+        except (FileNotFoundError, ValueError):
+            continue  # finished and removed meanwhile
+        if newest < cutoff:
+            shutil.rmtree(quarantine, ignore_errors=True)
+            removed.append(quarantine)
+    return removed
+
+
+# ---- per-ref rules --------------------------------------------------------------------------
+
+def ref_violation(repo: Repo, git: GitRepo, update: RefUpdate) -> str | None:
+    """Why this ref may not change this way, or None. The objects must be readable by `git`."""
+    ref = update.ref
+    if ref.startswith("refs/heads/"):
+        kind, name = "branch", ref.removeprefix("refs/heads/")
+    elif ref.startswith("refs/tags/"):
+        kind, name = "tag", ref.removeprefix("refs/tags/")
+    elif PR_REF_RE.match(ref):
+        if update.created or update.deleted:
+            return "pull request refs are created and closed through the API, not by push"
+        kind, name = "pr", ref
+    else:
+        return "only branches (refs/heads/*) and tags (refs/tags/*) can be pushed"
+    if kind != "pr":
+        try:
+            GitRepo.validate_ref_name(name)
+        except BadRequest:
+            return f"invalid {kind} name {name!r}"
+    if update.deleted:
+        if kind == "branch" and name == DEFAULT_BRANCH:
+            return f"deleting the default branch {DEFAULT_BRANCH!r} is not allowed"
+        return protection.deletion_refused(repo, kind, name) if kind != "pr" else None
+    try:
+        obj = git.repo[update.new]
+    except (KeyError, ValueError):
+        return f"object {update.new} is missing"
+    if kind in ("branch", "pr") and not isinstance(obj, pygit2.Commit):
+        return f"{ref} must point to a commit"
+    if kind == "tag":
+        try:
+            obj.peel(pygit2.Commit)
+        except (pygit2.InvalidSpecError, pygit2.GitError, ValueError, KeyError):
+            return f"tag {name!r} must point to a commit"
+    if kind == "tag" and not update.created and update.old != update.new:
+        return protection.rewrite_refused(repo, "tag", name, "moves")
+    if kind == "branch" and not update.created:
+        old, new = pygit2.Oid(hex=update.old), pygit2.Oid(hex=update.new)
+        if old != new and not git.repo.descendant_of(new, old):
+            return protection.rewrite_refused(repo, "branch", name, "force-pushes (non-fast-forward)")
+    return None
+
+
+# ---- content checks (run in quarantine) -------------------------------------------------------
+
+def open_quarantined(hub: Hub, repo: Repo, quarantine: str | None) -> GitRepo:
+    """The repo with the push's quarantined objects visible (they are not in the repo yet)."""
+    git = hub.git(repo.storage_key)
+    if quarantine:
+        objects = (git.path / "objects").resolve()
+        path = Path(quarantine).resolve()
+        # The hook names the directory; it must be this repo's receive-pack quarantine.
+        if path.parent != objects or not path.name.startswith("tmp_objdir-incoming-") or not path.is_dir():
+            raise BadRequest("invalid quarantine directory")
+        git.repo.odb.add_disk_alternate(str(path))
+    return git
+
+
+def new_commits(git: GitRepo, tips: list[str]) -> Iterator[pygit2.Commit]:
+    """Commits reachable from `tips` and from no existing ref: what this push introduces."""
+    repo = git.repo
+    walker = None
+    for tip in tips:
+        try:
+            commit = repo[tip].peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.InvalidSpecError):
+            continue
+        if walker is None:
+            walker = repo.walk(commit.id, pygit2.enums.SortMode.NONE)
+        else:
+            walker.push(commit.id)
+    if walker is None:
+        return
+    for name in repo.references:
+        try:
+            walker.hide(repo.references[name].peel(pygit2.Commit).id)
+        except (KeyError, ValueError, pygit2.InvalidSpecError, pygit2.GitError):
+            continue  # a ref to a tree or blob hides nothing
+    yield from walker
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    path: str
+    blob: str  # git blob oid; empty for a deletion
+    mode: int
+
+
+def changed_files(git: GitRepo, commit: pygit2.Commit) -> Iterator[ChangedFile]:
+    """Files a commit adds, changes or deletes relative to its first parent.
+
+    Checking each new commit against its first parent covers every (path, blob) of every new
+    tree: what a commit does not change came from a parent that is either new (checked too) or
+    already held by a ref (checked when it arrived).
+    """
+    repo = git.repo
+    parent_tree = commit.parents[0].tree if commit.parents else None
+    diff = repo.diff(parent_tree, commit.tree) if parent_tree is not None else commit.tree.diff_to_tree(swap=True)
+    for delta in diff.deltas:
+        if delta.status == pygit2.enums.DeltaStatus.DELETED:
+            yield ChangedFile(delta.old_file.path, "", 0)
+        else:
+            yield ChangedFile(delta.new_file.path, str(delta.new_file.id), delta.new_file.mode)
+
+
+@dataclass
+class PushScan:
+    problems: list[str] = field(default_factory=list)
+    pointers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # oid -> [(path, size)]
+    touched: set[str] = field(default_factory=set)
+    changed_blobs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # ref -> [(path, blob)]
+    commits: dict[str, list[str]] = field(default_factory=dict)  # ref -> new commit shas (signature checks)
+    # ref -> every commit the push makes reachable from it, for refs under "require signed commits"
+    entering: dict[str, list[str]] = field(default_factory=dict)
+    git: GitRepo | None = None  # the quarantined repo the scan read, for checks that need the database
+
+
+def _scan_blob(hub: Hub, git: GitRepo, f: ChangedFile, scan: PushScan, seen: dict[str, Any]) -> None:
+    try:
+        validate_path(f.path)
+    except BadRequest as exc:
+        scan.problems.append(exc.message)
+        return
+    if f.mode == pygit2.GIT_FILEMODE_COMMIT:
+        scan.problems.append(f"{f.path!r} is a submodule: submodules are not supported")
+        return
+    if f.blob not in seen:
+        _kind, size = git.repo.odb.read_header(f.blob)
+        pointer = parse_lfs_pointer(git.repo[f.blob].data) if size <= LFS_POINTER_MAX else None
+        seen[f.blob] = (size, pointer)
+    size, pointer = seen[f.blob]
+    if pointer is not None:
+        scan.pointers.setdefault(pointer.oid, []).append((f.path, pointer.size))
+    elif size > hub.settings.max_regular_file_size:
+        scan.problems.append(
+            f"{f.path!r} is {size} bytes: files over {hub.settings.max_regular_file_size} bytes must be "
+            f"stored with Git LFS (git lfs track {f.path!r}; git lfs migrate import --include={f.path!r})")
+
+
+def scan_push(hub: Hub, repo: Repo, git: GitRepo, updates: list[RefUpdate]) -> PushScan:
+    """Walk what the push introduces (no database): ref rules, paths, sizes, LFS pointers."""
+    scan = PushScan(git=git)
+    refused: set[str] = set()
+    for update in updates:
+        reason = ref_violation(repo, git, update)
+        if reason:
+            scan.problems.append(f"{update.ref}: {reason}")
+            refused.add(update.ref)
+    seen: dict[str, Any] = {}
+    for update in updates:
+        if update.deleted:
+            continue
+        blobs = scan.changed_blobs.setdefault(update.ref, [])
+        shas = scan.commits.setdefault(update.ref, [])
+        for commit in new_commits(git, [update.new]):
+            shas.append(str(commit.id))
+            for f in changed_files(git, commit):
+                scan.touched.add(f.path)
+                if f.blob:
+                    _scan_blob(hub, git, f, scan, seen)
+                    blobs.append((f.path, f.blob))
+        if update.ref not in refused and signing.rule_applies(repo, update.ref):
+            # Walked here, outside the database transaction.
+            scan.entering[update.ref] = signing.entering_ref(git, repo, update.ref, update.new,
+                                                             None if update.created else update.old)
+    return scan
+
+
+def judge_push(session: Session, repo: Repo, user_id: int, scan: PushScan) -> CheckResult:
+    """The verdict: the scan's problems plus LFS objects not held by this repo and others' locks."""
+    if scan.git is not None and (scan.commits or scan.entering):
+        # Every pushed commit's signature is verified and stored here, while the objects are
+        # quarantined; the repo's "require signed commits" rule rejects any unverified commit the
+        # push brings into a covered ref, even one another ref (an uncovered branch) already holds.
+        scan.problems += signing.check_push(session, repo, scan.git, scan.commits, scan.entering)
+    if scan.pointers:
+        stored = use_linked_objects(session, repo.id, sorted(scan.pointers))
+        for oid, uses in scan.pointers.items():
+            for path, size in uses:
+                if oid not in stored:
+                    scan.problems.append(
+                        f"{path!r}: LFS object {oid} has not been uploaded to this repository "
+                        "(is git-lfs installed? try: git lfs push --all origin)")
+                elif stored[oid] != size:
+                    scan.problems.append(f"{path!r}: the LFS pointer says {size} bytes but object {oid} "
+                                         f"has {stored[oid]} bytes")
+    for lock in lfs_locks.held_by_others(session, repo.id, user_id, sorted(scan.touched)):
+        scan.problems.append(f"{lock.path!r} is locked by {lock.owner_name} (git lfs locks)")
+    if not scan.problems:
+        return CheckResult(True)
+    shown = list(dict.fromkeys(scan.problems))
+    more = len(shown) - MAX_MESSAGES
+    messages = ["Bastion rejected this push:"] + [f"  - {p}" for p in shown[:MAX_MESSAGES]]
+    if more > 0:
+        messages.append(f"  ... and {more} more problem(s)")
+    return CheckResult(False, messages)
+
+
+def save_approval(hub: Hub, push_id: str, updates: list[RefUpdate],
+                  changed_blobs: dict[str, list[tuple[str, str]]]) -> None:
+    """Remember which commands passed pre-receive; proc-receive moves only those."""
+    path = approval_path(hub, push_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"commands": [[u.old, u.new, u.ref] for u in updates], "changed_blobs": changed_blobs}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, path)
+
+
+def load_approval(hub: Hub, push_id: str) -> tuple[set[RefUpdate], dict[str, list[tuple[str, str]]]]:
+    try:
+        body = json.loads(approval_path(hub, push_id).read_text())
+    except FileNotFoundError:
+        return set(), {}
+    approved = {RefUpdate(*c) for c in body["commands"]}
+    return approved, {ref: [(p, b) for p, b in blobs] for ref, blobs in body["changed_blobs"].items()}
+
+
+def discard_approval(hub: Hub, push_id: str) -> None:
+    approval_path(hub, push_id).unlink(missing_ok=True)
+
+
+# ---- moving the refs (proc-receive) -----------------------------------------------------------
+
+def _current(git: GitRepo, ref: str) -> str:
+    found = git.repo.references.get(ref)
+    return str(found.target) if found is not None else ZERO
+
+
+def _move(git: GitRepo, ref: str, old: str, new: str) -> None:
+    """Compare-and-swap `ref` from `old` to `new` (ZERO: absent)."""
+    if new == ZERO:
+        git.delete_ref(ref, pygit2.Oid(hex=old))
+    else:
+        git.compare_and_swap(ref, None if old == ZERO else pygit2.Oid(hex=old), pygit2.Oid(hex=new))
+
+
+def _target(repo: Repo) -> tuple[str, str]:
+    return ("repo", f"{repo.type}/{repo.repo_id}")
+
+
+def _record(session: Session, repo: Repo, git: GitRepo, update: RefUpdate, commits: int) -> None:
+    ref, short = update.ref, update.ref.split("/", 2)[-1]
+    is_tag = ref.startswith("refs/tags/")
+    if update.deleted:
+        action = AuditAction.REPO_TAG_DELETE if is_tag else AuditAction.REPO_BRANCH_DELETE
+        key = "tag" if is_tag else "branch"
+        audit.record(session, action, target=_target(repo), namespace=repo.namespace,
+                     details={key: short, "commit": update.old})
+        return
+    if is_tag:
+        audit.record(session, AuditAction.REPO_TAG_CREATE, target=_target(repo), namespace=repo.namespace,
+                     details={"tag": short, "commit": update.new, "moved_from": None if update.created else update.old})
+        return
+    if update.created and ref.startswith("refs/heads/"):
+        audit.record(session, AuditAction.REPO_BRANCH_CREATE, target=_target(repo), namespace=repo.namespace,
+                     details={"branch": short, "commit": update.new})
+        if commits == 0:
+            return
+    forced = not update.created and not git.repo.descendant_of(pygit2.Oid(hex=update.new),
+                                                               pygit2.Oid(hex=update.old))
+    audit.record(session, AuditAction.REPO_COMMIT, target=_target(repo), namespace=repo.namespace,
+                 details={"commit": update.new, "parent": None if update.created else update.old, "ref": ref,
+                          "commits": commits, "forced": forced})
+
+
+def apply_push(hub: Hub, session: Session, repo: Repo, updates: list[RefUpdate], atomic: bool,
+               approved: set[RefUpdate], changed_blobs: dict[str, list[tuple[str, str]]],
+               options: dict[str, str] | None = None) -> list[RefResult]:
+    """Move the pushed refs. The caller's transaction is open (DB first, then the flock).
+
+    Each ref moves by compare-and-swap from the old value the client saw, under the same
+    write lock API commits take, so a racing API commit and push are serialised and the loser
+    is told: nothing is overwritten silently. A failure while moving restores the refs already
+    moved and the transaction rolls back their audit rows.
+    """
+    git = hub.git(repo.storage_key)
+    results: dict[str, RefResult] = {}
+    with git.write_lock():
+        locked = session.scalar(select(Repo).where(Repo.id == repo.id).with_for_update())
+        if locked is None:
+            raise RepoNotFound()
+        todo: list[RefUpdate] = []
+        for update in updates:
+            if update not in approved:
+                results[update.ref] = RefResult(update.ref, False, "not checked by pre-receive")
+            elif _current(git, update.ref) != update.old:
+                results[update.ref] = RefResult(update.ref, False, "stale info: the ref moved meanwhile, "
+                                                "fetch first")
+            elif reason := ref_violation(locked, git, update):
+                results[update.ref] = RefResult(update.ref, False, reason)
+            else:
+                todo.append(update)
+        if atomic and results:
+            return [results.get(u.ref) or RefResult(u.ref, False, "atomic push failed") for u in updates]
+        for update in todo:
+            blobs = changed_blobs.get(update.ref, [])
+            commits = 0 if update.deleted else sum(1 for _ in new_commits(git, [update.new]))
+            _record(session, locked, git, update, commits)
+            if not update.deleted:
+                new_commit = git.repo[update.new].peel(pygit2.Commit)
+                result = repo_commit.CommitResult(str(new_commit.id), None if update.created else update.old,
+                                                  update.ref, None, list(blobs), dict(options or {}))
+                for hook in repo_commit.post_commit_hooks:
+                    hook(hub, session, locked, result)
+        if todo:
+            locked.last_modified = utcnow()
+        session.flush()
+        moved: list[RefUpdate] = []
+        try:
+            for update in todo:
+                _move(git, update.ref, update.old, update.new)
+                moved.append(update)
+        except Conflict:
+            for update in reversed(moved):
+                _move(git, update.ref, update.new, update.old)
+            raise
+        for update in todo:
+            results[update.ref] = RefResult(update.ref, True)
+    return [results[u.ref] for u in updates]

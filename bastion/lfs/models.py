@@ -1,0 +1,73 @@
+"""LFS tables: stored objects (once each) and the repos that may reference them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bastion.db import Base, UTCDateTime, utcnow
+
+
+class LfsObject(Base):
+    """A verified object in the blob store: its bytes hash to `oid` and number `size`."""
+
+    __tablename__ = "lfs_objects"
+
+    oid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    region: Mapped[str] = mapped_column(String(32), default="default")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Uploaded or linked again: storage GC never deletes an object used within its grace period.
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RepoLfsObject(Base):
+    """`repo_id` proved possession of `oid` (uploaded it, or it came in a commit of that repo).
+
+    A commit may reference only objects linked to its repo: knowing a sha256 is not enough to
+    pull another repo's private file into your own.
+    """
+
+    __tablename__ = "repo_lfs_objects"
+
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), primary_key=True)
+    oid: Mapped[str] = mapped_column(ForeignKey("lfs_objects.oid"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Uploaded, or referenced by a commit or push being checked: storage GC removes a link only when
+    # no ref of the repo reaches the object and it was not used within the grace period.
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LfsMultipartUpload(Base):
+    """A multipart upload in progress: parts are written in place into one staging file.
+
+    Parts are not tracked one by one: completion hashes the whole file, so a missing or
+    corrupt part fails the sha256 check.
+    """
+
+    __tablename__ = "lfs_multipart_uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    oid: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunk_size: Mapped[int] = mapped_column(BigInteger)
+    staging_path: Mapped[str] = mapped_column(String(512))
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LfsLock(Base):
+    """A Git LFS file lock (`git lfs lock`): one per path per repo, owned by the user who took it."""
+
+    __tablename__ = "lfs_locks"
+    __table_args__ = (UniqueConstraint("repo_id", "path", name="uq_lfs_locks_repo_path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    owner_user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    ref_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,265 @@
+"""Git LFS HTTP: the batch API at `{repo}.git/info/lfs/objects/batch`, verify, and the
+pre-signed upload URLs (basic PUT, multipart part PUT, multipart completion POST).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from bastion.accounts.models import User
+from bastion.api.auth import current_principal, hub_of
+from bastion.api.bodies import json_object
+from bastion.api.urls import base_url
+from bastion.authz import Permission, Principal, permission, require
+from bastion.authz import capability as cap
+from bastion.authz.policy import CapabilityTarget
+from bastion.db import transaction
+from bastion.errors import BadRequest, Forbidden, NotFound
+from bastion.lfs import locks, service
+from bastion.lfs.models import LfsMultipartUpload
+from bastion.repos.routes import load_repo
+from bastion.storage import BlobMismatch
+from bastion.xet.content import object_response
+
+router = APIRouter()
+LFS_JSON = "application/vnd.git-lfs+json"
+
+
+def _lfs_json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status, media_type=LFS_JSON)
+
+
+def _register(prefix: str, plural: str) -> None:
+    @router.post(f"/{prefix}{{ns}}/{{name}}.git/info/lfs/objects/batch", name=f"lfs_batch_{plural}")
+    @permission(Permission.REPO_READ, Permission.REPO_WRITE)  # download / upload
+    async def batch(ns: str, name: str, request: Request,
+                    principal: Principal = Depends(current_principal)) -> JSONResponse:
+        data = await json_object(request, 4 << 20)
+        hub = hub_of(request)
+        operation = data.get("operation")
+        if operation not in ("upload", "download"):
+            raise BadRequest("'operation' must be 'upload' or 'download'")
+        transfers = data.get("transfers") or ["basic"]
+        if not isinstance(transfers, list):
+            raise BadRequest("'transfers' must be a list")
+        if data.get("hash_algo", "sha256") != "sha256":
+            raise BadRequest("Only sha256 is supported")
+        objects = service.parse_objects(data.get("objects"))
+        root = base_url(request)
+        auth = request.headers.get("authorization")
+
+        def run() -> dict[str, Any]:
+            with transaction(hub.sessions) as session:
+                perm = Permission.REPO_WRITE if operation == "upload" else Permission.REPO_READ
+                repo = load_repo(hub, session, principal, plural, ns, name, perm)
+                if operation == "upload":
+                    return service.upload_batch(hub, session, repo, principal.user_id or 0, objects,
+                                                [str(t) for t in transfers], root, auth)
+                return service.download_batch(session, repo, objects, root, auth)
+
+        return _lfs_json(await run_in_threadpool(run))
+
+    @router.post(f"/{prefix}{{ns}}/{{name}}.git/info/lfs/objects/verify", name=f"lfs_verify_{plural}")
+    @permission(Permission.REPO_WRITE)
+    async def verify(ns: str, name: str, request: Request,
+                     principal: Principal = Depends(current_principal)) -> JSONResponse:
+        data = await json_object(request, 4 << 20)
+        hub = hub_of(request)
+        (obj,) = service.parse_objects([{"oid": data.get("oid"), "size": data.get("size")}])
+
+        def run() -> None:
+            with transaction(hub.sessions) as session:
+                repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+                service.verify_object(session, repo, obj.oid, obj.size)
+
+        await run_in_threadpool(run)
+        return _lfs_json({"message": "ok"})
+
+
+    @router.get(f"/{prefix}{{ns}}/{{name}}.git/info/lfs/objects/{{oid}}", name=f"lfs_download_{plural}")
+    @permission(Permission.REPO_READ)
+    def download(ns: str, name: str, oid: str, request: Request,
+                 principal: Principal = Depends(current_principal)) -> Response:
+        hub = hub_of(request)
+        with transaction(hub.sessions, readonly=True) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+            if not service.OID_RE.match(oid) or oid not in service.linked_objects(session, repo.id, [oid]):
+                raise NotFound(f"Object {oid} does not exist in this repository")
+        response = object_response(hub, oid, request, {"ETag": f'"{oid}"'})
+        if response is None:
+            raise NotFound(f"Object {oid} is not available in storage")
+        return response
+
+_register("datasets/", "datasets")
+_register("spaces/", "spaces")
+_register("", "models")
+
+
+def _ref_name(data: dict[str, Any]) -> str | None:
+    ref = data.get("ref")
+    name = ref.get("name") if isinstance(ref, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _register_locks(prefix: str, plural: str) -> None:
+    """The Git LFS locking API (git lfs lock/unlock/locks; `git lfs push` calls /verify)."""
+    base = f"/{prefix}{{ns}}/{{name}}.git/info/lfs/locks"
+
+    @router.post(base, name=f"lfs_lock_create_{plural}")
+    @permission(Permission.REPO_WRITE)
+    async def create_lock(ns: str, name: str, request: Request,
+                          principal: Principal = Depends(current_principal)) -> JSONResponse:
+        data = await json_object(request, 4 << 20)
+        hub = hub_of(request)
+        path = data.get("path")
+        if not isinstance(path, str):
+            raise BadRequest("'path' is required")
+
+        def run() -> dict[str, Any]:
+            with transaction(hub.sessions) as session:
+                repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+                owner = session.get(User, principal.user_id)
+                if owner is None:
+                    raise Forbidden("Unknown user")
+                return locks.create(session, repo, owner, path, _ref_name(data)).as_json()
+
+        return _lfs_json({"lock": await run_in_threadpool(run)}, status=201)
+
+    @router.get(base, name=f"lfs_lock_list_{plural}")
+    @permission(Permission.REPO_READ)
+    def list_locks(ns: str, name: str, request: Request,
+                   principal: Principal = Depends(current_principal)) -> JSONResponse:
+        hub = hub_of(request)
+        qp = request.query_params
+        limit = qp.get("limit") or str(locks.DEFAULT_LIMIT)
+        if not limit.isdigit():
+            raise BadRequest("'limit' must be an integer")
+        with transaction(hub.sessions, readonly=True) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+            views, next_cursor = locks.page(session, repo.id, path=qp.get("path"), lock_id=qp.get("id"),
+                                            cursor=qp.get("cursor"), limit=int(limit))
+        body: dict[str, Any] = {"locks": [v.as_json() for v in views]}
+        if next_cursor:
+            body["next_cursor"] = next_cursor
+        return _lfs_json(body)
+
+    @router.post(f"{base}/verify", name=f"lfs_lock_verify_{plural}")
+    @permission(Permission.REPO_WRITE)
+    async def verify_locks(ns: str, name: str, request: Request,
+                           principal: Principal = Depends(current_principal)) -> JSONResponse:
+        data = await json_object(request, 4 << 20)
+        hub = hub_of(request)
+        limit, cursor = data.get("limit") or locks.DEFAULT_LIMIT, data.get("cursor")
+        if not isinstance(limit, int) or (cursor is not None and not isinstance(cursor, str)):
+            raise BadRequest("'limit' must be an integer and 'cursor' a string")
+
+        def run() -> dict[str, Any]:
+            with transaction(hub.sessions) as session:
+                repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+                views, next_cursor = locks.page(session, repo.id, cursor=cursor, limit=limit)
+            body: dict[str, Any] = {
+                "ours": [v.as_json() for v in views if v.owner_user_id == principal.user_id],
+                "theirs": [v.as_json() for v in views if v.owner_user_id != principal.user_id]}
+            if next_cursor:
+                body["next_cursor"] = next_cursor
+            return body
+
+        return _lfs_json(await run_in_threadpool(run))
+
+    @router.post(f"{base}/{{lock_id}}/unlock", name=f"lfs_lock_unlock_{plural}")
+    @permission(Permission.REPO_WRITE)
+    async def unlock(ns: str, name: str, lock_id: str, request: Request,
+                     principal: Principal = Depends(current_principal)) -> JSONResponse:
+        data = await json_object(request, 4 << 20)
+        hub = hub_of(request)
+        force = data.get("force") is True
+
+        def run() -> dict[str, Any]:
+            with transaction(hub.sessions) as session:
+                repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+                return locks.unlock(session, repo.id, lock_id, principal.user_id or 0, force).as_json()
+
+        return _lfs_json({"lock": await run_in_threadpool(run)})
+
+
+_register_locks("datasets/", "datasets")
+_register_locks("spaces/", "spaces")
+_register_locks("", "models")
+
+
+def _capability(request: Request, purpose: str, token: str) -> tuple[Principal, dict[str, Any]]:
+    claims = cap.verify(hub_of(request).settings.secret_key, purpose, token)
+    principal = Principal(method="capability", capability=claims)
+    require(principal, Permission.LFS_OBJECT_UPLOAD, CapabilityTarget("lfs-upload", claims))
+    return principal, claims
+
+
+@router.put("/api/lfs/upload/{token}")
+@permission(Permission.LFS_OBJECT_UPLOAD)
+async def upload_basic(token: str, request: Request) -> Response:
+    hub = hub_of(request)
+    _, claims = _capability(request, service.UPLOAD_PURPOSE, token)
+    oid, size = claims["oid"], claims["size"]
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) != size:
+        raise BadRequest(f"Content-Length {declared} does not match the announced size {size}")
+    try:
+        await hub.blobs.put_stream(request.stream(), oid, size)
+    except BlobMismatch as exc:
+        raise BadRequest(f"Upload rejected: {exc}") from None
+
+    def link() -> None:
+        with transaction(hub.sessions) as session:
+            service.link_object(session, claims["repo_id"], oid, size)
+
+    await run_in_threadpool(link)
+    return Response(status_code=200)
+
+
+@router.put("/api/lfs/multipart/{token}")
+@permission(Permission.LFS_OBJECT_UPLOAD)
+async def upload_part(token: str, request: Request) -> Response:
+    hub = hub_of(request)
+    _, claims = _capability(request, service.PART_PURPOSE, token)
+    part = claims["part"]
+
+    def load() -> LfsMultipartUpload:
+        with transaction(hub.sessions) as session:
+            upload = session.get(LfsMultipartUpload, claims["upload"])
+            if upload is None or upload.oid != claims["oid"]:
+                raise NotFound("This multipart upload no longer exists")
+            return upload
+
+    upload = await run_in_threadpool(load)
+    etag = await service.receive_part(upload, part, request.stream())
+    return Response(status_code=200, headers={"ETag": f'"{etag}"'})
+
+
+@router.post("/api/lfs/complete/{token}")
+@permission(Permission.LFS_OBJECT_UPLOAD)
+async def complete(token: str, request: Request) -> JSONResponse:
+    hub = hub_of(request)
+    _, claims = _capability(request, service.COMPLETE_PURPOSE, token)
+    data = await json_object(request, 4 << 20)
+    if data.get("oid") != claims["oid"]:
+        raise BadRequest("Completion body names another object")
+    parts = data.get("parts")
+    if not isinstance(parts, list) or not all(isinstance(p, dict) and p.get("etag") for p in parts):
+        raise BadRequest("'parts' must list every part with its etag")
+
+    def run() -> None:
+        with transaction(hub.sessions) as session:
+            upload = session.get(LfsMultipartUpload, claims["upload"])
+            if upload is None:
+                raise NotFound("This multipart upload no longer exists")
+            expected = max(1, -(-upload.size // upload.chunk_size))
+            if len(parts) != expected:
+                raise BadRequest(f"Expected {expected} parts, got {len(parts)}")
+            service.complete_multipart(hub, session, upload)
+
+    await run_in_threadpool(run)
+    return _lfs_json({"message": "ok"})

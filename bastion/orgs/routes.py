@@ -1,0 +1,464 @@
+"""Organizations over HTTP: the Hub's member-role and resource-group APIs, invitations, settings and
+token governance. Each route parses, calls authz.require() once, and calls orgs.service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from bastion.accounts.models import User
+from bastion.api.auth import current_principal, hub_of
+from bastion.api.bodies import json_object
+from bastion.api.urls import base_url
+from bastion.authz import Permission, Principal, authorize, permission, require
+from bastion.authz.policy import GroupRef, OrgFacts, RepoGroupMove
+from bastion.db import transaction
+from bastion.errors import AuthenticationRequired, BadRequest
+from bastion.orgs import service as orgs
+from bastion.orgs.models import Organization, ResourceGroup
+from bastion.repos import service as repos
+
+router = APIRouter()
+T = TypeVar("T")
+
+
+def _actor(session: Session, principal: Principal) -> User:
+    user = session.get(User, principal.user_id) if principal.user_id is not None else None
+    if user is None:
+        raise AuthenticationRequired("Authentication required")
+    return user
+
+
+def _org(session: Session, name: str) -> tuple[Organization, OrgFacts]:
+    org = orgs.get_org(session, name)
+    return org, orgs.org_facts(session, org)
+
+
+def _str(data: dict[str, Any], key: str, *, required: bool = True) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"'{key}' must be a string")
+    return value
+
+
+def _bool(data: dict[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise BadRequest(f"'{key}' must be a boolean")
+    return value
+
+
+async def _in_thread(fn: Callable[[], T]) -> T:
+    return await run_in_threadpool(fn)
+
+
+def group_payload(session: Session, group: ResourceGroup, principal: Principal, *,
+                  detail: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": group.public_id, "name": group.name, "description": group.description,
+                           **{k: v for k, v in orgs.resource_group_payload(session, group).items() if k == "numUsers"}}
+    if detail:
+        out["users"] = [{"user": u.name, "role": role} for u, role in orgs.group_members(session, group)]
+        # private repos of the group only for those who may read them: the same policy as everywhere
+        out["repos"] = [{"type": r.type, "name": r.repo_id, "private": r.private}
+                        for r in orgs.group_repos(session, group)
+                        if authorize(principal, Permission.REPO_READ, repos.repo_ref(r))]
+    return out
+
+
+def settings_payload(org: Organization) -> dict[str, Any]:
+    return {"name": org.name, "fullname": org.fullname, "description": org.description,
+            "defaultRole": org.default_role, "require2fa": org.require_2fa, "repoVisibility": org.repo_visibility,
+            "hideMembers": org.hide_members, "tokenPolicy": org.token_policy, "blockUnsafeFiles": org.block_unsafe,
+            "secretPushProtection": org.secret_push_protection}
+
+
+# ---- organizations --------------------------------------------------------------------------
+
+@router.post("/api/organizations")
+@permission(Permission.ORG_CREATE)
+async def create_org(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    require(principal, Permission.ORG_CREATE)
+
+    def run() -> dict[str, Any]:
+        with transaction(hub_of(request).sessions) as session:
+            org = orgs.create_org(session, _actor(session, principal), _str(data, "name"),
+                                  _str(data, "fullname", required=False))
+            return settings_payload(org)
+
+    return JSONResponse(await _in_thread(run), status_code=201)
+
+
+@router.get("/api/organizations/{name}/overview")
+@permission(Permission.PUBLIC)
+def overview(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    require(principal, Permission.PUBLIC)  # an org's profile is public, as on the Hub
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = _org(session, name)
+        return JSONResponse({"type": "org", "id": f"{org.id:024x}", "name": org.name, "fullname": org.fullname,
+                             "description": org.description,
+                             "numUsers": None if org.hide_members else len(facts.roles)})
+
+
+@router.get("/api/organizations/{name}/members")
+@permission(Permission.ORG_MEMBERS_READ)
+def members(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = _org(session, name)
+        require(principal, Permission.ORG_MEMBERS_READ, facts)
+        return JSONResponse([{"user": u.name, "fullname": u.fullname, "type": "user", "role": m.role}
+                             for u, m in orgs.list_members(session, org)])
+
+
+@router.post("/api/organizations/{name}/members")
+@permission(Permission.ORG_MEMBERS_WRITE)
+async def add_member(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+
+    def run() -> dict[str, Any]:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            require(principal, Permission.ORG_MEMBERS_WRITE, facts)
+            user = orgs.user_by_name(session, _str(data, "username"))
+            row = orgs.add_member(session, org, user, _str(data, "role", required=False) or None)
+            return {"user": user.name, "role": row.role}
+
+    return JSONResponse(await _in_thread(run))
+
+
+@router.delete("/api/organizations/{name}/members/{username}")
+@permission(Permission.ORG_MEMBERS_WRITE)
+def remove_member(name: str, username: str, request: Request,
+                  principal: Principal = Depends(current_principal)) -> JSONResponse:
+    with transaction(hub_of(request).sessions) as session:
+        org, facts = _org(session, name)
+        require(principal, Permission.ORG_MEMBERS_WRITE, facts)
+        orgs.remove_member(session, org, orgs.user_by_name(session, username))
+    return JSONResponse({})
+
+
+@router.put("/api/organizations/{name}/members/{username}/role")
+@permission(Permission.ORG_MEMBERS_WRITE)
+async def change_role(name: str, username: str, request: Request,
+                      principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """The Hub's role API: `{role, resourceGroups: [{id, role}]}`; resourceGroups replaces all group roles."""
+    data = await json_object(request)
+    role = _str(data, "role")
+    raw_groups = data.get("resourceGroups")
+    if raw_groups is not None and not isinstance(raw_groups, list):
+        raise BadRequest("'resourceGroups' must be a list of {id, role}")
+
+    def run() -> None:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            require(principal, Permission.ORG_MEMBERS_WRITE, facts)
+            groups = None
+            if raw_groups is not None:
+                groups = []
+                for item in raw_groups:
+                    if not isinstance(item, dict):
+                        raise BadRequest("'resourceGroups' entries must be objects {id, role}")
+                    groups.append(orgs.GroupAssignment(orgs.get_group(session, org, item.get("id")),
+                                                       _str(item, "role")))
+            orgs.change_role(session, org, orgs.user_by_name(session, username), role, groups)
+
+    await _in_thread(run)
+    return JSONResponse({})
+
+
+@router.post("/api/organizations/{name}/leave")
+@permission(Permission.ORG_MEMBERSHIP_SELF)
+def leave(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    require(principal, Permission.ORG_MEMBERSHIP_SELF)
+    with transaction(hub_of(request).sessions) as session:
+        orgs.leave(session, orgs.get_org(session, name), _actor(session, principal))
+    return JSONResponse({})
+
+
+# ---- invitations ----------------------------------------------------------------------------
+
+@router.post("/api/organizations/{name}/invitations")
+@permission(Permission.ORG_MEMBERS_WRITE)
+async def invite(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+
+    def run() -> dict[str, Any]:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            require(principal, Permission.ORG_MEMBERS_WRITE, facts)
+            inv, _secret = orgs.invite(session, request.app.state.mailer, base_url(request), org,
+                                       _actor(session, principal), _str(data, "email"),
+                                       _str(data, "role", required=False) or None)
+            return {"id": inv.id, "email": inv.email, "role": inv.role, "expiresAt": orgs.iso(inv.expires_at)}
+
+    return JSONResponse(await _in_thread(run), status_code=201)
+
+
+@router.get("/api/organizations/{name}/invitations")
+@permission(Permission.ORG_MEMBERS_WRITE)
+def invitations(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = _org(session, name)
+        require(principal, Permission.ORG_MEMBERS_WRITE, facts)
+        return JSONResponse([{"id": i.id, "email": i.email, "role": i.role, "expiresAt": orgs.iso(i.expires_at)}
+                             for i in orgs.pending_invitations(session, org)])
+
+
+@router.post("/api/organizations/invitations/{secret}/{verb}")
+@permission(Permission.ORG_MEMBERSHIP_SELF)
+def answer_invitation(secret: str, verb: str, request: Request,
+                      principal: Principal = Depends(current_principal)) -> JSONResponse:
+    require(principal, Permission.ORG_MEMBERSHIP_SELF)
+    if verb not in ("accept", "decline"):
+        raise BadRequest("Expected accept or decline")
+    with transaction(hub_of(request).sessions) as session:
+        user = _actor(session, principal)
+        org = (orgs.accept_invitation if verb == "accept" else orgs.decline_invitation)(session, secret, user)
+        return JSONResponse({"organization": org.name})
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+@router.get("/api/organizations/{name}/settings")
+@permission(Permission.ORG_READ)
+def get_settings(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = _org(session, name)
+        require(principal, Permission.ORG_READ, facts)
+        return JSONResponse(settings_payload(org))
+
+
+@router.put("/api/organizations/{name}/settings")
+@permission(Permission.ORG_WRITE)
+async def put_settings(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+
+    def run() -> dict[str, Any]:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            require(principal, Permission.ORG_WRITE, facts)
+            apply_settings(session, org, data)
+            return settings_payload(org)
+
+    return JSONResponse(await _in_thread(run))
+
+
+def apply_settings(session: Session, org: Organization, data: dict[str, Any]) -> None:
+    if "fullname" in data or "description" in data:
+        orgs.update_profile(session, org, _str(data, "fullname", required=False) or org.fullname,
+                            _str(data, "description", required=False) or org.description)
+    if data.get("defaultRole") is not None:
+        orgs.set_default_role(session, org, _str(data, "defaultRole"))
+    orgs.set_security(session, org, require_2fa=_bool(data, "require2fa"),
+                      repo_visibility=_str(data, "repoVisibility") if data.get("repoVisibility") is not None else None,
+                      hide_members=_bool(data, "hideMembers"), block_unsafe=_bool(data, "blockUnsafeFiles"),
+                      secret_push_protection=_bool(data, "secretPushProtection"))
+    if data.get("tokenPolicy") is not None:
+        orgs.set_token_policy(session, org, _str(data, "tokenPolicy"))
+
+
+# ---- resource groups --------------------------------------------------------------------------
+
+@router.get("/api/organizations/{name}/resource-groups")
+@permission(Permission.ORG_READ)
+def list_groups(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = _org(session, name)
+        require(principal, Permission.ORG_READ, facts)
+        return JSONResponse([group_payload(session, g, principal) for g in orgs.list_groups(session, org)])
+
+
+@router.post("/api/organizations/{name}/resource-groups")
+@permission(Permission.RESOURCE_GROUP_WRITE)
+async def create_group(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    raw_users = data.get("users") or []
+    if not isinstance(raw_users, list):
+        raise BadRequest("'users' must be a list of {user, role}")
+
+    def run() -> dict[str, Any]:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts))
+            users = [(orgs.user_by_name(session, _str(u, "user")), _str(u, "role")) for u in raw_users
+                     if isinstance(u, dict)]
+            group = orgs.create_group(session, org, _str(data, "name"), _str(data, "description", required=False),
+                                      users)
+            return group_payload(session, group, principal, detail=True)
+
+    return JSONResponse(await _in_thread(run), status_code=201)
+
+
+@router.get("/api/organizations/{name}/resource-groups/{group_id}")
+@permission(Permission.ORG_READ)
+def get_group(name: str, group_id: str, request: Request,
+              principal: Principal = Depends(current_principal)) -> JSONResponse:
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = _org(session, name)
+        require(principal, Permission.ORG_READ, facts)
+        return JSONResponse(group_payload(session, orgs.get_group(session, org, group_id), principal, detail=True))
+
+
+@router.patch("/api/organizations/{name}/resource-groups/{group_id}")
+@permission(Permission.RESOURCE_GROUP_WRITE)
+async def rename_group(name: str, group_id: str, request: Request,
+                       principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+
+    def run() -> dict[str, Any]:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts))  # renaming: org admins
+            group = orgs.get_group(session, org, group_id)
+            orgs.rename_group(session, org, group, _str(data, "name") if "name" in data else group.name,
+                              _str(data, "description") if "description" in data else None)
+            return group_payload(session, group, principal)
+
+    return JSONResponse(await _in_thread(run))
+
+
+@router.delete("/api/organizations/{name}/resource-groups/{group_id}")
+@permission(Permission.RESOURCE_GROUP_WRITE)
+def delete_group(name: str, group_id: str, request: Request,
+                 principal: Principal = Depends(current_principal)) -> JSONResponse:
+    with transaction(hub_of(request).sessions) as session:
+        org, facts = _org(session, name)
+        require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts))  # deleting: org admins
+        orgs.delete_group(session, org, orgs.get_group(session, org, group_id))
+    return JSONResponse({})
+
+
+@router.post("/api/organizations/{name}/resource-groups/{group_id}/users")
+@permission(Permission.RESOURCE_GROUP_WRITE)
+async def add_group_users(name: str, group_id: str, request: Request,
+                          principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    raw_users = data.get("users")
+    if not isinstance(raw_users, list):
+        raise BadRequest("'users' must be a list of {user, role}")
+
+    def run() -> dict[str, Any]:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            group = orgs.get_group(session, org, group_id)
+            require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts, orgs.group_facts(session, group)))
+            for u in raw_users:
+                if not isinstance(u, dict):
+                    raise BadRequest("'users' entries must be objects {user, role}")
+                orgs.set_group_member(session, org, group, orgs.user_by_name(session, _str(u, "user")),
+                                      _str(u, "role"))
+            return group_payload(session, group, principal, detail=True)
+
+    return JSONResponse(await _in_thread(run))
+
+
+@router.patch("/api/organizations/{name}/resource-groups/{group_id}/users/{username}")
+@permission(Permission.RESOURCE_GROUP_WRITE)
+async def change_group_role(name: str, group_id: str, username: str, request: Request,
+                            principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+
+    def run() -> None:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            group = orgs.get_group(session, org, group_id)
+            require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts, orgs.group_facts(session, group)))
+            orgs.set_group_member(session, org, group, orgs.user_by_name(session, username), _str(data, "role"))
+
+    await _in_thread(run)
+    return JSONResponse({})
+
+
+@router.delete("/api/organizations/{name}/resource-groups/{group_id}/users/{username}")
+@permission(Permission.RESOURCE_GROUP_WRITE)
+def remove_group_user(name: str, group_id: str, username: str, request: Request,
+                      principal: Principal = Depends(current_principal)) -> JSONResponse:
+    with transaction(hub_of(request).sessions) as session:
+        org, facts = _org(session, name)
+        group = orgs.get_group(session, org, group_id)
+        require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts, orgs.group_facts(session, group)))
+        orgs.remove_group_member(session, org, group, orgs.user_by_name(session, username))
+    return JSONResponse({})
+
+
+@router.post("/api/{plural}/{ns}/{name}/resource-group")
+@permission(Permission.REPO_RESOURCE_GROUP)
+async def set_repo_group(plural: str, ns: str, name: str, request: Request,
+                         principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """The Hub's `{resourceGroupId: <24-hex> | null}`; null moves the repo to the org root."""
+    data = await json_object(request)
+    if plural not in repos.TYPE_BY_PLURAL:
+        raise BadRequest(f"Unknown repository type {plural!r}")
+    raw = data.get("resourceGroupId")
+
+    def run() -> dict[str, Any]:
+        with transaction(hub_of(request).sessions) as session:
+            repo = repos.find_repo(session, repos.TYPE_BY_PLURAL[plural], ns, name)
+            ref = repos.repo_ref(repo)
+            group = None
+            if raw is not None and ref.org is not None:
+                group = orgs.get_group(session, session.get(Organization, ref.org.id), raw)  # type: ignore[arg-type]
+            target = orgs.group_facts(session, group) if group is not None else None
+            require(principal, Permission.REPO_RESOURCE_GROUP, RepoGroupMove(ref, target))
+            orgs.set_repo_group(session, repo, group)
+            return {"resourceGroup": orgs.resource_group_payload(session, group) if group else None}
+
+    return JSONResponse(await _in_thread(run))
+
+
+# ---- token governance -------------------------------------------------------------------------
+
+@router.get("/api/organizations/{name}/settings/tokens")
+@permission(Permission.ORG_WRITE)
+def org_tokens(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    include_revoked = request.query_params.get("revoked") in ("1", "true")
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = _org(session, name)
+        require(principal, Permission.ORG_WRITE, facts)
+        return JSONResponse([orgs.org_token_payload(org, t)
+                             for t in orgs.tokens_reaching(session, org, include_revoked=include_revoked)])
+
+
+@router.post("/api/organizations/{name}/settings/tokens/{token_id}/{verb}")
+@permission(Permission.ORG_WRITE)
+def decide_token(name: str, token_id: int, verb: str, request: Request,
+                 principal: Principal = Depends(current_principal)) -> JSONResponse:
+    with transaction(hub_of(request).sessions) as session:
+        org, facts = _org(session, name)
+        require(principal, Permission.ORG_WRITE, facts)
+        tok = orgs.get_reaching_token(session, org, token_id)
+        state = orgs.decide_token(session, request.app.state.mailer, org, tok, _actor(session, principal), verb)
+        return JSONResponse({"id": tok.id, "state": state})
+
+
+@router.post("/api/organizations/{name}/settings/tokens/revoke")
+@permission(Permission.ORG_WRITE)
+async def revoke_by_value(name: str, request: Request,
+                          principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """Revoke a token for the org by its raw value (for secret-scanning automation)."""
+    data = await json_object(request)
+
+    def run() -> dict[str, Any]:
+        from bastion.tokens import service as tokens
+
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            require(principal, Permission.ORG_WRITE, facts)
+            tok = tokens.find_by_secret(session, _str(data, "token"))
+            if tok is None or not orgs.reaches_org(session, org, tok):
+                raise BadRequest("This token cannot access the organization")
+            if tok.user_id == principal.user_id:
+                raise BadRequest("You cannot revoke your own token this way: delete it from your token settings")
+            state = orgs.decide_token(session, request.app.state.mailer, org, tok, _actor(session, principal),
+                                      "revoke")
+            return {"id": tok.id, "state": state}
+
+    return JSONResponse(await _in_thread(run))

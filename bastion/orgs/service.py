@@ -1,0 +1,766 @@
+"""Organizations: create/delete, members and roles, invitations, resource groups, security settings
+and token governance. Every change records its audit event in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import secrets
+import weakref
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, bindparam, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from bastion import audit
+from bastion.accounts.models import User, UserEmail, WebAuthnCredential
+from bastion.accounts.service import notify, primary_verified, validate_namespace_name
+from bastion.audit.actions import AuditAction
+from bastion.authz.policy import (
+    ORG_ROLES,
+    READ_ROLES,
+    REPO_VISIBILITY_POLICIES,
+    TOKEN_POLICIES,
+    GroupFacts,
+    OrgFacts,
+    Principal,
+)
+from bastion.db import utcnow
+from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
+from bastion.mail import Mailer, Message
+from bastion.orgs.models import (
+    Organization,
+    OrgInvitation,
+    OrgMember,
+    OrgTokenApproval,
+    ResourceGroup,
+    ResourceGroupMember,
+)
+from bastion.repos.models import Repo
+from bastion.tokens.models import AccessToken
+from bastion.tokens.restrictions import GROUP_SCOPE_RE, REPO_ENTITY_TYPES, Scope, Scoped, load_all
+
+# Roles the CLI and the member forms offer (no_access is set through the role API, as on the Hub).
+MEMBER_ROLES = ("read", "contributor", "write", "admin")
+GROUP_ROLES = ("read", "contributor", "write", "admin")
+INVITATION_TTL = timedelta(days=7)
+APPROVAL_STATES = ("pending", "approved", "denied", "revoked")
+MAX_ADMIN_MAILS = 5  # as on the Hub: at most five admins are e-mailed about a pending token
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _check_role(role: str, allowed: tuple[str, ...] = ORG_ROLES) -> str:
+    if role not in allowed:
+        raise BadRequest(f"Invalid role {role!r}: expected one of {', '.join(allowed)}")
+    return role
+
+
+# ---- lookups and the facts the policy decides on -----------------------------------------------
+
+def find_org(session: Session, name: str) -> Organization | None:
+    return session.scalar(select(Organization).where(Organization.name_lower == name.lower()))
+
+
+def get_org(session: Session, name: str) -> Organization:
+    org = find_org(session, name)
+    if org is None:
+        raise NotFound(f"Organization {name!r} not found")
+    return org
+
+
+def has_two_factor_clause(user_id: Any) -> ColumnElement[bool]:
+    """Whether a user has a second factor enrolled (the same rule as accounts.sessions.has_second_factor)."""
+    enrolled = aliased(User)  # an alias: inside a query over users it must not correlate to the outer row
+    totp = select(enrolled.id).where(enrolled.id == user_id, enrolled.totp_secret.is_not(None)).exists()
+    key = select(WebAuthnCredential.id).where(WebAuthnCredential.user_id == user_id).exists()
+    return or_(totp, key)
+
+
+def org_facts(session: Session, org: Organization) -> OrgFacts:
+    roles = dict(session.execute(select(OrgMember.user_id, OrgMember.role).where(OrgMember.org_id == org.id)).all())
+    two_factor: frozenset[int] = frozenset()
+    if org.require_2fa and roles:
+        two_factor = frozenset(session.scalars(select(User.id).where(User.id.in_(list(roles)),
+                                                                     has_two_factor_clause(User.id))))
+    return OrgFacts(id=org.id, name=org.name, roles=roles, two_factor=two_factor, require_2fa=org.require_2fa,
+                    token_policy=org.token_policy, repo_visibility=org.repo_visibility,
+                    hide_members=org.hide_members)
+
+
+def group_facts(session: Session, group: ResourceGroup) -> GroupFacts:
+    roles = dict(session.execute(select(ResourceGroupMember.user_id, ResourceGroupMember.role).where(
+        ResourceGroupMember.group_id == group.id)).all())
+    return GroupFacts(id=group.id, org_id=group.org_id, name=group.name, roles=roles)
+
+
+def parse_group_id(value: Any) -> int:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{24}", value):
+        raise BadRequest(f"Invalid resource group id {value!r}: expected 24 hexadecimal digits")
+    return int(value, 16)
+
+
+def get_group(session: Session, org: Organization, public_id: str) -> ResourceGroup:
+    group = session.get(ResourceGroup, parse_group_id(public_id))
+    if group is None or group.org_id != org.id:
+        raise NotFound("Resource group not found")
+    return group
+
+
+def resolve_group_scopes(session: Session, scopes: list[Scope]) -> list[Scope]:
+    """Resource-group scopes named `org/group-name` → `org/<24-hex id>`, the form tokens store."""
+    out = []
+    for scope in scopes:
+        if scope.entity_type == "resource-group" and not GROUP_SCOPE_RE.match(scope.name.lower()):
+            org_name, _, group_name = scope.name.partition("/")
+            group = session.scalar(select(ResourceGroup).join(Organization, Organization.id == ResourceGroup.org_id)
+                                   .where(Organization.name_lower == org_name.lower(),
+                                          ResourceGroup.name_lower == group_name.lower()))
+            if group is None:
+                raise BadRequest(f"No resource group {group_name!r} in organization {org_name!r}")
+            org = session.get(Organization, group.org_id)
+            assert org is not None
+            scope = dataclasses.replace(scope, name=f"{org.name}/{group.public_id}")
+        out.append(scope)
+    return out
+
+
+def member(session: Session, org: Organization, user: User) -> OrgMember | None:
+    return session.scalar(select(OrgMember).where(OrgMember.org_id == org.id, OrgMember.user_id == user.id))
+
+
+def user_by_name(session: Session, name: str) -> User:
+    user = session.scalar(select(User).where(User.name_lower == (name or "").lower()))
+    if user is None:
+        raise NotFound(f"User {name!r} not found")
+    return user
+
+
+# ---- organizations ------------------------------------------------------------------------------
+
+def create_org(session: Session, owner: User, name: str, fullname: str = "") -> Organization:
+    """A new org with `owner` as its first admin. Names are shared with users, case-insensitively."""
+    validate_namespace_name(name)
+    taken = session.scalar(select(User.id).where(User.name_lower == name.lower())) or find_org(session, name)
+    if taken is not None:
+        raise Conflict(f"The name {name!r} is already taken")
+    org = Organization(name=name, name_lower=name.lower(), fullname=(fullname or "").strip()[:200], description="",
+                       default_role="read", require_2fa=False, repo_visibility="public", hide_members=False,
+                       token_policy="allow")  # noqa: S106 (a policy name, not a secret)
+    session.add(org)
+    session.flush()
+    audit.record(session, AuditAction.ORG_CREATE, target=("org", org.name), namespace=org.name,
+                 details={"fullname": org.fullname, "owner": owner.name})
+    _add(session, org, owner, "admin", via="create")
+    return org
+
+
+def update_profile(session: Session, org: Organization, fullname: str, description: str) -> None:
+    org.fullname, org.description = fullname.strip()[:200], description.strip()[:1000]
+    audit.record(session, AuditAction.ORG_PROFILE, target=("org", org.name), namespace=org.name,
+                 details={"fullname": org.fullname, "description": org.description})
+
+
+def delete_org(session: Session, org: Organization) -> None:
+    """Only an org without repositories: deleting it must never delete repositories as a side effect."""
+    count = session.scalar(select(func.count(Repo.id)).where(Repo.owner_org_id == org.id)) or 0
+    if count:
+        raise Conflict(f"The organization still owns {count} repositories: delete or move them first")
+    audit.record(session, AuditAction.ORG_DELETE, target=("org", org.name), namespace=org.name, details={})
+    session.delete(org)
+    session.flush()
+
+
+def list_members(session: Session, org: Organization) -> list[tuple[User, OrgMember]]:
+    return list(session.execute(select(User, OrgMember).join(OrgMember, OrgMember.user_id == User.id).where(
+        OrgMember.org_id == org.id).order_by(User.name_lower)))
+
+
+def orgs_of(session: Session, user: User) -> list[tuple[Organization, str]]:
+    return list(session.execute(select(Organization, OrgMember.role).join(
+        OrgMember, OrgMember.org_id == Organization.id).where(OrgMember.user_id == user.id).order_by(
+        Organization.name_lower)))
+
+
+def whoami_orgs(session: Session, user: User) -> list[dict[str, Any]]:
+    """`orgs` of whoami-v2, as the Hub reports them (full names included)."""
+    return [{"type": "org", "id": f"{org.id:024x}", "name": org.name, "fullname": org.fullname,
+             "roleInOrg": role, "isEnterprise": False, "avatarUrl": "", "email": None,
+             "periodEnd": None, "canPay": False}
+            for org, role in orgs_of(session, user)]
+
+
+def _add(session: Session, org: Organization, user: User, role: str, *, via: str) -> OrgMember:
+    _check_role(role)
+    if member(session, org, user) is not None:
+        raise Conflict(f"{user.name} is already a member of {org.name}")
+    row = OrgMember(org_id=org.id, user_id=user.id, role=role)
+    session.add(row)
+    session.flush()
+    audit.record(session, AuditAction.ORG_ADD_USER, target=("user", user.name), namespace=org.name,
+                 details={"role": role, "via": via})
+    return row
+
+
+def add_member(session: Session, org: Organization, user: User, role: str | None = None) -> OrgMember:
+    """An admin adds a user directly (CLI, API): the org's default role unless one is given."""
+    return _add(session, org, user, role or org.default_role, via="admin")
+
+
+def admin_ids(session: Session, org_id: int) -> list[int]:
+    """The org's administrators (who hear about unsafe files in its repositories)."""
+    return list(session.scalars(select(OrgMember.user_id).where(OrgMember.org_id == org_id,
+                                                                OrgMember.role == "admin")))
+
+
+def _admins(session: Session, org: Organization) -> list[int]:
+    return list(session.scalars(select(OrgMember.user_id).where(OrgMember.org_id == org.id,
+                                                                OrgMember.role == "admin")))
+
+
+def _drop(session: Session, org: Organization, user: User) -> OrgMember:
+    row = member(session, org, user)
+    if row is None:
+        raise NotFound(f"{user.name} is not a member of {org.name}")
+    if row.role == "admin" and _admins(session, org) == [user.id]:
+        raise Conflict("An organization needs at least one administrator: make someone else admin first")
+    group_ids = select(ResourceGroup.id).where(ResourceGroup.org_id == org.id)
+    for gm in session.scalars(select(ResourceGroupMember).where(ResourceGroupMember.user_id == user.id,
+                                                                ResourceGroupMember.group_id.in_(group_ids))):
+        session.delete(gm)
+    session.delete(row)
+    session.flush()
+    return row
+
+
+def remove_member(session: Session, org: Organization, user: User) -> None:
+    row = _drop(session, org, user)
+    audit.record(session, AuditAction.ORG_REMOVE_USER, target=("user", user.name), namespace=org.name,
+                 details={"role": row.role})
+
+
+def leave(session: Session, org: Organization, user: User) -> None:
+    row = _drop(session, org, user)
+    audit.record(session, AuditAction.ORG_LEAVE, target=("user", user.name), namespace=org.name,
+                 details={"role": row.role})
+
+
+@dataclass(frozen=True)
+class GroupAssignment:
+    group: ResourceGroup
+    role: str
+
+
+def change_role(session: Session, org: Organization, user: User, role: str,
+                groups: list[GroupAssignment] | None = None) -> None:
+    """The Hub's role change: a new org role and, when `groups` is given, the member's group roles,
+    replacing all earlier ones (an empty list removes every group membership)."""
+    _check_role(role)
+    row = member(session, org, user)
+    if row is None:
+        raise NotFound(f"{user.name} is not a member of {org.name}")
+    if row.role == "admin" and role != "admin" and _admins(session, org) == [user.id]:
+        raise Conflict("An organization needs at least one administrator: make someone else admin first")
+    if row.role != role:
+        audit.record(session, AuditAction.ORG_CHANGE_ROLE, target=("user", user.name), namespace=org.name,
+                     details={"from": row.role, "to": role})
+        row.role = role
+    if groups is None:
+        return
+    wanted = {a.group.id: a for a in groups}
+    if len(wanted) != len(groups):
+        raise BadRequest("Each resource group may appear once")
+    for a in groups:
+        if a.group.org_id != org.id:
+            raise BadRequest("Resource group not found in this organization")
+        _check_role(a.role, GROUP_ROLES)
+    current = {gm.group_id: gm for gm in session.scalars(select(ResourceGroupMember).join(
+        ResourceGroup, ResourceGroup.id == ResourceGroupMember.group_id).where(
+        ResourceGroupMember.user_id == user.id, ResourceGroup.org_id == org.id))}
+    for gid in current:
+        if gid not in wanted:
+            remove_group_member(session, org, session.get(ResourceGroup, gid), user)  # type: ignore[arg-type]
+    for a in groups:
+        set_group_member(session, org, a.group, user, a.role)
+
+
+def set_default_role(session: Session, org: Organization, role: str) -> None:
+    _check_role(role, MEMBER_ROLES)
+    if role != org.default_role:
+        audit.record(session, AuditAction.ORG_UPDATE_SETTINGS, target=("org", org.name), namespace=org.name,
+                     details={"defaultRole": role, "from": org.default_role})
+        org.default_role = role
+
+
+# ---- invitations ------------------------------------------------------------------------------
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def invite(session: Session, mailer: Mailer | None, base_url: str, org: Organization, inviter: User, email: str,
+           role: str | None = None) -> tuple[OrgInvitation, str]:
+    """E-mail an expiring invitation link; only the link's holder, signed in with that address verified,
+    can accept it. Returns the row and the secret (shown to nobody but the mail)."""
+    email = (email or "").strip()
+    if not EMAIL_RE.match(email) or len(email) > 320:
+        raise BadRequest(f"Invalid e-mail address {email!r}")
+    role = _check_role(role or org.default_role, MEMBER_ROLES)
+    secret = secrets.token_urlsafe(32)
+    inv = OrgInvitation(org_id=org.id, email=email.lower(), role=role, secret_hash=_secret_hash(secret),
+                        invited_by_user_id=inviter.id, expires_at=utcnow() + INVITATION_TTL, state="pending")
+    session.add(inv)
+    session.flush()
+    audit.record(session, AuditAction.ORG_INVITE_USER, target=("email", inv.email), namespace=org.name,
+                 details={"role": role, "invitation": inv.id})
+    if mailer is not None:
+        link = f"{base_url.rstrip('/')}/organizations/invitations/{secret}"
+        mailer.queue(session, Message(
+            to=email, subject=f"[Bastion] {inviter.name} invited you to join {org.name}",
+            body=f"Hello,\n\n{inviter.name} invited you to join the organization {org.name} on Bastion as "
+                 f"{role}.\n\nAccept or decline the invitation here (the link expires in "
+                 f"{INVITATION_TTL.days} days):\n{link}\n\nSign in with the account whose verified e-mail "
+                 f"address is {email}. If you did not expect this, ignore this message.\n"))
+        audit.record(session, AuditAction.ORG_INVITE_EMAIL, target=("email", inv.email), namespace=org.name,
+                     details={"invitation": inv.id})
+    return inv, secret
+
+
+def invitation_for(session: Session, secret: str) -> tuple[OrgInvitation, Organization]:
+    inv = session.scalar(select(OrgInvitation).where(OrgInvitation.secret_hash == _secret_hash(secret or "")))
+    if inv is None or inv.state != "pending" or inv.expires_at <= utcnow():
+        raise NotFound("This invitation does not exist, was already answered, or has expired")
+    org = session.get(Organization, inv.org_id)
+    assert org is not None
+    return inv, org
+
+
+def _has_verified(session: Session, user: User, email: str) -> bool:
+    return session.scalar(select(UserEmail.id).where(UserEmail.user_id == user.id, UserEmail.email_lower == email,
+                                                     UserEmail.verified_at.is_not(None))) is not None
+
+
+def accept_invitation(session: Session, secret: str, user: User) -> Organization:
+    inv, org = invitation_for(session, secret)
+    # A forwarded or leaked link must not let someone else join: the address must be this user's, verified.
+    if not _has_verified(session, user, inv.email):
+        raise Forbidden(f"This invitation was sent to {inv.email}: add and verify that address on your account "
+                        "to accept it")
+    _add(session, org, user, inv.role, via="invitation")
+    inv.state, inv.answered_by_user_id = "accepted", user.id
+    audit.record(session, AuditAction.ORG_INVITE_ACCEPT, target=("user", user.name), namespace=org.name,
+                 details={"invitation": inv.id, "role": inv.role})
+    return org
+
+
+def decline_invitation(session: Session, secret: str, user: User) -> Organization:
+    inv, org = invitation_for(session, secret)
+    if not _has_verified(session, user, inv.email):
+        raise Forbidden(f"This invitation was sent to {inv.email}")
+    inv.state, inv.answered_by_user_id = "declined", user.id
+    audit.record(session, AuditAction.ORG_INVITE_DECLINE, target=("user", user.name), namespace=org.name,
+                 details={"invitation": inv.id})
+    return org
+
+
+def pending_invitations(session: Session, org: Organization) -> list[OrgInvitation]:
+    return list(session.scalars(select(OrgInvitation).where(
+        OrgInvitation.org_id == org.id, OrgInvitation.state == "pending", OrgInvitation.expires_at > utcnow())
+        .order_by(OrgInvitation.id)))
+
+
+# ---- security settings -------------------------------------------------------------------------
+
+def set_security(session: Session, org: Organization, *, require_2fa: bool | None = None,
+                 repo_visibility: str | None = None, hide_members: bool | None = None,
+                 block_unsafe: bool | None = None, secret_push_protection: bool | None = None) -> None:
+    target = ("org", org.name)
+    if secret_push_protection is not None and secret_push_protection != org.secret_push_protection:
+        org.secret_push_protection = secret_push_protection
+        audit.record(session, AuditAction.ORG_SECRET_PUSH_PROTECTION, target=target, namespace=org.name,
+                     details={"secretPushProtection": secret_push_protection})
+    if block_unsafe is not None and block_unsafe != org.block_unsafe:
+        org.block_unsafe = block_unsafe
+        audit.record(session, AuditAction.ORG_BLOCK_UNSAFE, target=target, namespace=org.name,
+                     details={"blockUnsafeFiles": block_unsafe})
+    if require_2fa is not None and require_2fa != org.require_2fa:
+        org.require_2fa = require_2fa
+        audit.record(session, AuditAction.ORG_2FA_ENABLE if require_2fa else AuditAction.ORG_2FA_DISABLE,
+                     target=target, namespace=org.name, details={})
+    if repo_visibility is not None and repo_visibility != org.repo_visibility:
+        if repo_visibility not in REPO_VISIBILITY_POLICIES:
+            raise BadRequest(f"Invalid repository visibility policy {repo_visibility!r}: expected one of "
+                             f"{', '.join(REPO_VISIBILITY_POLICIES)}")
+        audit.record(session, AuditAction.ORG_REPO_VISIBILITY, target=target, namespace=org.name,
+                     details={"from": org.repo_visibility, "to": repo_visibility})
+        org.repo_visibility = repo_visibility
+    if hide_members is not None and hide_members != org.hide_members:
+        org.hide_members = hide_members
+        audit.record(session, AuditAction.ORG_MEMBERS_PRIVACY_ENABLE if hide_members
+                     else AuditAction.ORG_MEMBERS_PRIVACY_DISABLE, target=target, namespace=org.name, details={})
+
+
+def repo_private_on_create(org: OrgFacts, private: bool | None) -> bool:
+    """The visibility of a new org repo under the org's policy (None: the org's default)."""
+    if private is None:
+        return org.repo_visibility != "public"
+    if not private and org.repo_visibility == "private_only":
+        raise Forbidden(f"The organization {org.name!r} allows only private repositories")
+    return private
+
+
+def check_visibility_change(org: OrgFacts, principal: Principal, private: bool) -> None:
+    """Under "private only", only the org's admins may make a repository public."""
+    if not private and org.repo_visibility == "private_only" and not principal.is_admin and \
+            org.roles.get(principal.user_id) != "admin":  # type: ignore[arg-type]
+        raise Forbidden(f"The organization {org.name!r} allows only private repositories; only its "
+                        "administrators can make one public")
+
+
+# ---- resource groups ----------------------------------------------------------------------------
+
+def list_groups(session: Session, org: Organization) -> list[ResourceGroup]:
+    return list(session.scalars(select(ResourceGroup).where(ResourceGroup.org_id == org.id)
+                                .order_by(ResourceGroup.name_lower)))
+
+
+def _group_name(name: str) -> str:
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 200:
+        raise BadRequest("A resource group needs a name of 1 to 200 characters")
+    return name
+
+
+def create_group(session: Session, org: Organization, name: str, description: str = "",
+                 users: list[tuple[User, str]] | None = None) -> ResourceGroup:
+    name = _group_name(name)
+    if session.scalar(select(ResourceGroup.id).where(ResourceGroup.org_id == org.id,
+                                                     ResourceGroup.name_lower == name.lower())) is not None:
+        raise Conflict(f"A resource group named {name!r} already exists")
+    group = ResourceGroup(org_id=org.id, name=name, name_lower=name.lower(), description=(description or "")[:500])
+    session.add(group)
+    session.flush()
+    audit.record(session, AuditAction.RESOURCE_GROUP_CREATE, target=("resource_group", group.public_id),
+                 namespace=org.name, details={"name": name})
+    for user, role in users or []:
+        set_group_member(session, org, group, user, role)
+    return group
+
+
+def rename_group(session: Session, org: Organization, group: ResourceGroup, name: str,
+                 description: str | None = None) -> None:
+    name = _group_name(name)
+    clash = session.scalar(select(ResourceGroup.id).where(ResourceGroup.org_id == org.id, ResourceGroup.id != group.id,
+                                                          ResourceGroup.name_lower == name.lower()))
+    if clash is not None:
+        raise Conflict(f"A resource group named {name!r} already exists")
+    before = group.name
+    group.name, group.name_lower = name, name.lower()
+    if description is not None:
+        group.description = description[:500]
+    audit.record(session, AuditAction.RESOURCE_GROUP_SETTINGS, target=("resource_group", group.public_id),
+                 namespace=org.name, details={"from": before, "name": name})
+
+
+def delete_group(session: Session, org: Organization, group: ResourceGroup) -> None:
+    """Only an empty group: its private repos would otherwise land at the org root, seen by more members."""
+    count = session.scalar(select(func.count(Repo.id)).where(Repo.resource_group_id == group.id)) or 0
+    if count:
+        raise Conflict(f"The resource group still holds {count} repositories: move them out first")
+    audit.record(session, AuditAction.RESOURCE_GROUP_DELETE, target=("resource_group", group.public_id),
+                 namespace=org.name, details={"name": group.name})
+    session.delete(group)
+    session.flush()
+
+
+def group_members(session: Session, group: ResourceGroup) -> list[tuple[User, str]]:
+    return list(session.execute(select(User, ResourceGroupMember.role).join(
+        ResourceGroupMember, ResourceGroupMember.user_id == User.id).where(
+        ResourceGroupMember.group_id == group.id).order_by(User.name_lower)))
+
+
+def set_group_member(session: Session, org: Organization, group: ResourceGroup, user: User, role: str) -> None:
+    _check_role(role, GROUP_ROLES)
+    if member(session, org, user) is None:
+        raise BadRequest(f"{user.name} is not a member of {org.name}: add them to the organization first")
+    row = session.scalar(select(ResourceGroupMember).where(ResourceGroupMember.group_id == group.id,
+                                                           ResourceGroupMember.user_id == user.id))
+    target = ("resource_group", group.public_id)
+    if row is None:
+        session.add(ResourceGroupMember(group_id=group.id, user_id=user.id, role=role))
+        session.flush()
+        audit.record(session, AuditAction.RESOURCE_GROUP_ADD_USERS, target=target, namespace=org.name,
+                     details={"users": [{"user": user.name, "role": role}]})
+    elif row.role != role:
+        audit.record(session, AuditAction.RESOURCE_GROUP_CHANGE_ROLE, target=target, namespace=org.name,
+                     details={"user": user.name, "from": row.role, "to": role})
+        row.role = role
+
+
+def remove_group_member(session: Session, org: Organization, group: ResourceGroup, user: User) -> None:
+    row = session.scalar(select(ResourceGroupMember).where(ResourceGroupMember.group_id == group.id,
+                                                           ResourceGroupMember.user_id == user.id))
+    if row is None:
+        raise NotFound(f"{user.name} is not in this resource group")
+    session.delete(row)
+    session.flush()
+    audit.record(session, AuditAction.RESOURCE_GROUP_REMOVE_USERS, target=("resource_group", group.public_id),
+                 namespace=org.name, details={"users": [user.name]})
+
+
+def group_repos(session: Session, group: ResourceGroup) -> list[Repo]:
+    return list(session.scalars(select(Repo).where(Repo.resource_group_id == group.id).order_by(Repo.name_lower)))
+
+
+def set_repo_group(session: Session, repo: Repo, group: ResourceGroup | None) -> None:
+    """Put an org repo into `group` (None: the org root); a repo is in at most one group."""
+    if repo.owner_org_id is None:
+        raise BadRequest("Only organization repositories belong to resource groups")
+    if group is not None and group.org_id != repo.owner_org_id:
+        raise BadRequest("The resource group belongs to another organization")
+    before = repo.resource_group_id
+    new = group.id if group is not None else None
+    if before == new:
+        return
+    repo.resource_group_id = new
+    audit.record(session, AuditAction.REPO_UPDATE_RESOURCE_GROUP, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"from": f"{before:024x}" if before else None,
+                                                    "to": group.public_id if group else None})
+
+
+def resource_group_payload(session: Session, group: ResourceGroup) -> dict[str, Any]:
+    """`resourceGroup` of repo info, as the Hub reports it."""
+    n = session.scalar(select(func.count(ResourceGroupMember.id)).where(ResourceGroupMember.group_id == group.id))
+    return {"id": group.public_id, "name": group.name, "numUsers": n or 0}
+
+
+# ---- token governance ---------------------------------------------------------------------------
+
+def set_token_policy(session: Session, org: Organization, policy: str) -> None:
+    if policy not in TOKEN_POLICIES:
+        raise BadRequest(f"Invalid token policy {policy!r}: expected one of {', '.join(TOKEN_POLICIES)}")
+    if policy == org.token_policy:
+        return
+    before, org.token_policy = org.token_policy, policy
+    target = ("org", org.name)
+    if policy == "approval":
+        audit.record(session, AuditAction.ORG_TOKEN_APPROVAL_ENABLED, target=target, namespace=org.name,
+                     details={"from": before})
+    elif before == "approval":
+        audit.record(session, AuditAction.ORG_TOKEN_APPROVAL_DISABLED, target=target, namespace=org.name,
+                     details={"to": policy})
+    else:
+        audit.record(session, AuditAction.ORG_UPDATE_SETTINGS, target=target, namespace=org.name,
+                     details={"tokenPolicy": policy, "from": before})
+
+
+_APPROVAL_STATES = select(OrgTokenApproval.org_id, OrgTokenApproval.state).where(
+    OrgTokenApproval.token_id == bindparam("token_id"))
+
+
+def approval_states(session: Session, token_id: int) -> dict[int, str]:
+    """A token's recorded state per org (read on every use of the token: the statement is built once)."""
+    return dict(session.execute(_APPROVAL_STATES, {"token_id": token_id}).all())
+
+
+def targeted_orgs(session: Session, tok: AccessToken) -> set[int]:
+    """Orgs a fine-grained token names: an org entity, one of its resource groups, or one of its repos."""
+    names: set[str] = set()
+    group_ids: set[int] = set()
+    for r in load_all(tok.restrictions or []):
+        if isinstance(r, Scoped):
+            for s in r.scopes:
+                if s.entity_type == "org":
+                    names.add(s.name.lower())
+                elif s.entity_type in REPO_ENTITY_TYPES:
+                    names.add(s.name.split("/")[0].lower())
+                elif s.entity_type == "resource-group":
+                    group_ids.add(int(s.name.split("/")[1], 16))
+    ids = set(session.scalars(select(Organization.id).where(Organization.name_lower.in_(sorted(names)))))
+    ids |= set(session.scalars(select(ResourceGroup.org_id).where(ResourceGroup.id.in_(sorted(group_ids)))))
+    return ids
+
+
+def effective_state(org: Organization, tok: AccessToken, recorded: str | None, owner_role: str | None) -> str:
+    """What the admins' list shows; the same rule as restrictions.OrgTokenPolicy.decide()."""
+    if recorded == "revoked":
+        return "revoked"
+    if org.token_policy == "allow":
+        return "authorized"
+    if tok.role != "fineGrained":
+        return "refused"  # read/write tokens under a fine-grained-only or approval policy
+    if org.token_policy == "fine_grained":
+        return "authorized"
+    if recorded is None:
+        return "approved" if owner_role == "admin" else "pending"
+    return recorded
+
+
+def on_token_created(session: Session, mailer: Mailer | None, base_url: str | None, tok: AccessToken) -> None:
+    """A new fine-grained token that targets an org under approval: pending (admins e-mailed), or approved
+    at once when its owner is one of the org's admins (no e-mail then, as on the Hub)."""
+    if tok.role != "fineGrained":
+        return
+    for org_id in sorted(targeted_orgs(session, tok)):
+        org = session.get(Organization, org_id)
+        if org is None or org.token_policy != "approval":
+            continue
+        owner = session.get(User, tok.user_id)
+        assert owner is not None
+        row = member(session, org, owner)
+        admin = row is not None and row.role == "admin"
+        session.add(OrgTokenApproval(org_id=org.id, token_id=tok.id, state="approved" if admin else "pending",
+                                     decided_at=utcnow() if admin else None,
+                                     decided_by_user_id=owner.id if admin else None))
+        session.flush()
+        target = ("token", str(tok.id))
+        if admin:
+            audit.record(session, AuditAction.ORG_TOKEN_APPROVAL_AUTHORIZED, target=target, namespace=org.name,
+                         details={"token": tok.name, "user": owner.name, "automatic": True})
+            continue
+        audit.record(session, AuditAction.ORG_TOKEN_APPROVAL_REQUEST, target=target, namespace=org.name,
+                     details={"token": tok.name, "user": owner.name})
+        admins = session.scalars(select(User).join(OrgMember, OrgMember.user_id == User.id).where(
+            OrgMember.org_id == org.id, OrgMember.role == "admin").order_by(User.id))
+        sent = 0
+        for admin_user in admins:
+            if sent >= MAX_ADMIN_MAILS:
+                break
+            if primary_verified(admin_user) is None:
+                continue
+            link = f"{(base_url or '').rstrip('/')}/organizations/{org.name}/settings/tokens"
+            notify(session, mailer, admin_user, f"A token needs approval for {org.name}",
+                   f"{owner.name} created the access token {tok.name!r}, which needs an administrator's approval "
+                   f"before it can access {org.name}'s resources. Review it here:\n{link}")
+            sent += 1
+
+
+def _approval_row(session: Session, org: Organization, tok: AccessToken) -> OrgTokenApproval:
+    row = session.scalar(select(OrgTokenApproval).where(OrgTokenApproval.org_id == org.id,
+                                                        OrgTokenApproval.token_id == tok.id))
+    if row is None:
+        row = OrgTokenApproval(org_id=org.id, token_id=tok.id, state="pending")
+        session.add(row)
+    return row
+
+
+DECISIONS = {"approve": ("approved", AuditAction.ORG_TOKEN_APPROVAL_AUTHORIZED, "approved"),
+             "deny": ("denied", AuditAction.ORG_TOKEN_APPROVAL_DENIED, "denied"),
+             "revoke": ("revoked", AuditAction.ORG_TOKEN_APPROVAL_REVOKED, "revoked")}
+
+
+def decide_token(session: Session, mailer: Mailer | None, org: Organization, tok: AccessToken, actor: User,
+                 verb: str) -> str:
+    """approve / deny (both reversible) / revoke (permanent for this org). Returns the new state."""
+    if verb not in DECISIONS:
+        raise BadRequest("Unknown decision: expected approve, deny or revoke")
+    if not reaches_org(session, org, tok):
+        raise NotFound("Token not found")
+    state, action, word = DECISIONS[verb]
+    row = _approval_row(session, org, tok)
+    if row.state == "revoked":
+        raise Conflict("This token was revoked for the organization; revocation cannot be undone")
+    if verb in ("approve", "deny") and org.token_policy != "approval":
+        raise BadRequest("Approving and denying tokens needs the 'require administrator approval' policy")
+    row.state, row.decided_at, row.decided_by_user_id = state, utcnow(), actor.id
+    session.flush()
+    owner = session.get(User, tok.user_id)
+    assert owner is not None
+    audit.record(session, action, target=("token", str(tok.id)), namespace=org.name,
+                 details={"token": tok.name, "user": owner.name})
+    notify(session, mailer, owner, f"Your token was {word} by {org.name}",
+           f"An administrator of {org.name} {word} your access token {tok.name!r} for the organization's "
+           "resources.")
+    return state
+
+
+def reaches_org(session: Session, org: Organization, tok: AccessToken) -> bool:
+    """Can this token reach the org's non-public resources: its owner is a member, and it is a read/write
+    token or a fine-grained token naming the org (or a group or repo of it). An instance administrator
+    reaches every org without being a member, so their fine-grained tokens that name the org are under
+    its token policy too (listed to its admins, who approve or revoke them); their read/write tokens act
+    with instance-wide powers and are not listed in every org."""
+    if tok.revoked_at is not None:
+        return False
+    if session.scalar(select(OrgMember.id).where(OrgMember.org_id == org.id,
+                                                 OrgMember.user_id == tok.user_id)) is None:
+        owner = session.get(User, tok.user_id)
+        return bool(owner is not None and owner.is_admin and tok.role == "fineGrained"
+                    and org.id in targeted_orgs(session, tok))
+    return tok.role != "fineGrained" or org.id in targeted_orgs(session, tok)
+
+
+@dataclass(frozen=True)
+class OrgToken:
+    token: AccessToken
+    owner: User
+    role_in_org: str | None  # None: an instance administrator who is not a member
+    state: str
+    scopes: list[dict[str, Any]]
+
+
+def tokens_reaching(session: Session, org: Organization, *, include_revoked: bool = False) -> list[OrgToken]:
+    from bastion.tokens.service import scopes_payload
+
+    roles = dict(session.execute(select(OrgMember.user_id, OrgMember.role).where(OrgMember.org_id == org.id)).all())
+    recorded = dict(session.execute(select(OrgTokenApproval.token_id, OrgTokenApproval.state).where(
+        OrgTokenApproval.org_id == org.id)).all())
+    out: list[OrgToken] = []
+    instance_admins = select(User.id).where(User.is_admin.is_(True))
+    toks = session.scalars(select(AccessToken).where(
+        or_(AccessToken.user_id.in_(list(roles)),
+            AccessToken.user_id.in_(instance_admins) & (AccessToken.role == "fineGrained")),
+        AccessToken.revoked_at.is_(None))
+                           .order_by(AccessToken.created_at.desc(), AccessToken.id.desc()))
+    for tok in toks:
+        if tok.expires_at is not None and tok.expires_at <= utcnow():
+            continue
+        if not reaches_org(session, org, tok):
+            continue
+        state = effective_state(org, tok, recorded.get(tok.id), roles.get(tok.user_id))
+        if state == "revoked" and not include_revoked:
+            continue
+        out.append(OrgToken(tok, tok.user, roles.get(tok.user_id), state, scopes_payload(tok)["scoped"]))
+    return out
+
+
+def get_reaching_token(session: Session, org: Organization, token_id: int) -> AccessToken:
+    tok = session.get(AccessToken, token_id)
+    if tok is None or not reaches_org(session, org, tok):
+        raise NotFound("Token not found")
+    return tok
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def org_token_payload(org: Organization, t: OrgToken) -> dict[str, Any]:
+    """A token as the org's admins see it; its name only under the approval policy (as on the Hub)."""
+    return {"id": t.token.id, "user": t.owner.name, "roleInOrg": t.role_in_org, "role": t.token.role,
+            "displayName": t.token.name if org.token_policy == "approval" else None,
+            "scoped": t.scopes, "createdAt": iso(t.token.created_at), "lastUsedAt": iso(t.token.last_used_at),
+            "state": t.state}
+
+
+def readable_role(role: str | None) -> bool:
+    return role in READ_ROLES
+
+
+# Set by install(): each database's mailer and public URL, for the approval requests token creation
+# sends (it runs without a request). Keyed by engine, so in-process apps and tests never share one.
+_mail: weakref.WeakKeyDictionary[Engine, tuple[Mailer | None, str | None]] = weakref.WeakKeyDictionary()
+
+
+def install(engine: Engine, mailer: Mailer | None, base_url: str | None) -> None:
+    """Give token governance the instance's mailer and public URL (called by the app factory and CLI)."""
+    _mail[engine] = (mailer, base_url)
+
+
+def token_created(session: Session, tok: AccessToken) -> None:
+    bind = session.get_bind()
+    mailer, base_url = _mail.get(bind, (None, None)) if isinstance(bind, Engine) else (None, None)
+    on_token_created(session, mailer, base_url, tok)

@@ -1,0 +1,398 @@
+"""Organization web pages: the org page (repos, members), its settings (members and roles, invitations,
+resource groups, security, tokens) and the invitation page. Pages only: every change is an orgs.service call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from bastion.accounts.models import User
+from bastion.api.auth import current_principal, hub_of
+from bastion.api.urls import base_url
+from bastion.authz import Permission, Principal, authorize, permission, require
+from bastion.authz.policy import ORG_ROLES, GroupRef, OrgFacts, RepoGroupMove
+from bastion.db import transaction
+from bastion.errors import AuthenticationRequired, BadRequest, BastionError
+from bastion.orgs import service as orgs
+from bastion.orgs.models import Organization, ResourceGroup
+from bastion.repos import service as repos
+from bastion.web.pages import HtmlRoute, check_csrf, redirect, render
+
+router = APIRouter(route_class=HtmlRoute)
+SETTINGS_TABS = (("members", "Members"), ("resource-groups", "Resource groups"), ("security", "Security"),
+                 ("tokens", "Tokens"))
+
+
+def _text(form: FormData, key: str, limit: int = 4096) -> str:
+    value = form.get(key)
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def _me(session: Session, principal: Principal) -> User:
+    user = session.get(User, principal.user_id) if principal.user_id is not None else None
+    if user is None:
+        raise AuthenticationRequired("Sign in to continue.")
+    return user
+
+
+def _org(session: Session, name: str) -> tuple[Organization, OrgFacts]:
+    org = orgs.get_org(session, name)
+    return org, orgs.org_facts(session, org)
+
+
+def _settings_page(request: Request, principal: Principal, session: Session, org: Organization, facts: OrgFacts,
+                   tab: str, status: int = 200, **extra: Any) -> Response:
+    ctx: dict[str, Any] = {"org": org, "tab": tab, "tabs": SETTINGS_TABS, **extra}
+    if tab == "members":
+        ctx["members"] = orgs.list_members(session, org)
+        ctx["invitations"] = orgs.pending_invitations(session, org)
+        ctx["roles"] = ORG_ROLES
+    elif tab == "resource-groups":
+        # A group's private repos are listed only to those who may read them (the same policy). A group
+        # admin without an org role that shows the settings sees the groups they administer.
+        groups = orgs.list_groups(session, org) if authorize(principal, Permission.ORG_READ, facts) else \
+            _administered_groups(session, org, principal)
+        ctx["groups"] = [(g, orgs.group_members(session, g),
+                          [r for r in orgs.group_repos(session, g)
+                           if authorize(principal, Permission.REPO_READ, repos.repo_ref(r))])
+                         for g in groups]
+        ctx["members"] = orgs.list_members(session, org)
+        ctx["org_repos"] = [r for repo_type in ("model", "dataset", "space")
+                            for r in repos.list_repos(session, principal, repo_type, author=org.name, search=[],
+                                                      sort=None, direction=-1, limit=500, offset=0).repos]
+        ctx["group_roles"] = orgs.GROUP_ROLES
+        ctx["can_create"] = bool(authorize(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts)))
+    elif tab == "tokens":
+        ctx["tokens"] = [orgs.org_token_payload(org, t) for t in orgs.tokens_reaching(
+            session, org, include_revoked=request.query_params.get("revoked") == "1")]
+    return render(request, f"orgs/settings_{tab.replace('-', '_')}.html", status, **ctx)
+
+
+async def _post(request: Request, principal: Principal, perm: Permission, name: str,
+                resource: Callable[[Session, Organization, OrgFacts], object],
+                act: Callable[[Session, Organization, FormData], str | None], tab: str) -> Response:
+    """A settings form post: authorize once on the resource, run the service call, redirect back
+    (or show the page again with the error)."""
+    form = await request.form()
+
+    def run() -> Response:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            require(principal, perm, resource(session, org, facts))
+            check_csrf(request, form)
+            try:
+                with session.begin_nested():
+                    notice = act(session, org, form)
+            except BadRequest as exc:
+                return _settings_page(request, principal, session, org, facts, tab, 400, error=exc.message)
+            except BastionError as exc:
+                if exc.status in (404, 409):
+                    return _settings_page(request, principal, session, org, facts, tab, exc.status,
+                                          error=exc.message)
+                raise
+        return redirect(f"/organizations/{org.name}/settings/{tab}" + (f"?done={notice}" if notice else ""))
+
+    return await run_in_threadpool(run)
+
+
+# ---- the org page and creation --------------------------------------------------------------------
+
+@router.get("/organizations/new")
+@permission(Permission.ORG_CREATE)
+def new_org_page(request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    require(principal, Permission.ORG_CREATE)
+    return render(request, "orgs/new.html")
+
+
+@router.post("/organizations/new")
+@permission(Permission.ORG_CREATE)
+async def create_org(request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    form = await request.form()
+    require(principal, Permission.ORG_CREATE)
+    check_csrf(request, form)
+
+    def run() -> Response:
+        try:
+            with transaction(hub_of(request).sessions) as session:
+                org = orgs.create_org(session, _me(session, principal), _text(form, "name", 96),
+                                      _text(form, "fullname", 200))
+                return redirect(f"/organizations/{org.name}")
+        except (BadRequest, BastionError) as exc:
+            if exc.status not in (400, 409):
+                raise
+            return render(request, "orgs/new.html", exc.status, error=exc.message)
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/organizations/{name}")
+@permission(Permission.REPO_LIST)
+def org_page(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    require(principal, Permission.REPO_LIST)  # the listing below is filtered by the same policy
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = _org(session, name)
+        listings = {t: repos.list_repos(session, principal, t, author=org.name, search=[], sort=None, direction=-1,
+                                        limit=200, offset=0).repos for t in ("model", "dataset", "space")}
+        show_members = bool(authorize(principal, Permission.ORG_MEMBERS_READ, facts))
+        return render(request, "orgs/org.html", org=org, listings=listings,
+                      members=orgs.list_members(session, org) if show_members else None,
+                      is_admin=bool(authorize(principal, Permission.ORG_WRITE, facts)),
+                      is_member=principal.user_id in facts.roles,
+                      prefixes={"model": "", "dataset": "/datasets", "space": "/spaces"})
+
+
+@router.post("/organizations/{name}/leave")
+@permission(Permission.ORG_MEMBERSHIP_SELF)
+async def leave_org(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    form = await request.form()
+    require(principal, Permission.ORG_MEMBERSHIP_SELF)
+    check_csrf(request, form)
+
+    def run() -> Response:
+        with transaction(hub_of(request).sessions) as session:
+            orgs.leave(session, orgs.get_org(session, name), _me(session, principal))
+        return redirect("/")
+
+    return await run_in_threadpool(run)
+
+
+# ---- invitations ------------------------------------------------------------------------------
+
+@router.get("/organizations/invitations/{secret}")
+@permission(Permission.ORG_MEMBERSHIP_SELF)
+def invitation_page(secret: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    require(principal, Permission.ORG_MEMBERSHIP_SELF)  # signed out: the error page sends them to sign in
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        inv, org = orgs.invitation_for(session, secret)
+        return render(request, "orgs/invitation.html", org=org, invitation=inv, secret=secret)
+
+
+@router.post("/organizations/invitations/{secret}")
+@permission(Permission.ORG_MEMBERSHIP_SELF)
+async def answer_invitation(secret: str, request: Request,
+                            principal: Principal = Depends(current_principal)) -> Response:
+    form = await request.form()
+    require(principal, Permission.ORG_MEMBERSHIP_SELF)
+    check_csrf(request, form)
+    answer = _text(form, "answer", 16)
+    if answer not in ("accept", "decline"):
+        raise BadRequest("Accept or decline the invitation")
+
+    def run() -> Response:
+        with transaction(hub_of(request).sessions) as session:
+            fn = orgs.accept_invitation if answer == "accept" else orgs.decline_invitation
+            org = fn(session, secret, _me(session, principal))
+        return redirect(f"/organizations/{org.name}" if answer == "accept" else "/")
+
+    return await run_in_threadpool(run)
+
+
+# ---- settings: members, roles, invitations -----------------------------------------------------------
+
+@router.get("/organizations/{name}/settings/{tab}")
+@permission(Permission.ORG_READ, Permission.ORG_MEMBERS_WRITE, Permission.ORG_WRITE, Permission.RESOURCE_GROUP_WRITE)
+def settings_page(name: str, tab: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    if tab not in dict(SETTINGS_TABS):
+        raise BadRequest("Unknown settings page")
+    # Members, security and tokens are the admins'; resource groups are listed to every member with a role.
+    perm = Permission.ORG_READ if tab == "resource-groups" else (
+        Permission.ORG_MEMBERS_WRITE if tab == "members" else Permission.ORG_WRITE)
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = _org(session, name)
+        if tab == "resource-groups" and not authorize(principal, perm, facts):
+            # Administering a group (whatever the org role, no_access included) opens that group's page.
+            administered = _administered_groups(session, org, principal)
+            if administered:
+                require(principal, Permission.RESOURCE_GROUP_WRITE,
+                        GroupRef(facts, orgs.group_facts(session, administered[0])))
+                return _settings_page(request, principal, session, org, facts, tab)
+        require(principal, perm, facts)
+        return _settings_page(request, principal, session, org, facts, tab)
+
+
+def _administered_groups(session: Session, org: Organization, principal: Principal) -> list[ResourceGroup]:
+    return [g for g in orgs.list_groups(session, org)
+            if orgs.group_facts(session, g).roles.get(principal.user_id) == "admin"]  # type: ignore[arg-type]
+
+
+def _org_resource(_s: Session, _o: Organization, facts: OrgFacts) -> object:
+    return facts
+
+
+@router.post("/organizations/{name}/settings/members/{username}/{verb}")
+@permission(Permission.ORG_MEMBERS_WRITE)
+async def member_change(name: str, username: str, verb: str, request: Request,
+                        principal: Principal = Depends(current_principal)) -> Response:
+    def act(session: Session, org: Organization, form: FormData) -> str | None:
+        user = orgs.user_by_name(session, username)
+        if verb == "role":
+            orgs.change_role(session, org, user, _text(form, "role", 16))
+        elif verb == "remove":
+            orgs.remove_member(session, org, user)
+        else:
+            raise BadRequest("Unknown action")
+        return verb
+
+    return await _post(request, principal, Permission.ORG_MEMBERS_WRITE, name, _org_resource, act, "members")
+
+
+@router.post("/organizations/{name}/settings/invitations")
+@permission(Permission.ORG_MEMBERS_WRITE)
+async def invite(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    mailer, url = request.app.state.mailer, base_url(request)
+
+    def act(session: Session, org: Organization, form: FormData) -> str | None:
+        orgs.invite(session, mailer, url, org, _me(session, principal), _text(form, "email", 320),
+                    _text(form, "role", 16) or None)
+        return "invited"
+
+    return await _post(request, principal, Permission.ORG_MEMBERS_WRITE, name, _org_resource, act, "members")
+
+
+@router.post("/organizations/{name}/settings/default-role")
+@permission(Permission.ORG_MEMBERS_WRITE)
+async def default_role(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    def act(session: Session, org: Organization, form: FormData) -> str | None:
+        orgs.set_default_role(session, org, _text(form, "role", 16))
+        return "saved"
+
+    return await _post(request, principal, Permission.ORG_MEMBERS_WRITE, name, _org_resource, act, "members")
+
+
+# ---- settings: resource groups ----------------------------------------------------------------
+
+@router.post("/organizations/{name}/settings/resource-groups")
+@permission(Permission.RESOURCE_GROUP_WRITE)
+async def create_group(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    def act(session: Session, org: Organization, form: FormData) -> str | None:
+        orgs.create_group(session, org, _text(form, "name", 200), _text(form, "description", 500))
+        return "created"
+
+    return await _post(request, principal, Permission.RESOURCE_GROUP_WRITE, name,
+                       lambda _s, _o, facts: GroupRef(facts), act, "resource-groups")
+
+
+@router.post("/organizations/{name}/settings/resource-groups/{group_id}/{verb}")
+@permission(Permission.RESOURCE_GROUP_WRITE)
+async def group_change(name: str, group_id: str, verb: str, request: Request,
+                       principal: Principal = Depends(current_principal)) -> Response:
+    """rename / delete (org admins); members (group admins too)."""
+    if verb not in ("rename", "delete", "members", "remove-member"):
+        raise BadRequest("Unknown action")
+
+    def resource(session: Session, org: Organization, facts: OrgFacts) -> object:
+        if verb in ("rename", "delete"):
+            return GroupRef(facts)
+        return GroupRef(facts, orgs.group_facts(session, orgs.get_group(session, org, group_id)))
+
+    def act(session: Session, org: Organization, form: FormData) -> str | None:
+        group = orgs.get_group(session, org, group_id)
+        if verb == "rename":
+            orgs.rename_group(session, org, group, _text(form, "name", 200))
+        elif verb == "delete":
+            orgs.delete_group(session, org, group)
+        elif verb == "members":
+            orgs.set_group_member(session, org, group, orgs.user_by_name(session, _text(form, "user", 96)),
+                                  _text(form, "role", 16))
+        else:
+            orgs.remove_group_member(session, org, group, orgs.user_by_name(session, _text(form, "user", 96)))
+        return verb
+
+    return await _post(request, principal, Permission.RESOURCE_GROUP_WRITE, name, resource, act, "resource-groups")
+
+
+@router.post("/organizations/{name}/settings/repo-group")
+@permission(Permission.REPO_RESOURCE_GROUP)
+async def move_repo(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    """Move an org repo (form: repo as `type:name` or a model's name, group id or empty for the org root)."""
+    form = await request.form()
+    repo_field, group_id = _text(form, "repo", 120), _text(form, "group", 24)
+    kind, sep, repo_name = repo_field.partition(":")
+    if not sep:
+        kind, repo_name = _text(form, "type", 16) or "model", repo_field
+    repo_type = repos.parse_repo_type(kind)
+
+    def resource(session: Session, org: Organization, _facts: OrgFacts) -> object:
+        repo = repos.find_repo(session, repo_type, org.name, repo_name)
+        target = orgs.group_facts(session, orgs.get_group(session, org, group_id)) if group_id else None
+        return RepoGroupMove(repos.repo_ref(repo), target)
+
+    def act(session: Session, org: Organization, _form: FormData) -> str | None:
+        group = orgs.get_group(session, org, group_id) if group_id else None
+        orgs.set_repo_group(session, repos.find_repo(session, repo_type, org.name, repo_name), group)
+        return "moved"
+
+    return await _post(request, principal, Permission.REPO_RESOURCE_GROUP, name, resource, act, "resource-groups")
+
+
+# ---- settings: security and tokens ------------------------------------------------------------
+
+@router.post("/organizations/{name}/settings/security")
+@permission(Permission.ORG_WRITE)
+async def security(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    def act(session: Session, org: Organization, form: FormData) -> str | None:
+        if form.get("profile"):
+            orgs.update_profile(session, org, _text(form, "fullname", 200), _text(form, "description", 1000))
+        orgs.set_security(session, org, require_2fa=form.get("require_2fa") == "on",
+                          repo_visibility=_text(form, "repo_visibility", 16),
+                          hide_members=form.get("hide_members") == "on")
+        return "saved"
+
+    return await _post(request, principal, Permission.ORG_WRITE, name, _org_resource, act, "security")
+
+
+@router.post("/organizations/{name}/settings/delete")
+@permission(Permission.ORG_DELETE)
+async def delete_org(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    """Delete the org (admins, in a browser, typing its name); refused while it owns repositories."""
+    form = await request.form()
+
+    def run() -> Response:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = _org(session, name)
+            require(principal, Permission.ORG_DELETE, facts)
+            check_csrf(request, form)
+            if _text(form, "confirm", 96) != org.name:
+                return _settings_page(request, principal, session, org, facts, "security", 400,
+                                      error="Type the organization's name to confirm.")
+            try:
+                with session.begin_nested():
+                    orgs.delete_org(session, org)
+            except BastionError as exc:
+                if exc.status != 409:
+                    raise
+                return _settings_page(request, principal, session, org, facts, "security", 409, error=exc.message)
+        return redirect("/")
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/organizations/{name}/settings/tokens/policy")
+@permission(Permission.ORG_WRITE)
+async def token_policy(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    def act(session: Session, org: Organization, form: FormData) -> str | None:
+        orgs.set_token_policy(session, org, _text(form, "policy", 16))
+        return "saved"
+
+    return await _post(request, principal, Permission.ORG_WRITE, name, _org_resource, act, "tokens")
+
+
+@router.post("/organizations/{name}/settings/tokens/{token_id}/{verb}")
+@permission(Permission.ORG_WRITE)
+async def token_decision(name: str, token_id: int, verb: str, request: Request,
+                         principal: Principal = Depends(current_principal)) -> Response:
+    mailer = request.app.state.mailer
+
+    def act(session: Session, org: Organization, _form: FormData) -> str | None:
+        orgs.decide_token(session, mailer, org, orgs.get_reaching_token(session, org, token_id),
+                          _me(session, principal), verb)
+        return verb
+
+    return await _post(request, principal, Permission.ORG_WRITE, name, _org_resource, act, "tokens")

@@ -1,0 +1,1 @@
+"""Repositories: metadata in the database, content in one bare git repository each."""

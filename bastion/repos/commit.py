@@ -1,0 +1,224 @@
+"""The one commit path: API commits (and later git pushes and Xet files) end here.
+
+All-or-nothing: every operation is validated and every LFS object checked (stored, verified,
+linked to this repo, right size) before a git object is written; the branch then moves by
+compare-and-swap, and the audit event commits or rolls back with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pygit2
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bastion import audit
+from bastion.accounts.models import User
+from bastion.audit.actions import AuditAction
+from bastion.db import utcnow
+from bastion.errors import BadRequest, EntryNotFound, Forbidden, PreconditionFailed, RepoNotFound
+from bastion.hub import Hub
+from bastion.lfs.service import use_linked_objects
+from bastion.repos import protection
+from bastion.repos.gitstore import GitRepo, lfs_pointer_bytes, signature, validate_path
+from bastion.repos.models import Repo
+
+
+@dataclass(frozen=True)
+class AddFile:
+    path: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class AddLfsFile:
+    path: str
+    oid: str
+    size: int | None  # None: a copy of an object this repo already holds
+
+
+@dataclass(frozen=True)
+class DeleteFile:
+    path: str
+
+
+@dataclass(frozen=True)
+class DeleteFolder:
+    path: str
+
+
+Operation = AddFile | AddLfsFile | DeleteFile | DeleteFolder
+
+
+@dataclass
+class CommitResult:
+    commit_oid: str
+    parent_oid: str | None
+    ref_name: str
+    pr_number: int | None = None
+    changed_blobs: list[tuple[str, str]] = field(default_factory=list)  # (path, git blob oid)
+    # What the committer asked of the follow-up checks, e.g. {"secrets_bypass": "test credential"}.
+    options: dict[str, str] = field(default_factory=dict)
+
+
+# Follow-up work run inside the commit's transaction (scan enqueue, signature checks, ...).
+PostCommitHook = Callable[[Hub, Session, Repo, CommitResult], None]
+post_commit_hooks: list[PostCommitHook] = []
+
+# Signs the commit objects Bastion writes (bastion.signing installs the instance key's signer at
+# start-up): commit text -> signature for its gpgsig header. None: Bastion's commits are unsigned.
+commit_signer: Callable[[str], str] | None = None
+
+
+def _write_commit(git: GitRepo, tree: pygit2.Oid, parents: list[pygit2.Oid], author: pygit2.Signature,
+                  message: str) -> pygit2.Oid:
+    if commit_signer is None:
+        return git.create_commit(tree, parents, author, message)
+    content = git.repo.create_commit_string(author, author, message, tree, parents)
+    return git.repo.create_commit_with_signature(content, commit_signer(content))
+
+
+def _check_lfs_objects(session: Session, repo: Repo, ops: list[Operation]) -> dict[str, int]:
+    """Sizes of the LFS objects the commit references; any missing/mismatched one is a 400."""
+    oids = {op.oid for op in ops if isinstance(op, AddLfsFile)}
+    if not oids:
+        return {}
+    stored = use_linked_objects(session, repo.id, sorted(oids))
+    for op in ops:
+        if not isinstance(op, AddLfsFile):
+            continue
+        if op.oid not in stored:
+            raise BadRequest(f"LFS object {op.oid} for {op.path!r} was not uploaded to this repository "
+                             "(upload it through the LFS batch API first)")
+        if op.size is not None and op.size != stored[op.oid]:
+            raise BadRequest(f"LFS pointer for {op.path!r} says {op.size} bytes but the stored object "
+                             f"{op.oid} has {stored[op.oid]} bytes")
+    return stored
+
+
+def _insert(changes: dict[str, object], path: str, value: object) -> None:
+    parts = path.split("/")
+    node = changes
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _build_changes(git: GitRepo, base: pygit2.Commit | None, ops: list[Operation],
+                   lfs_sizes: dict[str, int]) -> tuple[dict[str, object], list[tuple[str, str]]]:
+    changes: dict[str, object] = {}
+    added: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    repo = git.repo
+    for op in ops:
+        path = validate_path(op.path.rstrip("/") if isinstance(op, DeleteFolder) else op.path)
+        if path in seen:
+            raise BadRequest(f"Path {path!r} appears more than once in this commit")
+        seen.add(path)
+        if isinstance(op, AddFile):
+            blob = repo.create_blob(op.content)
+            _insert(changes, path, blob)
+            added.append((path, str(blob)))
+        elif isinstance(op, AddLfsFile):
+            blob = repo.create_blob(lfs_pointer_bytes(op.oid, lfs_sizes[op.oid]))
+            _insert(changes, path, blob)
+            added.append((path, str(blob)))
+        else:
+            entry = None
+            if base is not None:
+                try:
+                    entry = base.tree[path]
+                except KeyError:
+                    entry = None
+            if isinstance(op, DeleteFile) and (entry is None or entry.type_str != "blob"):
+                raise EntryNotFound(f"Cannot delete {path}: A file with this name doesn't exist")
+            if isinstance(op, DeleteFolder) and (entry is None or entry.type_str != "tree"):
+                raise EntryNotFound(f"Cannot delete folder {path}: it doesn't exist")
+            _insert(changes, path, None)
+    return changes, added
+
+
+def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision: str, ops: list[Operation],
+                  summary: str, description: str = "", parent_commit: str | None = None,
+                  create_pr: bool = False, options: dict[str, str] | None = None) -> CommitResult:
+    """Commit `ops` on `revision` (a branch or refs/pr/N). The caller commits `session` after."""
+    if not summary.strip():
+        raise BadRequest("A commit needs a summary")
+    if len(ops) > hub.settings.max_commit_operations:
+        raise BadRequest(f"Too many operations in one commit (max {hub.settings.max_commit_operations})")
+    git = hub.git(repo.storage_key)
+    base_ref = git.branch_ref_name(revision)
+    lfs_sizes = _check_lfs_objects(session, repo, ops)
+    sig = signature(author.name, author.email)
+    message = summary.strip() + ("\n\n" + description.strip() if description.strip() else "") + "\n"
+
+    with git.write_lock():
+        head = git.branch_head(base_ref)
+        if head is None:
+            git.resolve(revision)  # a tag or a sha is not a branch: RevisionNotFound names it
+            raise BadRequest(f"Cannot commit to {revision!r}: not a branch")
+        if parent_commit and not str(head).startswith(parent_commit.lower()):
+            raise PreconditionFailed(f"A commit has happened since. Please refresh and try again. "
+                                     f"({revision} is at {head}, not {parent_commit})")
+        base = git.repo[head]
+        changes, added = _build_changes(git, base, ops, lfs_sizes)
+        tree = git.write_tree(base.tree, changes) or git.repo.TreeBuilder().write()
+        new = _write_commit(git, tree, [head], sig, message)
+
+        # The repo row may have been deleted meanwhile; lock it for the rest of the transaction.
+        locked = session.scalar(select(Repo).where(Repo.id == repo.id).with_for_update())
+        if locked is None:
+            raise RepoNotFound()
+        pr_number = None
+        if create_pr:
+            pr_number = locked.next_pr_number
+            locked.next_pr_number = pr_number + 1
+            ref_name = f"refs/pr/{pr_number}"
+        else:
+            ref_name = base_ref
+        locked.last_modified = utcnow()
+        result = CommitResult(str(new), str(head), ref_name, pr_number, added, dict(options or {}))
+        audit.record(session, AuditAction.REPO_COMMIT, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                     namespace=repo.namespace,
+                     details={"commit": str(new), "parent": str(head), "ref": ref_name, "summary": summary[:200],
+                              "files": len(ops)})
+        if create_pr:
+            audit.record(session, AuditAction.REPO_PR_CREATE, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                         namespace=repo.namespace, details={"number": pr_number, "commit": str(new)})
+        for hook in post_commit_hooks:
+            hook(hub, session, locked, result)
+        session.flush()
+        # Last step: move the ref. If it fails, the caller's transaction rolls back the audit rows.
+        git.compare_and_swap(ref_name, None if create_pr else head, new)
+    return result
+
+
+def squash_history(hub: Hub, session: Session, repo: Repo, author: User, branch: str, message: str) -> str:
+    git = hub.git(repo.storage_key)
+    ref_name = git.branch_ref_name(branch)
+    if refused := protection.rewrite_refused(repo, "branch", ref_name.removeprefix("refs/heads/"),
+                                             "history rewrites (super-squash)"):
+        raise Forbidden(refused)
+    with git.write_lock():
+        head = git.branch_head(ref_name)
+        if head is None:
+            raise _missing_branch(git, branch)
+        commit = git.repo[head]
+        new = _write_commit(git, commit.tree.id, [], signature(author.name, author.email),
+                            (message.strip() or "Super-squash branch") + "\n")
+        audit.record(session, AuditAction.REPO_SQUASH, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                     namespace=repo.namespace, details={"branch": branch, "from": str(head), "to": str(new)})
+        session.flush()
+        git.compare_and_swap(ref_name, head, new)
+    return str(new)
+
+
+def _missing_branch(git: GitRepo, branch: str) -> Exception:
+    git.resolve(branch)  # raises RevisionNotFound for unknown names
+    return BadRequest(f"{branch!r} is not a branch")

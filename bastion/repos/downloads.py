@@ -1,0 +1,105 @@
+"""File downloads at /{prefix}{repo}/resolve/{revision}/{path}: the metadata HEAD and the GET.
+
+LFS objects are served straight from the blob store as file responses (zero-copy where the
+ASGI server supports `http.response.pathsend`), or reconstructed from their Xet chunks and
+streamed when they were uploaded through Xet; small git blobs from memory. Single HTTP ranges
+are honoured for all three.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from bastion.api.auth import current_principal, hub_of
+from bastion.api.ranges import parse_range
+from bastion.api.urls import base_url
+from bastion.authz import Permission, Principal, permission
+from bastion.db import transaction
+from bastion.errors import BastionError, EntryNotFound
+from bastion.hub import Hub
+from bastion.repos.gitstore import parse_lfs_pointer, validate_path
+from bastion.repos.routes import load_repo, raw_tail
+from bastion.xet.content import object_response
+from bastion.xet.service import xet_hash_for_repo_file
+
+router = APIRouter()
+
+
+class ObjectMissing(BastionError):
+    status = 503
+    code = "ObjectUnavailable"
+
+
+def _content_disposition(path: str) -> str:
+    filename = path.rsplit("/", 1)[-1]
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_")
+    return f"inline; filename*=UTF-8''{quote(filename)}; filename=\"{ascii_name}\";"
+
+
+def _resolve(prefix: str, plural: str, ns: str, name: str, request: Request, principal: Principal) -> Response:
+    hub = hub_of(request)
+    segments = raw_tail(request, f"/{prefix}{ns}/{name}/resolve/")
+    if len(segments) < 2:
+        raise EntryNotFound("A file path is required after the revision")
+    revision, path = segments[0], "/".join(segments[1:])
+    validate_path(path)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+    git = hub.git(repo.storage_key)
+    commit = git.resolve(revision)
+    blob = git.blob_at(commit, path)
+    headers = {
+        "X-Repo-Commit": str(commit.id),
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": _content_disposition(path),
+        "Cache-Control": "private, max-age=0, must-revalidate" if repo.private else "public, max-age=0",
+    }
+    ptr = parse_lfs_pointer(blob.data) if blob.size <= 200 else None
+    if ptr is not None:
+        headers.update({"ETag": f'"{ptr.oid}"', "X-Linked-Etag": f'"{ptr.oid}"', "X-Linked-Size": str(ptr.size)})
+        headers.update(_xet_headers(request, hub, repo.id, plural, ns, name, str(commit.id), ptr.oid))
+        response = object_response(hub, ptr.oid, request, headers)
+        if response is None:
+            raise ObjectMissing(f"The LFS object for {path} is not available in storage")
+        return response
+    data = blob.data
+    headers["ETag"] = f'"{blob.id}"'
+    status = 200
+    rng = parse_range(request.headers.get("range"), len(data))
+    if rng is not None:
+        start, end = rng
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        data, status = data[start:end + 1], 206
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(data))
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    return Response(data, status_code=status, headers=headers, media_type="application/octet-stream")
+
+
+def _xet_headers(request: Request, hub: Hub, repo_id: int, plural: str, ns: str, name: str, commit: str,
+                 oid: str) -> dict[str, str]:
+    """Advertise Xet (§6 of the client notes) only for a file this repo's CAS token can reconstruct:
+    a client without hf_xet, or with HF_HUB_DISABLE_XET=1, ignores the headers and GETs the file."""
+    with transaction(hub.sessions) as session:
+        xet_hash = xet_hash_for_repo_file(session, repo_id, oid)
+    if xet_hash is None:
+        return {}
+    refresh = f"{base_url(request)}/api/{plural}/{ns}/{name}/xet-read-token/{commit}"
+    return {"X-Xet-Hash": xet_hash, "Link": f'<{refresh}>; rel="xet-auth"'}
+
+
+def _register(prefix: str, plural: str) -> None:
+    @router.api_route(f"/{prefix}{{ns}}/{{name}}/resolve/{{rest:path}}", methods=["GET", "HEAD"],
+                      name=f"resolve_{plural}")
+    @permission(Permission.REPO_READ)
+    async def resolve(ns: str, name: str, rest: str, request: Request,
+                      principal: Principal = Depends(current_principal)) -> Response:
+        return await run_in_threadpool(_resolve, prefix, plural, ns, name, request, principal)
+
+
+_register("datasets/", "datasets")
+_register("spaces/", "spaces")
+_register("", "models")

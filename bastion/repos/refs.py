@@ -1,0 +1,97 @@
+"""Branches and tags: create and delete, each audited; refs move only by compare-and-swap."""
+
+from __future__ import annotations
+
+import pygit2
+from sqlalchemy.orm import Session
+
+from bastion import audit
+from bastion.accounts.models import User
+from bastion.audit.actions import AuditAction
+from bastion.errors import BadRequest, Conflict, Forbidden, RevisionNotFound
+from bastion.hub import Hub
+from bastion.repos import protection
+from bastion.repos.commit import CommitResult, post_commit_hooks
+from bastion.repos.gitstore import DEFAULT_BRANCH, signature
+from bastion.repos.models import Repo
+
+
+def _target(repo: Repo) -> tuple[str, str]:
+    return ("repo", f"{repo.type}/{repo.repo_id}")
+
+
+def _ref_created(hub: Hub, session: Session, repo: Repo, ref: str, commit: str) -> None:
+    """A ref created at an existing commit goes through the same follow-up checks as a commit on it
+    (e.g. the signed-commits rule for the history it brings under a covered ref), before it is written."""
+    result = CommitResult(commit, None, ref)
+    for hook in post_commit_hooks:
+        hook(hub, session, repo, result)
+
+
+def create_branch(hub: Hub, session: Session, repo: Repo, branch: str, starting_point: str | None) -> str:
+    git = hub.git(repo.storage_key)
+    git.validate_ref_name(branch)
+    with git.write_lock():
+        if git.repo.references.get(f"refs/heads/{branch}") is not None:
+            raise Conflict(f"Branch {branch!r} already exists")
+        start = git.resolve(starting_point or DEFAULT_BRANCH)
+        audit.record(session, AuditAction.REPO_BRANCH_CREATE, target=_target(repo), namespace=repo.namespace,
+                     details={"branch": branch, "commit": str(start.id)})
+        _ref_created(hub, session, repo, f"refs/heads/{branch}", str(start.id))
+        session.flush()
+        git.compare_and_swap(f"refs/heads/{branch}", None, start.id)
+    return str(start.id)
+
+
+def delete_branch(hub: Hub, session: Session, repo: Repo, branch: str) -> None:
+    git = hub.git(repo.storage_key)
+    if branch == DEFAULT_BRANCH:
+        raise BadRequest(f"Cannot delete the default branch {DEFAULT_BRANCH!r}")
+    if refused := protection.deletion_refused(repo, "branch", branch):
+        raise Forbidden(refused)
+    with git.write_lock():
+        head = git.branch_head(f"refs/heads/{branch}")
+        if head is None:
+            raise RevisionNotFound(f"Invalid rev id: {branch}")
+        audit.record(session, AuditAction.REPO_BRANCH_DELETE, target=_target(repo), namespace=repo.namespace,
+                     details={"branch": branch, "commit": str(head)})
+        session.flush()
+        git.delete_ref(f"refs/heads/{branch}", head)
+
+
+def create_tag(hub: Hub, session: Session, repo: Repo, actor: User, revision: str, tag: str,
+               message: str | None) -> str:
+    git = hub.git(repo.storage_key)
+    git.validate_ref_name(tag)
+    with git.write_lock():
+        if git.repo.references.get(f"refs/tags/{tag}") is not None:
+            raise Conflict(f"Tag {tag!r} already exists")
+        commit = git.resolve(revision)
+        audit.record(session, AuditAction.REPO_TAG_CREATE, target=_target(repo), namespace=repo.namespace,
+                     details={"tag": tag, "commit": str(commit.id), "annotated": bool(message)})
+        _ref_created(hub, session, repo, f"refs/tags/{tag}", str(commit.id))
+        session.flush()
+        if message:
+            # An annotated tag keeps who tagged and why; libgit2 refuses if the ref exists.
+            try:
+                git.repo.create_tag(tag, commit.id, pygit2.enums.ObjectType.COMMIT,
+                                    signature(actor.name, actor.email), message)
+            except (pygit2.AlreadyExistsError, ValueError) as exc:
+                raise Conflict(f"Tag {tag!r} already exists") from exc
+        else:
+            git.compare_and_swap(f"refs/tags/{tag}", None, commit.id)
+    return str(commit.id)
+
+
+def delete_tag(hub: Hub, session: Session, repo: Repo, tag: str) -> None:
+    if refused := protection.deletion_refused(repo, "tag", tag):
+        raise Forbidden(refused)
+    git = hub.git(repo.storage_key)
+    with git.write_lock():
+        ref = git.repo.references.get(f"refs/tags/{tag}")
+        if ref is None:
+            raise RevisionNotFound(f"Invalid rev id: {tag}")
+        audit.record(session, AuditAction.REPO_TAG_DELETE, target=_target(repo), namespace=repo.namespace,
+                     details={"tag": tag})
+        session.flush()
+        git.delete_ref(f"refs/tags/{tag}", ref.target)

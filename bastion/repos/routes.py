@@ -1,0 +1,720 @@
+"""HTTP for repositories at the Hub's URLs: parse → authz.require (once) → service → JSON.
+
+Revisions and paths arrive URL-quoted (`refs%2Fpr%2F1`); where a route has both, they are
+split on the raw path so a revision containing '/' is never confused with a file path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import unquote
+
+import yaml
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from bastion.accounts.models import User
+from bastion.api.auth import current_principal, hub_of
+from bastion.api.bodies import json_object
+from bastion.api.urls import base_url, next_link, repo_url
+from bastion.authz import Permission, Principal, authorize, permission, require
+from bastion.db import transaction
+from bastion.errors import (
+    BadRequest,
+    Conflict,
+    EntryNotFound,
+    NotFound,
+    PayloadTooLarge,
+    RepoNotFound,
+)
+from bastion.hub import Hub
+from bastion.repos import browse, commit, protection, refs, service, upload_policy
+from bastion.repos.gitstore import validate_path
+from bastion.repos.models import Repo
+from bastion.scanning import service as scanning
+from bastion.signing import service as signing
+from bastion.xet import tokens as xet_tokens
+
+router = APIRouter()
+TYPES = service.TYPE_BY_PLURAL
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+
+
+def _type(plural: str) -> str:
+    if plural not in TYPES:
+        raise NotFound(f"Unknown repository type {plural!r}")
+    return TYPES[plural]
+
+
+def load_repo(hub: Hub, session: Session, principal: Principal, plural: str, ns: str, name: str,
+          perm: Permission) -> Repo:
+    """Find the repo and make the route's one authorization check on it."""
+    try:
+        repo = service.find_repo(session, _type(plural), ns, name)
+    except NotFound:
+        raise RepoNotFound() from None
+    require(principal, perm, service.repo_ref(repo))
+    return repo
+
+
+def _actor(session: Session, principal: Principal) -> User:
+    user = session.get(User, principal.user_id)
+    if user is None:
+        raise RepoNotFound()
+    return user
+
+
+def raw_tail(request: Request, prefix: str) -> list[str]:
+    """URL-decoded segments after `prefix` in the raw (still quoted) request path.
+
+    Namespaces and names are plain ASCII (validated), so their raw and decoded forms agree and
+    the prefix is located by position, never by searching for a word a repo could be named.
+    """
+    raw = request.scope.get("raw_path")
+    path = (raw.decode("latin-1") if raw else request.url.path).split("?", 1)[0]
+    if not path.startswith(prefix):
+        return []
+    return [unquote(seg) for seg in path[len(prefix):].split("/")]
+
+
+def _int_param(request: Request, key: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"'{key}' must be an integer") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"'{key}' must be between {lo} and {hi}")
+    return value
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+def _visibility(data: dict[str, Any]) -> bool | None:
+    if "visibility" in data and data["visibility"] is not None:
+        vis = data["visibility"]
+        if vis not in ("public", "private", "protected"):
+            raise BadRequest("'visibility' must be 'public', 'private' or 'protected'")
+        return vis != "public"
+    if "private" in data and data["private"] is not None:
+        if not isinstance(data["private"], bool):
+            raise BadRequest("'private' must be a boolean")
+        return data["private"]
+    return None
+
+
+# ---- repository lifecycle ----------------------------------------------------------------------
+
+@router.post("/api/repos/create")
+@permission(Permission.REPO_CREATE)
+async def create_repo(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    hub = hub_of(request)
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("'name' is required")
+    repo_type = service.parse_repo_type(data.get("type"))
+    ns_name = data.get("organization") or principal.username
+    if ns_name is not None and not isinstance(ns_name, str):
+        raise BadRequest("'organization' must be a string")
+    requested_private = _visibility(data)
+    group_id = data.get("resourceGroupId")
+
+    def run() -> Repo:
+        from bastion.orgs import service as orgs
+
+        with transaction(hub.sessions) as session:
+            ns = service.namespace_ref(session, ns_name or "")
+            private = requested_private or False
+            if ns.org is not None:
+                if group_id is not None:
+                    org = orgs.get_org(session, ns.name)
+                    ns = dataclasses.replace(ns, group=orgs.group_facts(session, orgs.get_group(session, org,
+                                                                                                group_id)))
+                private = orgs.repo_private_on_create(ns.org, requested_private)
+            elif group_id is not None:
+                raise BadRequest("'resourceGroupId' applies only to organization repositories")
+            require(principal, Permission.REPO_CREATE, ns)
+            return service.create_repo(hub, session, _actor(session, principal), ns, name, repo_type, private)
+
+    try:
+        repo = await _run(run)
+    except Conflict as exc:
+        # The client reads the existing repo's url from the 409 body when exist_ok=True.
+        exc.extra["url"] = repo_url(request, repo_type, f"{ns_name}/{name}")
+        raise
+    return JSONResponse({"url": repo_url(request, repo.type, repo.repo_id), "name": repo.repo_id,
+                         "id": f"{repo.id:024x}"})
+
+
+@router.delete("/api/repos/delete")
+@permission(Permission.REPO_DELETE)
+async def delete_repo(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    hub = hub_of(request)
+    ns, name = _ns_name(data, principal)
+    plural = service.PLURAL_BY_TYPE[service.parse_repo_type(data.get("type"))]
+
+    def run() -> None:
+        with transaction(hub.sessions) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_DELETE)
+            service.delete_repo(hub, session, repo)
+
+    await _run(run)
+    return JSONResponse({})
+
+
+def _ns_name(data: dict[str, Any], principal: Principal) -> tuple[str, str]:
+    name = data.get("name")
+    ns = data.get("organization") or principal.username
+    if not isinstance(name, str) or not name:
+        raise BadRequest("'name' is required")
+    if "/" in name:
+        ns, name = service.split_repo_id(name)
+    if not isinstance(ns, str) or not ns:
+        raise RepoNotFound()
+    return ns, name
+
+
+@router.post("/api/repos/move")
+@permission(Permission.REPO_MANAGE)
+async def move_repo(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    hub = hub_of(request)
+    from_ns, from_name = service.split_repo_id(data.get("fromRepo"))  # type: ignore[arg-type]
+    to_ns, to_name = service.split_repo_id(data.get("toRepo"))  # type: ignore[arg-type]
+    plural = service.PLURAL_BY_TYPE[service.parse_repo_type(data.get("type"))]
+
+    def run() -> None:
+        with transaction(hub.sessions) as session:
+            repo = load_repo(hub, session, principal, plural, from_ns, from_name, Permission.REPO_MANAGE)
+            target = service.namespace_ref(session, to_ns)
+            # Moving into a namespace needs the right to create there: asked of the same policy.
+            if not authorize(principal, Permission.REPO_CREATE, target):
+                raise BadRequest(f"You cannot move repositories into {to_ns!r}")
+            service.move_repo(session, repo, target, to_name)
+
+    await _run(run)
+    return JSONResponse({})
+
+
+@router.get("/api/{plural}/{ns}/{name}/settings")
+@permission(Permission.REPO_MANAGE)
+def get_settings(plural: str, ns: str, name: str, request: Request,
+                 principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """What PUT …/settings set; for those who may change it (a private repo stays invisible to others)."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
+        return JSONResponse(service.settings_payload(repo))
+
+
+@router.put("/api/{plural}/{ns}/{name}/settings")
+@permission(Permission.REPO_MANAGE)
+async def update_settings(plural: str, ns: str, name: str, request: Request,
+                          principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    hub = hub_of(request)
+    private = _visibility(data)
+    gated = data.get("gated")
+    if gated is not None and not isinstance(gated, str | bool):
+        raise BadRequest("'gated' must be 'auto', 'manual' or false")
+    flags = {k: data[k] for k in service.REPO_FLAGS if data.get(k) is not None}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise BadRequest(f"'{key}' must be a boolean")
+    signed_branches = data.get("requireSignedCommitsBranches")
+    if signed_branches is not None:
+        signed_branches = protection.normalize_patterns(signed_branches, "requireSignedCommitsBranches")
+    protected = {key: protection.normalize_patterns(data[key], key) for key in protection.SETTINGS.values()
+                 if data.get(key) is not None}
+
+    def run() -> None:
+        with transaction(hub.sessions) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
+            if private is not None and repo.owner_org_id is not None:
+                from bastion.orgs import service as orgs
+
+                org = service.repo_ref(repo).org
+                assert org is not None
+                orgs.check_visibility_change(org, principal, private)
+            service.update_settings(session, repo, private, gated, flags, signed_branches, protected)
+
+    await _run(run)
+    return JSONResponse({})
+
+
+# ---- listing and info -----------------------------------------------------------------------------
+
+@router.get("/api/{plural}")
+@permission(Permission.REPO_LIST)
+def list_repos(plural: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    hub = hub_of(request)
+    repo_type = _type(plural)
+    require(principal, Permission.REPO_LIST)
+    qp = request.query_params
+    limit = _int_param(request, "limit", 1000, 1, MAX_PAGE)
+    offset = _int_param(request, "cursor", 0, 0, 10**9)
+    direction = _int_param(request, "direction", -1, -1, 1)
+    expand = qp.getlist("expand")
+    _check_expand(repo_type, expand)
+    with transaction(hub.sessions, readonly=True) as session:
+        listing = service.list_repos(session, principal, repo_type, author=qp.get("author"),
+                                     search=qp.getlist("search"), sort=qp.get("sort"), direction=direction,
+                                     limit=limit, offset=offset)
+        items = []
+        full = _truthy(qp.get("full"))
+        for repo in listing.repos:
+            git = hub.git(repo.storage_key)
+            head = git.resolve("main")
+            info = browse.repo_info(repo, git, head, expand=expand, blobs=False, security_status=None)
+            if not expand and not full:
+                info.pop("siblings", None)
+            items.append(info)
+    headers = {"Link": next_link(request, cursor=offset + limit)} if listing.has_more else {}
+    return JSONResponse(items, headers=headers)
+
+
+def _check_expand(repo_type: str, expand: list[str]) -> None:
+    unknown = [e for e in expand if e not in browse.EXPANDS[repo_type]]
+    if unknown:
+        raise BadRequest(f"Invalid expand value(s): {', '.join(unknown)}")
+
+
+def _info(plural: str, ns: str, name: str, revision: str, request: Request, principal: Principal) -> JSONResponse:
+    hub = hub_of(request)
+    qp = request.query_params
+    expand = qp.getlist("expand")
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+        _check_expand(repo.type, expand)
+        git = hub.git(repo.storage_key)
+        head = git.resolve(revision)
+        wants_security = _truthy(qp.get("securityStatus")) or "securityRepoStatus" in expand
+        security = security_status(hub, session, repo, str(head.id),
+                                   scanning.secrets_visible(principal, repo)) if wants_security else None
+        group = None
+        if repo.resource_group_id is not None:
+            from bastion.orgs.models import ResourceGroup
+            from bastion.orgs.service import resource_group_payload
+
+            group = resource_group_payload(session, session.get(ResourceGroup, repo.resource_group_id))
+        return JSONResponse(browse.repo_info(repo, git, head, expand=expand, blobs=_truthy(qp.get("blobs")),
+                                             security_status=security, resource_group=group))
+
+
+def security_status(hub: Hub, session: Session, repo: Repo, commit_oid: str,
+                    secrets_of: int | None = None) -> dict[str, Any]:
+    """`securityRepoStatus`: scansDone is true only when every file has a verdict from every scanner."""
+    status = scanning.repo_status(hub, session, repo, commit_oid, secrets_of)
+    return {"scansDone": status["scansDone"], "filesWithIssues": status["filesWithIssues"]}
+
+
+@router.get("/api/{plural}/{ns}/{name}")
+@permission(Permission.REPO_READ)
+def repo_info(plural: str, ns: str, name: str, request: Request,
+              principal: Principal = Depends(current_principal)) -> JSONResponse:
+    return _info(plural, ns, name, "main", request, principal)
+
+
+@router.get("/api/{plural}/{ns}/{name}/revision/{revision:path}")
+@permission(Permission.REPO_READ)
+def repo_info_revision(plural: str, ns: str, name: str, revision: str, request: Request,
+                       principal: Principal = Depends(current_principal)) -> JSONResponse:
+    return _info(plural, ns, name, revision, request, principal)
+
+
+# ---- trees, paths, refs, history -------------------------------------------------------------------
+
+@router.get("/api/{plural}/{ns}/{name}/tree/{rest:path}")
+@permission(Permission.REPO_READ)
+def list_tree(plural: str, ns: str, name: str, rest: str, request: Request,
+              principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    segments = raw_tail(request, f"/api/{plural}/{ns}/{name}/tree/") or [rest]
+    revision, path = segments[0], "/".join(s for s in segments[1:] if s)
+    recursive = _truthy(request.query_params.get("recursive"))
+    expand = _truthy(request.query_params.get("expand"))
+    limit = _int_param(request, "limit", DEFAULT_PAGE if not expand else 100, 1, MAX_PAGE)
+    offset = _int_param(request, "cursor", 0, 0, 10**9)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+        git = hub.git(repo.storage_key)
+        head = git.resolve(revision)
+        if path:
+            validate_path(path)
+        tree = git.tree_at(head, path)
+        if tree.type_str != "tree":
+            raise EntryNotFound(f"{path} is not a folder", headers={"X-Repo-Commit": str(head.id)})
+        entries = []
+        has_more = False
+        for n, entry in enumerate(browse.tree_entries(git, tree, path, recursive)):
+            if n < offset:
+                continue
+            if len(entries) == limit:
+                has_more = True
+                break
+            entries.append(entry)
+        if expand:
+            _expand_entries(hub, session, repo, git, head, entries, principal)
+    headers = {"Link": next_link(request, cursor=offset + limit)} if has_more else {}
+    return JSONResponse(entries, headers=headers)
+
+
+def _expand_entries(hub: Hub, session: Session, repo: Repo, git: Any, head: Any, entries: list[dict[str, Any]],
+                    principal: Principal) -> None:
+    last = browse.last_commits(git, head, [e["path"] for e in entries])
+    statuses = scanning.file_statuses(hub, session, [scan_key(e) for e in entries if e["type"] == "file"],
+                                      scanning.secrets_visible(principal, repo))
+    for entry in entries:
+        if entry["path"] in last:
+            entry["lastCommit"] = browse.commit_summary(last[entry["path"]])
+        if entry["type"] == "file":
+            # Per-file scan status; `unscanned` until every enabled scanner has actually run on the blob.
+            entry["securityFileStatus"] = statuses[scan_key(entry)]
+
+
+def scan_key(entry: dict[str, Any]) -> str:
+    """What a file's verdicts are keyed by: the LFS sha256, or the git blob id of a regular file."""
+    return str(entry["lfs"]["oid"] if "lfs" in entry else entry["oid"])
+
+
+@router.post("/api/{plural}/{ns}/{name}/paths-info/{revision:path}")
+@permission(Permission.REPO_READ)
+async def paths_info(plural: str, ns: str, name: str, revision: str, request: Request,
+                     principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    form = await request.form()
+    paths = [p for p in form.getlist("paths") if isinstance(p, str)]
+    if len(paths) > 1000:
+        raise BadRequest("At most 1000 paths per request")
+    expand = _truthy(str(form.get("expand") or ""))
+
+    def run() -> list[dict[str, Any]]:
+        with transaction(hub.sessions, readonly=True) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+            git = hub.git(repo.storage_key)
+            head = git.resolve(revision)
+            for p in paths:
+                validate_path(p.strip("/"))
+            entries = browse.paths_info(git, head, paths)
+            if expand:
+                _expand_entries(hub, session, repo, git, head, entries, principal)
+            return entries
+
+    return JSONResponse(await _run(run))
+
+
+@router.get("/api/{plural}/{ns}/{name}/refs")
+@permission(Permission.REPO_READ)
+def list_refs(plural: str, ns: str, name: str, request: Request,
+              principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+    git = hub.git(repo.storage_key)
+    return JSONResponse(browse.refs_payload(git, _truthy(request.query_params.get("include_prs"))))
+
+
+@router.get("/api/{plural}/{ns}/{name}/commits/{revision:path}")
+@permission(Permission.REPO_READ)
+def list_commits(plural: str, ns: str, name: str, revision: str, request: Request,
+                 principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    limit = _int_param(request, "limit", 50, 1, 1000)
+    page = _int_param(request, "p", 0, 0, 10**7)
+    formatted = "formatted" in request.query_params.getlist("expand[]") + request.query_params.getlist("expand")
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+    git = hub.git(repo.storage_key)
+    start = git.resolve(revision)
+    commits, has_more = browse.history(git, start, page * limit, limit)
+    headers = {"Link": next_link(request, p=page + 1)} if has_more else {}
+    signatures = signing.signatures_for(hub, repo, commits)
+    return JSONResponse([browse.history_entry(c, formatted, signatures[str(c.id)]) for c in commits],
+                        headers=headers)
+
+
+@router.post("/api/{plural}/{ns}/{name}/branch/{branch:path}")
+@permission(Permission.REPO_WRITE)
+async def create_branch(plural: str, ns: str, name: str, branch: str, request: Request,
+                        principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    hub = hub_of(request)
+    start = data.get("startingPoint")
+    if start is not None and not isinstance(start, str):
+        raise BadRequest("'startingPoint' must be a string")
+
+    def run() -> None:
+        with transaction(hub.sessions) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+            refs.create_branch(hub, session, repo, branch, start)
+
+    await _run(run)
+    return JSONResponse({})
+
+
+@router.delete("/api/{plural}/{ns}/{name}/branch/{branch:path}")
+@permission(Permission.REPO_WRITE)
+def delete_branch(plural: str, ns: str, name: str, branch: str, request: Request,
+                  principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    with transaction(hub.sessions) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+        refs.delete_branch(hub, session, repo, branch)
+    return JSONResponse({})
+
+
+@router.post("/api/{plural}/{ns}/{name}/tag/{revision:path}")
+@permission(Permission.REPO_WRITE)
+async def create_tag(plural: str, ns: str, name: str, revision: str, request: Request,
+                     principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    hub = hub_of(request)
+    tag, message = data.get("tag"), data.get("message")
+    if not isinstance(tag, str) or not tag:
+        raise BadRequest("'tag' is required")
+    if message is not None and not isinstance(message, str):
+        raise BadRequest("'message' must be a string")
+
+    def run() -> None:
+        with transaction(hub.sessions) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+            refs.create_tag(hub, session, repo, _actor(session, principal), revision, tag, message)
+
+    await _run(run)
+    return JSONResponse({})
+
+
+@router.delete("/api/{plural}/{ns}/{name}/tag/{tag:path}")
+@permission(Permission.REPO_WRITE)
+def delete_tag(plural: str, ns: str, name: str, tag: str, request: Request,
+               principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    with transaction(hub.sessions) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+        refs.delete_tag(hub, session, repo, tag)
+    return JSONResponse({})
+
+
+@router.post("/api/{plural}/{ns}/{name}/super-squash/{branch:path}")
+@permission(Permission.REPO_WRITE)
+async def super_squash(plural: str, ns: str, name: str, branch: str, request: Request,
+                       principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request)
+    hub = hub_of(request)
+    message = data.get("message") or "Super-squash branch"
+    if not isinstance(message, str):
+        raise BadRequest("'message' must be a string")
+
+    def run() -> str:
+        with transaction(hub.sessions) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+            return commit.squash_history(hub, session, repo, _actor(session, principal), branch, message)
+
+    return JSONResponse({"commitId": await _run(run)})
+
+
+# ---- uploads and commits -----------------------------------------------------------------------
+
+@router.post("/api/{plural}/{ns}/{name}/preupload/{revision:path}")
+@permission(Permission.REPO_WRITE)
+async def preupload(plural: str, ns: str, name: str, revision: str, request: Request,
+                    principal: Principal = Depends(current_principal)) -> JSONResponse:
+    data = await json_object(request, 8 << 20)
+    hub = hub_of(request)
+    gitignore = data.get("gitIgnore")
+    if gitignore is not None and not isinstance(gitignore, str):
+        raise BadRequest("'gitIgnore' must be a string")
+
+    def run() -> list[dict[str, Any]]:
+        with transaction(hub.sessions, readonly=True) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+        git = hub.git(repo.storage_key)
+        head = git.resolve(revision)
+        return upload_policy.decide(git, head, data.get("files"), gitignore, hub.settings.lfs_threshold)
+
+    return JSONResponse({"files": await _run(run)})
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Commit payload larger than {limit} bytes; upload large files through LFS")
+    chunks: list[bytes] = []
+    total = 0
+    stream: AsyncIterator[bytes] = request.stream()
+    async for chunk in stream:
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"Commit payload larger than {limit} bytes; upload large files through LFS")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_ndjson_commit(body: bytes, max_regular: int) -> tuple[dict[str, Any], list[commit.Operation]]:
+    header: dict[str, Any] | None = None
+    ops: list[commit.Operation] = []
+    for lineno, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest(f"Line {lineno} of the commit payload is not valid JSON") from None
+        if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
+            raise BadRequest(f"Line {lineno}: expected {{\"key\": ..., \"value\": {{...}}}}")
+        key, value = item.get("key"), item["value"]
+        if key == "header":
+            if header is not None or ops:
+                raise BadRequest("The header must come first, once")
+            header = value
+            continue
+        if header is None:
+            raise BadRequest("The commit payload must start with a header line")
+        path = value.get("path")
+        if not isinstance(path, str):
+            raise BadRequest(f"Line {lineno}: 'path' must be a string")
+        if key == "file":
+            encoding = value.get("encoding", "base64")
+            content = value.get("content")
+            if not isinstance(content, str):
+                raise BadRequest(f"Line {lineno}: 'content' must be a string")
+            if encoding == "base64":
+                try:
+                    data = base64.b64decode(content, validate=True)
+                except (binascii.Error, ValueError):
+                    raise BadRequest(f"Line {lineno}: invalid base64 content for {path!r}") from None
+            elif encoding in ("utf-8", "utf8"):
+                data = content.encode()
+            else:
+                raise BadRequest(f"Line {lineno}: unsupported encoding {encoding!r}")
+            if len(data) > max_regular:
+                raise BadRequest(f"{path!r} is {len(data)} bytes: files over {max_regular} bytes must be "
+                                 "uploaded through LFS")
+            ops.append(commit.AddFile(path, data))
+        elif key == "lfsFile":
+            oid, size, algo = value.get("oid"), value.get("size"), value.get("algo", "sha256")
+            if algo != "sha256" or not isinstance(oid, str) or len(oid) != 64 or \
+                    any(c not in "0123456789abcdef" for c in oid):
+                raise BadRequest(f"Line {lineno}: 'oid' must be a lowercase sha256 hex digest")
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+                raise BadRequest(f"Line {lineno}: 'size' must be a non-negative integer")
+            ops.append(commit.AddLfsFile(path, oid, size))
+        elif key == "deletedFile":
+            ops.append(commit.DeleteFile(path))
+        elif key == "deletedFolder":
+            ops.append(commit.DeleteFolder(path))
+        else:
+            raise BadRequest(f"Line {lineno}: unknown operation {key!r}")
+    if header is None:
+        raise BadRequest("Empty commit payload: a header line is required")
+    return header, ops
+
+
+@router.post("/api/{plural}/{ns}/{name}/commit/{revision:path}")
+@permission(Permission.REPO_WRITE)
+async def create_commit(plural: str, ns: str, name: str, revision: str, request: Request,
+                        principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    body = await _read_limited(request, hub.settings.max_commit_body)
+    header, ops = parse_ndjson_commit(body, hub.settings.max_regular_file_size)
+    summary, description = header.get("summary"), header.get("description") or ""
+    parent = header.get("parentCommit")
+    if not isinstance(summary, str) or not isinstance(description, str):
+        raise BadRequest("'summary' and 'description' must be strings")
+    if parent is not None and (not isinstance(parent, str) or not 5 <= len(parent) <= 40 or
+                               any(c not in "0123456789abcdefABCDEF" for c in parent)):
+        raise BadRequest("'parentCommit' must be a hex commit id")
+    create_pr = _truthy(request.query_params.get("create_pr"))
+    bypass = header.get("secretsBypassReason")
+    if bypass is not None and (not isinstance(bypass, str) or not bypass.strip()):
+        raise BadRequest("'secretsBypassReason' must be a non-empty string")
+
+    def run() -> tuple[Repo, commit.CommitResult]:
+        with transaction(hub.sessions) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+            options = service.secrets_bypass_options(principal, repo, bypass)
+            result = commit.create_commit(hub, session, repo, _actor(session, principal), revision, ops,
+                                          summary, description, parent, create_pr, options)
+            return repo, result
+
+    repo, result = await _run(run)
+    url = repo_url(request, repo.type, repo.repo_id)
+    payload: dict[str, Any] = {"commitUrl": f"{url}/commit/{result.commit_oid}", "commitOid": result.commit_oid,
+                               "commitMessage": summary, "success": True}
+    if result.pr_number is not None:
+        payload["pullRequestUrl"] = f"{url}/discussions/{result.pr_number}"
+    return JSONResponse(payload)
+
+
+@router.get("/api/{plural}/{ns}/{name}/xet-write-token/{revision:path}")
+@permission(Permission.REPO_WRITE)
+def xet_write_token(plural: str, ns: str, name: str, revision: str, request: Request,
+                    principal: Principal = Depends(current_principal)) -> JSONResponse:
+    return _xet_token(plural, ns, name, revision, request, principal, "write")
+
+
+@router.get("/api/{plural}/{ns}/{name}/xet-read-token/{revision:path}")
+@permission(Permission.REPO_READ)
+def xet_read_token(plural: str, ns: str, name: str, revision: str, request: Request,
+                   principal: Principal = Depends(current_principal)) -> JSONResponse:
+    return _xet_token(plural, ns, name, revision, request, principal, "read")
+
+
+def _xet_token(plural: str, ns: str, name: str, revision: str, request: Request, principal: Principal,
+               scope: str) -> JSONResponse:
+    """A short-lived CAS token for this repo (auth.md), after the same check as any read or write."""
+    hub = hub_of(request)
+    perm = Permission.REPO_WRITE if scope == "write" else Permission.REPO_READ
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, perm)
+    # The client asks with revision "None" when it will open a PR (the ref is not known yet).
+    if not (scope == "write" and (revision == "None" or _truthy(request.query_params.get("create_pr")))):
+        hub.git(repo.storage_key).resolve(revision)  # RevisionNotFound for an unknown ref
+    token = xet_tokens.issue(hub.settings, base_url(request), repo.id, scope, revision)
+    return JSONResponse(token.as_json(), headers=token.headers())
+
+
+@router.post("/api/validate-yaml")
+@permission(Permission.PUBLIC)
+async def validate_yaml(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    require(principal, Permission.PUBLIC)
+    data = await json_object(request, 8 << 20)
+    content = data.get("content")
+    if not isinstance(content, str):
+        return JSONResponse({"errors": [{"message": "'content' must be a string"}], "warnings": []},
+                            status_code=400)
+    errors = []
+    if content.startswith("---"):
+        end = content.find("\n---", 3)
+        if end == -1:
+            errors.append({"message": "YAML metadata block is not closed with '---'"})
+        else:
+            try:
+                meta = yaml.safe_load(content[3:end])
+                if meta is not None and not isinstance(meta, dict):
+                    errors.append({"message": "YAML metadata must be a mapping"})
+            except yaml.YAMLError as exc:
+                errors.append({"message": f"Invalid YAML metadata: {exc}"})
+    return JSONResponse({"errors": errors, "warnings": []}, status_code=400 if errors else 200)
+
+
+async def _run(fn: Any) -> Any:
+    """Database and git work is blocking: run it off the event loop."""
+    return await run_in_threadpool(fn)
+
+
+__all__ = ["base_url", "router"]

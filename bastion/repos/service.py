@@ -1,0 +1,291 @@
+"""Repository lifecycle: create, look up, list, move, change settings, delete.
+
+Every write records its audit event in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, object_session
+
+from bastion import audit
+from bastion.accounts.models import User
+from bastion.accounts.service import RESERVED_NAMES
+from bastion.audit.actions import AuditAction
+from bastion.authz import NamespaceRef, Permission, Principal, RepoRef, authorize, readable_repos_clause
+from bastion.authz.policy import RepoColumns
+from bastion.db import utcnow
+from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
+from bastion.hub import Hub
+from bastion.repos import protection
+from bastion.repos.gitstore import GitRepo, signature
+from bastion.repos.models import REPO_TYPES, Repo
+
+REPO_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}$")
+TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
+PLURAL_BY_TYPE = {v: k for k, v in TYPE_BY_PLURAL.items()}
+URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+SORT_COLUMNS = {"lastModified": Repo.last_modified, "createdAt": Repo.created_at,
+                "downloads": Repo.downloads, "likes": Repo.likes, "trendingScore": Repo.likes, "id": Repo.name_lower}
+
+
+def _org_columns() -> dict[str, object]:
+    """The organization columns of the listing filter, as correlated subqueries on the repo row."""
+    from bastion.orgs.models import Organization, OrgMember, ResourceGroupMember
+    from bastion.orgs.service import has_two_factor_clause
+
+    def org_role(user_id: int) -> object:
+        return func.coalesce(select(OrgMember.role).where(OrgMember.org_id == Repo.owner_org_id,
+                                                          OrgMember.user_id == user_id).scalar_subquery(), "")
+
+    def group_role(user_id: int) -> object:
+        return func.coalesce(select(ResourceGroupMember.role).where(
+            ResourceGroupMember.group_id == Repo.resource_group_id,
+            ResourceGroupMember.user_id == user_id).scalar_subquery(), "")
+
+    return {
+        "owner_org_id": Repo.owner_org_id, "resource_group_id": Repo.resource_group_id,
+        "org_require_2fa": select(Organization.require_2fa).where(
+            Organization.id == Repo.owner_org_id).scalar_subquery(),
+        "org_token_policy": select(Organization.token_policy).where(
+            Organization.id == Repo.owner_org_id).scalar_subquery(),
+        "org_role": org_role, "group_role": group_role, "has_2fa": has_two_factor_clause,
+    }
+
+
+REPO_COLUMNS = RepoColumns(private=Repo.private, owner_user_id=Repo.owner_user_id, type=Repo.type,
+                           namespace_lower=Repo.namespace_lower, name_lower=Repo.name_lower,
+                           **_org_columns())  # type: ignore[arg-type]
+
+
+def parse_repo_type(value: str | None) -> str:
+    repo_type = value or "model"
+    if repo_type not in REPO_TYPES:
+        raise BadRequest(f"Invalid repo type {value!r}: expected one of {', '.join(REPO_TYPES)}")
+    return repo_type
+
+
+def validate_repo_name(name: str) -> None:
+    if not isinstance(name, str) or not REPO_NAME_RE.match(name) or name.endswith(".git") or \
+            name.lower() in RESERVED_NAMES:
+        raise BadRequest(f"Invalid repo name {name!r}: use letters, digits, '-', '_' or '.' "
+                         "(not first or last), at most 96 characters")
+
+
+def split_repo_id(repo_id: str) -> tuple[str, str]:
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise BadRequest(f"Invalid repo id {repo_id!r}: expected 'namespace/name'")
+    ns, name = repo_id.split("/")
+    return ns, name
+
+
+def repo_ref(repo: Repo) -> RepoRef:
+    """What the policy needs about a repo; for an org repo also the org's and its group's member roles."""
+    org = group = None
+    if repo.owner_org_id is not None:
+        from bastion.orgs import service as orgs
+        from bastion.orgs.models import Organization, ResourceGroup
+
+        session = object_session(repo)
+        assert session is not None, "repo_ref() needs a repo loaded in a session"
+        org_row = session.get(Organization, repo.owner_org_id)
+        assert org_row is not None
+        org = orgs.org_facts(session, org_row)
+        group_row = session.get(ResourceGroup, repo.resource_group_id) if repo.resource_group_id else None
+        group = orgs.group_facts(session, group_row) if group_row is not None else None
+    return RepoRef(id=repo.id, namespace=repo.namespace, owner_user_id=repo.owner_user_id, private=repo.private,
+                   type=repo.type, name=repo.name, org=org, group=group, creator_user_id=repo.creator_user_id)
+
+
+def secrets_bypass_options(principal: Principal, repo: Repo, reason: str | None) -> dict[str, str]:
+    """Commit options for an explicit bypass of secret push protection (API header or git push option).
+
+    Only those who manage the repo may push a secret past its protection; the follow-up check audits
+    every bypass that let a secret through.
+    """
+    if reason is None:
+        return {}
+    if not reason.strip():
+        raise BadRequest("A secret push-protection bypass needs a reason")
+    if not authorize(principal, Permission.REPO_MANAGE, repo_ref(repo)):
+        raise Forbidden("Only the repository's managers may bypass secret push protection")
+    return {"secrets_bypass": reason.strip()[:500]}
+
+
+def namespace_ref(session: Session, namespace: str) -> NamespaceRef:
+    """Who owns a namespace: a user or an organization (they share one namespace)."""
+    owner = session.scalar(select(User).where(User.name_lower == namespace.lower()))
+    if owner is None:
+        from bastion.orgs import service as orgs
+
+        org = orgs.find_org(session, namespace)
+        if org is not None:
+            return NamespaceRef(name=org.name, owner_user_id=None, org=orgs.org_facts(session, org))
+    return NamespaceRef(name=owner.name if owner else namespace, owner_user_id=owner.id if owner else None)
+
+
+def find_repo(session: Session, repo_type: str, namespace: str, name: str) -> Repo:
+    repo = session.scalar(select(Repo).where(Repo.type == repo_type, Repo.namespace_lower == namespace.lower(),
+                                             Repo.name_lower == name.lower()))
+    if repo is None:
+        raise RepoNotFound()
+    return repo
+
+
+def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef, name: str,
+                repo_type: str, private: bool) -> Repo:
+    validate_repo_name(name)
+    parse_repo_type(repo_type)
+    if namespace.owner_user_id is None and namespace.org is None:
+        raise BadRequest(f"Unknown namespace {namespace.name!r}")
+    existing = session.scalar(select(Repo.id).where(
+        Repo.type == repo_type, Repo.namespace_lower == namespace.name.lower(), Repo.name_lower == name.lower()))
+    if existing is not None:
+        raise Conflict(f"You already created this {repo_type} repo")
+    repo = Repo(type=repo_type, namespace=namespace.name, namespace_lower=namespace.name.lower(), name=name,
+                name_lower=name.lower(), owner_user_id=namespace.owner_user_id, private=private,
+                storage_key=secrets.token_hex(16), settings={}, creator_user_id=actor.id,
+                owner_org_id=namespace.org.id if namespace.org else None,
+                resource_group_id=namespace.group.id if namespace.group else None)
+    session.add(repo)
+    session.flush()
+    # The initial commit is a commit like any other: signed with the instance key when there is
+    # one, and its files go through the same follow-up (scans, signature verdicts).
+    from bastion.repos import commit as commit_path
+    from bastion.repos.commit import CommitResult, post_commit_hooks
+
+    git = GitRepo.init(hub.git_path(repo.storage_key), signature(actor.name, actor.email),
+                       sign=commit_path.commit_signer)
+    audit.record(session, AuditAction.REPO_CREATE, target=("repo", f"{repo_type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"private": private, "type": repo_type,
+                                                    **({"resourceGroupId": namespace.group.public_id}
+                                                       if namespace.group else {})})
+
+    head = git.repo.head.peel()
+    initial = CommitResult(str(head.id), None, "refs/heads/main", None,
+                           [(path, str(entry.id)) for path, entry in git.walk_files(head.tree)])
+    for hook in post_commit_hooks:
+        hook(hub, session, repo, initial)
+    return repo
+
+
+def delete_repo(hub: Hub, session: Session, repo: Repo) -> None:
+    audit.record(session, AuditAction.REPO_DELETE, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"private": repo.private})
+    session.delete(repo)
+    session.flush()
+    # The git directory goes only after the row: a failed flush keeps both.
+    path = hub.git_path(repo.storage_key)
+    trash = path.with_name(path.name + ".deleted")
+    if path.exists():
+        path.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def move_repo(session: Session, repo: Repo, to_namespace: NamespaceRef, to_name: str) -> None:
+    validate_repo_name(to_name)
+    if to_namespace.owner_user_id is None and to_namespace.org is None:
+        raise BadRequest(f"Unknown namespace {to_namespace.name!r}")
+    clash = session.scalar(select(Repo.id).where(
+        Repo.type == repo.type, Repo.namespace_lower == to_namespace.name.lower(),
+        Repo.name_lower == to_name.lower(), Repo.id != repo.id))
+    if clash is not None:
+        raise Conflict(f"A {repo.type} repo named {to_namespace.name}/{to_name} already exists")
+    before = repo.repo_id
+    repo.namespace, repo.namespace_lower = to_namespace.name, to_namespace.name.lower()
+    repo.name, repo.name_lower = to_name, to_name.lower()
+    repo.owner_user_id = to_namespace.owner_user_id
+    moved_org = (to_namespace.org.id if to_namespace.org else None) != repo.owner_org_id
+    repo.owner_org_id = to_namespace.org.id if to_namespace.org else None
+    if moved_org:
+        repo.resource_group_id = None  # resource groups belong to one org: a moved repo starts at the root
+    session.flush()
+    audit.record(session, AuditAction.REPO_MOVE, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"from": before, "to": repo.repo_id})
+
+
+# Boolean repo settings: API name (PUT …/settings) → key in repos.settings. One table, one code path.
+REPO_FLAGS = {
+    "blockUnsafeFiles": "block_unsafe",  # reject commits whose inline scan finds malware/dangerous pickles
+    "secretPushProtection": "secret_push_protection",  # reject commits adding verified secrets
+    "requireSignedCommits": "require_signed_commits",  # reject unsigned or unverified commits
+}
+SIGNED_BRANCHES = "require_signed_commits_branches"  # patterns limiting requireSignedCommits to some branches
+
+
+def settings_payload(repo: Repo) -> dict[str, Any]:
+    """The repo's settings as PUT …/settings takes them (GET …/settings)."""
+    stored = repo.settings or {}
+    payload: dict[str, Any] = {"private": repo.private, "gated": repo.gated or False}
+    payload.update({api_name: bool(stored.get(key)) for api_name, key in REPO_FLAGS.items()})
+    payload["requireSignedCommitsBranches"] = list(stored.get(SIGNED_BRANCHES) or [])
+    payload.update({key: protection.patterns(repo, kind) for kind, key in protection.SETTINGS.items()})
+    return payload
+
+
+def update_settings(session: Session, repo: Repo, private: bool | None, gated: str | bool | None,
+                    flags: dict[str, bool] | None = None, signed_branches: list[str] | None = None,
+                    protected: dict[str, list[str]] | None = None) -> None:
+    """`protected`: {"protectedBranches": [...], "protectedTags": [...]} (bastion.repos.protection)."""
+    target = ("repo", f"{repo.type}/{repo.repo_id}")
+    if private is not None and private != repo.private:
+        repo.private = private
+        audit.record(session, AuditAction.REPO_UPDATE_VISIBILITY, target=target, namespace=repo.namespace,
+                     details={"private": private})
+    if gated is not None:
+        value = None if gated is False or gated == "false" else gated
+        if value not in (None, "auto", "manual"):
+            raise BadRequest("Invalid 'gated' value: expected 'auto', 'manual' or false")
+        if value != repo.gated:
+            repo.gated = value
+            audit.record(session, AuditAction.REPO_UPDATE_SETTINGS, target=target, namespace=repo.namespace,
+                         details={"gated": value})
+    for api_name, value in (flags or {}).items():
+        key = REPO_FLAGS[api_name]
+        if value != bool((repo.settings or {}).get(key)):
+            # Reassign, not mutate: the JSON column only notices a new value.
+            repo.settings = {**(repo.settings or {}), key: value}
+            audit.record(session, AuditAction.REPO_UPDATE_SETTINGS, target=target, namespace=repo.namespace,
+                         details={api_name: value})
+    if signed_branches is not None and signed_branches != (repo.settings or {}).get(SIGNED_BRANCHES):
+        # Branch patterns the signed-commits rule covers; empty: every ref (bastion.signing reads it).
+        repo.settings = {**(repo.settings or {}), SIGNED_BRANCHES: signed_branches}
+        audit.record(session, AuditAction.REPO_UPDATE_SETTINGS, target=target, namespace=repo.namespace,
+                     details={"requireSignedCommitsBranches": signed_branches})
+    for key, value in (protected or {}).items():
+        if value != (repo.settings or {}).get(key, []):
+            repo.settings = {**(repo.settings or {}), key: value}
+            audit.record(session, AuditAction.REPO_UPDATE_SETTINGS, target=target, namespace=repo.namespace,
+                         details={key: value})
+    repo.last_modified = utcnow()
+
+
+@dataclass(frozen=True)
+class RepoListing:
+    repos: list[Repo]
+    has_more: bool
+
+
+def list_repos(session: Session, principal: Principal, repo_type: str, *, author: str | None,
+               search: list[str], sort: str | None, direction: int, limit: int, offset: int) -> RepoListing:
+    query: Select[tuple[Repo]] = select(Repo).where(
+        Repo.type == repo_type, readable_repos_clause(principal, REPO_COLUMNS))
+    if author:
+        query = query.where(Repo.namespace_lower == author.lower())
+    for term in search:
+        if term:
+            like = "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(func.lower(Repo.namespace + "/" + Repo.name).like(like, escape="\\"))
+    if sort and sort not in SORT_COLUMNS:
+        raise BadRequest(f"Invalid sort {sort!r}: expected one of {', '.join(SORT_COLUMNS)}")
+    column = SORT_COLUMNS.get(sort or "", Repo.created_at)
+    order = column.asc() if direction > 0 else column.desc()
+    query = query.order_by(order, Repo.id.desc() if direction <= 0 else Repo.id.asc())
+    rows = list(session.scalars(query.offset(offset).limit(limit + 1)))
+    return RepoListing(rows[:limit], len(rows) > limit)

@@ -1,0 +1,1 @@
+"""Security scanning: the queue and workers, the scanners (malware, pickles, secrets), findings."""

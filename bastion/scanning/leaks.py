@@ -1,0 +1,43 @@
+"""Leaked Bastion tokens, handled in one path: verify locally, revoke, audit, e-mail the owner.
+
+Used by the secret scanner (a live token found in any repo, public or private) and by the public
+revocation endpoint (`POST /api/credentials/revoke`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from bastion.accounts.service import notify
+from bastion.db import transaction
+from bastion.hub import Hub
+from bastion.tokens import service as tokens
+
+log = logging.getLogger("bastion.leaks")
+
+
+def is_live_token(hub: Hub, secret: str) -> bool | None:
+    """Verifier for the secret scanner: True live, False known but dead, None not a Bastion token."""
+    with transaction(hub.sessions) as session:
+        tok = tokens.find_by_secret(session, secret)
+        return None if tok is None else tokens.is_live(tok)
+
+
+def revoke_leaked(hub: Hub, secrets: Iterable[str], *, source: str, where: str) -> int:
+    """Revoke every live Bastion token among `secrets`; each owner is told once. Returns the count."""
+    revoked = 0
+    with transaction(hub.sessions) as session:
+        for secret in dict.fromkeys(secrets):
+            tok = tokens.find_by_secret(session, secret)
+            if tok is None or not tokens.is_live(tok):
+                continue
+            tokens.revoke_token(session, tok, reason=f"leaked ({source}): {where}"[:300])
+            notify(session, hub.mailer, tok.user, f"Your access token {tok.name!r} was revoked",
+                   f"Bastion found your access token {tok.name!r} (ending in …{tok.last4}) exposed "
+                   f"({source}: {where}) and revoked it so nobody can use it.\n\n"
+                   "Create a new token, and remove the old one from wherever it was published.")
+            revoked += 1
+    if revoked:
+        log.warning("revoked %d leaked token(s) found by %s", revoked, source)
+    return revoked

@@ -1,0 +1,112 @@
+"""The scan queue: Huey as transport (SQLite file embedded, Redis for scale-out) and workers.
+
+Huey removes a message when a worker takes it, so a worker killed mid-scan would lose it;
+the scan_jobs table is therefore the source of truth and a sweeper re-queues expired leases.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from huey import RedisHuey, SqliteHuey
+from huey.consumer import Consumer
+
+from bastion.hub import Hub
+
+log = logging.getLogger("bastion.scanning")
+
+
+class ScanQueue:
+    def __init__(self, hub: Hub) -> None:
+        settings = hub.settings
+        url = settings.queue_url
+        if url and url.startswith(("redis://", "rediss://", "unix://")):
+            self.huey: Any = RedisHuey(f"{settings.queue_name}-scans", url=url, results=False)
+        else:
+            queue_file = str(settings.resolved_data_dir / "queue.sqlite3")
+            self.huey = SqliteHuey(f"{settings.queue_name}-scans", filename=queue_file, results=False)
+        self.hub = hub
+
+        def scan_job(job_id: int) -> None:
+            from bastion.scanning.service import run_job
+
+            outcome = run_job(hub, job_id)
+            log.info("scan job %s: %s", job_id, outcome)
+
+        self.task = self.huey.task(name="scan_job")(scan_job)
+
+    def enqueue(self, job_id: int, delay: int | None = None) -> None:
+        if delay:
+            self.task.schedule(args=(job_id,), delay=delay)
+        else:
+            self.task(job_id)
+
+
+def attach(hub: Hub) -> ScanQueue:
+    import bastion.scanning.service  # noqa: F401  (registers the post-commit hook)
+
+    queue = ScanQueue(hub)
+    hub.scan_queue = queue
+    return queue
+
+
+class _ThreadConsumer(Consumer):  # type: ignore[misc]
+    """A consumer inside the server process: signal handlers belong to the server, not to us."""
+
+    def _set_signal_handlers(self) -> None:
+        pass
+
+
+class Workers:
+    """Scan workers plus the sweeper that re-queues jobs whose lease expired."""
+
+    def __init__(self, queue: ScanQueue, workers: int, embedded: bool) -> None:
+        self.queue = queue
+        cls = _ThreadConsumer if embedded else Consumer
+        self.consumer = cls(queue.huey, workers=workers, worker_type="thread", periodic=False,
+                            check_worker_health=True, initial_delay=0.1, max_delay=1.0, backoff=1.15)
+        self._stop = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="scan-sweeper", daemon=True)
+
+    def _sweep_loop(self) -> None:
+        from bastion.scanning.service import rescan_outdated, scanner_versions, sweep
+
+        hub = self.queue.hub
+        interval = max(1.0, min(30.0, hub.settings.scan_lease_seconds / 3))
+        seen: dict[str, str] | None = None  # the scanner versions the last rescan pass ran for
+        backlog = False
+        while not self._stop.is_set():
+            try:
+                requeued = sweep(hub)
+                if requeued:
+                    log.info("re-queued %d scan jobs with expired leases", len(requeued))
+                # A new scanner or signature version (at start, or freshclam updated clamd while we
+                # run): queue rescans, keeping the old verdicts. One VERSION command per pass; the
+                # rescan query runs only when a version changed, and again until it finds nothing.
+                versions = scanner_versions(hub)
+                if versions != seen or backlog:
+                    count = rescan_outdated(hub)
+                    if count:
+                        log.info("queued %d rescans for scanner versions %s", count, versions)
+                    seen, backlog = versions, count > 0
+            except Exception:
+                log.exception("scan sweeper failed; retrying")
+            self._stop.wait(interval)
+
+    def start(self) -> None:
+        self.consumer.start()
+        self._sweeper.start()
+
+    def run_forever(self) -> None:
+        """`bastion worker`: the consumer in the foreground, stopping cleanly on SIGTERM/SIGINT."""
+        self._sweeper.start()
+        try:
+            self.consumer.run()
+        finally:
+            self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.consumer.stop(graceful=False)

@@ -1,0 +1,108 @@
+"""Scan results over HTTP: repo scan status, rescans, owner-only secret notices, leaked-token reports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from bastion.api.auth import current_principal, hub_of
+from bastion.api.bodies import json_object
+from bastion.authz import Permission, Principal, permission, require
+from bastion.db import transaction
+from bastion.errors import BadRequest
+from bastion.repos.routes import load_repo
+from bastion.scanning import leaks, service
+
+router = APIRouter()
+
+
+@router.get("/api/{plural}/{ns}/{name}/scan")
+@router.get("/api/{plural}/{ns}/{name}/scan/{revision:path}")
+@permission(Permission.REPO_READ)
+def scan_status(plural: str, ns: str, name: str, request: Request, revision: str = "main",
+                principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+        status: dict[str, Any] = service.repo_status(hub, session, repo, revision,
+                                                     service.secrets_visible(principal, repo))
+    return JSONResponse(status)
+
+
+@router.post("/api/{plural}/{ns}/{name}/scan")
+@permission(Permission.REPO_MANAGE)
+def rescan(plural: str, ns: str, name: str, request: Request,
+           principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    history = request.query_params.get("history", "").lower() in ("1", "true")
+    with transaction(hub.sessions) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
+        # history: secret-scan every blob ever committed; otherwise rescan the current files fully.
+        queued = service.scan_history(hub, session, repo) if history else service.rescan_repo(hub, session, repo)
+    return JSONResponse({"queued": queued})
+
+
+@router.get("/api/{plural}/{ns}/{name}/secrets")
+@permission(Permission.REPO_MANAGE)
+def list_secret_notices(plural: str, ns: str, name: str, request: Request,
+                        principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """Secret findings: only for those who manage the repo (a reader must never learn where one is)."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
+        history = request.query_params.get("history", "").lower() in ("1", "true")
+        return JSONResponse(service.secret_notices(hub, session, repo, request.query_params.get("revision", "main"),
+                                                   history=history))
+
+
+@router.post("/api/{plural}/{ns}/{name}/secrets/state")
+@permission(Permission.REPO_MANAGE)
+async def set_secret_notice_state(plural: str, ns: str, name: str, request: Request,
+                                  principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    data = await json_object(request)
+    fingerprint, state, reason = data.get("fingerprint"), data.get("state"), data.get("reason") or ""
+    if not (isinstance(fingerprint, str) and isinstance(state, str) and isinstance(reason, str)):
+        raise BadRequest("Expected {'fingerprint': str, 'state': 'open'|'dismissed'|'resolved', 'reason'?: str}")
+
+    def run() -> None:
+        with transaction(hub.sessions) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
+            service.set_notice_state(session, repo, principal.user_id, fingerprint, state, reason)
+
+    await run_in_threadpool(run)
+    return JSONResponse({"state": state})
+
+
+@router.post("/api/credentials/revoke")
+@permission(Permission.PUBLIC)
+async def revoke_leaked_credentials(request: Request,
+                                    principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """Anyone who found a Bastion token may report it here; live ones are revoked, always 202.
+
+    The answer never says whether a token was real or live: the endpoint is no token oracle.
+    """
+    require(principal, Permission.PUBLIC)
+    hub = hub_of(request)
+    body = await request.body()
+    candidates: list[str] = []
+    if len(body) <= 1 << 20:
+        try:
+            data = json.loads(body or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = body.decode("utf-8", "replace")
+        if isinstance(data, dict):
+            data = data.get("tokens") or data.get("credentials") or data.get("token") or []
+        if isinstance(data, str):
+            data = data.split()
+        if isinstance(data, list):
+            candidates = [t for t in data if isinstance(t, str)][:100]
+    if candidates:
+        await run_in_threadpool(leaks.revoke_leaked, hub, candidates, source="public report",
+                                where=f"reported from {request.state.client_ip or 'unknown'}")
+    return JSONResponse({"message": "Thank you. Any live Bastion token in this report has been revoked."},
+                        status_code=202)

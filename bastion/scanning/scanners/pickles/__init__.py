@@ -1,0 +1,11 @@
+"""Bastion's own pickle scanner: static, never executes or imports anything from the file.
+
+Public API: PickleScanner(limits).scan_path / scan_bytes -> ScanResult, ScanLimits, SCANNER_VERSION.
+"""
+
+from __future__ import annotations
+
+from bastion.scanning.scanners.pickles.policy import classify
+from bastion.scanning.scanners.pickles.scanner import SCANNER_NAME, SCANNER_VERSION, PickleScanner, ScanLimits
+
+__all__ = ["SCANNER_NAME", "SCANNER_VERSION", "PickleScanner", "ScanLimits", "classify"]

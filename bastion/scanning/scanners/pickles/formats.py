@@ -1,0 +1,294 @@
+"""Readers for the non-pickle layers around pickles: compression, .npy headers, safetensors, Keras.
+
+Each reader is bounded (output size, header size) and reports problems instead of raising them.
+"""
+
+from __future__ import annotations
+
+import ast
+import bz2
+import json
+import lzma
+import math
+import re
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+# -- compression -------------------------------------------------------------------------------
+
+GZIP, BZ2, XZ, LZMA_ALONE, ZLIB, RAW_DEFLATE, LZ4 = "gzip", "bz2", "xz", "lzma", "zlib", "deflate", "lz4"
+
+
+def sniff_compression(head: bytes) -> str | None:
+    """The compression a stream starts with (the magics joblib and the stdlib write)."""
+    if head[:3] == b"\x1f\x8b\x08":
+        return GZIP
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"1AY&SY":
+        return BZ2
+    if head[:6] == b"\xfd7zXZ\x00":
+        return XZ
+    if head[:3] == b"\x5d\x00\x00":
+        return LZMA_ALONE
+    if head[:4] == b"\x04\x22\x4d\x18":
+        return LZ4
+    if len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0:
+        return ZLIB
+    return None
+
+
+def _new_decompressor(kind: str) -> Any:
+    if kind == GZIP:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if kind == ZLIB:
+        return zlib.decompressobj()
+    if kind == RAW_DEFLATE:
+        return zlib.decompressobj(-zlib.MAX_WBITS)
+    if kind == BZ2:
+        return bz2.BZ2Decompressor()
+    if kind in (XZ, LZMA_ALONE):
+        return lzma.LZMADecompressor(lzma.FORMAT_AUTO)
+    raise ValueError(f"no decompressor for {kind}")
+
+
+@dataclass
+class Decompressed:
+    data: bytes
+    complete: bool  # False when the output limit cut it short
+    problem: str | None  # corrupt or truncated stream
+
+
+def bounded_decompress(kind: str, buf: Any, lo: int, hi: int, limit: int, deadline: float = math.inf) -> Decompressed:
+    """Decompress buf[lo:hi] producing at most `limit` bytes by `deadline` (time.monotonic());
+    multi-member streams are followed like the gzip/bz2/lzma readers do."""
+    out: list[bytes] = []
+    total = 0
+    pos = lo
+    chunk = 1 << 20
+    d = _new_decompressor(kind)
+    is_zlib = kind in (GZIP, ZLIB, RAW_DEFLATE)
+    pending = b""
+    try:
+        while total <= limit:
+            if time.monotonic() > deadline:
+                data = b"".join(out)
+                return Decompressed(data[:limit], False, "time limit exceeded while decompressing")
+            if is_zlib:
+                if d.unconsumed_tail:
+                    data = d.unconsumed_tail
+                elif pending:
+                    data, pending = pending, b""
+                elif pos < hi:
+                    data = bytes(buf[pos : min(hi, pos + chunk)])
+                    pos += len(data)
+                else:
+                    break
+                piece = d.decompress(data, limit + 1 - total)
+            else:
+                if d.eof:
+                    piece = b""
+                elif not d.needs_input:
+                    piece = d.decompress(b"", limit + 1 - total)
+                elif pending:
+                    data, pending = pending, b""
+                    piece = d.decompress(data, limit + 1 - total)
+                elif pos < hi:
+                    data = bytes(buf[pos : min(hi, pos + chunk)])
+                    pos += len(data)
+                    piece = d.decompress(data, limit + 1 - total)
+                else:
+                    break
+            out.append(piece)
+            total += len(piece)
+            if d.eof:
+                rest = d.unused_data + (pending if is_zlib else b"")
+                if kind in (GZIP, BZ2, XZ) and (rest or pos < hi):
+                    # gzip/bz2/xz readers continue with the next member, so must we.
+                    remaining = rest + bytes(buf[pos:hi]) if len(rest) + (hi - pos) <= chunk else None
+                    if remaining is not None and not remaining.strip(b"\x00"):
+                        break
+                    d = _new_decompressor(kind)
+                    pending = rest
+                    continue
+                break
+    except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
+        data = b"".join(out)
+        return Decompressed(data[:limit], len(data) <= limit, f"corrupt {kind} stream: {exc}")
+    data = b"".join(out)
+    problem = None if d.eof else f"truncated {kind} stream"
+    return Decompressed(data[:limit], total <= limit, problem)
+
+
+# -- numpy .npy ---------------------------------------------------------------------------------
+
+NPY_MAGIC = b"\x93NUMPY"
+_MAX_NPY_HEADER = 1 << 16
+
+
+@dataclass
+class NpyHeader:
+    data_offset: int
+    has_object: bool
+    descr: Any
+
+
+def parse_npy_header(buf: Any, start: int, end: int) -> NpyHeader:
+    """Parse a .npy header (a Python literal, read with literal_eval like numpy does); raises ValueError."""
+    if buf[start : start + 6] != NPY_MAGIC or end - start < 10:
+        raise ValueError("not a .npy file")
+    major = buf[start + 6]
+    if major == 1:
+        (hlen,) = struct.unpack("<H", buf[start + 8 : start + 10])
+        hstart = start + 10
+    elif major in (2, 3):
+        (hlen,) = struct.unpack("<I", buf[start + 8 : start + 12])
+        hstart = start + 12
+    else:
+        raise ValueError(f"unknown .npy version {major}")
+    if hlen > _MAX_NPY_HEADER or hstart + hlen > end:
+        raise ValueError("oversized or truncated .npy header")
+    text = bytes(buf[hstart : hstart + hlen]).decode("utf-8" if major == 3 else "latin-1")
+    try:
+        header = ast.literal_eval(text)
+    except (ValueError, SyntaxError, RecursionError, MemoryError) as exc:
+        raise ValueError(f"unreadable .npy header: {exc}") from exc
+    if not isinstance(header, dict) or "descr" not in header:
+        raise ValueError(".npy header without descr")
+    return NpyHeader(hstart + hlen, _descr_has_object(header["descr"]), header["descr"])
+
+
+def _descr_has_object(descr: Any) -> bool:
+    if isinstance(descr, str):
+        return descr.lstrip("<>|=").startswith("O")
+    if isinstance(descr, list | tuple):
+        return any(_descr_has_object(part) for part in descr)
+    return True  # anything else is not a dtype numpy writes; assume the worst
+
+
+# -- safetensors ------------------------------------------------------------------------------------
+
+_ST_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16,
+    "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "C64": 64, "I64": 64, "U64": 64, "F64": 64,
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}
+
+
+def looks_like_safetensors(buf: Any, start: int, end: int) -> bool:
+    if end - start < 10:
+        return False
+    (n,) = struct.unpack("<Q", buf[start : start + 8])
+    return 2 <= n <= end - start - 8 and buf[start + 8] == 0x7B  # '{'
+
+
+def validate_safetensors(buf: Any, start: int, end: int, max_header: int) -> list[str]:
+    """Problems with a safetensors header (empty when valid); tensor bytes are never read."""
+    (n,) = struct.unpack("<Q", buf[start : start + 8])
+    if n > max_header:
+        return [f"header of {n} bytes exceeds the {max_header}-byte limit"]
+    if start + 8 + n > end:
+        return ["header runs past the end of the file"]
+    try:
+        header = json.loads(bytes(buf[start + 8 : start + 8 + n]).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        return [f"header is not JSON: {exc}"]
+    if not isinstance(header, dict):
+        return ["header is not a JSON object"]
+    problems: list[str] = []
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (
+        isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    ):
+        problems.append("__metadata__ is not a string-to-string map")
+    spans: list[tuple[int, int, str]] = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or set(info) - {"dtype", "shape", "data_offsets"}:
+            problems.append(f"tensor {name!r}: entry is not {{dtype, shape, data_offsets}}")
+            continue
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in _ST_BITS:
+            problems.append(f"tensor {name!r}: unknown dtype {dtype!r}")
+            continue
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            problems.append(f"tensor {name!r}: bad shape")
+            continue
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            problems.append(f"tensor {name!r}: bad data_offsets")
+            continue
+        count = 1
+        for d in shape:
+            count *= d
+        bits = count * _ST_BITS[dtype]
+        lo, hi = offsets
+        if bits % 8 or not 0 <= lo <= hi or hi - lo != bits // 8:
+            problems.append(f"tensor {name!r}: data_offsets do not match dtype and shape")
+            continue
+        spans.append((lo, hi, name))
+    spans.sort()
+    cursor = 0
+    for lo, hi, name in spans:
+        if lo != cursor:
+            problems.append(f"tensor {name!r}: {'overlaps' if lo < cursor else 'leaves a gap before'} its data")
+        cursor = max(cursor, hi)
+    data_len = end - start - 8 - n
+    if cursor != data_len:
+        problems.append(f"tensors cover {cursor} bytes, the data section holds {data_len}")
+    return problems
+
+
+# -- Keras ---------------------------------------------------------------------------------------------
+
+_KERAS_OWN = re.compile(r"(keras|keras_hub|keras_nlp|keras_cv|tf_keras|tensorflow\.keras)(\.|$)")
+_H5_LAMBDA = re.compile(rb'"class_name"\s*:\s*"(Lambda|TFOpLambda|SlicingOpLambda)"')
+
+
+@dataclass
+class CodeObject:
+    module: str
+    name: str
+    dangerous: bool
+    reason: str
+
+
+def keras_config_code(config: Any) -> list[CodeObject]:
+    """Objects in a Keras config that carry or import Python code (Lambda layers, custom objects)."""
+    found: list[CodeObject] = []
+    stack = [config]
+    seen = 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > 1_000_000:
+            found.append(CodeObject("keras", "config", False, "config too large to examine"))
+            break
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        stack.extend(node.values())
+        cls = node.get("class_name")
+        module = node.get("module")
+        if cls in ("Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__"):
+            found.append(CodeObject(str(module or "keras.layers"), str(cls), True,
+                                    "Lambda layer: Python bytecode or code that runs when the model loads"))
+        elif isinstance(module, str) and isinstance(cls, str) and not _KERAS_OWN.match(module):
+            name = node.get("config") if cls == "function" and isinstance(node.get("config"), str) else cls
+            found.append(CodeObject(module, str(name), False,
+                                    f"registered object from module {module!r} is imported when the model loads"))
+    return found
+
+
+def h5_lambda_layers(buf: Any, start: int, end: int) -> list[str]:
+    """Lambda layer class names found in the raw bytes of a Keras HDF5 model_config attribute."""
+    names = []
+    pos = buf.find(b"Lambda", start, end)
+    while pos >= 0:
+        window = bytes(buf[max(start, pos - 64) : pos + 16])
+        m = _H5_LAMBDA.search(window)
+        if m:
+            names.append(m.group(1).decode())
+        pos = buf.find(b"Lambda", pos + 6, end)
+    return names

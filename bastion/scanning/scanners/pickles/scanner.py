@@ -1,0 +1,668 @@
+"""PickleScanner: finds every pickle in a file by content and classifies everything it would import.
+
+It owns the container walk (zip, tar, npy/npz, joblib, compression, Keras, safetensors) and the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import pickletools
+import re
+import struct
+import tarfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.scanning.results import ImportSafety, ScanResult, Verdict
+from bastion.scanning.scanners.pickles import formats
+from bastion.scanning.scanners.pickles.policy import Classification, classify, is_dotted_identifier
+from bastion.scanning.scanners.pickles.walker import Budget, Call, Global, PickleWalker, WalkError, WalkHooks
+from bastion.scanning.scanners.pickles.zipread import ZipFormatError, list_members, looks_like_zip, read_member
+
+SCANNER_NAME = "pickle"
+# Bump on every change to classification or container coverage: stored verdicts keyed by an older
+# version are rescanned.
+SCANNER_VERSION = "1.0.0"
+
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PICKLES = 5  # magic, protocol version, sys info, the object, storage keys
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_CARVE = re.compile(rb"\x80[\x00-\x05]|c[A-Za-z_][A-Za-z0-9_.]{0,200}\n[A-Za-z_][A-Za-z0-9_.]{0,200}\n")
+_NESTED_LOADER = ("torch.storage", "_load_from_bytes")
+_PREFIX_PROBE = 1 << 16
+_STORAGE_ELEMENT_SIZE = {
+    "Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1, "Byte": 1,
+    "Bool": 1, "ComplexDouble": 16, "ComplexFloat": 8, "QUInt8": 1, "QInt8": 1, "QInt32": 4, "QUInt4x2": 1,
+    "QUInt2x4": 1, "Untyped": 1,
+}
+# Every byte the Unpickler accepts as an opcode (protocols 0-5), from the stdlib's opcode table.
+_OPCODE_BYTES = frozenset(ord(op.code) for op in pickletools.opcodes)
+_RANK = {ImportSafety.INNOCUOUS: 0, ImportSafety.SUSPICIOUS: 1, ImportSafety.DANGEROUS: 2}
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """Every bound the scanner enforces; exceeding one yields error/suspicious, never safe."""
+
+    max_file_bytes: int = 64 << 30
+    max_decompressed_bytes: int = 4 << 30
+    max_opcodes: int = 50_000_000
+    max_memo: int = 10_000_000
+    max_depth: int = 6
+    max_seconds: float = 600.0
+    max_zip_members: int = 200_000
+    max_safetensors_header: int = 100 << 20
+    max_keras_config: int = 64 << 20
+    max_nested_probes: int = 200_000
+    max_carve_hits: int = 2_000_000
+
+
+class _Pending:
+    """Imports of the walk in progress, recorded once we know whether the walk could run them."""
+
+    def __init__(self) -> None:
+        self.imports: list[tuple[Any, Any, str, str]] = []
+        self.called = False
+
+
+@dataclass
+class _Import:
+    module: str
+    name: str
+    safety: ImportSafety
+    reason: str
+    locations: list[str] = field(default_factory=list)
+    count: int = 0
+
+
+class _Scan:
+    """The state of one scan: every import seen, every problem, the shared limits."""
+
+    def __init__(self, limits: ScanLimits) -> None:
+        self.limits = limits
+        self.budget = Budget(limits.max_opcodes, limits.max_memo, time.monotonic() + limits.max_seconds)
+        self.imports: dict[tuple[str, str], _Import] = {}
+        self.problems: list[dict[str, str]] = []
+        self.notes: list[str] = []
+        self.pickles = 0
+        self.flags = 0  # non-innocuous imports plus problems: lets a nested scan tell whether it was clean
+        self.decompressed = 0
+        self.nested_probes = 0
+        self.probed: dict[int, tuple[bytes, bool]] = {}
+        self.loader_calls = 0
+        self.loader_unverified = False
+        self.formats: list[str] = []
+
+    # -- recording -------------------------------------------------------------------------------
+    def problem(self, level: Verdict, where: str, message: str) -> None:
+        self.flags += 1
+        if len(self.problems) < 200:
+            self.problems.append({"level": level.value, "location": where, "message": message})
+
+    def add_import(self, module: Any, name: Any, where: str, opcode: str = "GLOBAL") -> None:
+        mod = module if isinstance(module, str) else f"<computed {type(module).__name__}>"
+        nm = name if isinstance(name, str) else f"<computed {type(name).__name__}>"
+        rec = self.imports.get((mod, nm))
+        if rec is None:
+            c = classify(module, name)
+            if opcode == "EXT":
+                c = Classification(ImportSafety.SUSPICIOUS, "EXT opcode: imports whatever the loading process "
+                                   "registered under this code with copyreg.add_extension")
+            rec = self.imports[(mod, nm)] = _Import(mod, nm, c.safety, c.reason)
+        rec.count += 1
+        if len(rec.locations) < 20:
+            rec.locations.append(where)
+        if rec.safety is not ImportSafety.INNOCUOUS:
+            self.flags += 1
+
+    def add_code_object(self, module: str, name: str, dangerous: bool, reason: str, where: str) -> None:
+        safety = ImportSafety.DANGEROUS if dangerous else ImportSafety.SUSPICIOUS
+        if not dangerous:
+            c = classify(module, name)
+            if c.safety is ImportSafety.DANGEROUS:
+                safety, reason = c.safety, f"{reason}; {c.reason}"
+        rec = self.imports.setdefault((module, name), _Import(module, name, safety, reason))
+        rec.count += 1
+        rec.locations.append(where)
+        self.flags += 1
+
+    def check_time(self, where: str) -> None:
+        if time.monotonic() > self.budget.deadline:
+            raise WalkError(f"time limit exceeded in {where}", 0, limit=True)
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def examine(self, buf: Any, start: int, end: int, where: str, depth: int, lenient: bool) -> None:
+        """Find pickles in buf[start:end] by content. `lenient` marks content nobody is known to
+        unpickle as a whole (archive members, embedded bytes): only what it would import can flag it."""
+        if depth > self.limits.max_depth:
+            self.problem(Verdict.SUSPICIOUS, where, "nesting depth limit exceeded")
+            return
+        self.check_time(where)
+        if end <= start:
+            self._label(depth, "empty")
+            return
+        head = bytes(buf[start : min(end, start + 300)])
+        if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+            self._zip(buf, start, end, where, depth, lenient)
+        elif head[:6] == formats.NPY_MAGIC:
+            self._npy(buf, start, end, where, depth, lenient)
+        elif formats.looks_like_safetensors(buf, start, end) and self._safetensors(buf, start, end, where, depth,
+                                                                                   lenient):
+            return
+        elif head[:6] == b"7z\xbc\xaf\x27\x1c":
+            # Not a format torch, numpy or joblib load, and not readable with the stdlib: say so.
+            self._label(depth, "7z")
+            self.problem(Verdict.CAUTION, where, "7z archive: its contents were not examined")
+        elif head[:8] == _HDF5_MAGIC:
+            self._hdf5(buf, start, end, where, depth)
+        elif head[257:262] == b"ustar":
+            self._tar(buf, start, end, where, depth)
+            # A tar header starts with a free-form file name, so the same bytes can be a pickle too.
+            self._pickles(buf, start, end, where, depth, lenient=True)
+        elif (kind := self._compression(head, lenient)) is not None:
+            self._decompress(kind, buf, start, end, where, depth, lenient)
+        elif head[:2] == b"ZF" and (kind := self._joblib_zfile(head)) is not None:
+            self._decompress(formats.ZLIB, buf, start + kind, end, where, depth, lenient)
+        elif not lenient and depth == 0 and looks_like_zip(buf, start, end) and self._prefixed_zip(buf, start, end):
+            # A zip behind a prefix (self-extracting style) is read by zip readers, while
+            # pickle.load reads the prefix: examine both.
+            self._zip(buf, start, end, where, depth, lenient)
+            self._pickles(buf, start, end, where, depth, lenient=True)
+        else:
+            self._pickles(buf, start, end, where, depth, lenient)
+
+    def _prefixed_zip(self, buf: Any, start: int, end: int) -> bool:
+        """True when a central directory found near the end really lists members with local headers."""
+        try:
+            listing = list_members(buf, start, end, self.limits.max_zip_members)
+        except ZipFormatError:
+            return False
+        return listing.central_directory and any(m.in_central_directory and m.data_offset >= 0
+                                                 for m in listing.members)
+
+    def _label(self, depth: int, fmt: str) -> None:
+        if depth == 0 and fmt not in self.formats:
+            self.formats.append(fmt)
+
+    @staticmethod
+    def _compression(head: bytes, lenient: bool) -> str | None:
+        kind = formats.sniff_compression(head)
+        if lenient and kind in (formats.ZLIB, formats.LZMA_ALONE, formats.LZ4):
+            return None  # two- or three-byte magics occur by chance in tensor data
+        return kind
+
+    @staticmethod
+    def _joblib_zfile(head: bytes) -> int | None:
+        """Where the zlib data of a joblib < 0.10 "ZF" file starts: "ZF", hex(length) padded to 19
+        characters (one more space in Python 2 files), then zlib."""
+        if not re.fullmatch(rb"0x[0-9a-fA-F]+L? *", head[2:21]):
+            return None
+        return 22 if head[21:22] == b" " else 21
+
+    # -- pickles ---------------------------------------------------------------------------------
+    def _hooks(self, buf: Any, end: int, where: str, depth: int, lenient: bool) -> tuple[WalkHooks, _Pending]:
+        pending = _Pending()
+
+        def on_import(module: Any, name: Any, offset: int, opcode: str) -> None:
+            if lenient and not (is_dotted_identifier(module) and is_dotted_identifier(name)):
+                # In bytes nobody is known to unpickle, only an import that could succeed counts;
+                # random tensor data produces EXT codes and garbage names by chance.
+                raise WalkError("not a pickle: impossible import", offset)
+            pending.imports.append((module, name, f"{where}@{offset}", opcode))
+
+        def on_bytes(data: bytes, offset: int) -> None:
+            self._probe(data, f"{where}@{offset}", depth)
+
+        def on_call(func: Global, args: Any, offset: int) -> None:
+            pending.called = True
+            if func.key() != _NESTED_LOADER:
+                return
+            self.loader_calls += 1
+            arg = args[0] if isinstance(args, tuple) and args else None
+            if isinstance(arg, Call):
+                arg = arg.value
+            if not isinstance(arg, bytes):
+                self.loader_unverified = True
+                return
+            if not self._probe(arg, f"{where}@{offset}", depth, force=True):
+                self.loader_unverified = True
+
+        def on_nested(offset: int) -> int:
+            walker = PickleWalker(buf, offset, end, self.budget, hooks)
+            stop = walker.run()
+            self.pickles += 1
+            return stop
+
+        def on_anomaly(message: str, offset: int) -> None:
+            if lenient:
+                raise WalkError(f"not a pickle: {message}", offset)
+            self.problem(Verdict.SUSPICIOUS, f"{where}@{offset}", message)
+
+        hooks = WalkHooks(on_import, on_bytes, on_call, on_nested, on_anomaly, notes=self.notes)
+        return hooks, pending
+
+    def _walk(
+        self, buf: Any, pos: int, end: int, hooks: WalkHooks, pending: _Pending
+    ) -> tuple[PickleWalker, WalkError | None, int]:
+        """Walk one pickle and record what it imports: everything when it reaches STOP or calls
+        something; when it breaks off before any call, only the dangerous imports (importing runs the
+        module; "config\nmodel\n" in a text file merely looks like a GLOBAL opcode)."""
+        pending.imports.clear()
+        pending.called = False
+        walker = PickleWalker(buf, pos, end, self.budget, hooks)
+        error: WalkError | None = None
+        try:
+            walker.run()
+        except WalkError as exc:
+            error = exc
+        committed = 0
+        for module, name, loc, opcode in pending.imports:
+            if error is None or pending.called or classify(module, name).safety is ImportSafety.DANGEROUS:
+                self.add_import(module, name, loc, opcode)
+                committed += 1
+        pending.imports.clear()
+        return walker, error, committed
+
+    def _probe(self, data: bytes, where: str, depth: int, force: bool = False) -> bool:
+        """Scan bytes held by a pickle as a possible nested pickle; True when it is one and clean."""
+        cached = self.probed.get(id(data))
+        if cached is not None and cached[0] is data:
+            return cached[1]
+        if len(data) < 4 and not force:
+            return False
+        if self.nested_probes >= self.limits.max_nested_probes:
+            if force:
+                self.problem(Verdict.SUSPICIOUS, where, "too many embedded byte strings to examine")
+            return False
+        self.nested_probes += 1
+        flags, pickles = self.flags, self.pickles
+        self.examine(data, 0, len(data), f"{where}!bytes", depth + 1, lenient=True)
+        clean = self.flags == flags and self.pickles > pickles
+        if len(self.probed) < 10_000:
+            self.probed[id(data)] = (data, clean)
+        return clean
+
+    def _pickles(self, buf: Any, start: int, end: int, where: str, depth: int, lenient: bool,
+                 expect_pickle: bool = False) -> int:
+        """Walk pickles back to back (legacy torch and joblib write several); returns how many."""
+        if start >= end:
+            if expect_pickle:
+                self.problem(Verdict.SUSPICIOUS, where, "malformed pickle: no data")
+            return 0
+        first = buf[start]
+        if lenient and (first not in _OPCODE_BYTES or (first == 0x80 and end - start > 1 and buf[start + 1] > 5)):
+            # Most tensor members fail on their first byte: settle them without building a walker.
+            return 0
+        pos = start
+        count = 0
+        hooks, pending = self._hooks(buf, end, where, depth, lenient)
+        legacy = False
+        while pos < end:
+            walker, exc, committed = self._walk(buf, pos, end, hooks, pending)
+            if exc is not None:
+                if exc.limit:
+                    self.problem(Verdict.ERROR, where, f"scan incomplete: {exc}")
+                elif committed or (count == 0 and (expect_pickle or self._pickle_start(buf, pos, lenient))):
+                    self.problem(Verdict.SUSPICIOUS, where, f"malformed pickle: {exc}")
+                elif count == 0:
+                    self._label(depth, "not-pickle")
+                else:
+                    self.notes.append(f"{where}: {end - pos} bytes of non-pickle data after pickle {count}")
+                break
+            pos = walker.pos
+            count += 1
+            self.pickles += 1
+            if count == 1 and walker.result == _TORCH_LEGACY_MAGIC:
+                legacy = True
+            if legacy and count == _LEGACY_PICKLES:
+                # torch.load reads the remaining bytes as raw storage data and never unpickles them.
+                self._legacy_storages(buf, pos, end, walker.result, hooks.persistent_ids, where)
+                break
+        if count:
+            self._label(depth, "torch-legacy" if legacy else "pickle")
+        return count
+
+    def _legacy_storages(self, buf: Any, pos: int, end: int, keys: Any, pids: list[Any], where: str) -> None:
+        """Check the raw storages after a legacy torch pickle: per key, an int64 count then the elements."""
+        sizes: dict[str, int] = {}
+        for pid in pids:
+            if isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[1], Global):
+                kind = pid[1].key()
+                if kind and kind[0] in ("torch", "torch.cuda") and kind[1].endswith("Storage"):
+                    size = _STORAGE_ELEMENT_SIZE.get(kind[1][: -len("Storage")])
+                    if size and isinstance(pid[2], str):
+                        sizes[pid[2]] = size
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            self.problem(Verdict.SUSPICIOUS, where, "legacy torch file without a storage key list")
+            return
+        start = pos
+        for key in keys:
+            if key not in sizes:
+                self.problem(Verdict.SUSPICIOUS, where, f"legacy torch storage {key!r} of unknown type")
+                return
+            if pos + 8 > end:
+                break
+            (numel,) = struct.unpack("<q", bytes(buf[pos : pos + 8]))
+            pos += 8 + max(numel, 0) * sizes[key]
+        if pos > end or (keys and pos == start):
+            self.problem(Verdict.SUSPICIOUS, where, "legacy torch storage data is truncated")
+        else:
+            self.notes.append(f"{where}: {pos - start} bytes of legacy torch storage data")
+            if pos < end:
+                self.notes.append(f"{where}: {end - pos} bytes after the last legacy storage")
+
+    @staticmethod
+    def _pickle_start(buf: Any, pos: int, lenient: bool) -> bool:
+        # At top level a stream that opens with PROTO claims to be a pickle, so failing is an anomaly;
+        # archive members of tensor bytes start with 0x80 by chance.
+        return not lenient and buf[pos] == 0x80
+
+    # -- containers ------------------------------------------------------------------------------
+    def _zip(self, buf: Any, start: int, end: int, where: str, depth: int, lenient: bool) -> None:
+        try:
+            listing = list_members(buf, start, end, self.limits.max_zip_members)
+        except ZipFormatError as exc:
+            self.problem(Verdict.SUSPICIOUS, where, f"unreadable zip: {exc}")
+            return
+        if lenient and not listing.central_directory:
+            # Tensor bytes that merely start with "PK\x03\x04": nobody reads them as an archive.
+            self._pickles(buf, start, end, where, depth, lenient)
+            return
+        names = {m.name for m in listing.members}
+        fmt = "torch-zip" if any(n.endswith("data.pkl") for n in names) else "zip"
+        if "config.json" in names and "metadata.json" in names:
+            fmt = "keras"
+        if all(n.endswith(".npy") for n in names) and names:
+            fmt = "npz"
+        self._label(depth, fmt)
+        for anomaly in listing.anomalies:
+            self.problem(Verdict.SUSPICIOUS, where, f"zip structure: {anomaly}")
+        if not listing.members:
+            self.problem(Verdict.SUSPICIOUS, where, "zip archive without readable members")
+        for m in listing.members:
+            self.check_time(where)
+            inner = f"{where}!{m.name}" if where else m.name
+            for anomaly in m.anomalies:
+                self.problem(Verdict.SUSPICIOUS, inner, f"zip member: {anomaly}")
+            if m.data_offset < 0 or (m.name.endswith("/") and m.compressed_size == 0):
+                continue
+            remaining = max(0, self.limits.max_decompressed_bytes - self.decompressed)
+            try:
+                if m.method != 0 and m.uncompressed_size > _PREFIX_PROBE:
+                    # Inflate a prefix first: a numeric .npy or tensor bytes are settled by their
+                    # first bytes, so only members that may hold a pickle are inflated whole.
+                    data, lo, hi, complete, problem = read_member(buf, m, _PREFIX_PROBE, self.budget.deadline)
+                    if not complete and self._prefix_settles(data, lo, hi):
+                        self.notes.append(f"{inner}: settled from its first {_PREFIX_PROBE} bytes")
+                        continue
+                data, lo, hi, complete, problem = read_member(buf, m, remaining, self.budget.deadline)
+            except ZipFormatError as exc:
+                self.problem(Verdict.SUSPICIOUS, inner, f"member cannot be examined: {exc}")
+                continue
+            if data is not buf:
+                self.decompressed += hi - lo
+            if not complete:
+                self.problem(Verdict.ERROR, inner, "decompressed size limit exceeded")
+            if problem:
+                self.problem(Verdict.SUSPICIOUS, inner, problem)
+            if m.flags & 0x01:
+                self.notes.append(f"{inner}: encryption flag set, read as plain data like torch does")
+            strict = m.name.endswith((".pkl", ".pickle")) or m.name.endswith("data.pkl")
+            if fmt == "keras" and m.name == "config.json":
+                self._keras_config(data, lo, hi, inner)
+            if strict:
+                if not self._pickles(data, lo, hi, inner, depth + 1, lenient=False, expect_pickle=True):
+                    pass
+            else:
+                self.examine(data, lo, hi, inner, depth + 1, lenient=True)
+
+    def _prefix_settles(self, data: bytes, lo: int, hi: int) -> bool:
+        """True when the start of a member proves it holds no pickle (a member nobody unpickles whole)."""
+        if data[lo : lo + 6] == formats.NPY_MAGIC:
+            try:
+                return not formats.parse_npy_header(data, lo, hi).has_object
+            except ValueError:
+                return False
+        if data[lo : lo + 4] in (b"PK\x03\x04", b"PK\x05\x06") or formats.sniff_compression(data[lo : lo + 16]):
+            return False
+
+        def refuse(*_: Any) -> None:
+            raise WalkError("prefix probe", 0)
+
+        hooks = WalkHooks(refuse, lambda *_: None, lambda *_: None, refuse, refuse)  # type: ignore[arg-type]
+        try:
+            PickleWalker(data, lo, hi, self.budget, hooks).run()
+        except WalkError as exc:
+            # Failing inside the prefix before any import settles it; running out of bytes does not.
+            return not (exc.limit or exc.truncated) and "prefix probe" not in str(exc)
+        return False
+
+    def _keras_config(self, buf: Any, lo: int, hi: int, where: str) -> None:
+        if hi - lo > self.limits.max_keras_config:
+            self.problem(Verdict.SUSPICIOUS, where, "Keras config too large to examine")
+            return
+        try:
+            config = json.loads(bytes(buf[lo:hi]))
+        except (ValueError, RecursionError) as exc:
+            self.problem(Verdict.SUSPICIOUS, where, f"Keras config is not JSON: {exc}")
+            return
+        for obj in formats.keras_config_code(config):
+            self.add_code_object(obj.module, obj.name, obj.dangerous, obj.reason, where)
+
+    def _npy(self, buf: Any, start: int, end: int, where: str, depth: int, lenient: bool) -> None:
+        self._label(depth, "npy")
+        try:
+            header = formats.parse_npy_header(buf, start, end)
+        except ValueError as exc:
+            self.problem(Verdict.SUSPICIOUS, where, f"malformed .npy: {exc}")
+            return
+        if header.has_object:
+            # numpy.load(allow_pickle=True) unpickles everything after the header.
+            self._pickles(buf, header.data_offset, end, where, depth, lenient=False, expect_pickle=True)
+
+    def _safetensors(self, buf: Any, start: int, end: int, where: str, depth: int, lenient: bool) -> bool:
+        problems = formats.validate_safetensors(buf, start, end, self.limits.max_safetensors_header)
+        if problems and (lenient or buf[start] == 0x80):
+            # An int64 tensor [5, 123, ...] "looks like" a header length and a "{"; only a valid
+            # header makes a member a safetensors file. At top level, PROTO means a pickle.
+            return False
+        self._label(depth, "safetensors")
+        for p in problems[:20]:
+            self.problem(Verdict.SUSPICIOUS, where, f"invalid safetensors: {p}")
+        return True
+
+    def _hdf5(self, buf: Any, start: int, end: int, where: str, depth: int) -> None:
+        self._label(depth, "hdf5")
+        for cls in formats.h5_lambda_layers(buf, start, end):
+            self.add_code_object("keras.layers", cls, True,
+                                 "Lambda layer in the Keras model_config: code runs when the model loads", where)
+        # PyTables and h5py users store pickled objects in attributes and object columns.
+        self._carve(buf, start, end, where, depth)
+
+    def _tar(self, buf: Any, start: int, end: int, where: str, depth: int) -> None:
+        self._label(depth, "tar")
+        view = memoryview(buf)[start:end] if not isinstance(buf, bytes) else memoryview(buf)[start:end]
+        try:
+            with tarfile.open(fileobj=_ReadOnly(view), mode="r:") as tar:
+                members = [m for m in tar.getmembers() if m.isfile()]
+        except (tarfile.TarError, OSError, ValueError) as exc:
+            view.release()
+            self.problem(Verdict.SUSPICIOUS, where, f"unreadable tar: {exc}")
+            return
+        view.release()
+        for m in members:
+            lo = start + m.offset_data
+            hi = min(end, lo + m.size)
+            inner = f"{where}!{m.name}" if where else m.name
+            # A loader reads a member from its start; legacy torch "storages" members then interleave
+            # pickles with raw storage bytes, so the rest is carved.
+            self._pickles(buf, lo, hi, inner, depth + 1, lenient=True)
+            self._carve(buf, lo + 1, hi, inner, depth + 1)
+
+    def _carve(self, buf: Any, start: int, end: int, where: str, depth: int) -> None:
+        """Walk every place a pickle could start inside a region (PROTO marker or protocol-0 GLOBAL)."""
+        hooks, pending = self._hooks(buf, end, where, depth, lenient=True)
+        covered_to = start
+        hits = 0
+        for m in _CARVE.finditer(buf, start, end):
+            pos = m.start()
+            if pos < covered_to:
+                continue
+            hits += 1
+            if hits > self.limits.max_carve_hits:
+                self.problem(Verdict.ERROR, where, "too many possible pickle starts to examine")
+                return
+            if hits % 4096 == 0:
+                self.check_time(where)
+            walker, exc, committed = self._walk(buf, pos, end, hooks, pending)
+            if exc is None:
+                covered_to = walker.pos
+                self.pickles += 1
+            elif exc.limit:
+                self.problem(Verdict.ERROR, where, f"scan incomplete: {exc}")
+                return
+            elif committed:
+                self.problem(Verdict.SUSPICIOUS, where, f"fragment of a pickle at offset {pos}: {exc}")
+
+    def _decompress(self, kind: str, buf: Any, start: int, end: int, where: str, depth: int,
+                    lenient: bool) -> None:
+        if kind == formats.LZ4:
+            self._label(depth, kind)
+            self.problem(Verdict.SUSPICIOUS, where, "lz4-compressed content cannot be examined")
+            return
+        remaining = max(0, self.limits.max_decompressed_bytes - self.decompressed)
+        out = formats.bounded_decompress(kind, buf, start, end, remaining, self.budget.deadline)
+        if out.problem and not out.data and (lenient or kind in (formats.ZLIB, formats.LZMA_ALONE)):
+            # Not really compressed (a two- or three-byte magic by chance): examine the bytes as they are.
+            self._pickles(buf, start, end, where, depth, lenient)
+            return
+        self._label(depth, kind)
+        self.decompressed += len(out.data)
+        if not out.complete:
+            self.problem(Verdict.ERROR, where, "decompressed size limit exceeded")
+        if out.problem and lenient:
+            self.notes.append(f"{where}: {out.problem}")  # chance magic in data nobody decompresses
+        elif out.problem:
+            self.problem(Verdict.SUSPICIOUS, where, out.problem)
+        self.examine(out.data, 0, len(out.data), f"{where}!{kind}", depth + 1, lenient)
+
+    # -- result ----------------------------------------------------------------------------------
+    def finish(self) -> ScanResult:
+        loader = self.imports.get(_NESTED_LOADER)
+        if loader is not None and self.loader_calls and not self.loader_unverified:
+            loader.safety = ImportSafety.INNOCUOUS
+            loader.reason = "torch.load of embedded bytes that were scanned here and are clean"
+            self.flags -= loader.count
+        elif loader is not None:
+            loader.reason = "calls torch.load on embedded bytes that could not be proven clean"
+        imports = sorted(self.imports.values(), key=lambda r: (-_RANK[r.safety], r.module, r.name))
+        highest = max((r.safety for r in imports), key=_RANK.__getitem__, default=None)
+        verdicts = [Verdict(p["level"]) for p in self.problems]
+        if highest is ImportSafety.DANGEROUS:
+            verdicts.append(Verdict.UNSAFE)
+        elif highest is ImportSafety.SUSPICIOUS:
+            verdicts.append(Verdict.SUSPICIOUS)
+        verdict = max(verdicts, key=lambda v: v.rank) if verdicts else Verdict.SAFE
+        details: dict[str, Any] = {
+            # "not-pickle" only describes files in which nothing else was recognised.
+            "format": "+".join([f for f in self.formats if f != "not-pickle"] or self.formats) or "unknown",
+            "highestSafetyLevel": highest.value if highest else None,
+            "imports": [
+                {"module": r.module, "name": r.name, "safety": r.safety.value, "locations": r.locations,
+                 **({"reason": r.reason} if r.safety is not ImportSafety.INNOCUOUS else {})}
+                for r in imports
+            ],
+            "pickles": self.pickles,
+            "problems": self.problems,
+            "notes": self.notes[:50],
+            "opcodes": self.budget.opcodes,
+        }
+        return ScanResult(SCANNER_NAME, SCANNER_VERSION, verdict, _summary(verdict, imports, self.problems), details)
+
+
+def _summary(verdict: Verdict, imports: list[_Import], problems: list[dict[str, str]]) -> str:
+    bad = [f"{r.module}.{r.name}" for r in imports if r.safety is not ImportSafety.INNOCUOUS]
+    if bad:
+        return f"{verdict.value}: imports {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}"
+    if problems:
+        return f"{verdict.value}: {problems[0]['message']}"
+    return f"{verdict.value}: {len(imports)} known-safe imports" if imports else f"{verdict.value}: no pickle imports"
+
+
+class _ReadOnly:
+    """A minimal seekable file over a memoryview, so tarfile reads headers without copying the data."""
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        hi = len(self.view) if n is None or n < 0 else min(len(self.view), self.pos + n)
+        data = bytes(self.view[self.pos : hi])
+        self.pos = hi
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = {0: pos, 1: self.pos + pos, 2: len(self.view) + pos}[whence]
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+
+class PickleScanner:
+    """Bastion's own static pickle scanner. Entry points never raise: a bug becomes verdict `error`."""
+
+    name = SCANNER_NAME
+    version = SCANNER_VERSION
+
+    def __init__(self, limits: ScanLimits | None = None) -> None:
+        self.limits = limits or ScanLimits()
+
+    def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
+        try:
+            if len(data) > self.limits.max_file_bytes:
+                return self._error(f"file larger than the {self.limits.max_file_bytes}-byte limit")
+            return self._scan(bytes(data), name)
+        except Exception as exc:  # noqa: BLE001 - the worker must get a verdict, never a crash
+            return self._error(f"scanner failure: {type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
+
+    def scan_path(self, path: Path) -> ScanResult:
+        try:
+            if not path.is_file():
+                return self._error(f"not a regular file: {path.name}")  # a FIFO would block the worker
+            size = path.stat().st_size
+            if size > self.limits.max_file_bytes:
+                return self._error(f"file larger than the {self.limits.max_file_bytes}-byte limit")
+            with path.open("rb") as fh:
+                if size == 0:
+                    return self._scan(b"", path.name)
+                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    return self._scan(mm, path.name)
+        except Exception as exc:  # noqa: BLE001 - the worker must get a verdict, never a crash
+            return self._error(f"scanner failure: {type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
+
+    def _scan(self, buf: Any, name: str) -> ScanResult:
+        scan = _Scan(self.limits)
+        try:
+            scan.examine(buf, 0, len(buf), "", 0, lenient=False)
+        except WalkError as exc:
+            scan.problem(Verdict.ERROR, name, f"scan incomplete: {exc}")
+        except RecursionError:
+            scan.problem(Verdict.ERROR, name, "scan incomplete: structure nested too deeply")
+        if name.endswith(".safetensors") and "safetensors" not in scan.formats:
+            # Loaders trust the extension; content that is not a valid safetensors file is not proven safe.
+            scan.problem(Verdict.SUSPICIOUS, name, "named .safetensors but is not a safetensors file")
+        result = scan.finish()
+        result.details["file"] = name
+        return result
+
+    def _error(self, message: str, trace: str = "") -> ScanResult:
+        details: dict[str, Any] = {"imports": [], "highestSafetyLevel": None, "error": message}
+        if trace:
+            details["trace"] = trace
+        return ScanResult(SCANNER_NAME, SCANNER_VERSION, Verdict.ERROR, f"error: {message}", details)

@@ -1,0 +1,860 @@
+"""The scanning pipeline: jobs from commits, running a job, verdicts, status for the API.
+
+A job is claimed with a lease; a worker that dies mid-scan leaves a lease that expires, and
+the sweeper hands the job to another worker. Results are unique per (blob, scanner, version),
+so a job that ran twice cannot record two different verdicts for the same scan.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextvars import ContextVar, copy_context
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import pygit2
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from bastion import audit
+from bastion.accounts.models import User
+from bastion.accounts.service import notify
+from bastion.audit.actions import AuditAction
+from bastion.authz import Permission, Principal, authorize
+from bastion.config import Settings
+from bastion.db import after_commit, after_rollback, transaction, utcnow
+from bastion.errors import BadRequest, Forbidden, NotFound
+from bastion.hub import Hub
+from bastion.repos.commit import CommitResult, post_commit_hooks
+from bastion.repos.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
+from bastion.repos.models import Repo
+from bastion.repos.service import repo_ref
+from bastion.scanning import leaks
+from bastion.scanning.models import ScanJob, ScanResultRow, SecretNotice
+from bastion.scanning.results import ScanResult, Verdict, worst
+from bastion.scanning.scanners.malware import MalwareScanner
+from bastion.scanning.scanners.pickles import SCANNER_VERSION as PICKLE_VERSION
+from bastion.scanning.scanners.pickles import PickleScanner
+from bastion.scanning.scanners.secrets import (
+    BASTION_TOKEN_DETECTOR,
+    CallableVerifier,
+    SecretScanner,
+    VerifierRegistry,
+)
+from bastion.scanning.scanners.secrets import SCANNER_VERSION as SECRETS_VERSION
+from bastion.scanning.scanners.secrets import to_scan_result as to_secrets_result
+from bastion.xet.content import iter_object, object_path
+
+log = logging.getLogger("bastion.scanning")
+ISSUE_VERDICTS = frozenset({Verdict.UNSAFE, Verdict.SUSPICIOUS, Verdict.CAUTION})
+
+
+class Scanner(Protocol):
+    name: str
+
+    def version(self) -> str: ...
+
+    def scan_path(self, path: Path) -> ScanResult: ...
+
+    def scan_bytes(self, data: bytes, name: str = "") -> ScanResult: ...
+
+
+class PickleScannerAdapter:
+    name = "pickle"
+
+    def __init__(self) -> None:
+        self.scanner = PickleScanner()
+
+    def version(self) -> str:
+        return PICKLE_VERSION
+
+    def scan_path(self, path: Path) -> ScanResult:
+        return self._stamped(self.scanner.scan_path(path))
+
+    def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
+        return self._stamped(self.scanner.scan_bytes(data, name))
+
+    def _stamped(self, result: ScanResult) -> ScanResult:
+        # Verdicts are keyed by the version this pipeline asked for, so reuse and rescans agree.
+        result.scanner_version = self.version()
+        return result
+
+
+# Where the blob being scanned was found (repo id, path): read by the secrets scanner's revocations.
+scan_location: ContextVar[dict[str, Any] | None] = ContextVar("bastion_scan_location", default=None)
+SECRETS_MAX_BYTES = 256 * 1024 * 1024
+# Push protection reads text inline, before the ref moves: up to this size, LFS-stored text included.
+# Larger files are covered by the scan after the commit (a notice, not a rejection).
+PUSH_PROTECTION_MAX_BYTES = 32 * 1024 * 1024
+
+
+class SecretsScannerAdapter:
+    """Secrets: findings are owner-only notices; a live Bastion token is revoked on sight."""
+
+    name = "secrets"
+
+    def __init__(self, hub: Hub | None) -> None:
+        endpoints = hub.settings.secret_verifiers if hub is not None else {}
+        registry = (VerifierRegistry.with_http(endpoints, providers=set(endpoints)) if endpoints
+                    else VerifierRegistry())
+        if hub is not None:
+            registry.register(BASTION_TOKEN_DETECTOR, CallableVerifier(partial(leaks.is_live_token, hub)))
+        self.hub = hub
+        self.scanner = SecretScanner(verifiers=registry)
+
+    def version(self) -> str:
+        return SECRETS_VERSION
+
+    def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
+        report = self.scanner.scan_blob(data, name)
+        live = [f.raw_secret for f in report.findings if f.detector == BASTION_TOKEN_DETECTOR and f.verified]
+        if live and self.hub is not None:
+            where = scan_location.get() or {}
+            leaks.revoke_leaked(self.hub, live, source="secret scanning",
+                                where=f"{where.get('repo', '?')}/{where.get('path', name)}")
+        result = to_secrets_result(report.findings, report.skipped)
+        if self.hub is not None:
+            # A keyed fingerprint identifies the same secret across files and edits without storing it.
+            key = self.hub.settings.secret_key
+            for finding, detail in zip(report.findings, result.details.get("detail", []), strict=True):
+                detail["fingerprint"] = hmac.new(key, finding.raw_secret.encode(), hashlib.sha256).hexdigest()[:40]
+        result.scanner_version = self.version()
+        return result
+
+    def scan_path(self, path: Path) -> ScanResult:
+        size = path.stat().st_size
+        if size > SECRETS_MAX_BYTES:
+            with path.open("rb") as fh:
+                head = fh.read(8192)
+            if b"\x00" in head:
+                return ScanResult(self.name, self.version(), Verdict.SAFE, "not scanned for secrets: binary content",
+                                  {"findings": [], "skipped": "binary"})
+            return ScanResult(self.name, self.version(), Verdict.CAUTION,
+                              f"text file over {SECRETS_MAX_BYTES} bytes: not scanned for secrets", {"findings": []})
+        return self.scan_bytes(path.read_bytes(), path.name)
+
+
+# Scanner verdicts shown to anyone who can read the repo. Secret findings are not: a notice that a
+# file holds a secret (and where) is for the repo's owners only.
+PUBLIC_SCANNERS = ("av", "pickle")
+
+
+def build_scanners(settings: Settings, only: Iterable[str] | None = None, hub: Hub | None = None,
+                   ) -> dict[str, Scanner]:
+    """The enabled scanners, by name. Unknown names in the settings are a configuration error."""
+    wanted = list(only or settings.scanners)
+    out: dict[str, Scanner] = {}
+    for name in wanted:
+        if name == "av":
+            out[name] = MalwareScanner(settings.resolved_clamd_address, settings.scan_timeout_seconds)
+        elif name == "pickle":
+            out[name] = PickleScannerAdapter()
+        elif name == "secrets":
+            out[name] = SecretsScannerAdapter(hub)
+        else:
+            raise ValueError(f"unknown scanner {name!r} (known: av, pickle, secrets)")
+    return out
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    key: str
+    kind: str  # lfs | git
+    storage_key: str | None
+    size: int
+
+
+def blob_ref(hub: Hub, storage_key: str, git_oid: str) -> BlobRef:
+    blob = hub.git(storage_key).repo[git_oid]
+    ptr = parse_lfs_pointer(blob.data) if blob.size <= 200 else None
+    if ptr is not None:
+        return BlobRef(ptr.oid, "lfs", None, ptr.size)
+    return BlobRef(git_oid, "git", storage_key, blob.size)
+
+
+class ContentGone(Exception):
+    """The bytes to scan went away with their repository (deleted after the commit queued them)."""
+
+
+def read_bytes(hub: Hub, ref: BlobRef) -> bytes:
+    try:
+        return hub.git(ref.storage_key or "").repo[ref.key].data
+    except (pygit2.GitError, KeyError, ValueError) as exc:
+        raise ContentGone(str(exc)) from None
+
+
+# ---- enqueueing ---------------------------------------------------------------------------------
+
+def _scanners_of(hub: Hub) -> dict[str, Scanner]:
+    cached = getattr(hub, "_scanners", None)
+    if cached is None:
+        cached = build_scanners(hub.settings, hub=hub)
+        hub._scanners = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def enqueue_blob(hub: Hub, session: Session, ref: BlobRef, repo_id: int | None, path: str,
+                 scanners: dict[str, Scanner], force: bool = False) -> list[int]:
+    """Create (or reuse) one job per scanner for the blob; returns ids of jobs that need running."""
+    new: list[int] = []
+    lease = utcnow() + timedelta(seconds=hub.settings.scan_lease_seconds)
+    for name, scanner in scanners.items():
+        version = scanner.version()
+        job = session.scalar(select(ScanJob).where(ScanJob.blob_key == ref.key, ScanJob.scanner == name,
+                                                   ScanJob.scanner_version == version))
+        if job is not None:
+            if force and job.state == "done":
+                job.state, job.attempts, job.lease_until, job.updated_at = "queued", 0, lease, utcnow()
+                new.append(job.id)
+            continue
+        if not force and session.scalar(select(ScanResultRow.id).where(
+                ScanResultRow.blob_key == ref.key, ScanResultRow.scanner == name,
+                ScanResultRow.scanner_version == version)) is not None:
+            continue  # identical content already scanned by this scanner version: reuse the verdict
+        try:
+            with session.begin_nested():
+                job = ScanJob(blob_key=ref.key, scanner=name, scanner_version=version, source_kind=ref.kind,
+                              storage_key=ref.storage_key, size=ref.size, repo_id=repo_id, path=path[:1024],
+                              state="queued", lease_until=lease)
+                session.add(job)
+        except IntegrityError:
+            continue  # a concurrent commit queued the same scan
+        new.append(job.id)
+    return new
+
+
+def _dispatch_after_commit(hub: Hub, session: Session, job_ids: list[int]) -> None:
+    queue = hub.scan_queue
+    if queue is None or not job_ids:
+        return  # no queue attached (admin commands): the sweeper of any worker picks them up
+    after_commit(session, lambda: [queue.enqueue(job_id) for job_id in job_ids])
+
+
+def on_commit(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> None:
+    """Post-commit hook: queue a scan of every new or changed blob, or block the commit by policy."""
+    scanners = _scanners_of(hub)
+    if not scanners:
+        return
+    job_ids: list[int] = []
+    org = _org_of(session, repo)
+    blocking = bool((repo.settings or {}).get("block_unsafe")) or bool(org is not None and org.block_unsafe)
+    if (repo.settings or {}).get("secret_push_protection") or (org is not None and org.secret_push_protection):
+        _check_new_secrets(hub, session, repo, result)
+    for path, git_oid in result.changed_blobs:
+        ref = blob_ref(hub, repo.storage_key, git_oid)
+        if blocking and ref.size <= hub.settings.scan_inline_max_bytes:
+            _scan_inline_or_reject(hub, session, repo, ref, path, scanners)
+        job_ids += enqueue_blob(hub, session, ref, repo.id, path, scanners)
+        if "secrets" in scanners:
+            _reuse_secret_verdict(hub, session, repo, ref, path, scanners["secrets"])
+    _dispatch_after_commit(hub, session, job_ids)
+
+
+def _org_of(session: Session, repo: Repo) -> Any:
+    """The owning organization, whose security policies apply to every one of its repos."""
+    if repo.owner_org_id is None:
+        return None
+    from bastion.orgs.models import Organization
+
+    return session.get(Organization, repo.owner_org_id)
+
+
+def _reuse_secret_verdict(hub: Hub, session: Session, repo: Repo, ref: BlobRef, path: str, scanner: Scanner) -> None:
+    """Content already scanned elsewhere: this repo still gets its notices (and mail) for it."""
+    row = session.scalar(select(ScanResultRow).where(ScanResultRow.blob_key == ref.key,
+                                                     ScanResultRow.scanner == "secrets",
+                                                     ScanResultRow.scanner_version == scanner.version()))
+    if row is not None and row.details.get("detail"):
+        _notify_owner(hub, session, repo, path, ref.key, "secrets", ScanResult("secrets", row.scanner_version,
+                                                                      Verdict(row.verdict), row.summary, row.details))
+
+
+def _scan_inline_or_reject(hub: Hub, session: Session, repo: Repo, ref: BlobRef, path: str,
+                           scanners: dict[str, Scanner]) -> None:
+    for name, scanner in scanners.items():
+        result = _run_scanner(hub, scanner, ref)
+        _store_result(session, ref.key, name, result)
+        if result.verdict is Verdict.UNSAFE:
+            details = {"path": path, "blob": ref.key, "scanner": name, "summary": result.summary}
+            # Plain values: the repo row is expired once the commit's transaction rolls back.
+            target = ("repo", f"{repo.type}/{repo.repo_id}")
+            after_rollback(session, partial(_record_rejection, hub, target, repo.namespace, details))
+            raise Forbidden(f"Commit rejected by this repository's policy: {path} is unsafe ({result.summary})")
+
+
+def added_lines_text(old: bytes | None, new: bytes) -> str:
+    """`new` with every line that was already in `old` blanked: line numbers stay those of the file."""
+    new_lines = new.decode("utf-8", "replace").splitlines()
+    if old is None:
+        return "\n".join(new_lines)
+    old_lines = old.decode("utf-8", "replace").splitlines()
+    keep = [""] * len(new_lines)
+    for tag, _i1, _i2, j1, j2 in difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False).get_opcodes():
+        if tag in ("replace", "insert"):
+            keep[j1:j2] = new_lines[j1:j2]
+    return "\n".join(keep)
+
+
+def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> None:
+    """Push protection: a commit that adds a verified or checksum-valid secret does not land."""
+    scanners = _scanners_of(hub)
+    adapter = scanners.get("secrets")
+    scanner = adapter.scanner if isinstance(adapter, SecretsScannerAdapter) else SecretScanner()
+    git = hub.git(repo.storage_key)
+    parent = git.repo[result.parent_oid] if result.parent_oid else None
+    blocked = []
+    for path, git_oid in result.changed_blobs:
+        new = _protected_text(hub, git, git_oid)
+        if new is None:
+            continue  # binary, or too large to read inline: the full scan after the commit covers it
+        old = None
+        if parent is not None:
+            try:
+                old = _protected_text(hub, git, str(parent.tree[path].id))
+            except KeyError:
+                old = None
+        for finding in scanner.scan_text(added_lines_text(old, new), path):
+            if finding.verification != "none" and finding.verified:
+                blocked.append(finding)
+    if not blocked:
+        return
+    described = [{"file": f.file, "line": f.line, "type": f.secret_type, "provider": f.provider} for f in blocked]
+    target = ("repo", f"{repo.type}/{repo.repo_id}")
+    reason = result.options.get("secrets_bypass")
+    if reason:
+        audit.record(session, AuditAction.SECRET_PUSH_BYPASS, target=target, namespace=repo.namespace,
+                     details={"reason": reason, "commit": result.commit_oid, "findings": described})
+        return
+    after_rollback(session, partial(_record_secret_block, hub, target, repo.namespace, described))
+    where = "; ".join(f"{d['file']}:{d['line']} ({d['type']})" for d in described[:10])
+    raise Forbidden(f"Push protection: this commit adds secrets: {where}. Remove them, or, if this is a test "
+                    "credential, retry with a bypass reason (repository managers only).")
+
+
+def _protected_text(hub: Hub, git: Any, git_oid: str) -> bytes | None:
+    """The text push protection reads for a file: the blob, or the LFS object its pointer names (secrets
+    in a large notebook or JSON file stored with LFS must not slip through); None for binary content
+    or a file over PUSH_PROTECTION_MAX_BYTES."""
+    _kind, size = git.repo.odb.read_header(git_oid)
+    if size > PUSH_PROTECTION_MAX_BYTES:
+        return None
+    data: bytes = git.repo[git_oid].data
+    pointer = parse_lfs_pointer(data) if size <= LFS_POINTER_MAX else None
+    if pointer is not None:
+        if pointer.size > PUSH_PROTECTION_MAX_BYTES:
+            return None
+        pieces = iter_object(hub, pointer.oid, PUSH_PROTECTION_MAX_BYTES + 1)
+        if pieces is None:
+            return None  # not stored (the commit path rejects such a pointer before this runs)
+        data = b"".join(pieces)
+    return None if b"\x00" in data[:8192] else data
+
+
+def _record_secret_block(hub: Hub, target: tuple[str, str], namespace: str, described: list[dict[str, Any]]) -> None:
+    with transaction(hub.sessions) as session:
+        audit.record(session, AuditAction.SECRET_PUSH_BLOCKED, target=target, namespace=namespace,
+                     details={"findings": described})
+
+
+def _record_rejection(hub: Hub, target: tuple[str, str], namespace: str, details: dict[str, Any]) -> None:
+    with transaction(hub.sessions) as session:
+        audit.record(session, AuditAction.SCAN_POLICY_REJECT, target=target, namespace=namespace, details=details)
+
+
+post_commit_hooks.append(on_commit)
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+def _run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, path: str = "") -> ScanResult:
+    def work() -> ScanResult:
+        if ref.kind == "lfs":
+            with object_path(hub, ref.key) as local:  # a Xet-stored file is reconstructed for the scan
+                if local is None:
+                    # Collected by storage GC (no ref reached it) after the commit queued it: like a git
+                    # blob gone with its repo, no verdict is stored, so the same bytes uploaded again are
+                    # scanned afresh instead of inheriting an error.
+                    raise ContentGone(f"LFS object {ref.key} is no longer stored")
+                return scanner.scan_path(local)
+        return scanner.scan_bytes(read_bytes(hub, ref), path)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix=f"scan-{scanner.name}")
+    try:
+        # The worker thread sees the caller's context (scan_location, audit context).
+        return pool.submit(copy_context().run, work).result(timeout=hub.settings.scan_timeout_seconds)
+    except FutureTimeout:
+        return ScanResult(scanner.name, scanner.version(), Verdict.ERROR,
+                          f"timed out after {hub.settings.scan_timeout_seconds}s")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _store_result(session: Session, key: str, scanner: str, result: ScanResult) -> None:
+    existing = session.scalar(select(ScanResultRow).where(
+        ScanResultRow.blob_key == key, ScanResultRow.scanner == scanner,
+        ScanResultRow.scanner_version == result.scanner_version))
+    if existing is None:
+        try:
+            with session.begin_nested():
+                session.add(ScanResultRow(blob_key=key, scanner=scanner, scanner_version=result.scanner_version,
+                                          verdict=str(result.verdict), summary=result.summary,
+                                          details=result.details))
+        except IntegrityError:
+            pass  # the same scan finished elsewhere first; its verdict stands
+    else:
+        existing.verdict, existing.summary, existing.details = str(result.verdict), result.summary, result.details
+        existing.created_at = utcnow()
+
+
+def _claim(hub: Hub, job_id: int) -> tuple[ScanJob, str] | None:
+    with transaction(hub.sessions) as session:
+        job = session.scalar(select(ScanJob).where(ScanJob.id == job_id).with_for_update())
+        now = utcnow()
+        if job is None or job.state == "done":
+            return None
+        if job.state == "running" and job.lease_until is not None and job.lease_until > now:
+            return None  # another worker holds a live lease
+        token = secrets.token_hex(8)
+        job.state, job.lease_token, job.attempts = "running", token, job.attempts + 1
+        job.lease_until = now + timedelta(seconds=hub.settings.scan_lease_seconds)
+        job.updated_at = now
+        session.flush()
+        session.expunge(job)
+        return job, token
+
+
+def run_job(hub: Hub, job_id: int, scanners: dict[str, Scanner] | None = None) -> str:
+    """Run one job to completion (or to a retry); returns what happened, for logs and tests."""
+    claimed = _claim(hub, job_id)
+    if claimed is None:
+        return "skipped"
+    job, token = claimed
+    scanners = scanners or _scanners_of(hub)
+    scanner = scanners.get(job.scanner)
+    ref = BlobRef(job.blob_key, job.source_kind, job.storage_key, job.size)
+    try:
+        if scanner is None:
+            result = ScanResult(job.scanner, job.scanner_version, Verdict.ERROR, "scanner no longer enabled")
+        else:
+            token_ctx = scan_location.set({"repo": _repo_label(hub, job.repo_id), "path": job.path})
+            try:
+                result = _run_scanner(hub, scanner, ref, job.path)
+            finally:
+                scan_location.reset(token_ctx)
+    except ContentGone:
+        return _forget_job(hub, job.id, token)
+    except Exception as exc:  # a scanner bug must become a retry or an `error` verdict, never a dead worker
+        log.exception("scan job %s failed", job_id)
+        return _retry_or_fail(hub, job, token, f"{type(exc).__name__}: {exc}")
+    if result.verdict is Verdict.UNAVAILABLE:
+        return _wait_for_scanner(hub, job, token, result)
+    if result.verdict is Verdict.ERROR and result.retryable and job.attempts < hub.settings.scan_max_attempts:
+        return _retry_or_fail(hub, job, token, result.summary)
+    with transaction(hub.sessions) as session:
+        current = session.scalar(select(ScanJob).where(ScanJob.id == job_id).with_for_update())
+        if current is None or current.lease_token != token:
+            return "superseded"  # our lease expired and another worker took over
+        _store_result(session, job.blob_key, job.scanner, result)
+        current.state, current.lease_until, current.updated_at = "done", None, utcnow()
+        if result.verdict in ISSUE_VERDICTS and job.repo_id is not None:
+            repo = session.get(Repo, job.repo_id)
+            if repo is not None:
+                audit.record(session, AuditAction.SCAN_FINDING, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                             namespace=repo.namespace,
+                             details={"path": job.path, "blob": job.blob_key, "scanner": job.scanner,
+                                      "verdict": str(result.verdict), "summary": result.summary})
+                _notify_owner(hub, session, repo, job.path, job.blob_key, job.scanner, result)
+    return str(result.verdict)
+
+
+def _notify_owner(hub: Hub, session: Session, repo: Repo, path: str, blob_key: str, scanner: str,
+                  result: ScanResult) -> None:
+    """E-mail the owner about unsafe files and verified (or checksum-valid) secrets, never the secret."""
+    if scanner == "secrets":
+        # Only secrets this repo has not had before: an edit next to a known secret is no new alarm.
+        new = record_sightings(session, repo, path, blob_key, result.details.get("detail", []))
+        findings = [f for f in new if f.get("verification") != "none"]
+        if not findings:
+            return
+        lines = "\n".join(f"  line {f['line']}: {f['provider']} ({'verified' if f['verified'] else 'unverified'}, "
+                          f"{f['verification']})" for f in findings)
+        subject, body = (f"Secrets found in {repo.repo_id}",
+                         f"Secret scanning found credentials in {path} of {repo.type} {repo.repo_id}:\n{lines}\n\n"
+                         "Rotate them at the provider, then remove them from the repository history.")
+    elif result.verdict is Verdict.UNSAFE:
+        subject, body = (f"Unsafe file in {repo.repo_id}",
+                         f"The {scanner} scanner marked {path} in {repo.type} {repo.repo_id} as unsafe: "
+                         f"{result.summary}.")
+    else:
+        return
+    recipients = {repo.owner_user_id} if repo.owner_user_id else set()
+    if repo.owner_org_id is not None:
+        from bastion.orgs.service import admin_ids
+
+        recipients |= set(admin_ids(session, repo.owner_org_id))  # an org repo: its admins are the owners
+    for user_id in sorted(recipients):
+        user = session.get(User, user_id)
+        if user is not None:
+            notify(session, hub.mailer, user, subject, body)
+
+
+def _repo_label(hub: Hub, repo_id: int | None) -> str:
+    if repo_id is None:
+        return "?"
+    with transaction(hub.sessions) as session:
+        repo = session.get(Repo, repo_id)
+        return f"{repo.type}/{repo.repo_id}" if repo is not None else "?"
+
+
+def _forget_job(hub: Hub, job_id: int, token: str) -> str:
+    """The content is gone with its repository: drop the job, so the same bytes committed
+    elsewhere later get a fresh one (a finished job without a verdict would block that)."""
+    with transaction(hub.sessions) as session:
+        current = session.scalar(select(ScanJob).where(ScanJob.id == job_id).with_for_update())
+        if current is not None and current.lease_token == token:
+            session.delete(current)
+    return "gone"
+
+
+def _wait_for_scanner(hub: Hub, job: ScanJob, token: str, result: ScanResult) -> str:
+    """The scanner cannot run (clamd down): show that, and keep the job until it can."""
+    delay = min(600, 10 * 2 ** min(6, job.attempts))
+    with transaction(hub.sessions) as session:
+        current = session.scalar(select(ScanJob).where(ScanJob.id == job.id).with_for_update())
+        if current is None or current.lease_token != token:
+            return "superseded"
+        _store_result(session, job.blob_key, job.scanner, result)
+        current.state, current.last_error, current.updated_at = "queued", result.summary[:2000], utcnow()
+        current.lease_until = utcnow() + timedelta(seconds=delay)
+    if hub.scan_queue is not None:
+        hub.scan_queue.enqueue(job.id, delay=delay)
+    return "unavailable"
+
+
+def _retry_or_fail(hub: Hub, job: ScanJob, token: str, error: str) -> str:
+    backoff = min(300, 5 * 2 ** max(0, job.attempts - 1))
+    with transaction(hub.sessions) as session:
+        current = session.scalar(select(ScanJob).where(ScanJob.id == job.id).with_for_update())
+        if current is None or current.lease_token != token:
+            return "superseded"
+        current.last_error = error[:2000]
+        current.updated_at = utcnow()
+        if current.attempts >= hub.settings.scan_max_attempts:
+            _store_result(session, job.blob_key, job.scanner,
+                          ScanResult(job.scanner, job.scanner_version, Verdict.ERROR, error[:500]))
+            current.state, current.lease_until = "done", None
+            return "error"
+        current.state = "queued"
+        current.lease_until = utcnow() + timedelta(seconds=backoff)
+    if hub.scan_queue is not None:
+        hub.scan_queue.enqueue(job.id, delay=backoff)
+    return "retry"
+
+
+def sweep(hub: Hub, limit: int = 200) -> list[int]:
+    """Hand jobs whose lease expired (lost message, dead worker) back to the queue."""
+    now = utcnow()
+    with transaction(hub.sessions) as session:
+        jobs = list(session.scalars(select(ScanJob).where(ScanJob.state.in_(("queued", "running")),
+                                                          ScanJob.lease_until < now).limit(limit)))
+        ids = []
+        for job in jobs:
+            if job.state == "running":
+                job.state = "queued"
+            job.lease_until = now + timedelta(seconds=hub.settings.scan_lease_seconds)
+            ids.append(job.id)
+    if hub.scan_queue is not None:
+        for job_id in ids:
+            hub.scan_queue.enqueue(job_id)
+    return ids
+
+
+def scanner_versions(hub: Hub) -> dict[str, str]:
+    """The enabled scanners' versions as of now (clamd is asked again; the answer refreshes its cache)."""
+    out: dict[str, str] = {}
+    for name, scanner in _scanners_of(hub).items():
+        refresh = getattr(scanner, "refresh_version", None)
+        out[name] = refresh() if callable(refresh) else scanner.version()
+    return out
+
+
+def rescan_outdated(hub: Hub, limit: int = 10_000) -> int:
+    """Queue scans for blobs whose newest verdict came from an older scanner or signature version.
+
+    Safe to run from every worker at once: a blob that already has a job for the current version, or
+    a pending job of any version (it will be scanned, and labelled, with the version current then), is
+    not queued again, and jobs are unique per (blob, scanner, version), so concurrent callers cannot
+    queue the same scan twice. Each call queues up to `limit` blobs per scanner; call again until it
+    returns 0.
+    """
+    scanners = _scanners_of(hub)
+    count = 0
+    with transaction(hub.sessions) as session:
+        for name, scanner in scanners.items():
+            version = scanner.version()
+            if version == "unavailable":
+                continue
+            done = select(ScanResultRow.blob_key).where(ScanResultRow.scanner == name,
+                                                        ScanResultRow.scanner_version == version)
+            other = aliased(ScanJob)
+            handled = select(other.blob_key).where(other.scanner == name, or_(
+                other.scanner_version == version, other.state != "done"))
+            stale = session.execute(select(ScanJob).where(
+                ScanJob.scanner == name, ScanJob.scanner_version != version, ScanJob.blob_key.not_in(done),
+                ScanJob.blob_key.not_in(handled))
+                .order_by(ScanJob.id).limit(limit)).scalars()
+            seen: set[str] = set()
+            job_ids: list[int] = []
+            for old in stale:
+                if old.blob_key in seen:
+                    continue
+                seen.add(old.blob_key)
+                ref = BlobRef(old.blob_key, old.source_kind, old.storage_key, old.size)
+                job_ids += enqueue_blob(hub, session, ref, old.repo_id, old.path, {name: scanner})
+            count += len(job_ids)
+            _dispatch_after_commit(hub, session, job_ids)
+    return count
+
+
+def rescan_repo(hub: Hub, session: Session, repo: Repo, revision: str = "main") -> int:
+    """Admin: scan every file of `revision` again with the current scanners (history is kept)."""
+    git = hub.git(repo.storage_key)
+    commit = git.resolve(revision)
+    scanners = _scanners_of(hub)
+    job_ids: list[int] = []
+    for path, entry in git.walk_files(commit.tree):
+        job_ids += enqueue_blob(hub, session, blob_ref(hub, repo.storage_key, str(entry.id)), repo.id, path,
+                                scanners, force=True)
+    audit.record(session, AuditAction.SCAN_RESCAN, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"revision": revision, "jobs": len(job_ids)})
+    _dispatch_after_commit(hub, session, job_ids)
+    return len(job_ids)
+
+
+def scan_history(hub: Hub, session: Session, repo: Repo) -> int:
+    """Secret-scan every blob reachable from any ref (imported repos, or on demand): added history."""
+    scanners = {k: v for k, v in _scanners_of(hub).items() if k == "secrets"}
+    if not scanners:
+        return 0
+    git = hub.git(repo.storage_key)
+    tips = [git.repo.references[name].peel(pygit2.Commit).id for name in git.repo.references
+            if name.startswith(("refs/heads/", "refs/tags/", "refs/pr/"))]
+    seen: set[str] = set()
+    job_ids: list[int] = []
+    walker = git.repo.walk(tips[0]) if tips else []
+    for tip in tips[1:]:
+        walker.push(tip)  # type: ignore[union-attr]
+    seen_trees: set[str] = set()
+
+    def new_blobs(tree: pygit2.Tree, base: str) -> Iterable[tuple[str, str]]:
+        # A tree already walked holds no blob we have not seen: history shares most of its trees.
+        if str(tree.id) in seen_trees:
+            return
+        seen_trees.add(str(tree.id))
+        for entry in tree:
+            path = f"{base}{entry.name}"
+            if entry.type_str == "tree":
+                yield from new_blobs(git.repo[entry.id], path + "/")
+            elif entry.type_str == "blob" and str(entry.id) not in seen:
+                seen.add(str(entry.id))
+                yield path, str(entry.id)
+
+    for commit in walker:
+        for path, oid in new_blobs(commit.tree, ""):
+            job_ids += enqueue_blob(hub, session, blob_ref(hub, repo.storage_key, oid), repo.id, path, scanners)
+    audit.record(session, AuditAction.SCAN_RESCAN, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"history": True, "blobs": len(seen), "jobs": len(job_ids)})
+    _dispatch_after_commit(hub, session, job_ids)
+    return len(job_ids)
+
+
+# ---- status for the API -------------------------------------------------------------------------
+
+def _scanner_verdict(rows: list[ScanResultRow], pending: bool, version: str) -> tuple[Verdict, ScanResultRow | None]:
+    """One scanner's status for one blob, from its verdicts (newest first) and whether a job is pending."""
+    current = next((r for r in rows if r.scanner_version == version), None)
+    latest = current or (rows[0] if rows else None)
+    if current is not None:
+        return Verdict(current.verdict), current
+    if latest is not None:
+        verdict = Verdict(latest.verdict)
+        # An older verdict that found a problem stays visible; an older "safe" is not proof now.
+        if verdict.rank > Verdict.QUEUED.rank:
+            return verdict, latest
+        return (Verdict.QUEUED if pending else Verdict.UNSCANNED), latest
+    return (Verdict.QUEUED if pending else Verdict.UNSCANNED), None
+
+
+STATUS_BATCH = 500
+
+
+STATUS_FIELDS = {"av": "avScan", "pickle": "pickleImportScan", "secrets": "secretsScan"}
+
+
+def secrets_visible(principal: Principal, repo: Repo) -> int | None:
+    """The repo whose secret findings `principal` sees in security statuses: only those who manage it
+    (as for the notices themselves); None for everyone else."""
+    return repo.id if authorize(principal, Permission.REPO_MANAGE, repo_ref(repo)) else None
+
+
+def file_statuses(hub: Hub, session: Session, keys: Iterable[str],
+                  secrets_of: int | None = None) -> dict[str, dict[str, Any]]:
+    """`securityFileStatus` for many blobs with two queries per 500 (a listing must not query per file).
+
+    `secrets_of` (a repo id, from `secrets_visible()`): also the secrets scanner's verdict, as
+    `secretsScan`, counted in `status`; a finding whose notice in that repo is dismissed or resolved
+    no longer counts. Without it the statuses carry no trace of secret scanning.
+    """
+    shown = (*PUBLIC_SCANNERS, "secrets") if secrets_of is not None else PUBLIC_SCANNERS
+    scanners = {n: s for n, s in _scanners_of(hub).items() if n in shown}
+    closed = set(session.scalars(select(SecretNotice.fingerprint).where(
+        SecretNotice.repo_id == secrets_of, SecretNotice.state != "open"))) if "secrets" in scanners else set()
+    wanted = list(dict.fromkeys(keys))
+    rows: dict[tuple[str, str], list[ScanResultRow]] = {}
+    pending: set[tuple[str, str]] = set()
+    for i in range(0, len(wanted), STATUS_BATCH):
+        chunk = wanted[i:i + STATUS_BATCH]
+        for row in session.scalars(select(ScanResultRow).where(
+                ScanResultRow.blob_key.in_(chunk), ScanResultRow.scanner.in_(scanners))
+                .order_by(ScanResultRow.created_at.desc(), ScanResultRow.id.desc())):
+            rows.setdefault((row.blob_key, row.scanner), []).append(row)
+        pending.update(tuple(r) for r in session.execute(select(ScanJob.blob_key, ScanJob.scanner).where(
+            ScanJob.blob_key.in_(chunk), ScanJob.scanner.in_(scanners), ScanJob.state != "done")))
+    versions = {name: scanner.version() for name, scanner in scanners.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for key in wanted:
+        status: dict[str, Any] = {"status": "unscanned", "avScan": None, "pickleImportScan": None}
+        verdicts: list[Verdict] = []
+        for name, version in versions.items():
+            verdict, row = _scanner_verdict(rows.get((key, name), []), (key, name) in pending, version)
+            summary = row.summary if row else None
+            if name == "secrets" and row is not None and verdict in ISSUE_VERDICTS:
+                found = {d.get("fingerprint") for d in row.details.get("detail", [])}
+                if found and found <= closed:
+                    verdict, summary = Verdict.SAFE, f"{summary} (every finding dismissed or resolved)"
+            verdicts.append(verdict)
+            entry = {**(dict(row.details) if row is not None else {}), "status": str(verdict),
+                     "version": row.scanner_version if row else None, "summary": summary}
+            status[STATUS_FIELDS[name]] = entry
+        status["status"] = str(worst(verdicts))
+        out[key] = status
+    return out
+
+
+def file_status(hub: Hub, session: Session, key: str, secrets_of: int | None = None) -> dict[str, Any]:
+    """`securityFileStatus` as the Hub sends it: status, avScan, pickleImportScan (all three keys)."""
+    return file_statuses(hub, session, [key], secrets_of)[key]
+
+
+def repo_status(hub: Hub, session: Session, repo: Repo, revision: str, secrets_of: int | None = None,
+                ) -> dict[str, Any]:
+    git = hub.git(repo.storage_key)
+    commit = git.resolve(revision)
+    paths = [(path, blob_ref(hub, repo.storage_key, str(entry.id)).key) for path, entry in git.walk_files(commit.tree)]
+    statuses = file_statuses(hub, session, [key for _, key in paths], secrets_of)
+    files = [{"path": path, **statuses[key]} for path, key in paths]
+    issues = [f["path"] for f in files if Verdict(f["status"]) in ISSUE_VERDICTS]
+    # A scanner that could not run has not scanned: those files are not done, whatever else ran.
+    done = all(Verdict(f["status"]) not in (Verdict.UNSCANNED, Verdict.QUEUED, Verdict.UNAVAILABLE) for f in files)
+    return {"scansDone": done, "filesWithIssues": issues, "files": files, "commit": str(commit.id)}
+
+
+def scan_file_offline(scanners: dict[str, Scanner], path: Path) -> dict[str, Any]:
+    """`bastion scan`: every enabled scanner on one local file, no database."""
+    scans: dict[str, Any] = {}
+    verdicts = []
+    for name, scanner in scanners.items():
+        try:
+            result = scanner.scan_path(path)
+        except Exception as exc:  # never report a file we could not scan as safe
+            result = ScanResult(name, scanner.version(), Verdict.ERROR, f"{type(exc).__name__}: {exc}")
+        verdicts.append(result.verdict)
+        scans[name] = {**result.details, "status": str(result.verdict), "version": result.scanner_version,
+                       "summary": result.summary}
+    return {"status": str(worst(verdicts)), "scans": scans}
+
+
+# ---- secret notices (owners only) ---------------------------------------------------------------
+
+NOTICE_STATES = ("open", "dismissed", "resolved")
+
+
+def record_sightings(session: Session, repo: Repo, path: str, blob_key: str,
+                     details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Create a notice for each secret new to this repo; return the new ones."""
+    new = []
+    for item in details:
+        fp = item.get("fingerprint")
+        if not fp:
+            continue
+        if session.scalar(select(SecretNotice.id).where(SecretNotice.repo_id == repo.id,
+                                                        SecretNotice.fingerprint == fp)) is not None:
+            continue
+        try:
+            with session.begin_nested():
+                session.add(SecretNotice(
+                    repo_id=repo.id, fingerprint=fp, provider=item.get("provider", ""),
+                    secret_type=item.get("type", ""), detector=item.get("detector", ""),
+                    preview=item.get("preview", ""), verification=item.get("verification", "none"),
+                    verified=bool(item.get("verified")), first_path=path[:1024], first_line=int(item.get("line", 0)),
+                    first_blob=blob_key, state="open", reason=""))
+        except IntegrityError:
+            continue  # seen by a concurrent job: not new
+        new.append({**item, "file": path})
+    return new
+
+
+def secret_notices(hub: Hub, session: Session, repo: Repo, revision: str = "main",
+                   history: bool = False) -> list[dict[str, Any]]:
+    """The repo's secret notices, redacted: where each secret is now (or was first seen) and its state."""
+    notices = {n.fingerprint: n for n in session.scalars(
+        select(SecretNotice).where(SecretNotice.repo_id == repo.id).order_by(SecretNotice.id))}
+    current: dict[str, list[tuple[str, int, str]]] = {}
+    git = hub.git(repo.storage_key)
+    commit = git.resolve(revision)
+    for path, entry in git.walk_files(commit.tree):
+        ref = blob_ref(hub, repo.storage_key, str(entry.id))
+        row = session.scalar(select(ScanResultRow).where(ScanResultRow.blob_key == ref.key,
+                                                         ScanResultRow.scanner == "secrets")
+                             .order_by(ScanResultRow.created_at.desc(), ScanResultRow.id.desc()).limit(1))
+        for item in (row.details.get("detail", []) if row is not None else []):
+            if item.get("fingerprint"):
+                current.setdefault(item["fingerprint"], []).append((path, int(item["line"]), ref.key))
+    out = []
+    for fp, n in notices.items():
+        where = current.get(fp)
+        if where is None and not history:
+            continue  # not in this revision (removed, or only in history)
+        path, line, blob = where[0] if where else (n.first_path, n.first_line, n.first_blob)
+        out.append({"fingerprint": fp, "file": path, "line": line, "blob": blob, "inRevision": where is not None,
+                    "locations": [{"file": p, "line": ln} for p, ln, _ in (where or [])],
+                    "provider": n.provider, "type": n.secret_type, "detector": n.detector, "preview": n.preview,
+                    "verification": n.verification, "verified": n.verified, "state": n.state,
+                    "reason": n.reason or None, "firstSeen": {"file": n.first_path, "line": n.first_line}})
+    return out
+
+
+def set_notice_state(session: Session, repo: Repo, user_id: int | None, fingerprint: str, state: str,
+                     reason: str) -> None:
+    if state not in NOTICE_STATES:
+        raise BadRequest(f"'state' must be one of {', '.join(NOTICE_STATES)}")
+    row = session.scalar(select(SecretNotice).where(SecretNotice.repo_id == repo.id,
+                                                    SecretNotice.fingerprint == fingerprint))
+    if row is None:
+        raise NotFound("No such secret notice in this repository")
+    row.state, row.reason, row.decided_by, row.updated_at = state, reason[:2000], user_id, utcnow()
+    action = AuditAction.SECRET_NOTICE_DISMISS if state == "dismissed" else AuditAction.SECRET_NOTICE_RESOLVE
+    audit.record(session, action, target=("repo", f"{repo.type}/{repo.repo_id}"), namespace=repo.namespace,
+                 details={"fingerprint": fingerprint, "file": row.first_path, "provider": row.provider,
+                          "reason": reason[:500]})

@@ -1,0 +1,266 @@
+"""BlobStore: put verified content by key (sha256 for LFS objects; a xorb's hash for Xet), read it back,
+stream it, never overwrite it.
+
+Writes go to a staging file, are hashed while they arrive and are moved into place only
+after their sha256 and size match what was promised, so a reader never sees a partial blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+OID_RE = re.compile(r"^[0-9a-f]{64}$")
+COPY_CHUNK = 1024 * 1024
+
+
+class BlobMismatch(ValueError):
+    """Received content does not match the announced sha256 or size."""
+
+
+@dataclass
+class StagedBlob:
+    """A staging file being written; `commit()` verifies and moves it into the store."""
+
+    store: LocalBlobStore
+    path: Path
+    fd: int
+    hasher: hashlib._Hash | None
+    size: int = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        if self.hasher is not None:
+            self.hasher.update(data)
+        self.size += len(data)
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        """Positional write (multipart parts); the hash is computed at commit time."""
+        self.hasher = None
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def commit(self, oid: str, size: int) -> None:
+        try:
+            actual_size = os.fstat(self.fd).st_size
+            if actual_size != size:
+                raise BlobMismatch(f"size mismatch: expected {size} bytes, received {actual_size}")
+            digest = self.hasher.hexdigest() if self.hasher is not None else _hash_fd(self.fd)
+            if digest != oid:
+                raise BlobMismatch(f"sha256 mismatch: expected {oid}, received {digest}")
+        except BaseException:
+            self.abort()
+            raise
+        self.commit_verified(oid)
+
+    def commit_verified(self, key: str) -> None:
+        """Store under `key` content verified against it (commit(), or the caller's own rule such as a
+        xorb's Merkle hash): made durable, then moved into place."""
+        try:
+            os.fsync(self.fd)
+        except BaseException:
+            self.abort()
+            raise
+        os.close(self.fd)
+        self.fd = -1
+        self.store._install(self.path, key)
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.path.unlink(missing_ok=True)
+
+
+def _hash_fd(fd: int) -> str:
+    h = hashlib.sha256()
+    offset = 0
+    buf = bytearray(8 * COPY_CHUNK)
+    with open(os.dup(fd), "rb", buffering=0) as fh:
+        fh.seek(0)
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            h.update(memoryview(buf)[:n])
+            offset += n
+    return h.hexdigest()
+
+
+class BlobStore(ABC):
+    @abstractmethod
+    def exists(self, oid: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, oid: str) -> int | None: ...
+
+    @abstractmethod
+    def local_path(self, oid: str) -> Path | None:
+        """A filesystem path for zero-copy serving, when the store has one."""
+
+    @abstractmethod
+    def open(self, oid: str): ...  # type: ignore[no-untyped-def]
+
+    @abstractmethod
+    def stage(self) -> StagedBlob: ...
+
+    @abstractmethod
+    def put_verified(self, key: str, data: bytes) -> bool:
+        """Store content the caller verified against `key` by its own rule; False if already stored."""
+
+    @abstractmethod
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of a stored object; ValueError if it is shorter."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object (missing is fine): small derived records, never user content under GC."""
+
+    @abstractmethod
+    def trash(self, oid: str) -> Path | None:
+        """Move the object out of the readable namespace (garbage collection); None if not stored."""
+
+    @abstractmethod
+    def restore(self, oid: str, trash: Path) -> None:
+        """Undo trash(): the object was uploaded or registered again meanwhile."""
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: Path, tmp_root: Path) -> None:
+        self.root = root
+        self.tmp_root = tmp_root
+        root.mkdir(parents=True, exist_ok=True)
+        tmp_root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, oid: str) -> Path:
+        if not OID_RE.match(oid):
+            raise ValueError(f"invalid oid {oid!r}")
+        return self.root / oid[:2] / oid[2:4] / oid
+
+    def exists(self, oid: str) -> bool:
+        return self._path(oid).is_file()
+
+    def size(self, oid: str) -> int | None:
+        try:
+            return self._path(oid).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, oid: str) -> Path | None:
+        path = self._path(oid)
+        return path if path.is_file() else None
+
+    def open(self, oid: str):  # type: ignore[no-untyped-def]
+        return self._path(oid).open("rb")
+
+    def stage(self) -> StagedBlob:
+        fd, name = tempfile.mkstemp(dir=self.tmp_root, prefix="blob-")
+        return StagedBlob(self, Path(name), fd, hashlib.sha256())
+
+    def staged_at(self, path: Path) -> StagedBlob:
+        """Re-open a staging file kept across requests (multipart uploads)."""
+        fd = os.open(path, os.O_RDWR)
+        return StagedBlob(self, path, fd, None)
+
+    def _install(self, staged: Path, oid: str) -> None:
+        dest = self._path(oid)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # Content-addressed: an existing object already has these exact bytes. Its mtime records
+            # this upload, so garbage collection moving it aside at this moment puts it back.
+            os.utime(dest)
+        except FileNotFoundError:
+            pass  # not stored (or just moved aside by garbage collection): install ours
+        else:
+            staged.unlink(missing_ok=True)
+            return
+        os.chmod(staged, 0o444)
+        os.replace(staged, dest)
+
+    def trash(self, oid: str) -> Path | None:
+        trash_dir = self.root / ".trash"  # same filesystem as the object: the move is a rename
+        trash_dir.mkdir(parents=True, exist_ok=True)
+        trash = trash_dir / f"{oid}.{os.getpid()}"
+        try:
+            os.replace(self._path(oid), trash)
+        except FileNotFoundError:
+            return None
+        return trash
+
+    def restore(self, oid: str, trash: Path) -> None:
+        dest = self._path(oid)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(trash, dest)
+
+    def put_verified(self, key: str, data: bytes) -> bool:
+        if self.exists(key):
+            return False
+        staged = self.stage()
+        staged.hasher = None
+        try:
+            staged.write(data)
+        except BaseException:
+            staged.abort()
+            raise
+        staged.commit_verified(key)
+        return True
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        fd = os.open(self._path(key), os.O_RDONLY)
+        try:
+            out = bytearray()
+            while len(out) < end - start:
+                piece = os.pread(fd, end - start - len(out), start + len(out))
+                if not piece:
+                    raise ValueError(f"stored object {key} is shorter than {end} bytes")
+                out += piece
+            return bytes(out)
+        finally:
+            os.close(fd)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store small content whose oid is computed here (tests, internal blobs)."""
+        oid = hashlib.sha256(data).hexdigest()
+        staged = self.stage()
+        staged.write(data)
+        staged.commit(oid, len(data))
+        return oid
+
+    async def put_stream(self, chunks: AsyncIterable[bytes], oid: str, size: int) -> None:
+        staged = self.stage()
+        try:
+            async for chunk in chunks:
+                staged.write(chunk)
+                if staged.size > size:
+                    raise BlobMismatch(f"size mismatch: more than the announced {size} bytes")
+        except BaseException:
+            staged.abort()
+            raise
+        staged.commit(oid, size)
+
+
+def iter_file(path: Path, start: int = 0, end: int | None = None) -> Iterable[bytes]:
+    with path.open("rb") as fh:
+        fh.seek(start)
+        remaining = None if end is None else end - start
+        while remaining is None or remaining > 0:
+            chunk = fh.read(COPY_CHUNK if remaining is None else min(COPY_CHUNK, remaining))
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk

@@ -1,0 +1,1 @@
+"""Access tokens: wire format (prefix + checksum), hashed storage, roles, verification."""

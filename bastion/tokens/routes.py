@@ -1,0 +1,116 @@
+"""Access tokens over HTTP for their owner: list, create, rename, rotate, revoke.
+
+Browser-only (a session cookie, never a token: a leaked token must not mint more), and changes
+need a recent re-authentication. JSON bodies only, which a cross-site form cannot send.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from bastion.accounts.models import User
+from bastion.api.auth import current_principal, hub_of
+from bastion.api.bodies import json_object
+from bastion.authz import Permission, Principal, permission, require
+from bastion.db import transaction
+from bastion.errors import BadRequest
+from bastion.tokens import service
+from bastion.tokens.restrictions import InvalidRestriction, Scope, parse_scope
+
+router = APIRouter()
+
+
+def parse_scopes(raw: Any) -> list[Scope] | None:
+    """`fineGrained: {"scoped": [{"entity": {"type", "name"}, "permissions": [...]}]}` (the Hub's shape)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("scoped", []), list):
+        raise BadRequest("'fineGrained' must be {\"scoped\": [...]}")
+    try:
+        return [parse_scope((s.get("entity") or {}).get("type"), (s.get("entity") or {}).get("name"),
+                            s.get("permissions"), group_by_name=True)
+                for s in raw.get("scoped", []) if isinstance(s, dict)]
+    except InvalidRestriction as exc:
+        raise BadRequest(f"Invalid scope: {exc}") from None
+
+
+def parse_expiry(raw: Any) -> datetime | None:
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str):
+        raise BadRequest("'expiresAt' must be an ISO date or date-time")
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"Invalid 'expiresAt' {raw!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@router.get("/api/settings/tokens")
+@permission(Permission.TOKEN_READ)
+def list_tokens(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    require(principal, Permission.TOKEN_READ)
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        user = session.get(User, principal.user_id)
+        return JSONResponse([service.token_payload(t) for t in service.list_tokens(session, user)])
+
+
+@router.post("/api/settings/tokens")
+@permission(Permission.TOKEN_MANAGE)
+async def create_token(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    require(principal, Permission.TOKEN_MANAGE)
+    data = await json_object(request, 1 << 16, json_content_type=True)
+    hub = hub_of(request)
+    name = data.get("displayName") or data.get("name")
+    role = data.get("role", "read")
+    if not isinstance(name, str) or not isinstance(role, str):
+        raise BadRequest("'displayName' and 'role' must be strings")
+    scopes, expires = parse_scopes(data.get("fineGrained")), parse_expiry(data.get("expiresAt"))
+
+    def run() -> dict[str, Any]:
+        with transaction(hub.sessions) as session:
+            issued = service.create_token(session, session.get(User, principal.user_id), name, role, expires, scopes)
+            return {**service.token_payload(issued.token), "token": issued.secret}
+
+    return JSONResponse(await run_in_threadpool(run), status_code=201)
+
+
+def _change(request: Request, principal: Principal, token_id: int, action: str, data: dict[str, Any]) -> JSONResponse:
+    require(principal, Permission.TOKEN_MANAGE)
+    hub = hub_of(request)
+    with transaction(hub.sessions) as session:
+        tok = service.get_own_token(session, session.get(User, principal.user_id), token_id)
+        out: dict[str, Any] = {}
+        if action == "rename":
+            service.rename_token(session, tok, str(data.get("displayName") or data.get("name") or ""))
+        elif action == "rotate":
+            out["token"] = service.rotate_token(session, tok)
+        else:
+            service.revoke_token(session, tok, reason="revoked by owner")
+        return JSONResponse({**service.token_payload(tok), **out})
+
+
+@router.put("/api/settings/tokens/{token_id}")
+@permission(Permission.TOKEN_MANAGE)
+async def rename_token(token_id: int, request: Request, principal: Principal = Depends(current_principal),
+                       ) -> JSONResponse:
+    data = await json_object(request, 1 << 16, json_content_type=True)
+    return await run_in_threadpool(_change, request, principal, token_id, "rename", data)
+
+
+@router.post("/api/settings/tokens/{token_id}/rotate")
+@permission(Permission.TOKEN_MANAGE)
+def rotate_token(token_id: int, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    return _change(request, principal, token_id, "rotate", {})
+
+
+@router.delete("/api/settings/tokens/{token_id}")
+@permission(Permission.TOKEN_MANAGE)
+def revoke_token(token_id: int, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    return _change(request, principal, token_id, "revoke", {})

@@ -1,0 +1,236 @@
+"""Token operations: create, authenticate, rename, rotate, revoke, and the Principal a token acts as."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session, object_session
+
+from bastion import audit
+from bastion.accounts.models import User
+from bastion.audit.actions import AuditAction
+from bastion.authz import Principal
+from bastion.authz.policy import note_token_denial
+from bastion.db import utcnow
+from bastion.errors import BadRequest, InvalidCredentials, NotFound
+from bastion.tokens import format as token_format
+from bastion.tokens import restrictions
+from bastion.tokens.models import AccessToken
+from bastion.tokens.restrictions import OrgTokenPolicy, ReadOnly, Scope, Scoped
+
+ROLES = ("read", "write", "fineGrained")
+# Writing last-used on every request would make each read a write; once a minute is enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: AccessToken
+    secret: str
+
+
+def _restrictions_for(role: str, scopes: list[Scope] | None) -> list[dict[str, Any]]:
+    if role == "read":
+        if scopes:
+            raise BadRequest("Scopes belong to fine-grained tokens (role fineGrained)")
+        return [ReadOnly().to_json()]
+    if role == "write":
+        if scopes:
+            raise BadRequest("Scopes belong to fine-grained tokens (role fineGrained)")
+        return []
+    if not scopes:
+        raise BadRequest("A fine-grained token needs at least one scope")
+    return [Scoped(tuple(scopes)).to_json()]
+
+
+def create_token(session: Session, user: User, name: str, role: str = "read",
+                 expires_at: datetime | None = None, scopes: list[Scope] | None = None) -> IssuedToken:
+    if role not in ROLES:
+        raise BadRequest(f"Invalid token role {role!r}: expected one of {', '.join(ROLES)}")
+    from bastion.orgs import service as orgs
+
+    name = _valid_name(name)
+    scopes = orgs.resolve_group_scopes(session, scopes) if scopes else scopes
+    if expires_at is not None and expires_at <= utcnow():
+        raise BadRequest("The expiry date must be in the future")
+    secret = token_format.generate()
+    tok = AccessToken(user_id=user.id, name=name, role=role, secret_hash=token_format.hash_token(secret),
+                      last4=secret[-4:], expires_at=expires_at, restrictions=_restrictions_for(role, scopes))
+    session.add(tok)
+    session.flush()
+    audit.record(session, AuditAction.TOKEN_CREATE, target=("token", str(tok.id)), namespace=user.name,
+                 details={"name": name, "role": role, "user": user.name, "scopes": scopes_payload(tok)["scoped"],
+                          "expires": expires_at.isoformat() if expires_at else None})
+    orgs.token_created(session, tok)  # org token governance: pending approval, or approved for org admins
+    return IssuedToken(tok, secret)
+
+
+def _valid_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise BadRequest("A token needs a name of 1 to 100 characters")
+    return name
+
+
+def principal_for_token(tok: AccessToken) -> Principal:
+    """The Principal a live token acts as: its owner's current rights, narrowed by its restrictions."""
+    from bastion.orgs import service as orgs
+
+    stored = restrictions.load_all(tok.restrictions or [])
+    if tok.role == "read" and not any(isinstance(r, ReadOnly) for r in stored):
+        stored += (ReadOnly(),)  # whatever the row says, a read token never writes
+    # Org token policies, evaluated on every use with the approval states as they are now.
+    session = object_session(tok)
+    if session is None:  # the approval states cannot be read: fail closed
+        return Principal(method="token", user_id=tok.user_id, username=tok.user.name, token_id=tok.id,
+                         token_role=tok.role, restrictions=(restrictions.DenyAll("token state unavailable"),))
+    stored += (OrgTokenPolicy(tok.user_id, tok.role == "fineGrained", orgs.approval_states(session, tok.id)),)
+    return Principal(method="token", user_id=tok.user_id, username=tok.user.name, is_admin=tok.user.is_admin,
+                     token_id=tok.id, token_role=tok.role, restrictions=stored)
+
+
+def scopes_payload(tok: AccessToken) -> dict[str, Any]:
+    """`auth.accessToken.fineGrained` as whoami-v2 reports it on the Hub."""
+    scoped: list[dict[str, Any]] = []
+    glob: list[str] = []
+    for r in restrictions.load_all(tok.restrictions or []):
+        if isinstance(r, Scoped):
+            glob += sorted(r.global_permissions)
+            scoped += [{"entity": {"type": s.entity_type, "name": s.name}, "permissions": sorted(s.permissions)}
+                       for s in r.scopes]
+    return {"scoped": scoped, "global": glob, "canReadGatedRepos": False}
+
+
+def token_payload(tok: AccessToken) -> dict[str, Any]:
+    """A token as listed to its owner: everything but the secret."""
+    payload: dict[str, Any] = {
+        "id": tok.id, "displayName": tok.name, "role": tok.role, "last4": tok.last4,
+        "createdAt": _iso(tok.created_at), "expiresAt": _iso(tok.expires_at), "revokedAt": _iso(tok.revoked_at),
+        "rotatedAt": _iso(tok.rotated_at), "lastUsedAt": _iso(tok.last_used_at), "lastUsedIp": tok.last_used_ip,
+        "lastUsedUserAgent": tok.last_used_user_agent, "state": state(tok),
+    }
+    if tok.role == "fineGrained":
+        payload["fineGrained"] = scopes_payload(tok)
+    return payload
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt else None
+
+
+def list_tokens(session: Session, user: User) -> list[AccessToken]:
+    return list(session.scalars(select(AccessToken).where(AccessToken.user_id == user.id)
+                                .order_by(AccessToken.created_at.desc(), AccessToken.id.desc())))
+
+
+def get_own_token(session: Session, user: User, token_id: int) -> AccessToken:
+    tok = session.get(AccessToken, token_id)
+    if tok is None or tok.user_id != user.id:
+        raise NotFound("Token not found")
+    return tok
+
+
+def rename_token(session: Session, tok: AccessToken, name: str) -> None:
+    old, tok.name = tok.name, _valid_name(name)
+    audit.record(session, AuditAction.TOKEN_RENAME, target=("token", str(tok.id)), namespace=tok.user.name,
+                 details={"from": old, "to": tok.name})
+
+
+def rotate_token(session: Session, tok: AccessToken) -> str:
+    """A new secret with the same scopes; the old secret stops working at once."""
+    if tok.revoked_at is not None:
+        raise BadRequest("A revoked token cannot be rotated")
+    secret = token_format.generate()
+    tok.secret_hash, tok.last4, tok.rotated_at = token_format.hash_token(secret), secret[-4:], utcnow()
+    audit.record(session, AuditAction.TOKEN_ROTATE, target=("token", str(tok.id)), namespace=tok.user.name,
+                 details={"name": tok.name})
+    return secret
+
+
+def authenticate(session: Session, presented: str, ip: str | None, user_agent: str | None,
+                 touch: bool = True) -> AccessToken:
+    """Return the live token for a presented secret, or raise InvalidCredentials."""
+    if not token_format.is_well_formed(presented):
+        raise InvalidCredentials("malformed token")
+    digest = token_format.hash_token(presented)
+    tok = session.scalar(_BY_HASH, {"digest": digest})
+    # The lookup is by hash; the comparison is repeated in constant time as defence in depth.
+    if tok is None or not secrets.compare_digest(tok.secret_hash, digest):
+        raise InvalidCredentials("unknown token")
+    now = utcnow()
+    if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
+        # A known token used after its end: worth an audit event (the caller records it, rate-limited).
+        note_token_denial(tok.id, tok.user.name, "authenticate", "revoked token" if tok.revoked_at else "expired token")
+        raise InvalidCredentials("revoked token" if tok.revoked_at else "expired token")
+    if not tok.user.is_active:
+        raise InvalidCredentials("inactive user")
+    if touch and needs_touch(tok):
+        touch_last_used(session, tok.id, ip, user_agent)
+    return tok
+
+
+# Built once: this lookup runs on every authenticated request, and building the statement each time
+# cost about as much as running it.
+_BY_HASH = select(AccessToken).where(AccessToken.secret_hash == bindparam("digest"))
+
+
+def find_by_secret(session: Session, presented: str) -> AccessToken | None:
+    """The token a secret belongs to, live or not (for leak reports); None for anything else."""
+    if not token_format.is_well_formed(presented):
+        return None
+    digest = token_format.hash_token(presented)
+    tok = session.scalar(_BY_HASH, {"digest": digest})
+    return tok if tok is not None and secrets.compare_digest(tok.secret_hash, digest) else None
+
+
+def state(tok: AccessToken) -> str:
+    """revoked / expired / active: what the owner sees (the tests authenticate() applies)."""
+    if tok.revoked_at is not None:
+        return "revoked"
+    if tok.expires_at is not None and tok.expires_at <= utcnow():
+        return "expired"
+    return "active"
+
+
+def is_live(tok: AccessToken) -> bool:
+    return state(tok) == "active" and tok.user.is_active
+
+
+def revoke_token(session: Session, tok: AccessToken, reason: str = "revoked by owner") -> None:
+    if tok.revoked_at is None:
+        tok.revoked_at = utcnow()
+        audit.record(session, AuditAction.TOKEN_REVOKE, target=("token", str(tok.id)),
+                     namespace=tok.user.name, details={"name": tok.name, "reason": reason})
+
+
+def needs_touch(tok: AccessToken) -> bool:
+    return tok.last_used_at is None or utcnow() - tok.last_used_at > LAST_USED_RESOLUTION
+
+
+def touch_last_used(session: Session, token_id: int, ip: str | None, user_agent: str | None) -> None:
+    session.execute(update(AccessToken).where(AccessToken.id == token_id).values(
+        last_used_at=utcnow(), last_used_ip=ip, last_used_user_agent=(user_agent or "")[:512] or None))
+
+
+DENIAL_AUDIT_INTERVAL = timedelta(minutes=1)
+
+
+def record_denials(session: Session, denials: list[Any]) -> int:
+    """Audit denied token uses, at most one event per token and reason a minute (a flood cannot fill the log)."""
+    from bastion.audit.models import AuditEvent
+
+    written = 0
+    since = utcnow() - DENIAL_AUDIT_INTERVAL
+    for d in {(d.token_id, d.reason): d for d in denials}.values():
+        recent = session.scalar(select(AuditEvent.id).where(
+            AuditEvent.action == str(AuditAction.TOKEN_USE_DENIED), AuditEvent.target_id == str(d.token_id),
+            AuditEvent.created_at >= since).limit(1))
+        if recent is None:
+            audit.record(session, AuditAction.TOKEN_USE_DENIED, target=("token", str(d.token_id)),
+                         namespace=d.username, details={"permission": d.permission, "reason": d.reason[:300]})
+            written += 1
+    return written

@@ -1,0 +1,312 @@
+"""Browsing in a browser: a user's repositories, a repository (files, README, commits, branches), a file,
+a commit (message, people, parents, signature verdict, changed files).
+
+Each page makes the API's check (REPO_LIST / REPO_READ): a private repository the caller may not
+read is the same "Repository not found" page as a missing one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from functools import cache
+from typing import Any
+from urllib.parse import quote
+
+import nh3
+import pygit2
+from fastapi import APIRouter, Depends, Request, Response
+from markdown_it import MarkdownIt
+from sqlalchemy.orm import Session
+
+from bastion.accounts.models import User
+from bastion.api.auth import current_principal
+from bastion.api.errors import error_response
+from bastion.authz import Permission, Principal, permission, require
+from bastion.db import transaction
+from bastion.errors import BadRequest, EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
+from bastion.repos import browse, service
+from bastion.repos.gitstore import GitRepo, commit_datetime, parse_lfs_pointer
+from bastion.repos.models import Repo
+from bastion.repos.routes import raw_tail, scan_key
+from bastion.scanning import service as scanning
+from bastion.signing import service as signing
+from bastion.web.pages import HtmlRoute, hub_of, redirect, render
+
+router = APIRouter(route_class=HtmlRoute)
+PREFIXES = {"dataset": "/datasets", "space": "/spaces", "model": ""}
+MAX_TEXT_VIEW = 512 * 1024
+README_LIMIT = 1024 * 1024
+COMMITS_PER_PAGE = 30
+COMMIT_ID_RE = re.compile(r"[0-9a-f]{7,40}")
+MAX_CHANGED_FILES = 1000
+CHANGE_KINDS = {pygit2.enums.DeltaStatus.ADDED: "added", pygit2.enums.DeltaStatus.DELETED: "deleted"}
+
+
+@cache
+def _markdown() -> MarkdownIt:
+    # Raw HTML in markdown is off; nh3 then removes anything unsafe the renderer could still emit.
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+
+
+def render_markdown(text: str) -> str:
+    """README → sanitized HTML (no scripts, event handlers, styles or javascript: links)."""
+    if text.startswith("---\n"):
+        end = text.find("\n---", 4)
+        if end != -1:
+            text = text[end + 4:].lstrip("\n")  # model-card metadata (YAML), not prose
+    return nh3.clean(_markdown().render(text), url_schemes={"http", "https", "mailto"})
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _load(session: Session, principal: Principal, repo_type: str, ns: str, name: str) -> Repo:
+    try:
+        repo = service.find_repo(session, repo_type, ns, name)
+    except NotFound:
+        raise RepoNotFound() from None
+    require(principal, Permission.REPO_READ, service.repo_ref(repo))
+    return repo
+
+
+def _base(repo: Repo) -> str:
+    return f"{PREFIXES[repo.type]}/{repo.namespace}/{repo.name}"
+
+
+def _revision(git: GitRepo, rev: str) -> pygit2.Commit | None:
+    try:
+        return git.resolve(rev)
+    except RevisionNotFound:
+        if rev == "main":
+            return None  # an empty repository
+        raise
+
+
+def _common(repo: Repo, git: GitRepo, rev: str) -> dict[str, Any]:
+    refs = browse.refs_payload(git, include_prs=False)
+    return {"repo": repo, "base": _base(repo), "rev": rev, "branches": [b["name"] for b in refs["branches"]],
+            "tags": [t["name"] for t in refs["tags"]]}
+
+
+def _readme(git: GitRepo, commit: pygit2.Commit, entries: list[dict[str, Any]]) -> str | None:
+    for entry in entries:
+        if entry["type"] == "file" and entry["path"].rsplit("/", 1)[-1].lower() == "readme.md" \
+                and "lfs" not in entry and entry["size"] <= README_LIMIT:
+            data = git.blob_at(commit, entry["path"]).data
+            return render_markdown(data.decode("utf-8", errors="replace"))
+    return None
+
+
+def _tree(request: Request, principal: Principal, repo_type: str, ns: str, name: str, rev: str,
+          path: str) -> Response:
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = _load(session, principal, repo_type, ns, name)
+        git = hub.git(repo.storage_key)
+        commit = _revision(git, rev)
+        context = _common(repo, git, rev)
+        if commit is None:
+            return render(request, "repo.html", **context, empty=True, path="", entries=[], readme=None, commits=[])
+        tree = git.tree_at(commit, path)
+        if not isinstance(tree, pygit2.Tree):
+            raise EntryNotFound(f"{path} is not a folder")
+        entries = list(browse.tree_entries(git, tree, path, recursive=False))
+        entries.sort(key=lambda e: (e["type"] != "directory", e["path"].lower()))
+        commits, _ = browse.history(git, commit, 0, 5)
+        files = [e for e in entries if e["type"] == "file"]
+        secrets_of = scanning.secrets_visible(principal, repo)  # secret findings: for managers only
+        statuses = scanning.file_statuses(hub, session, [scan_key(e) for e in files], secrets_of)
+        for entry in files:
+            entry["security"] = statuses[scan_key(entry)]
+        # The warning covers the whole revision, not only this folder: a bad file anywhere is news.
+        issues = scanning.repo_status(hub, session, repo, str(commit.id), secrets_of)["filesWithIssues"]
+        return render(request, "repo.html", **context, empty=False, path=path, entries=entries,
+                      readme=_readme(git, commit, entries), commit=_commit_view(commit),
+                      commits=[_commit_view(c) for c in commits], crumbs=_crumbs(path), security_issues=issues)
+
+
+def _commit_view(commit: pygit2.Commit) -> dict[str, Any]:
+    title, _, body = commit.message.partition("\n")
+    return {"id": str(commit.id), "short": str(commit.id)[:7], "title": title, "body": body.strip(),
+            "author": commit.author.name, "date": commit_datetime(commit).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _crumbs(path: str) -> list[tuple[str, str]]:
+    parts = [p for p in path.split("/") if p]
+    return [(part, "/".join(parts[:i + 1])) for i, part in enumerate(parts)]
+
+
+def _blob(request: Request, principal: Principal, repo_type: str, ns: str, name: str, rev: str,
+          path: str) -> Response:
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = _load(session, principal, repo_type, ns, name)
+        git = hub.git(repo.storage_key)
+        commit = git.resolve(rev)
+        blob = git.blob_at(commit, path)
+        pointer = parse_lfs_pointer(blob.data) if blob.size <= 200 else None
+        text = None
+        if pointer is None and blob.size <= MAX_TEXT_VIEW and b"\0" not in blob.data[:8000]:
+            try:
+                text = blob.data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+        readme = render_markdown(text) if text is not None and path.lower().endswith(".md") else None
+        download = f"{_base(repo)}/resolve/{quote(rev, safe='')}/{quote(path, safe='/')}"
+        security = scanning.file_status(hub, session, pointer.oid if pointer else str(blob.id),
+                                        scanning.secrets_visible(principal, repo))
+        return render(request, "blob.html", **_common(repo, git, rev), path=path, crumbs=_crumbs(path),
+                      size=pointer.size if pointer else blob.size, lfs=pointer, text=text, rendered=readme,
+                      download=download, commit=_commit_view(commit), security=security)
+
+
+def _commits(request: Request, principal: Principal, repo_type: str, ns: str, name: str, rev: str) -> Response:
+    hub = hub_of(request)
+    try:
+        page = max(0, min(int(request.query_params.get("p", "0")), 10**6))
+    except ValueError:
+        page = 0
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = _load(session, principal, repo_type, ns, name)
+        git = hub.git(repo.storage_key)
+        commit = git.resolve(rev)
+        commits, more = browse.history(git, commit, page * COMMITS_PER_PAGE, COMMITS_PER_PAGE)
+    # Outside the read transaction: verdicts missing from the store are computed and written.
+    signatures = signing.signatures_for(hub, repo, commits)
+    return render(request, "commits.html", **_common(repo, git, rev), page=page, more=more,
+                  commits=[{**_commit_view(c), "signature": signatures[str(c.id)]} for c in commits])
+
+
+def _find_commit(git: GitRepo, sha: str) -> pygit2.Commit:
+    """The commit a URL names by its (possibly abbreviated) id; never a branch or tag name."""
+    wanted = sha.lower()
+    if not COMMIT_ID_RE.fullmatch(wanted):
+        raise BadRequest(f"Invalid commit id {sha[:80]!r}: expected 7 to 40 hexadecimal digits")
+    try:
+        obj = git.repo[wanted]
+    except pygit2.AmbiguousError:
+        raise BadRequest(f"Commit id {wanted!r} is ambiguous: use more digits") from None
+    except (KeyError, ValueError, pygit2.GitError):
+        obj = None
+    if not isinstance(obj, pygit2.Commit):
+        raise RevisionNotFound(f"No commit {wanted} in this repository")
+    return obj
+
+
+def _when(person: pygit2.Signature) -> datetime:
+    return datetime.fromtimestamp(person.time, timezone(timedelta(minutes=person.offset))).astimezone(UTC)
+
+
+def _person(person: pygit2.Signature) -> dict[str, str]:
+    # Names only: the page is public for public repos, and an address is no one's business here.
+    when = _when(person)
+    return {"name": person.name, "date": when.strftime("%Y-%m-%d %H:%M UTC"), "iso": when.isoformat()}
+
+
+def _changed_files(git: GitRepo, commit: pygit2.Commit) -> tuple[list[dict[str, Any]], int]:
+    """What the commit changes against its first parent (a root commit: everything added)."""
+    parent = commit.parents[0] if commit.parents else None
+    diff = git.repo.diff(parent.tree, commit.tree) if parent is not None else commit.tree.diff_to_tree(swap=True)
+    out: list[dict[str, Any]] = []
+    total = 0
+    for delta in diff.deltas:
+        total += 1
+        if len(out) >= MAX_CHANGED_FILES:
+            continue
+        kind = CHANGE_KINDS.get(delta.status, "modified")
+        side = delta.old_file if kind == "deleted" else delta.new_file
+        at = str(parent.id) if kind == "deleted" and parent is not None else str(commit.id)
+        # A deleted file links to its last version (the parent's); a submodule has no page.
+        linked = side.mode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE,
+                               pygit2.GIT_FILEMODE_LINK)
+        out.append({"path": side.path, "kind": kind, "at": at if linked else None})
+    return out, total
+
+
+def _commit_page(request: Request, principal: Principal, repo_type: str, ns: str, name: str,
+                 sha: str) -> Response:
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = _load(session, principal, repo_type, ns, name)
+        git = hub.git(repo.storage_key)
+        commit = _find_commit(git, sha)
+        files, total = _changed_files(git, commit)
+        view = {**_commit_view(commit), "author": _person(commit.author),
+                "committer": _person(commit.committer), "parents": [str(p) for p in commit.parent_ids]}
+        context = _common(repo, git, str(commit.id))
+    # Outside the read transaction, as on the commit list: a missing verdict is computed and stored.
+    view["signature"] = signing.signatures_for(hub, repo, [commit])[str(commit.id)]
+    return render(request, "commit.html", **context, c=view, files=files, total_files=total)
+
+
+def _split(request: Request, prefix: str) -> tuple[str, str]:
+    tail = raw_tail(request, prefix)
+    if not tail or not tail[0]:
+        raise NotFound("Not found")
+    return tail[0], "/".join(tail[1:]).strip("/")
+
+
+def _add_repo_routes(repo_type: str) -> None:
+    p = PREFIXES[repo_type]
+
+    def page(ns: str, name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+        if not _wants_html(request):
+            # Not a browser: the same answer the API gives for a path it does not serve.
+            return error_response(404, "NotFound", "Not found")
+        return _tree(request, principal, repo_type, ns, name, "main", "")
+
+    def tree(ns: str, name: str, rest: str, request: Request,
+             principal: Principal = Depends(current_principal)) -> Response:
+        rev, path = _split(request, f"{p}/{ns}/{name}/tree/")
+        return _tree(request, principal, repo_type, ns, name, rev, path)
+
+    def blob(ns: str, name: str, rest: str, request: Request,
+             principal: Principal = Depends(current_principal)) -> Response:
+        rev, path = _split(request, f"{p}/{ns}/{name}/blob/")
+        if not path:
+            raise EntryNotFound("No file path given")
+        return _blob(request, principal, repo_type, ns, name, rev, path)
+
+    def commits(ns: str, name: str, rest: str, request: Request,
+                principal: Principal = Depends(current_principal)) -> Response:
+        rev, _ = _split(request, f"{p}/{ns}/{name}/commits/")
+        return _commits(request, principal, repo_type, ns, name, rev)
+
+    def commit(ns: str, name: str, sha: str, request: Request,
+               principal: Principal = Depends(current_principal)) -> Response:
+        return _commit_page(request, principal, repo_type, ns, name, sha)
+
+    views: list[tuple[str, Callable[..., Response]]] = [
+        ("/{ns}/{name}/tree/{rest:path}", tree), ("/{ns}/{name}/blob/{rest:path}", blob),
+        ("/{ns}/{name}/commits/{rest:path}", commits), ("/{ns}/{name}/commit/{sha}", commit),
+        ("/{ns}/{name}", page)]
+    for path, view in views:
+        view.__name__ = f"{repo_type}_{view.__name__}"
+        router.add_api_route(p + path, permission(Permission.REPO_READ)(view), methods=["GET"])
+
+
+for _type in ("dataset", "space", "model"):
+    _add_repo_routes(_type)
+
+
+@router.get("/{ns}")
+@permission(Permission.REPO_LIST)
+def user_page(ns: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    if not _wants_html(request):
+        return error_response(404, "NotFound", "Not found")
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        owner = service.namespace_ref(session, ns)
+        require(principal, Permission.REPO_LIST)
+        if owner.org is not None:
+            return redirect(f"/organizations/{quote(owner.name, safe='')}")  # an organization's own page
+        if owner.owner_user_id is None:
+            raise NotFound(f"No user named {ns!r}")
+        user = session.get(User, owner.owner_user_id)
+        listings = {t: service.list_repos(session, principal, t, author=owner.name, search=[], sort="lastModified",
+                                          direction=-1, limit=200, offset=0).repos
+                    for t in ("model", "dataset", "space")}
+        return render(request, "user.html", owner=user, listings=listings, prefixes=PREFIXES)

@@ -1,0 +1,164 @@
+"""HTTP for the Xet CAS (api.md) under `{cas_url}` = `/xet-cas/r{repo_id}`, and signed xorb fetches.
+
+Each route authenticates the bearer CAS token, makes its one authz check against the repo in the
+URL, then calls the service. Mounted in the hub app by default; nothing here needs the hub routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from bastion.api.auth import hub_of
+from bastion.authz import Permission, Principal, permission, require
+from bastion.authz.policy import CapabilityTarget
+from bastion.errors import NotFound, PayloadTooLarge
+from bastion.hub import Hub
+from bastion.repos import browse
+from bastion.xet import service, tokens
+from bastion.xet.hashing import hash_to_hex, hex_to_hash
+from bastion.xet.reconstruction import FetchRange, parse_byte_ranges
+
+router = APIRouter()
+CAS = tokens.CAS_PREFIX + "/{scope}"
+XORB_PREFIXES = ("default",)
+# api.md says `default-merkledb`; hf_xet 1.8.0 asks `default`. Accept both.
+DEDUPE_PREFIXES = ("default-merkledb", "default")
+
+
+def _authorize(request: Request, scope: str, perm: Permission) -> int:
+    """The repo id of this CAS URL, after the one authz check of the request."""
+    hub = hub_of(request)
+    claims = tokens.verify(hub.settings, request.headers.get("authorization"))
+    repo_id = tokens.scope_repo_id(scope)
+    require(Principal(method="capability", capability=claims), perm,
+            CapabilityTarget("xet-cas", {"repo_id": repo_id}))
+    assert repo_id is not None  # the check above never matches a missing id
+    return repo_id
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body larger than {limit} bytes")
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"Request body larger than {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _prefix(prefix: str, allowed: Sequence[str]) -> None:
+    if prefix not in allowed:
+        raise NotFound(f"Unknown prefix {prefix!r}")
+
+
+@router.post(CAS + "/v1/xorbs/{prefix}/{xorb_hash}")
+@permission(Permission.XET_CAS_WRITE)
+async def upload_xorb(scope: str, prefix: str, xorb_hash: str, request: Request) -> JSONResponse:
+    hub = hub_of(request)
+    repo_id = _authorize(request, scope, Permission.XET_CAS_WRITE)
+    _prefix(prefix, XORB_PREFIXES)
+    hex_to_hash(xorb_hash)  # a malformed hash is a 400 before the body is read
+    body = await _body(request, hub.settings.xet_max_xorb_bytes)
+    inserted = await run_in_threadpool(service.upload_xorb, hub, repo_id, xorb_hash, body)
+    return JSONResponse({"was_inserted": inserted})
+
+
+@router.head(CAS + "/v1/xorbs/{prefix}/{xorb_hash}")
+@permission(Permission.XET_CAS_READ)
+def head_xorb(scope: str, prefix: str, xorb_hash: str, request: Request) -> Response:
+    repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
+    _prefix(prefix, XORB_PREFIXES)
+    size = service.xorb_size_for_repo(hub_of(request), repo_id, xorb_hash)
+    return Response(headers={"Content-Length": str(size)})
+
+
+@router.post(CAS + "/v1/shards")
+@permission(Permission.XET_CAS_WRITE)
+async def upload_shard(scope: str, request: Request) -> JSONResponse:
+    hub = hub_of(request)
+    repo_id = _authorize(request, scope, Permission.XET_CAS_WRITE)
+    body = await _body(request, hub.settings.xet_max_shard_bytes)
+    await run_in_threadpool(service.upload_shard, hub, repo_id, body)
+    return JSONResponse({"result": 1})
+
+
+@router.get(CAS + "/v1/chunks/{prefix}/{chunk_hash}")
+@permission(Permission.XET_CAS_READ)
+def dedupe(scope: str, prefix: str, chunk_hash: str, request: Request) -> Response:
+    repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
+    _prefix(prefix, DEDUPE_PREFIXES)
+    shard = service.dedupe_query(hub_of(request), repo_id, chunk_hash)
+    if shard is None:
+        raise NotFound("Chunk not tracked for deduplication")
+    return Response(shard, media_type="application/octet-stream")
+
+
+@router.get(CAS + "/v1/reconstructions/{file_id}")
+@permission(Permission.XET_CAS_READ)
+def reconstruction_v1(scope: str, file_id: str, request: Request) -> JSONResponse:
+    hub = hub_of(request)
+    repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
+    plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
+    base = _fetch_base(hub, request)
+    return JSONResponse(plan.to_v1(lambda h, r: _fetch_url(hub, base, h, r)))
+
+
+@router.get(CAS + "/v2/reconstructions/{file_id}")
+@permission(Permission.XET_CAS_READ)
+def reconstruction_v2(scope: str, file_id: str, request: Request) -> JSONResponse:
+    hub = hub_of(request)
+    repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
+    plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
+    base = _fetch_base(hub, request)
+    # One range per URL: the fetch route then answers a plain 206, never multipart/byteranges.
+    return JSONResponse(plan.to_v2(lambda h, rs: _fetch_url(hub, base, h, rs[0]), max_ranges_per_url=1))
+
+
+def _fetch_base(hub: Hub, request: Request) -> str:
+    base = (hub.settings.xet_cas_url or hub.settings.public_url or str(request.base_url)).rstrip("/")
+    return f"{base}{tokens.CAS_PREFIX}/fetch"
+
+
+def _fetch_url(hub: Hub, base: str, xorb: bytes, r: FetchRange) -> str:
+    key = hash_to_hex(xorb)
+    return f"{base}/{key}?t={tokens.fetch_token(hub.settings, key, r.http_range)}"
+
+
+@router.get(tokens.CAS_PREFIX + "/fetch/{xorb_hash}")
+@permission(Permission.XET_XORB_FETCH)
+def fetch(xorb_hash: str, request: Request) -> Response:
+    """Bytes of a stored xorb, exactly the one range the URL was signed for (download-protocol.md)."""
+    hub = hub_of(request)
+    claims = tokens.verify_fetch(hub.settings, request.query_params.get("t") or "")
+    header = request.headers.get("range")
+    ranges = parse_byte_ranges(header) if header else []
+    asked = f"{ranges[0][0]}-{ranges[0][1] - 1}" if len(ranges) == 1 else None
+    require(Principal(method="capability", capability=claims), Permission.XET_XORB_FETCH,
+            CapabilityTarget("xet-fetch", {"xorb": xorb_hash, "range": asked}))
+    path = service.xorb_store(hub).xorb_path(xorb_hash)
+    if path is None:
+        raise NotFound("Xorb not available")
+    # FileResponse serves the single Range (206) from disk without loading it into memory.
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+def _xet_hash_lookup(hub: Hub) -> browse.XetHashLookup:
+    def lookup(oids: Sequence[str]) -> dict[str, str]:
+        return service.xet_hashes_for_oids(hub, oids)
+
+    return lookup
+
+
+def install(app: FastAPI, hub: Hub) -> None:
+    """Mount the CAS routes and let tree listings advertise `xetHash` for files Xet can serve."""
+    app.include_router(router)
+    browse.xet_hash_lookup = _xet_hash_lookup(hub)
+

@@ -1,0 +1,63 @@
+"""XorbStore: validated xorbs keyed by their Xet hash, and uploaded shards keyed by sha256.
+
+Both live in blob stores, the interface LFS objects use (bastion.storage.BlobStore: written once
+to a staging file, fsynced, then moved into place, so a reader never sees a partial object; an
+object that exists is never rewritten), so another backend or region serves Xet as it serves LFS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from bastion.storage import BlobStore, LocalBlobStore
+
+
+class XorbStore:
+    def __init__(self, root: Path, tmp_root: Path) -> None:
+        self.xorbs: BlobStore = LocalBlobStore(root / "xorbs", tmp_root)
+        self.shards: BlobStore = LocalBlobStore(root / "shards", tmp_root)
+        # LFS oid -> Xet file hash. A small record, not a table: tree listings ask while their route
+        # holds a database transaction, and the answer is immutable content.
+        self.by_oid: BlobStore = LocalBlobStore(root / "by-oid", tmp_root)
+
+    def xorb_path(self, xorb_hex: str) -> Path | None:
+        """A local file for zero-copy range serving, when the store has one."""
+        return self.xorbs.local_path(xorb_hex)
+
+    def has_xorb(self, xorb_hex: str) -> bool:
+        return self.xorbs.exists(xorb_hex)
+
+    def put_xorb(self, xorb_hex: str, data: bytes) -> bool:
+        """Store a xorb the caller validated against its hash; False when it was already stored."""
+        return self.xorbs.put_verified(xorb_hex, data)
+
+    def put_shard(self, data: bytes) -> str:
+        key = hashlib.sha256(data).hexdigest()
+        self.shards.put_verified(key, data)
+        return key
+
+    def index_file(self, oid: str, file_hash: str) -> None:
+        """Remember that LFS object `oid` has the Xet reconstruction `file_hash`."""
+        self.by_oid.put_verified(oid, file_hash.encode())
+
+    def indexed_file(self, oid: str) -> str | None:
+        try:
+            with self.by_oid.open(oid) as fh:
+                return fh.read().decode() or None
+        except FileNotFoundError:
+            return None
+
+    def unindex_file(self, oid: str) -> None:
+        self.by_oid.delete(oid)
+
+    def read_xorb(self, xorb_hex: str, start: int, end: int) -> bytes:
+        """Serialized bytes [start, end) of a stored xorb."""
+        return self.xorbs.read_range(xorb_hex, start, end)
+
+    def trash_xorb(self, xorb_hex: str) -> Path | None:
+        """Move a xorb out of the readable namespace (GC step 1); None if it was not stored."""
+        return self.xorbs.trash(xorb_hex)
+
+    def restore_xorb(self, xorb_hex: str, trash: Path) -> None:
+        self.xorbs.restore(xorb_hex, trash)

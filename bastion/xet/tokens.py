@@ -1,0 +1,104 @@
+"""Xet CAS tokens and fetch URLs: short-lived HMAC-signed claims minted after the hub's authz check.
+
+A CAS token names one repo, a scope (read | write) and the ref it was asked for; a fetch URL names
+one byte range of one xorb. Both are verified by `bastion.authz.capability`, never stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bastion.authz import capability
+from bastion.config import Settings
+from bastion.errors import AuthenticationRequired, Forbidden
+
+CAS_PURPOSE = "xet-cas"
+FETCH_PURPOSE = "xet-fetch"
+CAS_PREFIX = "/xet-cas"
+
+
+class XetTokenRejected(AuthenticationRequired):
+    """401 makes hf_xet fetch a fresh token from the hub (auth.md "Token refresh")."""
+
+    code = "XetTokenRejected"
+
+
+@dataclass(frozen=True)
+class XetToken:
+    access_token: str
+    exp: int
+    cas_url: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"accessToken": self.access_token, "exp": self.exp, "casUrl": self.cas_url}
+
+    def headers(self) -> dict[str, str]:
+        # huggingface_hub reads the headers, the spec (auth.md) the JSON body: send both.
+        return {"X-Xet-Cas-Url": self.cas_url, "X-Xet-Access-Token": self.access_token,
+                "X-Xet-Token-Expiration": str(self.exp)}
+
+
+def repo_scope(repo_id: int) -> str:
+    return f"r{repo_id}"
+
+
+def scope_repo_id(scope: str) -> int | None:
+    return int(scope[1:]) if scope[:1] == "r" and scope[1:].isdigit() else None
+
+
+def cas_url(settings: Settings, server_base: str, repo_id: int) -> str:
+    """The CAS URL of one repo. One URL per repo on purpose: hf_xet keys its local shard cache by
+    CAS URL, so a client never dedupes one repo's upload against xorbs only another repo holds
+    (which that repo's shards may not reference)."""
+    base = (settings.xet_cas_url or server_base).rstrip("/")
+    return f"{base}{CAS_PREFIX}/{repo_scope(repo_id)}"
+
+
+def issue(settings: Settings, server_base: str, repo_id: int, scope: str, ref: str) -> XetToken:
+    """A token for the CAS of `repo_id`; the caller has already made the hub's authz check."""
+    ttl = settings.xet_token_ttl_seconds
+    exp = int(time.time()) + ttl
+    token = capability.sign(settings.secret_key, CAS_PURPOSE, {"repo_id": repo_id, "scope": scope, "ref": ref}, ttl)
+    return XetToken(token, exp, cas_url(settings, server_base, repo_id))
+
+
+def verify(settings: Settings, authorization: str | None) -> dict[str, Any]:
+    """The claims of the bearer CAS token in an Authorization header; XetTokenRejected (401) otherwise."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise XetTokenRejected("A Xet CAS token is required (Authorization: Bearer <token from "
+                               "/api/{type}s/{repo}/xet-read-token/{revision}>)")
+    token = value.strip()
+    try:
+        return capability.verify(settings.secret_key, CAS_PURPOSE, token)
+    except Forbidden:
+        if _unverified_exp(token) < time.time():
+            raise XetTokenRejected("The Xet CAS token has expired; request a new one from the xet-read-token "
+                                   "or xet-write-token route") from None
+        raise XetTokenRejected("Invalid Xet CAS token") from None
+
+
+def _unverified_exp(token: str) -> float:
+    # Only chooses the error message after verification failed; decides nothing.
+    try:
+        payload = token.split(".")[0]
+        exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("exp")
+        return float(exp) if isinstance(exp, int | float) else float("inf")
+    except (ValueError, TypeError, AttributeError):
+        return float("inf")
+
+
+def fetch_token(settings: Settings, xorb_hex: str, http_range: str) -> str:
+    return capability.sign(settings.secret_key, FETCH_PURPOSE, {"xorb": xorb_hex, "range": http_range},
+                           settings.xet_fetch_url_ttl_seconds)
+
+
+def verify_fetch(settings: Settings, token: str) -> dict[str, Any]:
+    try:
+        return capability.verify(settings.secret_key, FETCH_PURPOSE, token)
+    except Forbidden:
+        raise Forbidden("Invalid or expired Xet fetch URL; query the reconstruction again") from None
