@@ -9,7 +9,9 @@ import gzip
 import importlib.util
 import io
 import json
+import pickle
 import pickletools
+import random
 import struct
 import sys
 import zipfile
@@ -406,3 +408,25 @@ def test_tensor_bytes_resembling_other_formats_are_not_flagged(scanner: PickleSc
     for label, data in lookalikes.items():
         result = scanner.scan_bytes(pc.torch_zip(pc.benign_pickle(), extra={"archive/data/0": data}))
         assert result.verdict is Verdict.SAFE, (label, result.details["problems"])
+
+
+@pytest.mark.parametrize("data", [
+    b"\x8c\x02\xd2(garbage",  # SHORT_BINUNICODE with invalid UTF-8: every unpickler fails the load here
+    b"X\x02\x00\x00\x00\xc3(rest",  # BINUNICODE, same
+    b"cmod\xff\nname\n)R.",  # GLOBAL names are decoded strict UTF-8 before anything is imported
+])
+def test_invalid_utf8_string_is_not_a_pickle_rather_than_a_scanner_failure(scanner: PickleScanner,
+                                                                           data: bytes) -> None:
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(data)
+    result = scanner.scan_bytes(data, "weights.bin")
+    assert (result.verdict, result.details["format"]) == (Verdict.SAFE, "not-pickle"), result.summary
+
+
+def test_random_binary_gets_a_verdict_never_a_scanner_failure(scanner: PickleScanner) -> None:
+    # Every first byte, each followed by the same pseudo-random tail: a raw tensor dump named .bin.
+    tail = random.Random(7).randbytes(4096)
+    verdicts = {b: scanner.scan_bytes(bytes([b]) + tail, "raw.bin").verdict for b in range(256)}
+    assert Verdict.ERROR not in verdicts.values()
+    # Only a stream that opens with PROTO claims to be a pickle and is flagged when it is not one.
+    assert {b for b, v in verdicts.items() if v is not Verdict.SAFE} <= {0x80}

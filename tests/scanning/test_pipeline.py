@@ -20,6 +20,7 @@ from tests.conftest import (
     BastionServer,
     ClamdServer,
     hf_api,
+    random_binary,
     wait_for,
 )
 
@@ -168,7 +169,7 @@ def test_worker_killed_mid_scan_the_job_completes(tmp_path: Path, clamd: ClamdSe
         big = tmp_path / "big.bin"
         with big.open("wb") as fh:  # large enough that clamd needs a moment
             for _ in range(30):
-                fh.write(os.urandom(8 * 1024 * 1024))
+                fh.write(random_binary(8 * 1024 * 1024))
         api.upload_file(path_or_fileobj=str(big), path_in_repo="big.bin", repo_id=repo_id)
         engine = _db(server)
 
@@ -189,12 +190,12 @@ def test_worker_killed_mid_scan_the_job_completes(tmp_path: Path, clamd: ClamdSe
         wait_for(all_done, timeout=120, interval=0.2)
         with engine.connect() as conn:
             jobs = conn.execute(sa.text("SELECT scanner, attempts FROM scan_jobs")).all()
-            results = conn.execute(sa.text("SELECT blob_key, scanner, scanner_version, verdict FROM scan_results")).all()
+            results = conn.execute(sa.text("SELECT blob_key, scanner, scanner_version, verdict, summary FROM scan_results")).all()
         assert max(j.attempts for j in jobs) >= 2  # the killed attempt, then the one that finished
         assert len(results) == len({(r.blob_key, r.scanner, r.scanner_version) for r in results})
-        assert {r.scanner: r.verdict for r in results if r.blob_key != "x"}.get("av") == "safe"
+        assert {r.scanner: r.verdict for r in results if r.blob_key != "x"}.get("av") == "safe", [tuple(r) for r in results]
         sec = _statuses(server, token, repo_id)["big.bin"]
-        assert sec.status == "safe"
+        assert sec.status == "safe", sec.av_scan
         engine.dispose()
     finally:
         for proc in workers:

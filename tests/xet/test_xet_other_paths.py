@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import BastionServer, MiB, hf_api, wait_for
+from tests.conftest import BastionServer, MiB, hf_api, random_binary, wait_for
 from tests.gitserver.conftest import Git, RepoHandle, git, git_binaries  # noqa: F401
 from tests.xet.hfclient import log_mark, model_like, run_python, xorb_bytes_since
 
@@ -84,7 +84,7 @@ def test_scanners_judge_the_reconstructed_bytes_of_xet_uploads(server: BastionSe
     evil = tmp_path / "model.pkl"
     evil.write_bytes(payload)
     calm = tmp_path / "calm.bin"
-    calm.write_bytes(os.urandom(2 * MiB + 5))
+    calm.write_bytes(random_binary(2 * MiB + 5))
     _xet_upload(server, token, tmp_path / "home-up", repo_id, {"model.pkl": evil, "calm.bin": calm})
 
     entries = {e.path: e for e in api.list_repo_tree(repo_id, expand=True)}

@@ -26,7 +26,7 @@ from bastion.scanning.scanners.pickles.zipread import ZipFormatError, list_membe
 SCANNER_NAME = "pickle"
 # Bump on every change to classification or container coverage: stored verdicts keyed by an older
 # version are rescanned.
-SCANNER_VERSION = "1.0.0"
+SCANNER_VERSION = "1.0.1"
 
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PICKLES = 5  # magic, protocol version, sys info, the object, storage keys

@@ -124,6 +124,15 @@ def _global_key(value: Any) -> tuple[str, str] | None:
     return value.key() if isinstance(value, Global) else None
 
 
+def _utf8(raw: Any, offset: int) -> str:
+    # Every unpickler (pickle, _pickle, torch's weights-only one) decodes strict UTF-8 with
+    # surrogatepass and fails the load on anything else: such a stream is not a loadable pickle.
+    try:
+        return bytes(raw).decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise WalkError(f"invalid UTF-8 in string: {exc.reason}", offset) from None
+
+
 def _class_of(obj: Any) -> tuple[str, str] | None:
     """The class a symbolic object was instantiated from, as isinstance() would see it."""
     if not isinstance(obj, Call):
@@ -339,7 +348,7 @@ class PickleWalker:
                 n = buf[pos] + pos + 1
                 if n > end:
                     raise WalkError("truncated pickle", pos)
-                push(buf[pos + 1 : n].decode("utf-8", "surrogatepass"))
+                push(_utf8(buf[pos + 1 : n], pos))
                 pos = n
             elif op == 0x71:  # BINPUT
                 if pos >= end:
@@ -413,7 +422,7 @@ class PickleWalker:
                 n = _S_BIGI.unpack_from(buf, pos)[0] + pos + 4
                 if n > end:
                     raise WalkError("truncated pickle", pos)
-                push(buf[pos + 4 : n].decode("utf-8", "surrogatepass"))
+                push(_utf8(buf[pos + 4 : n], pos))
                 pos = n
             elif op == 0x29:  # EMPTY_TUPLE
                 push(())
@@ -477,7 +486,7 @@ class PickleWalker:
         elif op == 0x67:  # GET
             self._memo_get(self._int_line(offset))
         elif op == 0x8D:  # BINUNICODE8
-            stack.append(self._utf8(self._take(self._len8()), offset))
+            stack.append(_utf8(self._take(self._len8()), offset))
         elif op == 0x56:  # UNICODE
             stack.append(self._line().decode("raw-unicode-escape", "replace"))
         elif op == 0x49:  # INT
@@ -536,8 +545,8 @@ class PickleWalker:
         elif op == 0x32:  # DUP
             stack.append(self._top())
         elif op == 0x63:  # GLOBAL
-            module = self._line().decode("utf-8", "surrogateescape")
-            name = self._line().decode("utf-8", "surrogateescape")
+            module = _utf8(self._line(), offset)
+            name = _utf8(self._line(), offset)
             stack.append(self._import(module, name, offset, "GLOBAL"))
         elif op == 0x93:  # STACK_GLOBAL
             name = self._concrete(self._pop())
@@ -548,8 +557,8 @@ class PickleWalker:
                 raise WalkError("STACK_GLOBAL requires str operands", offset)
             stack.append(self._import(module, name, offset, "STACK_GLOBAL"))
         elif op == 0x69:  # INST
-            module = self._line().decode("utf-8", "surrogateescape")
-            name = self._line().decode("utf-8", "surrogateescape")
+            module = _utf8(self._line(), offset)
+            name = _utf8(self._line(), offset)
             cls = self._import(module, name, offset, "INST")
             stack.append(self._call(cls, tuple(self._pop_mark()), offset))
         elif op == 0x6F:  # OBJ
@@ -610,10 +619,6 @@ class PickleWalker:
         if n > self.end - self.pos:
             raise WalkError("truncated pickle", self.pos)
         return n
-
-    @staticmethod
-    def _utf8(raw: bytes, offset: int) -> str:
-        return bytes(raw).decode("utf-8", "surrogatepass")
 
     def _push_str8(self, raw: bytes, offset: int) -> None:
         self.hooks.on_bytes(raw, offset)
