@@ -138,6 +138,14 @@ def age_sign_in(server: BastionServer, name: str, by: timedelta = timedelta(hour
     engine.dispose()
 
 
+def away_from_totp_step_edge(margin: float = 2.0) -> None:
+    """Sleep past the next 30 s TOTP step boundary when it is less than `margin` seconds away, so a
+    test that computes codes relative to "now" is not flipped by the step changing under it."""
+    left = 30 - time.time() % 30
+    if left < margin:
+        time.sleep(left + 0.05)
+
+
 def enroll_totp(client: httpx.Client) -> tuple[str, list[str]]:
     """Set up an authenticator app for a signed-in client (recently authenticated): (TOTP key, recovery codes).
 
@@ -148,6 +156,7 @@ def enroll_totp(client: httpx.Client) -> tuple[str, list[str]]:
     found = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
     assert found, page.text[:500]
     secret = found.group(1)
+    away_from_totp_step_edge()  # the previous step's code must still be inside the window when checked
     resp = client.post("/settings/two-factor/totp", data={"csrf_token": csrf_of(page.text),
                                                           "code": pyotp.TOTP(secret).at(time.time() - 30)})
     assert resp.status_code == 200 and 'id="recovery-codes"' in resp.text, resp.text[:500]

@@ -27,6 +27,7 @@ from bastion.errors import BadRequest, Forbidden
 from bastion.hub import Hub
 from bastion.mail import Mailer, Message
 from bastion.tokens import service as tokens
+from tests.accounts.fixtures import away_from_totp_step_edge
 
 PASSWORD = "violet-harbor-lantern-42"
 BOX = twofactor.totp_box(b"an instance key for these tests")
@@ -74,6 +75,7 @@ def test_totp_code_is_single_use_and_window_is_one_step(hub: Hub, mailer: Record
     uid = _user(hub)
     secret = twofactor.new_totp_secret()
     totp = pyotp.TOTP(secret)
+    away_from_totp_step_edge()  # enrollment and `now` below must fall in the same step
     with transaction(hub.sessions) as s:
         user = s.get(User, uid)
         codes = twofactor.enable_totp(s, mailer, BOX, user, secret, totp.now())
