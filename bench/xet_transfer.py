@@ -1,5 +1,7 @@
 """Benchmark: 1 GiB upload and download through Xet vs Git LFS (basic transfer) on one Bastion server,
-and the bytes a second upload of the same file with 1% of it changed sends through Xet.
+the bytes a second upload of the same file with 1% of it changed sends through Xet, and a plain-HTTP
+`resolve` download (curl, as a browser or git-lfs would) of the Xet-stored file, which Bastion
+reconstructs from its xorbs, vs the LFS-stored one, with the server's peak memory meanwhile.
 
 Run from the repository root: `.venv/bin/python bench/xet_transfer.py [--size-mib 1024]`.
 The real huggingface_hub client runs in child processes; everything stays on 127.0.0.1.
@@ -21,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.hub_transfer import RssSampler, curl_speed  # noqa: E402
 from tests.conftest import BastionServer  # noqa: E402  (the one way to start a server)
 
 MiB = 1024 * 1024
@@ -112,6 +115,19 @@ def main() -> None:
         assert sha_xet == sha256_of(src_xet) and sha_lfs == sha256_of(src_lfs), "download mismatch"
         assert "xet reconstruction" in server.server_log()[mark:], "the Xet download did not use Xet"
 
+        # Plain HTTP, no Xet client: the LFS file is sent from the blob store, the Xet one rebuilt from xorbs.
+        auth = [f"Authorization: Bearer {token}"]
+        plain = {}
+        for repo in ("lfs", "xet"):
+            url = f"{server.url}/{name}/{repo}/resolve/main/weights.bin"
+            curl_speed(url, auth)  # warm the page cache
+            sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
+            sampler.start()
+            plain[repo] = (max(curl_speed(url, auth) for _ in range(2)), 0)
+            sampler.running = False
+            sampler.join()
+            plain[repo] = (plain[repo][0], sampler.peak)
+
         # Second upload: 1% of the bytes changed, in 16 regions spread over the file; fresh client
         # cache, so every saved byte comes from Bastion's global-dedupe answers.
         data[0:8] = bytes(src_xet.open("rb").read(8))
@@ -142,6 +158,11 @@ def main() -> None:
     print(f"download xet  {rate(t_dl_xet)}")
     print(f"download lfs  {rate(t_dl_lfs)}")
     print(f"download xet/lfs time ratio: {t_dl_xet / t_dl_lfs:.2f}")
+    for repo in ("xet", "lfs"):
+        speed, peak = plain[repo]
+        print(f"plain-HTTP resolve of the {repo}-stored file (curl, best of 2): {speed / MiB:8.1f} MiB/s, "
+              f"peak server RSS {peak / 1024:.0f} MiB")
+    print(f"plain-HTTP resolve xet/lfs speed ratio: {plain['xet'][0] / plain['lfs'][0]:.2f}")
     print(f"re-upload with 1% changed (16 regions): {rate(t_up2)}, sent {sent_second / MiB:.2f} MiB = "
           f"{100 * sent_second / size:.2f}% of the file (goal < 5%)")
     print(f"download of the edited file via xet: {rate(t_dl2)}")

@@ -219,13 +219,14 @@ class LocalBlobStore(BlobStore):
     def read_range(self, key: str, start: int, end: int) -> bytes:
         fd = os.open(self._path(key), os.O_RDONLY)
         try:
-            out = bytearray()
-            while len(out) < end - start:
-                piece = os.pread(fd, end - start - len(out), start + len(out))
+            pieces, held = [], 0
+            while held < end - start:  # one pread for a regular file, unless it is shorter
+                piece = os.pread(fd, end - start - held, start + held)
                 if not piece:
                     raise ValueError(f"stored object {key} is shorter than {end} bytes")
-                out += piece
-            return bytes(out)
+                pieces.append(piece)
+                held += len(piece)
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
         finally:
             os.close(fd)
 

@@ -45,7 +45,22 @@ class XetObject:
             return iter(())
         plan = plan_reconstruction(self.segments, self.layouts.__getitem__, (start, end))
         store = xorb_store(self.hub)
-        return iter_file_bytes(plan, lambda h, a, b: store.read_xorb(hash_to_hex(h), a, b))
+        return _coalesced(iter_file_bytes(plan, lambda h, a, b: store.read_xorb(hash_to_hex(h), a, b)))
+
+
+def _coalesced(pieces: Iterator[bytes], size: int = 4 << 20) -> Iterator[bytes]:
+    """Chunks (about 64 KiB each) joined into blocks of about `size`: a streamed response moves each
+    block through a worker thread and the server once, not each chunk."""
+    batch: list[bytes] = []
+    held = 0
+    for piece in pieces:
+        batch.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield b"".join(batch)
+            batch, held = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 def find_xet_object(hub: Hub, oid: str) -> XetObject | None:

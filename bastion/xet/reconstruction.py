@@ -16,7 +16,7 @@ from bastion.errors import BadRequest
 from bastion.xet.errors import XetRangeNotSatisfiable
 from bastion.xet.hashing import hash_to_hex
 from bastion.xet.shard import FileSegment
-from bastion.xet.xorb import Xorb, iter_decoded_chunks
+from bastion.xet.xorb import Xorb, decode_complete_chunks
 
 
 @dataclass(frozen=True)
@@ -257,32 +257,53 @@ def parse_byte_ranges(value: str) -> list[tuple[int, int]]:
     return out
 
 
-def iter_file_bytes(recon: Reconstruction, read: Callable[[bytes, int, int], bytes]) -> Iterator[bytes]:
+READ_WINDOW = 4 << 20  # serialized xorb bytes read at a time while reconstructing
+
+
+def iter_file_bytes(recon: Reconstruction, read: Callable[[bytes, int, int], bytes],
+                    window: int = READ_WINDOW) -> Iterator[bytes]:
     """Yield the requested file bytes by reading each term's chunks and decoding them.
 
-    ``read(xorb_hash, start, end)`` returns serialized xorb bytes ``[start, end)`` from storage.
-    Each term's decoded length is checked against its ``unpacked_length`` (download-protocol.md
-    Step 3), so a damaged stored xorb surfaces as an error instead of a silently wrong file.
+    ``read(xorb_hash, start, end)`` returns serialized xorb bytes ``[start, end)`` from storage; a
+    term is read ``window`` bytes at a time, so memory stays bounded whatever a xorb's size. Each
+    term's chunk count and decoded length are checked against its ``unpacked_length``
+    (download-protocol.md Step 3), so a damaged stored xorb surfaces as an error (ending the
+    stream early) instead of a silently wrong file.
     """
     skip = recon.offset_into_first_range
     remaining = recon.end - recon.start
     for t in recon.terms:
         if remaining <= 0:
             break
-        chunks = list(iter_decoded_chunks(read(t.xorb_hash, t.byte_start, t.byte_end)))
-        got = sum(len(c) for c in chunks)
-        if len(chunks) != t.chunk_end - t.chunk_start or got != t.unpacked_length:
+        expected = t.chunk_end - t.chunk_start
+        count = got = 0
+        pending = b""
+        pos = t.byte_start
+        while pos < t.byte_end and remaining > 0:
+            block = read(t.xorb_hash, pos, min(t.byte_end, pos + window))
+            if not block:
+                break
+            pos += len(block)
+            data = pending + block if pending else block
+            chunks, used = decode_complete_chunks(memoryview(data), count)
+            pending = data[used:]
+            count += len(chunks)
+            got += sum(len(c) for c in chunks)
+            if count > expected or got > t.unpacked_length:
+                break
+            for c in chunks:
+                if skip >= len(c):
+                    skip -= len(c)
+                    continue
+                piece = c[skip : skip + remaining]
+                skip = 0
+                remaining -= len(piece)
+                yield piece
+                if remaining <= 0:
+                    break
+        if remaining > 0 and (pending or count != expected or got != t.unpacked_length):
             raise ValueError(
                 f"stored xorb {hash_to_hex(t.xorb_hash)} chunks [{t.chunk_start}, "
-                f"{t.chunk_end}) decode to {got} bytes, expected {t.unpacked_length}"
+                f"{t.chunk_end}) decode to {count} chunks and {got} bytes, expected {expected} and "
+                f"{t.unpacked_length}"
             )
-        for c in chunks:
-            if skip >= len(c):
-                skip -= len(c)
-                continue
-            piece = c[skip : skip + remaining]
-            skip = 0
-            remaining -= len(piece)
-            yield piece
-            if remaining <= 0:
-                break

@@ -228,6 +228,21 @@ def iter_decoded_chunks(data: bytes | bytearray | memoryview) -> Iterator[bytes]
         index += 1
 
 
+def decode_complete_chunks(buf: memoryview, first_index: int = 0) -> tuple[list[bytes], int]:
+    """Decode the whole chunks at the start of ``buf`` (a window of a longer chunk sequence):
+    (chunks, bytes used). A chunk cut off by the window's end is left for the next window."""
+    out: list[bytes] = []
+    pos = 0
+    while len(buf) - pos >= CHUNK_HEADER_LEN:
+        compressed = int.from_bytes(buf[pos + 1 : pos + 4], "little")
+        if compressed <= MAX_COMPRESSED_CHUNK and len(buf) - pos - CHUNK_HEADER_LEN < compressed:
+            break  # its payload continues in the next window (an oversized one is refused by _decode_at)
+        chunk, used, _ = _decode_at(buf, pos, first_index + len(out))
+        out.append(chunk)
+        pos += used
+    return out, pos
+
+
 def decode_chunks(data: bytes | bytearray | memoryview) -> list[bytes]:
     """All chunks of a serialized chunk sequence (no footer), decompressed."""
     return list(iter_decoded_chunks(data))

@@ -115,6 +115,21 @@ def test_iter_file_bytes_for_every_kind_of_range(store: dict) -> None:
             continue
         plan = plan_reconstruction(store["segments"], store["layouts"], (start, end))
         assert b"".join(iter_file_bytes(plan, read)) == data[start:end], (start, end)
+        # Read in windows smaller than a chunk, and ones that end inside a chunk header or payload.
+        for window in (5, 37, 1000):
+            assert b"".join(iter_file_bytes(plan, read, window)) == data[start:end], (start, end, window)
+
+
+def test_reading_a_term_holds_one_window_not_the_whole_term(store: dict) -> None:
+    bodies, asked = store["bodies"], []
+
+    def read(h: bytes, start: int, end: int) -> bytes:
+        asked.append(end - start)
+        return bodies[h][start:end]
+
+    plan = plan_reconstruction(store["segments"], store["layouts"])
+    assert b"".join(iter_file_bytes(plan, read, 300)) == store["data"]
+    assert max(asked) == 300 and len(asked) > len(plan.terms)
 
 
 def test_corrupt_storage_is_noticed(store: dict) -> None:
@@ -122,6 +137,10 @@ def test_corrupt_storage_is_noticed(store: dict) -> None:
     b = store["b"]
     with pytest.raises(ValueError):
         b"".join(iter_file_bytes(plan, lambda h, s, e: store["bodies"][h][s:e] if h != b.hash else b""))
+    # Stored bytes cut short inside a chunk: the partial chunk is never passed off as file bytes.
+    short = {h: body[:-3] if h == b.hash else body for h, body in store["bodies"].items()}
+    with pytest.raises(ValueError):
+        b"".join(iter_file_bytes(plan, lambda h, s, e: short[h][s:e], 64))
 
 
 def test_range_header() -> None:
