@@ -4,7 +4,25 @@ from __future__ import annotations
 
 import re
 
+from fastapi.responses import FileResponse
+from starlette.types import Receive, Scope, Send
+
 from bastion.errors import RangeNotSatisfiable
+
+
+class StoredFileResponse(FileResponse):
+    """A stored file (LFS object, xorb), read and sent in 2 MiB blocks, whole or one Range.
+
+    Not through the ASGI `pathsend` extension even where granian offers it: measured with
+    `bench.hub_transfer` on 2 cores, pathsend sent 1 GiB at 0.59x nginx's rate, 2 MiB blocks at
+    1.00x (Starlette's 64 KiB blocks: a Range at 0.26 GB/s, 2 MiB blocks 1.7 GB/s)."""
+
+    chunk_size = 2 << 20
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = {k: v for k, v in scope.get("extensions", {}).items() if k != "http.response.pathsend"}
+        await super().__call__({**scope, "extensions": extensions}, receive, send)
+
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 

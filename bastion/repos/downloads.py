@@ -1,7 +1,7 @@
 """File downloads at /{prefix}{repo}/resolve/{revision}/{path}: the metadata HEAD and the GET.
 
-LFS objects are served straight from the blob store as file responses (zero-copy where the
-ASGI server supports `http.response.pathsend`), or reconstructed from their Xet chunks and
+LFS objects are served straight from the blob store as file responses (read and sent in 2 MiB
+blocks), or reconstructed from their Xet chunks and
 streamed when they were uploaded through Xet; small git blobs from memory. Single HTTP ranges
 are honoured for all three.
 """

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from bastion.api.ranges import parse_range
+from bastion.api.ranges import StoredFileResponse, parse_range
 from bastion.db import transaction
 from bastion.hub import Hub
 from bastion.xet.hashing import hash_to_hex
@@ -124,12 +124,12 @@ def object_path(hub: Hub, oid: str) -> Iterator[Path | None]:
 
 
 def object_response(hub: Hub, oid: str, request: Request, headers: dict[str, str]) -> Response | None:
-    """A download of the object, honouring HEAD and a single Range: a zero-copy file response from the
-    blob store, or its Xet reconstruction streamed. None when the object is stored nowhere."""
+    """A download of the object, honouring HEAD and a single Range: a file response from the blob
+    store, or its Xet reconstruction streamed. None when the object is stored nowhere."""
     path = hub.blobs.local_path(oid)
     if path is not None:
-        # FileResponse answers HEAD, honours Range (206/416) and uses pathsend when offered.
-        return FileResponse(path, headers=headers, media_type="application/octet-stream",
+        # StoredFileResponse answers HEAD and honours Range (206/416).
+        return StoredFileResponse(path, headers=headers, media_type="application/octet-stream",
                             content_disposition_type="inline")
     xet = find_xet_object(hub, oid)
     if xet is None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import hub_of
+from bastion.api.ranges import StoredFileResponse
 from bastion.authz import Permission, Principal, permission, require
 from bastion.authz.policy import CapabilityTarget
 from bastion.errors import NotFound, PayloadTooLarge
@@ -146,8 +147,8 @@ def fetch(xorb_hash: str, request: Request) -> Response:
     path = service.xorb_store(hub).xorb_path(xorb_hash)
     if path is None:
         raise NotFound("Xorb not available")
-    # FileResponse serves the single Range (206) from disk without loading it into memory.
-    return FileResponse(path, media_type="application/octet-stream")
+    # StoredFileResponse serves the single Range (206) from disk without loading it into memory.
+    return StoredFileResponse(path, media_type="application/octet-stream")
 
 
 def _xet_hash_lookup(hub: Hub) -> browse.XetHashLookup:
