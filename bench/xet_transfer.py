@@ -106,9 +106,20 @@ def main() -> None:
         src_lfs.write_bytes(data)
 
         mark = len(server.server_log())
+        up_rss = {}
+        sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
+        sampler.start()
         t_up_xet = upload(server, token, work / "home-up-xet", src_xet, f"{name}/xet", xet=True)
+        sampler.running = False
+        sampler.join()
+        up_rss["xet"] = sampler.peak
         sent_first = sum(int(m.group(1)) for m in XORB_LOG.finditer(server.server_log()[mark:]))
+        sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
+        sampler.start()
         t_up_lfs = upload(server, token, work / "home-up-lfs", src_lfs, f"{name}/lfs", xet=False)
+        sampler.running = False
+        sampler.join()
+        up_rss["lfs"] = sampler.peak
 
         t_dl_xet, sha_xet = download(server, token, work / "home-dl-xet", f"{name}/xet", work / "dl-xet", xet=True)
         t_dl_lfs, sha_lfs = download(server, token, work / "home-dl-lfs", f"{name}/lfs", work / "dl-lfs", xet=False)
@@ -152,8 +163,9 @@ def main() -> None:
         return f"{s:7.2f} s  {size / MiB / s:8.1f} MiB/s"
 
     print(f"file: {size / MiB:.0f} MiB, 1 Bastion server (granian, 1 worker, SQLite), client on loopback")
-    print(f"upload   xet  {rate(t_up_xet)}   (xorb bytes sent: {sent_first / MiB:.1f} MiB)")
-    print(f"upload   lfs  {rate(t_up_lfs)}")
+    print(f"upload   xet  {rate(t_up_xet)}   (xorb bytes sent: {sent_first / MiB:.1f} MiB; "
+          f"peak server RSS {up_rss['xet'] / 1024:.0f} MiB)")
+    print(f"upload   lfs  {rate(t_up_lfs)}   (peak server RSS {up_rss['lfs'] / 1024:.0f} MiB)")
     print(f"upload   xet/lfs time ratio: {t_up_xet / t_up_lfs:.2f}")
     print(f"download xet  {rate(t_dl_xet)}")
     print(f"download lfs  {rate(t_dl_lfs)}")

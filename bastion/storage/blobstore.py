@@ -34,7 +34,7 @@ class StagedBlob:
     hasher: hashlib._Hash | None
     size: int = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         view = memoryview(data)
         while view:
             n = os.write(self.fd, view)
@@ -116,7 +116,7 @@ class BlobStore(ABC):
     def stage(self) -> StagedBlob: ...
 
     @abstractmethod
-    def put_verified(self, key: str, data: bytes) -> bool:
+    def put_verified(self, key: str, data: bytes | bytearray) -> bool:
         """Store content the caller verified against `key` by its own rule; False if already stored."""
 
     @abstractmethod
@@ -203,7 +203,7 @@ class LocalBlobStore(BlobStore):
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(trash, dest)
 
-    def put_verified(self, key: str, data: bytes) -> bool:
+    def put_verified(self, key: str, data: bytes | bytearray) -> bool:
         if self.exists(key):
             return False
         staged = self.stage()

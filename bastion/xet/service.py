@@ -120,7 +120,7 @@ def _insert_ignore(session: Session, obj: object) -> None:
 
 # ---- xorbs ------------------------------------------------------------------------------------
 
-def upload_xorb(hub: Hub, repo_id: int, hash_hex: str, body: bytes) -> bool:
+def upload_xorb(hub: Hub, repo_id: int, hash_hex: str, body: bytes | bytearray) -> bool:
     """Validate a xorb completely (every chunk decoded and re-hashed, the xorb hash recomputed and
     compared with the one it was uploaded as), store it once, link it to the repo.
 
@@ -174,7 +174,7 @@ class RegisteredFile:
     size: int
 
 
-def upload_shard(hub: Hub, repo_id: int, body: bytes) -> list[RegisteredFile]:
+def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[RegisteredFile]:
     """Verify an upload shard against the xorbs this repo holds, reconstruct each new file once to
     recompute its sha256 (nothing is copied: the file is stored once, as chunks), register it and link
     its sha256 to the repo, so the `lfsFile` commit line the client sends next passes the commit

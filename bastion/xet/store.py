@@ -28,11 +28,11 @@ class XorbStore:
     def has_xorb(self, xorb_hex: str) -> bool:
         return self.xorbs.exists(xorb_hex)
 
-    def put_xorb(self, xorb_hex: str, data: bytes) -> bool:
+    def put_xorb(self, xorb_hex: str, data: bytes | bytearray) -> bool:
         """Store a xorb the caller validated against its hash; False when it was already stored."""
         return self.xorbs.put_verified(xorb_hex, data)
 
-    def put_shard(self, data: bytes) -> str:
+    def put_shard(self, data: bytes | bytearray) -> str:
         key = hashlib.sha256(data).hexdigest()
         self.shards.put_verified(key, data)
         return key

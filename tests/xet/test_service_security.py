@@ -96,8 +96,21 @@ def test_corrupt_and_mislabelled_xorbs_are_rejected(server: BastionServer,
     assert r.status_code == 400 and r.headers["x-error-code"] == "InvalidXetHash"
     r = httpx.post(f"{url}/{xorb.hex}", content=b"\0" * (64 * MiB + 1), headers=_auth(tok))
     assert r.status_code == 413
+
+    def pieces(data: bytes, n: int = 65536):  # type: ignore[no-untyped-def]
+        yield from (data[i : i + n] for i in range(0, len(data), n))
+
+    # Without a Content-Length (chunked) the limit is enforced as the body arrives.
+    r = httpx.post(f"{url}/{xorb.hex}", content=pieces(b"\0" * (64 * MiB + 1)), headers=_auth(tok))
+    assert r.status_code == 413 and r.request.headers.get("transfer-encoding") == "chunked"
+    r = httpx.post(f"{url}/{xorb.hex}", content=pieces(bytes(corrupt)), headers=_auth(tok))
+    assert r.status_code == 400 and r.headers["x-error-code"] == "InvalidXorb", r.text
+    assert r.request.headers.get("transfer-encoding") == "chunked"
     r = httpx.post(f"{url}/{xorb.hex}", content=body, headers=_auth(tok))
     assert r.status_code == 200 and r.json() == {"was_inserted": True}
+    assert r.request.headers["content-length"] == str(len(body))
+    r = httpx.post(f"{url}/{xorb.hex}", content=pieces(body), headers=_auth(tok))
+    assert r.status_code == 200 and r.json() == {"was_inserted": False}
     r = httpx.post(f"{url}/{xorb.hex}", content=body, headers=_auth(tok))
     assert r.status_code == 200 and r.json() == {"was_inserted": False}
 
