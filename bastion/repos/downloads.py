@@ -1,9 +1,8 @@
 """File downloads at /{prefix}{repo}/resolve/{revision}/{path}: the metadata HEAD and the GET.
 
 LFS objects are served straight from the blob store as file responses (read and sent in 2 MiB
-blocks), or reconstructed from their Xet chunks and
-streamed when they were uploaded through Xet; small git blobs from memory. Single HTTP ranges
-are honoured for all three.
+blocks), or reconstructed from their Xet chunks and streamed when they were uploaded through Xet;
+small git blobs from memory. Single HTTP ranges are honoured for all three.
 """
 
 from __future__ import annotations

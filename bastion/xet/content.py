@@ -130,7 +130,7 @@ def object_response(hub: Hub, oid: str, request: Request, headers: dict[str, str
     if path is not None:
         # StoredFileResponse answers HEAD and honours Range (206/416).
         return StoredFileResponse(path, headers=headers, media_type="application/octet-stream",
-                            content_disposition_type="inline")
+                                  content_disposition_type="inline")
     xet = find_xet_object(hub, oid)
     if xet is None:
         return None
