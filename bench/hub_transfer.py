@@ -64,6 +64,14 @@ class RssSampler(threading.Thread):
             self.peak = max(self.peak, tree_rss_kib(self.pid))
             time.sleep(0.05)
 
+    def __enter__(self) -> RssSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.running = False
+        self.join()
+
 
 def curl_speed(url: str, headers: list[str], rng: str | None = None) -> float:
     cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}", url]

@@ -106,20 +106,13 @@ def main() -> None:
         src_lfs.write_bytes(data)
 
         mark = len(server.server_log())
-        up_rss = {}
-        sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
-        sampler.start()
-        t_up_xet = upload(server, token, work / "home-up-xet", src_xet, f"{name}/xet", xet=True)
-        sampler.running = False
-        sampler.join()
-        up_rss["xet"] = sampler.peak
+        pid = server.proc.pid  # type: ignore[union-attr]
+        with RssSampler(pid) as rss_xet:
+            t_up_xet = upload(server, token, work / "home-up-xet", src_xet, f"{name}/xet", xet=True)
         sent_first = sum(int(m.group(1)) for m in XORB_LOG.finditer(server.server_log()[mark:]))
-        sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
-        sampler.start()
-        t_up_lfs = upload(server, token, work / "home-up-lfs", src_lfs, f"{name}/lfs", xet=False)
-        sampler.running = False
-        sampler.join()
-        up_rss["lfs"] = sampler.peak
+        with RssSampler(pid) as rss_lfs:
+            t_up_lfs = upload(server, token, work / "home-up-lfs", src_lfs, f"{name}/lfs", xet=False)
+        up_rss = {"xet": rss_xet.peak, "lfs": rss_lfs.peak}
 
         t_dl_xet, sha_xet = download(server, token, work / "home-dl-xet", f"{name}/xet", work / "dl-xet", xet=True)
         t_dl_lfs, sha_lfs = download(server, token, work / "home-dl-lfs", f"{name}/lfs", work / "dl-lfs", xet=False)
@@ -132,12 +125,9 @@ def main() -> None:
         for repo in ("lfs", "xet"):
             url = f"{server.url}/{name}/{repo}/resolve/main/weights.bin"
             curl_speed(url, auth)  # warm the page cache
-            sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
-            sampler.start()
-            plain[repo] = (max(curl_speed(url, auth) for _ in range(2)), 0)
-            sampler.running = False
-            sampler.join()
-            plain[repo] = (plain[repo][0], sampler.peak)
+            with RssSampler(pid) as rss:
+                speed = max(curl_speed(url, auth) for _ in range(2))
+            plain[repo] = (speed, rss.peak)
 
         # Second upload: 1% of the bytes changed, in 16 regions spread over the file; fresh client
         # cache, so every saved byte comes from Bastion's global-dedupe answers.
