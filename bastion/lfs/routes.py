@@ -87,9 +87,10 @@ def _register(prefix: str, plural: str) -> None:
         hub = hub_of(request)
         with transaction(hub.sessions, readonly=True) as session:
             repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
-            if not service.OID_RE.match(oid) or oid not in service.linked_objects(session, repo.id, [oid]):
-                raise NotFound(f"Object {oid} does not exist in this repository")
-        response = object_response(hub, oid, request, {"ETag": f'"{oid}"'})
+        if not service.OID_RE.match(oid):
+            raise NotFound(f"Object {oid} does not exist in this repository")
+        # Served only if this repo holds a link to it (ObjectNotLinked, a 404, otherwise).
+        response = object_response(hub, repo.id, oid, request, {"ETag": f'"{oid}"'})
         if response is None:
             raise NotFound(f"Object {oid} is not available in storage")
         return response

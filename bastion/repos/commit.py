@@ -1,7 +1,8 @@
 """The one commit path: API commits (and later git pushes and Xet files) end here.
 
 All-or-nothing: every operation is validated and every LFS object checked (stored, verified,
-linked to this repo, right size) before a git object is written; the branch then moves by
+linked to this repo, right size) before a git object is written -- a regular file whose text is an
+LFS pointer is checked exactly like an LFS add; the branch then moves by
 compare-and-swap, and the audit event commits or rolls back with it.
 """
 
@@ -22,7 +23,7 @@ from bastion.errors import BadRequest, EntryNotFound, Forbidden, PreconditionFai
 from bastion.hub import Hub
 from bastion.lfs.service import use_linked_objects
 from bastion.repos import protection
-from bastion.repos.gitstore import GitRepo, lfs_pointer_bytes, signature, validate_path
+from bastion.repos.gitstore import GitRepo, lfs_pointer_bytes, parse_lfs_pointer, signature, validate_path
 from bastion.repos.models import Repo
 
 
@@ -78,6 +79,17 @@ def _write_commit(git: GitRepo, tree: pygit2.Oid, parents: list[pygit2.Oid], aut
         return git.create_commit(tree, parents, author, message)
     content = git.repo.create_commit_string(author, author, message, tree, parents)
     return git.repo.create_commit_with_signature(content, commit_signer(content))
+
+
+def _pointers_as_lfs(ops: list[Operation]) -> list[Operation]:
+    """A regular file whose content is an LFS pointer is an LFS add of the object it names, validated as
+    one: every reader resolves a pointer, so a pointer written as plain text would otherwise reference an
+    object this repository never proved it holds (another tenant's file, found by its sha256)."""
+    out: list[Operation] = []
+    for op in ops:
+        pointer = parse_lfs_pointer(op.content) if isinstance(op, AddFile) else None
+        out.append(AddLfsFile(op.path, pointer.oid, pointer.size) if pointer is not None else op)
+    return out
 
 
 def _check_lfs_objects(session: Session, repo: Repo, ops: list[Operation]) -> dict[str, int]:
@@ -154,6 +166,7 @@ def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision
         raise BadRequest(f"Too many operations in one commit (max {hub.settings.max_commit_operations})")
     git = hub.git(repo.storage_key)
     base_ref = git.branch_ref_name(revision)
+    ops = _pointers_as_lfs(ops)
     lfs_sizes = _check_lfs_objects(session, repo, ops)
     sig = signature(author.name, author.email)
     message = summary.strip() + ("\n\n" + description.strip() if description.strip() else "") + "\n"

@@ -60,7 +60,7 @@ def _resolve(prefix: str, plural: str, ns: str, name: str, request: Request, pri
     if ptr is not None:
         headers.update({"ETag": f'"{ptr.oid}"', "X-Linked-Etag": f'"{ptr.oid}"', "X-Linked-Size": str(ptr.size)})
         headers.update(_xet_headers(request, hub, repo.id, plural, ns, name, str(commit.id), ptr.oid))
-        response = object_response(hub, ptr.oid, request, headers)
+        response = object_response(hub, repo.id, ptr.oid, request, headers)
         if response is None:
             raise ObjectMissing(f"The LFS object for {path} is not available in storage")
         return response

@@ -54,7 +54,7 @@ from bastion.scanning.scanners.secrets import (
 )
 from bastion.scanning.scanners.secrets import SCANNER_VERSION as SECRETS_VERSION
 from bastion.scanning.scanners.secrets import to_scan_result as to_secrets_result
-from bastion.xet.content import iter_object, object_path
+from bastion.xet.content import ANY_HOLDER, ObjectNotLinked, as_file, iter_object, locate
 
 log = logging.getLogger("bastion.scanning")
 ISSUE_VERDICTS = frozenset({Verdict.UNSAFE, Verdict.SUSPICIOUS, Verdict.CAUTION})
@@ -283,7 +283,7 @@ def _reuse_secret_verdict(hub: Hub, session: Session, repo: Repo, ref: BlobRef, 
 def _scan_inline_or_reject(hub: Hub, session: Session, repo: Repo, ref: BlobRef, path: str,
                            scanners: dict[str, Scanner]) -> None:
     for name, scanner in scanners.items():
-        result = _run_scanner(hub, scanner, ref)
+        result = _run_scanner(hub, scanner, ref, repo.id, path, session)
         _store_result(session, ref.key, name, result)
         if result.verdict is Verdict.UNSAFE:
             details = {"path": path, "blob": ref.key, "scanner": name, "summary": result.summary}
@@ -315,13 +315,13 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
     parent = git.repo[result.parent_oid] if result.parent_oid else None
     blocked = []
     for path, git_oid in result.changed_blobs:
-        new = _protected_text(hub, git, git_oid)
+        new = _protected_text(hub, session, repo.id, git, git_oid)
         if new is None:
             continue  # binary, or too large to read inline: the full scan after the commit covers it
         old = None
         if parent is not None:
             try:
-                old = _protected_text(hub, git, str(parent.tree[path].id))
+                old = _protected_text(hub, session, repo.id, git, str(parent.tree[path].id))
             except KeyError:
                 old = None
         for finding in scanner.scan_text(added_lines_text(old, new), path):
@@ -342,10 +342,11 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
                     "credential, retry with a bypass reason (repository managers only).")
 
 
-def _protected_text(hub: Hub, git: Any, git_oid: str) -> bytes | None:
+def _protected_text(hub: Hub, session: Session, repo_id: int, git: Any, git_oid: str) -> bytes | None:
     """The text push protection reads for a file: the blob, or the LFS object its pointer names (secrets
-    in a large notebook or JSON file stored with LFS must not slip through); None for binary content
-    or a file over PUSH_PROTECTION_MAX_BYTES."""
+    in a large notebook or JSON file stored with LFS must not slip through); None for binary content,
+    a file over PUSH_PROTECTION_MAX_BYTES, or a pointer to an object the repo holds no link to (the commit
+    path refuses such pointers; one in the parent, from before that rule, names nothing readable)."""
     _kind, size = git.repo.odb.read_header(git_oid)
     if size > PUSH_PROTECTION_MAX_BYTES:
         return None
@@ -354,9 +355,12 @@ def _protected_text(hub: Hub, git: Any, git_oid: str) -> bytes | None:
     if pointer is not None:
         if pointer.size > PUSH_PROTECTION_MAX_BYTES:
             return None
-        pieces = iter_object(hub, pointer.oid, PUSH_PROTECTION_MAX_BYTES + 1)
+        try:
+            pieces = iter_object(hub, repo_id, pointer.oid, PUSH_PROTECTION_MAX_BYTES + 1, session=session)
+        except ObjectNotLinked:
+            return None
         if pieces is None:
-            return None  # not stored (the commit path rejects such a pointer before this runs)
+            return None  # linked but no longer stored
         data = b"".join(pieces)
     return None if b"\x00" in data[:8192] else data
 
@@ -377,15 +381,26 @@ post_commit_hooks.append(on_commit)
 
 # ---- running ------------------------------------------------------------------------------------
 
-def _run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, path: str = "") -> ScanResult:
+def _run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, repo_id: int | None, path: str = "",
+                 session: Session | None = None) -> ScanResult:
+    """Scan `ref` as a file of repository `repo_id` (ANY_HOLDER: of whichever repositories hold it, when
+    the one that queued the scan is gone): an LFS object is read only if that repository holds a link.
+    `session`: the caller's transaction (an inline scan during a commit), used for that lookup."""
+    found = None
+    if ref.kind == "lfs":
+        try:
+            found = locate(hub, repo_id, ref.key, session)
+        except ObjectNotLinked:
+            raise ContentGone(f"LFS object {ref.key} is not linked to the repository it is scanned for") from None
+        if found is None:
+            # Collected by storage GC (no ref reached it) after the commit queued it: like a git blob gone
+            # with its repo, no verdict is stored, so the same bytes uploaded again are scanned afresh
+            # instead of inheriting an error.
+            raise ContentGone(f"LFS object {ref.key} is no longer stored")
+
     def work() -> ScanResult:
-        if ref.kind == "lfs":
-            with object_path(hub, ref.key) as local:  # a Xet-stored file is reconstructed for the scan
-                if local is None:
-                    # Collected by storage GC (no ref reached it) after the commit queued it: like a git
-                    # blob gone with its repo, no verdict is stored, so the same bytes uploaded again are
-                    # scanned afresh instead of inheriting an error.
-                    raise ContentGone(f"LFS object {ref.key} is no longer stored")
+        if found is not None:
+            with as_file(hub, found) as local:  # a Xet-stored file is reconstructed for the scan
                 return scanner.scan_path(local)
         return scanner.scan_bytes(read_bytes(hub, ref), path)
 
@@ -447,9 +462,10 @@ def run_job(hub: Hub, job_id: int, scanners: dict[str, Scanner] | None = None) -
         if scanner is None:
             result = ScanResult(job.scanner, job.scanner_version, Verdict.ERROR, "scanner no longer enabled")
         else:
-            token_ctx = scan_location.set({"repo": _repo_label(hub, job.repo_id), "path": job.path})
+            label, reader = _job_repo(hub, job.repo_id)
+            token_ctx = scan_location.set({"repo": label, "path": job.path})
             try:
-                result = _run_scanner(hub, scanner, ref, job.path)
+                result = _run_scanner(hub, scanner, ref, reader, job.path)
             finally:
                 scan_location.reset(token_ctx)
     except ContentGone:
@@ -509,12 +525,14 @@ def _notify_owner(hub: Hub, session: Session, repo: Repo, path: str, blob_key: s
             notify(session, hub.mailer, user, subject, body)
 
 
-def _repo_label(hub: Hub, repo_id: int | None) -> str:
+def _job_repo(hub: Hub, repo_id: int | None) -> tuple[str, int | None]:
+    """The repository a job scans for, as a label for revocation notes and as the reader whose link to
+    an LFS object the scan needs; a repository deleted since the job was queued leaves ANY_HOLDER."""
     if repo_id is None:
-        return "?"
-    with transaction(hub.sessions) as session:
+        return "?", ANY_HOLDER
+    with transaction(hub.sessions, readonly=True) as session:
         repo = session.get(Repo, repo_id)
-        return f"{repo.type}/{repo.repo_id}" if repo is not None else "?"
+        return (f"{repo.type}/{repo.repo_id}", repo_id) if repo is not None else ("?", ANY_HOLDER)
 
 
 def _forget_job(hub: Hub, job_id: int, token: str) -> str:
