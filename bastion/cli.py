@@ -328,6 +328,41 @@ def xet_gc(grace_hours: float | None, dry_run: bool, data_dir: Path | None) -> N
     _storage_gc(grace_hours, dry_run, data_dir)
 
 
+@admin.command("fsck")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@data_dir_option
+def storage_fsck(as_json: bool, data_dir: Path | None) -> None:
+    """Re-verify every stored LFS object, xorb and shard against its hash and recorded size.
+
+    Reports what does not match and exits 1; never changes anything (a genuine upload of a damaged
+    object replaces it). Exit 0: every stored object is what its key says.
+    """
+    import json
+
+    from bastion import audit
+    from bastion.audit.actions import AuditAction
+    from bastion.lfs.fsck import fsck
+
+    hub = _admin_hub(data_dir)
+    try:
+        report = fsck(hub, progress=lambda msg: click.echo(msg, err=True))
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            audit.record(session, AuditAction.STORAGE_FSCK, target=("instance", "storage"), details={
+                name: {"checked": part["checked"], "bad": len(part["bad"])}
+                for name, part in report.as_json().items()})
+    finally:
+        hub.close()
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        for name, part in report.as_json().items():
+            click.echo(f"{name}: {part['checked']} checked, {len(part['bad'])} damaged")
+            for bad in part["bad"]:
+                click.echo(f"  {bad['oid']}: {bad['problem']}")
+    if not report.clean:
+        sys.exit(1)
+
+
 @admin.command("rescan")
 @click.argument("repo_id")
 @click.option("--type", "repo_type", type=click.Choice(["model", "dataset", "space"]), default="model")

@@ -48,6 +48,7 @@ class AuditAction(StrEnum):
     SCAN_POLICY_REJECT = "repo.scan_policy_reject"
     SCAN_RESCAN = "repo.rescan"
     STORAGE_GC = "instance.storage_gc"  # an administrator freed unreachable LFS objects and xorbs
+    STORAGE_FSCK = "instance.storage_fsck"  # an administrator re-verified every stored object
     SECRET_PUSH_BLOCKED = "repo.secret_push_blocked"
     SECRET_PUSH_BYPASS = "repo.secret_push_bypass"
     SECRET_NOTICE_DISMISS = "repo.secret_notice_dismiss"

@@ -43,8 +43,8 @@ class RepoLfsObject(Base):
 class LfsMultipartUpload(Base):
     """A multipart upload in progress: parts are written in place into one staging file.
 
-    Parts are not tracked one by one: completion hashes the whole file, so a missing or
-    corrupt part fails the sha256 check.
+    Each part is claimed before it is written and is immutable once received (LfsMultipartPart), so
+    the bytes completion verifies are the bytes stored: no part can be rewritten after the hash.
     """
 
     __tablename__ = "lfs_multipart_uploads"
@@ -56,6 +56,23 @@ class LfsMultipartUpload(Base):
     chunk_size: Mapped[int] = mapped_column(BigInteger)
     staging_path: Mapped[str] = mapped_column(String(512))
     user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LfsMultipartPart(Base):
+    """One part of a multipart upload: `writing` while its one request streams it, `done` once received.
+
+    The primary key is the claim: a second request for a part being written or already received is
+    refused (409), so each byte of the staging file is written by exactly one successful request.
+    A failed write releases its claim (the row is deleted), so the client can send the part again.
+    """
+
+    __tablename__ = "lfs_multipart_parts"
+
+    upload_id: Mapped[str] = mapped_column(ForeignKey("lfs_multipart_uploads.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(8), default="writing")  # writing | done
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

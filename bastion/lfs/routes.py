@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from bastion.accounts.models import User
@@ -236,7 +237,7 @@ async def upload_part(token: str, request: Request) -> Response:
             return upload
 
     upload = await run_in_threadpool(load)
-    etag = await service.receive_part(upload, part, request.stream())
+    etag = await service.receive_part(hub, upload, part, request.stream())
     return Response(status_code=200, headers={"ETag": f'"{etag}"'})
 
 
@@ -254,7 +255,9 @@ async def complete(token: str, request: Request) -> JSONResponse:
 
     def run() -> None:
         with transaction(hub.sessions) as session:
-            upload = session.get(LfsMultipartUpload, claims["upload"])
+            # Locked: two completions of one upload are serialised (the second finds it gone).
+            upload = session.scalar(select(LfsMultipartUpload).where(LfsMultipartUpload.id == claims["upload"])
+                                    .with_for_update())
             if upload is None:
                 raise NotFound("This multipart upload no longer exists")
             expected = max(1, -(-upload.size // upload.chunk_size))

@@ -23,12 +23,13 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from bastion.authz import capability
 from bastion.db import after_commit, after_rollback, transaction, utcnow
-from bastion.errors import BadRequest, NotFound
+from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.hub import Hub
-from bastion.lfs.models import LfsMultipartUpload, LfsObject, RepoLfsObject
+from bastion.lfs.models import LfsMultipartPart, LfsMultipartUpload, LfsObject, RepoLfsObject
 from bastion.repos.models import Repo
 from bastion.storage import BlobMismatch
 
@@ -196,16 +197,55 @@ def _start_multipart(hub: Hub, session: Session, repo: Repo, user_id: int, obj: 
 
 
 # In-order parts are hashed as they arrive (the client sends them sequentially), so completion
-# need not re-read the file; any gap or another process falls back to hashing the whole file.
+# need not re-read the file; any gap, a failed part, or another process falls back to hashing the
+# whole file. Sound because each part is written by exactly one successful request (its claim).
 _running: dict[str, tuple[Any, int]] = {}
 _running_lock = threading.Lock()
 
 
-async def receive_part(upload: LfsMultipartUpload, part: int, chunks: AsyncIterable[bytes]) -> str:
+def _claim_part(hub: Hub, upload_id: str, part: int) -> None:
+    """Claim part `part` for this request: refused while another request writes it or once it has been
+    received, so a part can never be rewritten behind the hash that completion trusts."""
+    with transaction(hub.sessions) as session:
+        try:
+            with session.begin_nested():
+                session.add(LfsMultipartPart(upload_id=upload_id, part=part, state="writing"))
+        except IntegrityError:
+            existing = session.get(LfsMultipartPart, (upload_id, part))
+            if existing is None:
+                raise NotFound("This multipart upload no longer exists") from None
+            if existing.state == "done":
+                raise Conflict(f"Part {part} of this upload has already been received; a received part cannot "
+                               "be replaced (start a new upload to send other bytes)") from None
+            raise Conflict(f"Part {part} of this upload is being received by another request") from None
+
+
+def _settle_part(hub: Hub, upload_id: str, part: int, received: bool) -> None:
+    """Mark a claimed part received, or release the claim of a failed write so it can be sent again."""
+    with transaction(hub.sessions) as session:
+        where = (LfsMultipartPart.upload_id == upload_id, LfsMultipartPart.part == part)
+        if received:
+            session.execute(update(LfsMultipartPart).where(*where).values(state="done"))
+        else:
+            session.execute(delete(LfsMultipartPart).where(*where, LfsMultipartPart.state == "writing"))
+
+
+async def receive_part(hub: Hub, upload: LfsMultipartUpload, part: int, chunks: AsyncIterable[bytes]) -> str:
     """Write one part in place, streaming (constant memory); returns the part's ETag."""
     parts = max(1, math.ceil(upload.size / upload.chunk_size))
     if not 1 <= part <= parts:
         raise BadRequest(f"Part {part} out of range 1..{parts}")
+    await run_in_threadpool(_claim_part, hub, upload.id, part)
+    try:
+        etag = await _write_part(upload, part, chunks)
+    except BaseException:
+        await run_in_threadpool(_settle_part, hub, upload.id, part, False)
+        raise
+    await run_in_threadpool(_settle_part, hub, upload.id, part, True)
+    return etag
+
+
+async def _write_part(upload: LfsMultipartUpload, part: int, chunks: AsyncIterable[bytes]) -> str:
     offset = (part - 1) * upload.chunk_size
     expected = min(upload.chunk_size, upload.size - offset)
     with _running_lock:
@@ -213,7 +253,9 @@ async def receive_part(upload: LfsMultipartUpload, part: int, chunks: AsyncItera
         in_order = offset == next_offset
         if in_order:
             hasher = hasher or hashlib.sha256()
-            _running.pop(upload.id, None)  # claimed: a concurrent duplicate part cannot interleave
+            # Claimed: restored only after this part was written whole, so a failed write leaves no
+            # running hash (completion then hashes the file).
+            _running.pop(upload.id, None)
     fd = os.open(upload.staging_path, os.O_WRONLY)
     received = 0
     try:
@@ -240,9 +282,17 @@ async def receive_part(upload: LfsMultipartUpload, part: int, chunks: AsyncItera
 
 
 def complete_multipart(hub: Hub, session: Session, upload: LfsMultipartUpload) -> None:
+    """Verify the staged object (its sha256 and size) and store it. Every part must have been received
+    and none may still be in flight: the bytes hashed are then the bytes stored."""
     staging = Path(upload.staging_path)
     if not staging.exists():
         raise NotFound("This multipart upload no longer exists; start a new one")
+    parts = max(1, math.ceil(upload.size / upload.chunk_size))
+    received = set(session.scalars(select(LfsMultipartPart.part).where(LfsMultipartPart.upload_id == upload.id,
+                                                                        LfsMultipartPart.state == "done")))
+    if missing := [n for n in range(1, parts + 1) if n not in received]:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise BadRequest(f"Multipart upload incomplete: part(s) {shown} of {parts} have not been received")
     staged = hub.blobs.staged_at(staging)
     with _running_lock:
         hasher, done = _running.pop(upload.id, (None, 0))

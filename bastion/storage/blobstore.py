@@ -1,5 +1,6 @@
 """BlobStore: put verified content by key (sha256 for LFS objects; a xorb's hash for Xet), read it back,
-stream it, never overwrite it.
+stream it. The store never lies: content is verified before it is stored under its key, and an
+sha256-verified upload replaces whatever was stored under that key (`bastion admin fsck` re-checks).
 
 Writes go to a staging file, are hashed while they arrive and are moved into place only
 after their sha256 and size match what was promised, so a reader never sees a partial blob.
@@ -7,12 +8,13 @@ after their sha256 and size match what was promised, so a reader never sees a pa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +64,13 @@ class StagedBlob:
         except BaseException:
             self.abort()
             raise
-        self.commit_verified(oid)
+        # The sha256 determines every byte: these replace a stored copy rather than trust it.
+        self.commit_verified(oid, replace=True)
 
-    def commit_verified(self, key: str) -> None:
+    def commit_verified(self, key: str, replace: bool = False) -> None:
         """Store under `key` content verified against it (commit(), or the caller's own rule such as a
-        xorb's Merkle hash): made durable, then moved into place."""
+        xorb's Merkle hash): made durable, then moved into place. `replace`: over an existing object
+        (only for keys that determine every byte); otherwise an existing object is kept."""
         try:
             os.fsync(self.fd)
         except BaseException:
@@ -74,7 +78,7 @@ class StagedBlob:
             raise
         os.close(self.fd)
         self.fd = -1
-        self.store._install(self.path, key)
+        self.store._install(self.path, key, replace)
 
     def abort(self) -> None:
         if self.fd >= 0:
@@ -118,6 +122,10 @@ class BlobStore(ABC):
     @abstractmethod
     def put_verified(self, key: str, data: bytes | bytearray) -> bool:
         """Store content the caller verified against `key` by its own rule; False if already stored."""
+
+    @abstractmethod
+    def stored_keys(self) -> Iterator[str]:
+        """Every key stored (fsck walks them); objects moved aside by garbage collection excluded."""
 
     @abstractmethod
     def read_range(self, key: str, start: int, end: int) -> bytes:
@@ -173,20 +181,26 @@ class LocalBlobStore(BlobStore):
         fd = os.open(path, os.O_RDWR)
         return StagedBlob(self, path, fd, None)
 
-    def _install(self, staged: Path, oid: str) -> None:
+    def _install(self, staged: Path, oid: str, replace: bool) -> None:
+        """Move verified content into place. With `replace` (an sha256 key, which determines every byte)
+        an object already stored is replaced, never trusted: a copy damaged on disk (or by a bug) must not
+        outlive a genuine upload; readers holding the old file keep reading it. Without it (a key such
+        as a xorb hash, whose serialization may differ between uploads while the database describes the
+        stored one) the stored object is kept."""
         dest = self._path(oid)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # Content-addressed: an existing object already has these exact bytes. Its mtime records
-            # this upload, so garbage collection moving it aside at this moment puts it back.
-            os.utime(dest)
-        except FileNotFoundError:
-            pass  # not stored (or just moved aside by garbage collection): install ours
-        else:
-            staged.unlink(missing_ok=True)
-            return
+        if not replace:
+            try:
+                # Its mtime records this upload, so garbage collection moving it aside at this moment
+                # puts it back.
+                os.utime(dest)
+            except FileNotFoundError:
+                pass  # not stored (or just moved aside by garbage collection): install ours
+            else:
+                staged.unlink(missing_ok=True)
+                return
         os.chmod(staged, 0o444)
-        os.replace(staged, dest)
+        os.replace(staged, dest)  # a fresh mtime: garbage collection moving it aside now puts it back
 
     def trash(self, oid: str) -> Path | None:
         trash_dir = self.root / ".trash"  # same filesystem as the object: the move is a rename
@@ -199,9 +213,12 @@ class LocalBlobStore(BlobStore):
         return trash
 
     def restore(self, oid: str, trash: Path) -> None:
+        """Put a trashed object back, unless an upload stored a freshly verified copy meanwhile."""
         dest = self._path(oid)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(trash, dest)
+        with contextlib.suppress(FileExistsError):
+            os.link(trash, dest)  # never over a newer copy
+        trash.unlink(missing_ok=True)
 
     def put_verified(self, key: str, data: bytes | bytearray) -> bool:
         if self.exists(key):
@@ -215,6 +232,13 @@ class LocalBlobStore(BlobStore):
             raise
         staged.commit_verified(key)
         return True
+
+    def stored_keys(self) -> Iterator[str]:
+        for first in sorted(self.root.glob("[0-9a-f][0-9a-f]")):
+            for second in sorted(first.glob("[0-9a-f][0-9a-f]")):
+                for path in sorted(second.iterdir()):
+                    if OID_RE.match(path.name) and path.name.startswith(first.name + second.name):
+                        yield path.name
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         fd = os.open(self._path(key), os.O_RDONLY)
