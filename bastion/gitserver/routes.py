@@ -4,7 +4,6 @@ loopback endpoints the receive hooks call back into.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -13,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of
+from bastion.api.bodies import parse_json
 from bastion.audit import AuditContext, bind_context
 from bastion.audit import record as audit_record
 from bastion.audit.actions import AuditAction
@@ -209,10 +209,7 @@ async def _hook_request(request: Request) -> tuple[dict[str, Any], dict[str, Any
     body = await request.body()
     if len(body) > 64 << 20:
         raise PayloadTooLarge("hook request too large")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("hook request is not JSON") from None
+    data = parse_json(body, "hook request")
     if not isinstance(data, dict):
         raise BadRequest("hook request must be a JSON object")
     return claims, data

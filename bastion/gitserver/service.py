@@ -153,8 +153,20 @@ def sweep_stale_quarantines(git_dir: Path, older_than: timedelta = STALE_QUARANT
 
 # ---- per-ref rules --------------------------------------------------------------------------
 
-def ref_violation(repo: Repo, git: GitRepo, update: RefUpdate) -> str | None:
-    """Why this ref may not change this way, or None. The objects must be readable by `git`."""
+def ref_names(git: GitRepo, updates: list[RefUpdate]) -> dict[str, protection.RefNames]:
+    """Branch and tag names a push's new refs must not collide with: the repo's refs and the
+    push's other new refs (two new refs that differ only in case are both refused)."""
+    created = [u.ref for u in updates if u.created]
+    return {kind: protection.RefNames([*git.ref_names(prefix), *(r.removeprefix(prefix) for r in created
+                                                                  if r.startswith(prefix))])
+            for kind, prefix in (("branch", "refs/heads/"), ("tag", "refs/tags/"))}
+
+
+def ref_violation(repo: Repo, git: GitRepo, update: RefUpdate, names: dict[str, protection.RefNames]) -> str | None:
+    """Why this ref may not change this way, or None. The objects must be readable by `git`.
+
+    `names`: what `ref_names` gives for the push, to judge the name of a new branch or tag.
+    """
     ref = update.ref
     if ref.startswith("refs/heads/"):
         kind, name = "branch", ref.removeprefix("refs/heads/")
@@ -169,8 +181,10 @@ def ref_violation(repo: Repo, git: GitRepo, update: RefUpdate) -> str | None:
     if kind != "pr":
         try:
             GitRepo.validate_ref_name(name)
-        except BadRequest:
-            return f"invalid {kind} name {name!r}"
+        except BadRequest as exc:
+            return exc.message
+        if update.created and (refused := protection.creation_refused(repo, kind, name, names[kind])):
+            return refused
     if update.deleted:
         if kind == "branch" and name == DEFAULT_BRANCH:
             return f"deleting the default branch {DEFAULT_BRANCH!r} is not allowed"
@@ -271,7 +285,7 @@ class PushScan:
 
 def _scan_blob(hub: Hub, git: GitRepo, f: ChangedFile, scan: PushScan, seen: dict[str, Any]) -> None:
     try:
-        validate_path(f.path)
+        validate_path(f.path, symlink=f.mode == pygit2.GIT_FILEMODE_LINK)
     except BadRequest as exc:
         scan.problems.append(exc.message)
         return
@@ -295,8 +309,9 @@ def scan_push(hub: Hub, repo: Repo, git: GitRepo, updates: list[RefUpdate]) -> P
     """Walk what the push introduces (no database): ref rules, paths, sizes, LFS pointers."""
     scan = PushScan(git=git)
     refused: set[str] = set()
+    names = ref_names(git, updates)
     for update in updates:
-        reason = ref_violation(repo, git, update)
+        reason = ref_violation(repo, git, update, names)
         if reason:
             scan.problems.append(f"{update.ref}: {reason}")
             refused.add(update.ref)
@@ -435,13 +450,14 @@ def apply_push(hub: Hub, session: Session, repo: Repo, updates: list[RefUpdate],
         if locked is None:
             raise RepoNotFound()
         todo: list[RefUpdate] = []
+        names = ref_names(git, updates)
         for update in updates:
             if update not in approved:
                 results[update.ref] = RefResult(update.ref, False, "not checked by pre-receive")
             elif _current(git, update.ref) != update.old:
                 results[update.ref] = RefResult(update.ref, False, "stale info: the ref moved meanwhile, "
                                                 "fetch first")
-            elif reason := ref_violation(locked, git, update):
+            elif reason := ref_violation(locked, git, update, names):
                 results[update.ref] = RefResult(update.ref, False, reason)
             else:
                 todo.append(update)

@@ -25,6 +25,7 @@ LFS_POINTER_MAX = 200
 LFS_VERSION = b"version https://git-lfs.github.com/spec/v1"
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 PR_REF_RE = re.compile(r"^refs/pr/([1-9][0-9]{0,8})$")
+PSEUDO_REF_RE = re.compile(r"[A-Z_]+_HEAD")  # FETCH_HEAD, ORIG_HEAD, MERGE_HEAD, ...: git's root refs
 MODE_FILE = pygit2.GIT_FILEMODE_BLOB
 MODE_TREE = pygit2.GIT_FILEMODE_TREE
 
@@ -57,12 +58,60 @@ def parse_lfs_pointer(data: bytes) -> LfsPointer | None:
     return LfsPointer(oid, size, len(data))
 
 
-def validate_path(path: str) -> str:
-    """A repository file path as the Hub accepts it; anything else is a 400, never a write."""
+# Characters no file or ref name may hold: C0 controls, DEL and C1 controls (terminals act on
+# them), and Unicode's bidirectional controls, which make `invoice_\u202etxt.exe` read "invoice_exe.txt".
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def unsafe_characters(name: str) -> str | None:
+    """Why `name` may not be a file or ref name because of a character in it, or None."""
+    if _CONTROL.search(name):
+        return "control characters (U+0000-U+001F, DEL, U+0080-U+009F) are not allowed"
+    if _BIDI.search(name):
+        return "bidirectional text controls (such as U+202E) are not allowed: they disguise names"
+    return None
+
+
+# The names git itself refuses for a path component (read-cache.c verify_path, path.c is_ntfs_dotgit,
+# utf8.c is_hfs_dotgit): a checkout on Windows or macOS would write into the repository's .git.
+# NTFS drops trailing dots and spaces, reads `name:stream` as `name`, and gives `.git` the short
+# name `git~1`; HFS+ ignores some invisible code points; both ignore case (ASCII letters only).
+_NTFS_DOTGIT = re.compile(r"(?:\.git|git~1)[. ]*(?::.*)?", re.ASCII | re.IGNORECASE | re.DOTALL)
+_HFS_IGNORED = dict.fromkeys([0x200C, 0x200D, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x206A, 0x2070),
+                              0xFEFF])
+
+
+def _ntfs_alias(name: str, short_prefix: str) -> re.Pattern[str]:
+    """`.name` as NTFS reads it (git's is_ntfs_dot_generic): its short names `namexx~1`..`~4` and
+    the fall-back short names built from `short_prefix` (`gi7eba~1`, `gi7eb~12`, ...)."""
+    fallback = "|".join(f"{re.escape(short_prefix[:k])}~[1-9][0-9]{{{6 - k}}}" for k in range(7))
+    return re.compile(rf"(?:\.{re.escape(name)}|{re.escape(name[:6])}~[1-4]|{fallback})[. ]*(?::.*)?",
+                      re.ASCII | re.IGNORECASE | re.DOTALL)
+
+
+# Files git refuses to follow as symbolic links (fsck: gitmodulesSymlink, gitattributesSymlink, ...).
+_SYMLINK_REFUSED = {f".{name}": _ntfs_alias(name, short) for name, short in (
+    ("gitmodules", "gi7eba"), ("gitattributes", "gi7d29"), ("gitignore", "gi250a"), ("mailmap", "maba30"))}
+
+
+def _hfs_name(part: str) -> str | None:
+    """`part` as HFS+ compares it to an ASCII name (ignorable code points dropped), or None."""
+    folded = part.translate(_HFS_IGNORED)
+    return folded.lower() if folded.isascii() else None
+
+
+def validate_path(path: str, *, symlink: bool = False) -> str:
+    """A repository file path as the Hub accepts it; anything else is a 400, never a write.
+
+    `symlink`: the path is a symbolic link (only pushes carry them).
+    """
     if not isinstance(path, str) or not path:
         raise BadRequest("Invalid path: empty")
-    if "\x00" in path or "\\" in path or any(ord(c) < 0x20 for c in path):
-        raise BadRequest(f"Invalid path {path!r}: control characters or backslashes are not allowed")
+    if reason := unsafe_characters(path):
+        raise BadRequest(f"Invalid path {path!r}: {reason}")
+    if "\\" in path:
+        raise BadRequest(f"Invalid path {path!r}: backslashes are not allowed")
     if path.startswith("/"):
         raise BadRequest(f"Invalid path {path!r}: must be relative (no leading '/')")
     if len(path.encode()) > 1024:
@@ -71,10 +120,15 @@ def validate_path(path: str) -> str:
     for part in parts:
         if part in ("", ".", ".."):
             raise BadRequest(f"Invalid path {path!r}: empty, '.' or '..' components are not allowed")
-        if part.lower() == ".git":
-            raise BadRequest(f"Invalid path {path!r}: '.git' components are not allowed")
+        if _NTFS_DOTGIT.fullmatch(part) or _hfs_name(part) == ".git":
+            raise BadRequest(f"Invalid path {path!r}: {part!r} is git's own '.git' directory (as Windows or "
+                             "macOS read names), so it is not allowed")
         if len(part.encode()) > 255:
             raise BadRequest(f"Invalid path {path!r}: a component is longer than 255 bytes")
+    if symlink:
+        for name, ntfs in _SYMLINK_REFUSED.items():
+            if ntfs.fullmatch(parts[-1]) or _hfs_name(parts[-1]) == name:
+                raise BadRequest(f"Invalid path {path!r}: {name} may not be a symbolic link (git will not follow one)")
     return path
 
 
@@ -163,9 +217,24 @@ class GitRepo:
 
     @staticmethod
     def validate_ref_name(name: str) -> None:
+        """A branch or tag name (short, without refs/heads/ or refs/tags/): git's check-ref-format plus
+        what `git branch` and `git tag` refuse, and characters that disguise a name."""
+        if reason := unsafe_characters(name):
+            raise BadRequest(f"Invalid reference name {name!r}: {reason}")
+        if name.upper() == "HEAD" or PSEUDO_REF_RE.fullmatch(name):
+            # A branch HEAD becomes the client's refs/remotes/origin/HEAD, the remote's default-branch
+            # symref; `head` is HEAD on a case-insensitive file system.
+            raise BadRequest(f"Invalid reference name {name!r}: HEAD and *_HEAD names are git's own refs")
+        if name.startswith("-"):
+            raise BadRequest(f"Invalid reference name {name!r}: a name may not start with '-' (it reads as a "
+                             "command-line option)")
         if (not name or len(name) > 200 or not pygit2.reference_is_valid_name(f"refs/heads/{name}")
                 or name.startswith("refs/") or SHA_RE.match(name)):
             raise BadRequest(f"Invalid reference name {name!r}")
+
+    def ref_names(self, prefix: str) -> list[str]:
+        """The names of the refs under `prefix` ("refs/heads/", "refs/tags/"), without it."""
+        return [name.removeprefix(prefix) for name in self.repo.references if name.startswith(prefix)]
 
     def refs(self, prefix: str) -> list[tuple[str, str]]:
         out = []

@@ -12,7 +12,7 @@ from bastion.errors import BadRequest, Conflict, Forbidden, RevisionNotFound
 from bastion.hub import Hub
 from bastion.repos import protection
 from bastion.repos.commit import CommitResult, post_commit_hooks
-from bastion.repos.gitstore import DEFAULT_BRANCH, signature
+from bastion.repos.gitstore import DEFAULT_BRANCH, GitRepo, signature
 from bastion.repos.models import Repo
 
 
@@ -28,12 +28,21 @@ def _ref_created(hub: Hub, session: Session, repo: Repo, ref: str, commit: str) 
         hook(hub, session, repo, result)
 
 
+def _refuse_name(repo: Repo, git: GitRepo, kind: str, name: str) -> None:
+    """The name rules a new ref obeys beside the others (under the write lock, so two creations
+    that differ only in case cannot both pass)."""
+    prefix = "refs/heads/" if kind == "branch" else "refs/tags/"
+    if refused := protection.creation_refused(repo, kind, name, protection.RefNames(git.ref_names(prefix))):
+        raise BadRequest(refused)
+
+
 def create_branch(hub: Hub, session: Session, repo: Repo, branch: str, starting_point: str | None) -> str:
     git = hub.git(repo.storage_key)
     git.validate_ref_name(branch)
     with git.write_lock():
         if git.repo.references.get(f"refs/heads/{branch}") is not None:
             raise Conflict(f"Branch {branch!r} already exists")
+        _refuse_name(repo, git, "branch", branch)
         start = git.resolve(starting_point or DEFAULT_BRANCH)
         audit.record(session, AuditAction.REPO_BRANCH_CREATE, target=_target(repo), namespace=repo.namespace,
                      details={"branch": branch, "commit": str(start.id)})
@@ -66,6 +75,7 @@ def create_tag(hub: Hub, session: Session, repo: Repo, actor: User, revision: st
     with git.write_lock():
         if git.repo.references.get(f"refs/tags/{tag}") is not None:
             raise Conflict(f"Tag {tag!r} already exists")
+        _refuse_name(repo, git, "tag", tag)
         commit = git.resolve(revision)
         audit.record(session, AuditAction.REPO_TAG_CREATE, target=_target(repo), namespace=repo.namespace,
                      details={"tag": tag, "commit": str(commit.id), "annotated": bool(message)})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote
@@ -22,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.accounts.models import User
 from bastion.api.auth import current_principal, hub_of
-from bastion.api.bodies import json_object
+from bastion.api.bodies import json_object, parse_json
 from bastion.api.urls import base_url, next_link, repo_url
 from bastion.authz import Permission, Principal, authorize, permission, require
 from bastion.db import transaction
@@ -570,10 +569,7 @@ def parse_ndjson_commit(body: bytes, max_regular: int) -> tuple[dict[str, Any], 
     for lineno, line in enumerate(body.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest(f"Line {lineno} of the commit payload is not valid JSON") from None
+        item = parse_json(line, f"Line {lineno} of the commit payload")
         if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
             raise BadRequest(f"Line {lineno}: expected {{\"key\": ..., \"value\": {{...}}}}")
         key, value = item.get("key"), item["value"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -10,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of
-from bastion.api.bodies import json_object
+from bastion.api.bodies import json_object, parse_json
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest
@@ -92,8 +91,8 @@ async def revoke_leaked_credentials(request: Request,
     candidates: list[str] = []
     if len(body) <= 1 << 20:
         try:
-            data = json.loads(body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = parse_json(body or b"null", "Report")
+        except BadRequest:
             data = body.decode("utf-8", "replace")
         if isinstance(data, dict):
             data = data.get("tokens") or data.get("credentials") or data.get("token") or []
