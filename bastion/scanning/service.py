@@ -49,11 +49,14 @@ from bastion.scanning.scanners.pickles import PickleScanner
 from bastion.scanning.scanners.secrets import (
     BASTION_TOKEN_DETECTOR,
     CallableVerifier,
+    SecretFinding,
     SecretScanner,
+    SecretScanReport,
     VerifierRegistry,
 )
 from bastion.scanning.scanners.secrets import SCANNER_VERSION as SECRETS_VERSION
 from bastion.scanning.scanners.secrets import to_scan_result as to_secrets_result
+from bastion.scanning.scanners.secrets.formats import decode_text
 from bastion.xet.content import iter_object, object_path
 
 log = logging.getLogger("bastion.scanning")
@@ -117,13 +120,18 @@ class SecretsScannerAdapter:
         return SECRETS_VERSION
 
     def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
-        report = self.scanner.scan_blob(data, name)
+        return self._judge(self.scanner.scan_blob(data, name), name)
+
+    def scan_path(self, path: Path) -> ScanResult:
+        return self._judge(self.scanner.scan_file(path, path.name, SECRETS_MAX_BYTES), path.name)
+
+    def _judge(self, report: SecretScanReport, name: str) -> ScanResult:
         live = [f.raw_secret for f in report.findings if f.detector == BASTION_TOKEN_DETECTOR and f.verified]
         if live and self.hub is not None:
             where = scan_location.get() or {}
             leaks.revoke_leaked(self.hub, live, source="secret scanning",
                                 where=f"{where.get('repo', '?')}/{where.get('path', name)}")
-        result = to_secrets_result(report.findings, report.skipped)
+        result = to_secrets_result(report.findings, report.skipped, binary=report.binary, partial=report.partial)
         if self.hub is not None:
             # A keyed fingerprint identifies the same secret across files and edits without storing it.
             key = self.hub.settings.secret_key
@@ -131,18 +139,6 @@ class SecretsScannerAdapter:
                 detail["fingerprint"] = hmac.new(key, finding.raw_secret.encode(), hashlib.sha256).hexdigest()[:40]
         result.scanner_version = self.version()
         return result
-
-    def scan_path(self, path: Path) -> ScanResult:
-        size = path.stat().st_size
-        if size > SECRETS_MAX_BYTES:
-            with path.open("rb") as fh:
-                head = fh.read(8192)
-            if b"\x00" in head:
-                return ScanResult(self.name, self.version(), Verdict.SAFE, "not scanned for secrets: binary content",
-                                  {"findings": [], "skipped": "binary"})
-            return ScanResult(self.name, self.version(), Verdict.CAUTION,
-                              f"text file over {SECRETS_MAX_BYTES} bytes: not scanned for secrets", {"findings": []})
-        return self.scan_bytes(path.read_bytes(), path.name)
 
 
 # Scanner verdicts shown to anyone who can read the repo. Secret findings are not: a notice that a
@@ -315,16 +311,16 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
     parent = git.repo[result.parent_oid] if result.parent_oid else None
     blocked = []
     for path, git_oid in result.changed_blobs:
-        new = _protected_text(hub, git, git_oid)
+        new = _protected_content(hub, git, git_oid)
         if new is None:
-            continue  # binary, or too large to read inline: the full scan after the commit covers it
+            continue  # too large to read inline: the full scan after the commit covers it
         old = None
         if parent is not None:
             try:
-                old = _protected_text(hub, git, str(parent.tree[path].id))
+                old = _protected_content(hub, git, str(parent.tree[path].id))
             except KeyError:
                 old = None
-        for finding in scanner.scan_text(added_lines_text(old, new), path):
+        for finding in _added_secrets(scanner, old, new, path):
             if finding.verification != "none" and finding.verified:
                 blocked.append(finding)
     if not blocked:
@@ -342,10 +338,22 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
                     "credential, retry with a bypass reason (repository managers only).")
 
 
-def _protected_text(hub: Hub, git: Any, git_oid: str) -> bytes | None:
-    """The text push protection reads for a file: the blob, or the LFS object its pointer names (secrets
-    in a large notebook or JSON file stored with LFS must not slip through); None for binary content
-    or a file over PUSH_PROTECTION_MAX_BYTES."""
+def _added_secrets(scanner: SecretScanner, old: bytes | None, new: bytes, path: str) -> list[SecretFinding]:
+    """The secrets `new` adds to `old`: in text, those on added lines; in binary content, those among
+    its printable strings that the old version did not hold."""
+    if decode_text(new) is not None:
+        return scanner.scan_text(added_lines_text(old, new), path)
+    found = scanner.scan_strings(new, path)
+    if old is None or not found:
+        return found
+    before = {f.raw_secret for f in scanner.scan_strings(old, path)}
+    return [f for f in found if f.raw_secret not in before]
+
+
+def _protected_content(hub: Hub, git: Any, git_oid: str) -> bytes | None:
+    """The bytes push protection reads for a file: the blob, or the LFS object its pointer names (secrets
+    in a large notebook or JSON file stored with LFS must not slip through); None for a file over
+    PUSH_PROTECTION_MAX_BYTES."""
     _kind, size = git.repo.odb.read_header(git_oid)
     if size > PUSH_PROTECTION_MAX_BYTES:
         return None
@@ -358,7 +366,7 @@ def _protected_text(hub: Hub, git: Any, git_oid: str) -> bytes | None:
         if pieces is None:
             return None  # not stored (the commit path rejects such a pointer before this runs)
         data = b"".join(pieces)
-    return None if b"\x00" in data[:8192] else data
+    return data
 
 
 def _record_secret_block(hub: Hub, target: tuple[str, str], namespace: str, described: list[dict[str, Any]]) -> None:

@@ -1,7 +1,7 @@
 """Secret scanning: detectors for 60+ credential formats, context filters, offline checksums, verifiers.
 
-Entry point: ``SecretScanner().scan_bytes(data, path)`` / ``scan_diff(diff)``; ``to_scan_result``
-turns findings into the pipeline's ScanResult. Nothing here touches the network unless a
+Entry point: ``SecretScanner().scan_bytes(data, path)`` / ``scan_file`` / ``scan_diff(diff)``;
+``to_scan_result`` turns findings into the pipeline's ScanResult. Nothing here touches the network unless a
 VerifierRegistry with HTTP verifiers is passed in.
 """
 
