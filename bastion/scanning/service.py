@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pygit2
 from sqlalchemy import or_, select
@@ -41,8 +41,11 @@ from bastion.repos.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
 from bastion.scanning import leaks
+from bastion.scanning.isolation import ProcessLimits, ScanAborted, run_isolated
 from bastion.scanning.models import ScanJob, ScanResultRow, SecretNotice
 from bastion.scanning.results import ScanResult, Verdict, worst
+from bastion.scanning.scanners import pickles
+from bastion.scanning.scanners import secrets as secret_scanning
 from bastion.scanning.scanners.malware import MalwareScanner
 from bastion.scanning.scanners.pickles import SCANNER_VERSION as PICKLE_VERSION
 from bastion.scanning.scanners.pickles import PickleScanner
@@ -73,11 +76,20 @@ class Scanner(Protocol):
     def scan_bytes(self, data: bytes, name: str = "") -> ScanResult: ...
 
 
+@runtime_checkable
+class IsolatedScanner(Scanner, Protocol):
+    """A scanner that parses hostile content: the pipeline runs it in a process of its own under OS
+    limits (bastion.scanning.isolation). The others (clamd, over a socket) run in a worker thread."""
+
+    def scan_isolated(self, source: Path | bytes, name: str, limits: ProcessLimits) -> ScanResult: ...
+
+
 class PickleScannerAdapter:
     name = "pickle"
 
-    def __init__(self) -> None:
-        self.scanner = PickleScanner()
+    def __init__(self, spool_dir: Path | None = None) -> None:
+        self.spool_dir = str(spool_dir) if spool_dir is not None else None
+        self.scanner = PickleScanner(spool_dir=self.spool_dir)
 
     def version(self) -> str:
         return PICKLE_VERSION
@@ -87,6 +99,9 @@ class PickleScannerAdapter:
 
     def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
         return self._stamped(self.scanner.scan_bytes(data, name))
+
+    def scan_isolated(self, source: Path | bytes, name: str, limits: ProcessLimits) -> ScanResult:
+        return self._stamped(run_isolated(pickles.scan_source, (source, name, self.spool_dir), limits))
 
     def _stamped(self, result: ScanResult) -> ScanResult:
         # Verdicts are keyed by the version this pipeline asked for, so reuse and rescans agree.
@@ -125,6 +140,14 @@ class SecretsScannerAdapter:
     def scan_path(self, path: Path) -> ScanResult:
         return self._judge(self.scanner.scan_file(path, path.name, SECRETS_MAX_BYTES), path.name)
 
+    def scan_isolated(self, source: Path | bytes, name: str, limits: ProcessLimits) -> ScanResult:
+        # The scan process reads the content; verification (a database lookup for Bastion's own
+        # tokens, provider APIs) and revocation happen here, on its findings.
+        report: SecretScanReport = run_isolated(secret_scanning.scan_source, (source, name, SECRETS_MAX_BYTES),
+                                                limits)
+        report.findings = self.scanner.verify(report.findings)
+        return self._judge(report, name)
+
     def _judge(self, report: SecretScanReport, name: str) -> ScanResult:
         live = [f.raw_secret for f in report.findings if f.detector == BASTION_TOKEN_DETECTOR and f.verified]
         if live and self.hub is not None:
@@ -155,7 +178,8 @@ def build_scanners(settings: Settings, only: Iterable[str] | None = None, hub: H
         if name == "av":
             out[name] = MalwareScanner(settings.resolved_clamd_address, settings.scan_timeout_seconds)
         elif name == "pickle":
-            out[name] = PickleScannerAdapter()
+            # Large inflated members are spooled next to the server's other temporary files.
+            out[name] = PickleScannerAdapter(settings.tmp_dir if hub is not None else None)
         elif name == "secrets":
             out[name] = SecretsScannerAdapter(hub)
         else:
@@ -385,7 +409,16 @@ post_commit_hooks.append(on_commit)
 
 # ---- running ------------------------------------------------------------------------------------
 
+def scan_limits(settings: Settings) -> ProcessLimits:
+    return ProcessLimits(settings.scan_memory_limit_mb, settings.scan_cpu_seconds, settings.scan_timeout_seconds)
+
+
 def _run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, path: str = "") -> ScanResult:
+    """One scanner on one blob. A scanner that parses the content runs in a scan process of its own
+    under the OS limits in the settings; over one, the verdict is `error` saying which."""
+    isolated = isinstance(scanner, IsolatedScanner)
+    limits = scan_limits(hub.settings)
+
     def work() -> ScanResult:
         if ref.kind == "lfs":
             with object_path(hub, ref.key) as local:  # a Xet-stored file is reconstructed for the scan
@@ -394,9 +427,20 @@ def _run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, path: str = "") -> Sc
                     # blob gone with its repo, no verdict is stored, so the same bytes uploaded again are
                     # scanned afresh instead of inheriting an error.
                     raise ContentGone(f"LFS object {ref.key} is no longer stored")
+                if isinstance(scanner, IsolatedScanner):
+                    return scanner.scan_isolated(local, local.name, limits)
                 return scanner.scan_path(local)
+        if isinstance(scanner, IsolatedScanner):
+            return scanner.scan_isolated(read_bytes(hub, ref), path, limits)
         return scanner.scan_bytes(read_bytes(hub, ref), path)
 
+    if isolated:
+        try:
+            return work()  # the scan process has its own wall-clock limit
+        except ScanAborted as exc:
+            result = ScanResult(scanner.name, scanner.version(), Verdict.ERROR, exc.summary)
+            result.retryable = exc.retryable
+            return result
     pool = ThreadPoolExecutor(1, thread_name_prefix=f"scan-{scanner.name}")
     try:
         # The worker thread sees the caller's context (scan_location, audit context).

@@ -155,6 +155,10 @@ class SecretScanner:
                                        "credential formats only")
         return SecretScanReport(findings, binary=binary, partial=partial)
 
+    def verify(self, findings: list[SecretFinding]) -> list[SecretFinding]:
+        """Ask the verifiers about findings made without them (by a scan in another process)."""
+        return self._finish(findings)
+
     def scan_diff(self, diff_text: str) -> list[SecretFinding]:
         """Only lines a commit adds: findings carry the new file's path and line numbers."""
         return self._finish([f for seg in diff_segments(diff_text) for f in self._scan_segment(seg)])
@@ -385,3 +389,11 @@ def to_scan_result(findings: list[SecretFinding], skipped: str | None = None, *,
         details["content"] = "binary"
     return ScanResult(SCANNER_NAME, SCANNER_VERSION, verdict, summary, details)
 
+
+def scan_source(source: Path | bytes, name: str, max_in_memory: int) -> SecretScanReport:
+    """One scan of a file or of bytes, without verifiers: what a scan process runs
+    (bastion.scanning.isolation). The server verifies the findings it gets back."""
+    scanner = SecretScanner()
+    if isinstance(source, Path):
+        return scanner.scan_file(source, name, max_in_memory)
+    return scanner.scan_blob(source, name)
