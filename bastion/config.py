@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     scan_workers: int = 2
     scan_lease_seconds: int = 600  # a job not finished by then is handed to another worker
     scan_timeout_seconds: int = 300  # per scanner and file; then the verdict is `error`
+    # Scanners that parse the content (pickle, secrets) run each scan in a process of its own under
+    # these OS limits (RLIMIT_DATA, RLIMIT_CPU); over one, that scan is killed and its verdict is `error`.
+    scan_memory_limit_mb: int = Field(default=2048, ge=64)
+    scan_cpu_seconds: int = Field(default=300, ge=1)
     scan_max_attempts: int = 3
     scan_inline_max_bytes: int = 64 * MiB  # "block unsafe files" scans up to this size before the ref moves
     # Third-party secret verification, off unless configured: provider → base URL of its API (e.g.

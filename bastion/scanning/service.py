@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import pygit2
 from sqlalchemy import or_, select
@@ -41,19 +41,25 @@ from bastion.repos.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
 from bastion.scanning import leaks
+from bastion.scanning.isolation import ProcessLimits, ScanAborted, run_isolated
 from bastion.scanning.models import ScanJob, ScanResultRow, SecretNotice
 from bastion.scanning.results import ScanResult, Verdict, worst
+from bastion.scanning.scanners import pickles
+from bastion.scanning.scanners import secrets as secret_scanning
 from bastion.scanning.scanners.malware import MalwareScanner
 from bastion.scanning.scanners.pickles import SCANNER_VERSION as PICKLE_VERSION
 from bastion.scanning.scanners.pickles import PickleScanner
 from bastion.scanning.scanners.secrets import (
     BASTION_TOKEN_DETECTOR,
     CallableVerifier,
+    SecretFinding,
     SecretScanner,
+    SecretScanReport,
     VerifierRegistry,
 )
 from bastion.scanning.scanners.secrets import SCANNER_VERSION as SECRETS_VERSION
 from bastion.scanning.scanners.secrets import to_scan_result as to_secrets_result
+from bastion.scanning.scanners.secrets.formats import decode_text
 from bastion.xet.content import ANY_HOLDER, ObjectNotLinked, as_file, iter_object, locate
 
 log = logging.getLogger("bastion.scanning")
@@ -70,11 +76,20 @@ class Scanner(Protocol):
     def scan_bytes(self, data: bytes, name: str = "") -> ScanResult: ...
 
 
+@runtime_checkable
+class IsolatedScanner(Scanner, Protocol):
+    """A scanner that parses hostile content: the pipeline runs it in a process of its own under OS
+    limits (bastion.scanning.isolation). The others (clamd, over a socket) run in a worker thread."""
+
+    def scan_isolated(self, source: Path | bytes, name: str, limits: ProcessLimits) -> ScanResult: ...
+
+
 class PickleScannerAdapter:
     name = "pickle"
 
-    def __init__(self) -> None:
-        self.scanner = PickleScanner()
+    def __init__(self, spool_dir: Path | None = None) -> None:
+        self.spool_dir = str(spool_dir) if spool_dir is not None else None
+        self.scanner = PickleScanner(spool_dir=self.spool_dir)
 
     def version(self) -> str:
         return PICKLE_VERSION
@@ -84,6 +99,9 @@ class PickleScannerAdapter:
 
     def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
         return self._stamped(self.scanner.scan_bytes(data, name))
+
+    def scan_isolated(self, source: Path | bytes, name: str, limits: ProcessLimits) -> ScanResult:
+        return self._stamped(run_isolated(pickles.scan_source, (source, name, self.spool_dir), limits))
 
     def _stamped(self, result: ScanResult) -> ScanResult:
         # Verdicts are keyed by the version this pipeline asked for, so reuse and rescans agree.
@@ -117,13 +135,26 @@ class SecretsScannerAdapter:
         return SECRETS_VERSION
 
     def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
-        report = self.scanner.scan_blob(data, name)
+        return self._judge(self.scanner.scan_blob(data, name), name)
+
+    def scan_path(self, path: Path) -> ScanResult:
+        return self._judge(self.scanner.scan_file(path, path.name, SECRETS_MAX_BYTES), path.name)
+
+    def scan_isolated(self, source: Path | bytes, name: str, limits: ProcessLimits) -> ScanResult:
+        # The scan process reads the content; verification (a database lookup for Bastion's own
+        # tokens, provider APIs) and revocation happen here, on its findings.
+        report: SecretScanReport = run_isolated(secret_scanning.scan_source, (source, name, SECRETS_MAX_BYTES),
+                                                limits)
+        report.findings = self.scanner.verify(report.findings)
+        return self._judge(report, name)
+
+    def _judge(self, report: SecretScanReport, name: str) -> ScanResult:
         live = [f.raw_secret for f in report.findings if f.detector == BASTION_TOKEN_DETECTOR and f.verified]
         if live and self.hub is not None:
             where = scan_location.get() or {}
             leaks.revoke_leaked(self.hub, live, source="secret scanning",
                                 where=f"{where.get('repo', '?')}/{where.get('path', name)}")
-        result = to_secrets_result(report.findings, report.skipped)
+        result = to_secrets_result(report.findings, report.skipped, binary=report.binary, partial=report.partial)
         if self.hub is not None:
             # A keyed fingerprint identifies the same secret across files and edits without storing it.
             key = self.hub.settings.secret_key
@@ -131,18 +162,6 @@ class SecretsScannerAdapter:
                 detail["fingerprint"] = hmac.new(key, finding.raw_secret.encode(), hashlib.sha256).hexdigest()[:40]
         result.scanner_version = self.version()
         return result
-
-    def scan_path(self, path: Path) -> ScanResult:
-        size = path.stat().st_size
-        if size > SECRETS_MAX_BYTES:
-            with path.open("rb") as fh:
-                head = fh.read(8192)
-            if b"\x00" in head:
-                return ScanResult(self.name, self.version(), Verdict.SAFE, "not scanned for secrets: binary content",
-                                  {"findings": [], "skipped": "binary"})
-            return ScanResult(self.name, self.version(), Verdict.CAUTION,
-                              f"text file over {SECRETS_MAX_BYTES} bytes: not scanned for secrets", {"findings": []})
-        return self.scan_bytes(path.read_bytes(), path.name)
 
 
 # Scanner verdicts shown to anyone who can read the repo. Secret findings are not: a notice that a
@@ -159,7 +178,8 @@ def build_scanners(settings: Settings, only: Iterable[str] | None = None, hub: H
         if name == "av":
             out[name] = MalwareScanner(settings.resolved_clamd_address, settings.scan_timeout_seconds)
         elif name == "pickle":
-            out[name] = PickleScannerAdapter()
+            # Large inflated members are spooled next to the server's other temporary files.
+            out[name] = PickleScannerAdapter(settings.tmp_dir if hub is not None else None)
         elif name == "secrets":
             out[name] = SecretsScannerAdapter(hub)
         else:
@@ -315,16 +335,16 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
     parent = git.repo[result.parent_oid] if result.parent_oid else None
     blocked = []
     for path, git_oid in result.changed_blobs:
-        new = _protected_text(hub, session, repo.id, git, git_oid)
+        new = _protected_content(hub, session, repo.id, git, git_oid)
         if new is None:
-            continue  # binary, or too large to read inline: the full scan after the commit covers it
+            continue  # too large to read inline: the full scan after the commit covers it
         old = None
         if parent is not None:
             try:
-                old = _protected_text(hub, session, repo.id, git, str(parent.tree[path].id))
+                old = _protected_content(hub, session, repo.id, git, str(parent.tree[path].id))
             except KeyError:
                 old = None
-        for finding in scanner.scan_text(added_lines_text(old, new), path):
+        for finding in _added_secrets(scanner, old, new, path):
             if finding.verification != "none" and finding.verified:
                 blocked.append(finding)
     if not blocked:
@@ -342,11 +362,23 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
                     "credential, retry with a bypass reason (repository managers only).")
 
 
-def _protected_text(hub: Hub, session: Session, repo_id: int, git: Any, git_oid: str) -> bytes | None:
-    """The text push protection reads for a file: the blob, or the LFS object its pointer names (secrets
-    in a large notebook or JSON file stored with LFS must not slip through); None for binary content,
-    a file over PUSH_PROTECTION_MAX_BYTES, or a pointer to an object the repo holds no link to (the commit
-    path refuses such pointers; one in the parent, from before that rule, names nothing readable)."""
+def _added_secrets(scanner: SecretScanner, old: bytes | None, new: bytes, path: str) -> list[SecretFinding]:
+    """The secrets `new` adds to `old`: in text, those on added lines; in binary content, those among
+    its printable strings that the old version did not hold."""
+    if decode_text(new) is not None:
+        return scanner.scan_text(added_lines_text(old, new), path)
+    found = scanner.scan_strings(new, path)
+    if old is None or not found:
+        return found
+    before = {f.raw_secret for f in scanner.scan_strings(old, path)}
+    return [f for f in found if f.raw_secret not in before]
+
+
+def _protected_content(hub: Hub, session: Session, repo_id: int, git: Any, git_oid: str) -> bytes | None:
+    """The bytes push protection reads for a file: the blob, or the LFS object its pointer names (secrets
+    in a large notebook or JSON file stored with LFS must not slip through); None for a file over
+    PUSH_PROTECTION_MAX_BYTES, or a pointer to an object the repo holds no link to (the commit path
+    refuses such pointers; one in the parent, from before that rule, names nothing readable)."""
     _kind, size = git.repo.odb.read_header(git_oid)
     if size > PUSH_PROTECTION_MAX_BYTES:
         return None
@@ -362,7 +394,7 @@ def _protected_text(hub: Hub, session: Session, repo_id: int, git: Any, git_oid:
         if pieces is None:
             return None  # linked but no longer stored
         data = b"".join(pieces)
-    return None if b"\x00" in data[:8192] else data
+    return data
 
 
 def _record_secret_block(hub: Hub, target: tuple[str, str], namespace: str, described: list[dict[str, Any]]) -> None:
@@ -381,11 +413,19 @@ post_commit_hooks.append(on_commit)
 
 # ---- running ------------------------------------------------------------------------------------
 
+def scan_limits(settings: Settings) -> ProcessLimits:
+    return ProcessLimits(settings.scan_memory_limit_mb, settings.scan_cpu_seconds, settings.scan_timeout_seconds)
+
+
 def _run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, repo_id: int | None, path: str = "",
                  session: Session | None = None) -> ScanResult:
-    """Scan `ref` as a file of repository `repo_id` (ANY_HOLDER: of whichever repositories hold it, when
-    the one that queued the scan is gone): an LFS object is read only if that repository holds a link.
-    `session`: the caller's transaction (an inline scan during a commit), used for that lookup."""
+    """One scanner on one blob, as a file of repository `repo_id` (ANY_HOLDER: of whichever repositories
+    hold it, when the one that queued the scan is gone): an LFS object is read only if that repository
+    holds a link (`session`: the caller's transaction, for an inline scan during a commit). A scanner
+    that parses the content runs in a scan process of its own under the OS limits in the settings;
+    over one, the verdict is `error` saying which."""
+    isolated = isinstance(scanner, IsolatedScanner)
+    limits = scan_limits(hub.settings)
     found = None
     if ref.kind == "lfs":
         try:
@@ -401,9 +441,20 @@ def _run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, repo_id: int | None, 
     def work() -> ScanResult:
         if found is not None:
             with as_file(hub, found) as local:  # a Xet-stored file is reconstructed for the scan
+                if isinstance(scanner, IsolatedScanner):
+                    return scanner.scan_isolated(local, local.name, limits)
                 return scanner.scan_path(local)
+        if isinstance(scanner, IsolatedScanner):
+            return scanner.scan_isolated(read_bytes(hub, ref), path, limits)
         return scanner.scan_bytes(read_bytes(hub, ref), path)
 
+    if isolated:
+        try:
+            return work()  # the scan process has its own wall-clock limit
+        except ScanAborted as exc:
+            result = ScanResult(scanner.name, scanner.version(), Verdict.ERROR, exc.summary)
+            result.retryable = exc.retryable
+            return result
     pool = ThreadPoolExecutor(1, thread_name_prefix=f"scan-{scanner.name}")
     try:
         # The worker thread sees the caller's context (scan_location, audit context).

@@ -330,6 +330,85 @@ def test_decompression_bomb_is_bounded() -> None:
     assert any("decompressed size limit" in p["message"] for p in result.details["problems"])
 
 
+def _bomb_pickle(head: bytes, zeros: int) -> bytes:
+    """`head`, then a BINBYTES8 of `zeros` NULs (compresses about 1000:1), then STOP."""
+    return pc.proto(4) + head + b"\x8e" + struct.pack("<Q", zeros) + bytes(zeros) + b"."
+
+
+def test_a_zip_bomb_member_is_cut_short_and_what_was_inflated_is_examined() -> None:
+    payload = _bomb_pickle(pc.glob("os", "system") + pc.uni("true") + b"\x85R0", 8 << 20)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", payload)
+    result = PickleScanner(ScanLimits(inflate_ratio_floor=1 << 20)).scan_bytes(buf.getvalue(), "bomb.pt")
+    assert result.verdict is Verdict.UNSAFE and ("os", "system") in flagged(result)
+    assert any("decompression bomb" in p["message"] for p in result.details["problems"])
+    # Under the floor the same member is inflated whole, like any other.
+    assert not any("bomb" in p["message"] for p in PickleScanner().scan_bytes(buf.getvalue()).details["problems"])
+
+
+def test_a_gzip_bomb_is_cut_short() -> None:
+    bomb = gzip.compress(_bomb_pickle(b"", 8 << 20))
+    result = PickleScanner(ScanLimits(inflate_ratio_floor=1 << 20)).scan_bytes(bomb)
+    assert result.verdict is Verdict.SUSPICIOUS and "decompression bomb" in result.summary
+
+
+def test_large_inflated_members_are_spooled_and_examined_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.scanning.scanners.pickles import formats
+
+    monkeypatch.setattr(formats, "SPOOL_OVER", 64 << 10)
+    spooled: list[int] = []
+    real = formats._Sink.result
+
+    def result(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        spooled.append(self.file is not None)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(formats._Sink, "result", result)
+    # A nested pickle at the start of 1 MiB of bytes held by the member's pickle: found where it lies.
+    noise = random.Random(7).randbytes(1 << 20)
+    inner = OS_SYSTEM + noise
+    payload = pc.proto(4) + b"\x8e" + struct.pack("<Q", len(inner)) + inner + b"."
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", payload)
+    result = PickleScanner().scan_bytes(buf.getvalue(), "m.pt")
+    assert result.verdict is Verdict.UNSAFE and ("os", "system") in flagged(result)
+    assert True in spooled
+
+
+def test_bytes_handed_to_a_loader_are_examined_in_place_whatever_their_size() -> None:
+    loader = pc.glob("torch.storage", "_load_from_bytes")
+    for inner, verdict in ((pc.benign_pickle() + bytes(2 << 20), Verdict.SAFE),
+                           (OS_SYSTEM + bytes(2 << 20), Verdict.UNSAFE)):
+        data = pc.proto(4) + loader + b"\x8e" + struct.pack("<Q", len(inner)) + inner + b"\x85R."
+        assert PickleScanner().scan_bytes(data).verdict is verdict
+
+
+def test_long_strings_are_validated_not_kept() -> None:
+    assert PickleScanner().scan_bytes(pc.proto(4) + pc.uni("é" * (1 << 20)) + b".").verdict is Verdict.SAFE
+    bad = pc.proto(4) + b"X" + struct.pack("<I", 2 << 20) + b"a" * ((2 << 20) - 1) + b"\xff."
+    result = PickleScanner().scan_bytes(bad)
+    assert result.verdict is Verdict.SUSPICIOUS and "invalid UTF-8" in result.summary
+    # A module name megabytes long names no module: a pickle importing it cannot load.
+    long_name = pc.proto(4) + pc.uni("a" * (2 << 20)) + pc.uni("system") + b"\x93."
+    assert PickleScanner().scan_bytes(long_name).verdict is Verdict.SUSPICIOUS
+
+
+@pytest.mark.parametrize(("limits", "body", "message"), [
+    (ScanLimits(max_stack=1000), b"N" * 10_000, "stack limit"),
+    (ScanLimits(max_marks=1000), b"(" * 10_000, "nesting limit"),
+    (ScanLimits(max_kept=1000), b"]" + (b"(" + b"N" * 100 + b"e") * 100, "object limit"),
+    (ScanLimits(max_held=100_000), (pc.uni("x" * 200) + b"0") * 3000, "string limit"),
+    (ScanLimits(max_imports=100), b"".join(pc.glob("m", f"n{i}") + b"0" for i in range(300)), "distinct imports"),
+])
+def test_the_walker_keeps_bounded_memory(limits: ScanLimits, body: bytes, message: str) -> None:
+    data = pc.proto(4) + body + b"N."
+    assert PickleScanner().scan_bytes(data).verdict is not Verdict.ERROR  # within the default limits
+    result = PickleScanner(limits).scan_bytes(data)
+    assert result.verdict is Verdict.ERROR and message in result.summary, result.summary
+
+
 def test_file_size_and_time_limits(tmp_path: Path) -> None:
     path = tmp_path / "x.pkl"
     path.write_bytes(pc.benign_pickle())

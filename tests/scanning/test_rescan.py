@@ -61,10 +61,12 @@ def test_scanner_crash_becomes_retry_then_error_never_safe(hub: Hub, monkeypatch
         repo = service.create_repo(hub, s, user, service.namespace_ref(s, "sam"), "m", "model", False)
     _run_all(hub)
 
-    def boom(self: object, data: bytes, name: str = "") -> None:
+    def boom(self: object, *args: object) -> None:
         raise RuntimeError("scanner bug")
 
+    # The pipeline runs the pickle scanner in a scan process (scan_isolated), other paths in-process.
     monkeypatch.setattr(scanning.PickleScannerAdapter, "scan_bytes", boom)
+    monkeypatch.setattr(scanning.PickleScannerAdapter, "scan_isolated", boom)
     with transaction(hub.sessions) as s:
         commit.create_commit(hub, s, s.get(type(repo), repo.id), user, "main", [commit.AddFile("b.txt", b"b")], "b")
     with transaction(hub.sessions) as s:

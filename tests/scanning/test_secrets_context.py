@@ -114,16 +114,25 @@ def test_diff_of_a_notebook_decodes_json_string_lines() -> None:
     assert (finding.file, finding.line, finding.provider) == ("n.ipynb", 6, "huggingface")
 
 
-def test_binary_and_lfs_pointer_content_is_skipped() -> None:
+def test_binary_content_is_read_through_its_printable_strings() -> None:
     token = F.github("ghp").encode()
+    # A token glued to other printable characters is no token (the detector's own boundary rule).
     assert SCANNER.scan_bytes(b"\x00\x01PK" + token + b"\x00" * 20, "model.bin") == []
-    assert SCANNER.scan_blob(b"\x00" + token, "w.bin").skipped == "binary"
-    invalid = bytes(range(128, 256)) * 20 + token
-    assert SCANNER.scan_blob(invalid, "w.dat").skipped == "binary"
+    report = SCANNER.scan_blob(b"\x00" + token, "w.bin")
+    assert report.binary and report.skipped is None
+    ((finding,),) = [report.findings]
+    assert (finding.provider, finding.verified, finding.line, finding.column) == ("github", True, 1, 2)
+    assert "at byte 1" in finding.note
+    invalid = bytes(range(128, 256)) * 20 + b"\n\n" + token
+    (finding,) = SCANNER.scan_blob(invalid, "w.dat").findings
+    assert (finding.line, finding.column) == (3, 1)
+    # Only self-identifying formats count in binary content: no assignment rule on random strings.
+    assert SCANNER.scan_bytes(b"\x00password = 'hunter2-hunter2'\x00", "w.bin") == []
     pointer = (
         b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"a" * 64 + b"\nsize 123456\n"
     )
-    assert SCANNER.scan_blob(pointer, "model.safetensors").skipped == "lfs-pointer"
+    report = SCANNER.scan_blob(pointer + b"GITHUB_TOKEN=" + token + b"\n", "model.safetensors")
+    assert [f.provider for f in report.findings] == ["github"] and not report.binary  # pointer text is text
     # A little mojibake does not make a text file binary.
     text = b"caf\xe9 menu\n" + b"GITHUB_TOKEN=" + token + b"\n" + b"plain text line\n" * 100
     assert [f.provider for f in SCANNER.scan_bytes(text, "notes.txt")] == ["github"]
@@ -151,7 +160,11 @@ def test_raw_secret_never_leaks_into_displayable_fields() -> None:
 
 def test_to_scan_result_verdicts() -> None:
     assert to_scan_result([]).verdict == Verdict.SAFE
-    assert to_scan_result([], skipped="binary").details["skipped"] == "binary"
+    # Content not read is never safe; content read only in part, with nothing found, is CAUTION.
+    skipped = to_scan_result([], skipped="unreadable")
+    assert skipped.verdict == Verdict.UNSCANNED and skipped.details["skipped"] == "unreadable"
+    assert to_scan_result([], partial="text file over 1 bytes").verdict == Verdict.CAUTION
+    assert to_scan_result([], binary=True).details == {"findings": [], "content": "binary"}
     checksum = SCANNER.scan_text(f"x={F.npm()}", "a")
     format_only = SCANNER.scan_text(f"x={F.groq()}", "a")
     result = to_scan_result(checksum + format_only)
@@ -183,3 +196,20 @@ def test_labelled_corpus_recall_and_precision(tmp_path: Path) -> None:
     assert len(corpus.labels) >= 80
     assert score.recall >= 0.97, score.missed
     assert score.precision >= 0.95, score.spurious
+
+
+def test_streamed_strings_find_a_token_cut_by_a_block_boundary() -> None:
+    import io
+
+    from bastion.scanning.scanners.secrets.scanner import STREAM_BLOCK
+
+    token = F.github("ghp").encode()
+    data = bytearray(b"\x00" * (STREAM_BLOCK + 4096))
+    data[100:102] = b"\n\n"
+    at = STREAM_BLOCK - 10  # the token starts 10 bytes before the first block ends
+    data[at - 1 : at + len(token) + 1] = b"\n" + token + b"\x00"
+    findings = SCANNER.scan_stream(io.BytesIO(bytes(data)), "big.bin")
+    assert [(f.provider, f.line, f.column, f.verified) for f in findings] == [("github", 4, 1, True)]
+    assert f"at byte {at}" in findings[0].note
+    # The same content read whole gives the same finding.
+    assert [(f.line, f.column) for f in SCANNER.scan_strings(bytes(data), "big.bin")] == [(4, 1)]

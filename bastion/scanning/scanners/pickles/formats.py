@@ -10,8 +10,10 @@ import bz2
 import json
 import lzma
 import math
+import mmap
 import re
 import struct
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -53,60 +55,134 @@ def _new_decompressor(kind: str) -> Any:
     raise ValueError(f"no decompressor for {kind}")
 
 
+# Inflated bytes up to this size stay in memory; beyond it they go to a temporary file that the
+# walk reads through a read-only mmap, so a large member costs disk and page cache, not heap.
+SPOOL_OVER = 16 << 20
+_IN_CHUNK = 64 << 10  # compressed bytes per step: the ratio is measured at this granularity
+_OUT_CHUNK = 1 << 20  # the most one step inflates
+
+
 @dataclass
 class Decompressed:
-    data: bytes
-    complete: bool  # False when the output limit cut it short
+    data: Any  # bytes, or a read-only mmap of a spooled temporary file: call close() when done
+    complete: bool  # False when the output limit or the ratio limit cut it short
     problem: str | None  # corrupt or truncated stream
+    bomb: str | None = None  # set when it inflated past the ratio limit (and was cut short there)
+    _spool: Any = None
+
+    def close(self) -> None:
+        if self._spool is not None:
+            mapped, file = self._spool
+            if mapped is not None:
+                mapped.close()
+            file.close()
+            self._spool = None
 
 
-def bounded_decompress(kind: str, buf: Any, lo: int, hi: int, limit: int, deadline: float = math.inf) -> Decompressed:
+class _Sink:
+    """Collects inflated bytes up to `limit`: in memory up to SPOOL_OVER, then in a temporary file."""
+
+    def __init__(self, limit: int, spool_dir: str | None) -> None:
+        self.limit = limit
+        self.spool_dir = spool_dir
+        self.pieces: list[bytes] = []
+        self.size = 0
+        self.file: Any = None
+
+    def write(self, piece: bytes) -> None:
+        piece = piece[: self.limit - self.size]
+        if not piece:
+            return
+        if self.file is None and self.size + len(piece) > SPOOL_OVER:
+            # Closed by Decompressed.close() (or discard()), after the walk that reads it.
+            self.file = tempfile.TemporaryFile(prefix="bastion-inflate-", dir=self.spool_dir)  # noqa: SIM115
+            for held in self.pieces:
+                self.file.write(held)
+            self.pieces = []
+        if self.file is None:
+            self.pieces.append(piece)
+        else:
+            self.file.write(piece)
+        self.size += len(piece)
+
+    def result(self, complete: bool, problem: str | None, bomb: str | None = None) -> Decompressed:
+        if self.file is None:
+            return Decompressed(b"".join(self.pieces), complete, problem, bomb)
+        self.file.flush()
+        mapped = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
+        return Decompressed(mapped, complete, problem, bomb, (mapped, self.file))
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def bounded_decompress(kind: str, buf: Any, lo: int, hi: int, limit: int, deadline: float = math.inf, *,
+                       max_ratio: int = 0, ratio_floor: int = 0, spool_dir: str | None = None) -> Decompressed:
     """Decompress buf[lo:hi] producing at most `limit` bytes by `deadline` (time.monotonic());
-    multi-member streams are followed like the gzip/bz2/lzma readers do."""
-    out: list[bytes] = []
+    multi-member streams are followed like the gzip/bz2/lzma readers do.
+
+    Streaming, in bounded memory: at most _OUT_CHUNK bytes are inflated per step, and what is kept
+    beyond SPOOL_OVER is spooled to disk. With `max_ratio`, inflation stops as soon as the output
+    passes `ratio_floor` bytes and `max_ratio` times the compressed bytes consumed (a bomb)."""
+    sink = _Sink(limit, spool_dir)
+    try:
+        return _inflate(kind, buf, lo, hi, limit, deadline, max_ratio, ratio_floor, sink)
+    except BaseException:
+        sink.discard()
+        raise
+
+
+def _inflate(kind: str, buf: Any, lo: int, hi: int, limit: int, deadline: float, max_ratio: int,
+             ratio_floor: int, sink: _Sink) -> Decompressed:
     total = 0
     pos = lo
-    chunk = 1 << 20
     d = _new_decompressor(kind)
     is_zlib = kind in (GZIP, ZLIB, RAW_DEFLATE)
     pending = b""
     try:
         while total <= limit:
             if time.monotonic() > deadline:
-                data = b"".join(out)
-                return Decompressed(data[:limit], False, "time limit exceeded while decompressing")
+                return sink.result(False, "time limit exceeded while decompressing")
+            want = min(_OUT_CHUNK, limit + 1 - total)
             if is_zlib:
                 if d.unconsumed_tail:
                     data = d.unconsumed_tail
                 elif pending:
                     data, pending = pending, b""
                 elif pos < hi:
-                    data = bytes(buf[pos : min(hi, pos + chunk)])
+                    data = bytes(buf[pos : min(hi, pos + _IN_CHUNK)])
                     pos += len(data)
                 else:
                     break
-                piece = d.decompress(data, limit + 1 - total)
+                piece = d.decompress(data, want)
             else:
                 if d.eof:
                     piece = b""
                 elif not d.needs_input:
-                    piece = d.decompress(b"", limit + 1 - total)
+                    piece = d.decompress(b"", want)
                 elif pending:
                     data, pending = pending, b""
-                    piece = d.decompress(data, limit + 1 - total)
+                    piece = d.decompress(data, want)
                 elif pos < hi:
-                    data = bytes(buf[pos : min(hi, pos + chunk)])
+                    data = bytes(buf[pos : min(hi, pos + _IN_CHUNK)])
                     pos += len(data)
-                    piece = d.decompress(data, limit + 1 - total)
+                    piece = d.decompress(data, want)
                 else:
                     break
-            out.append(piece)
+            sink.write(piece)
             total += len(piece)
+            if max_ratio and total > ratio_floor:
+                consumed = pos - lo - (len(d.unconsumed_tail) if is_zlib else 0) - len(pending)
+                if total > max_ratio * max(consumed, 1):
+                    return sink.result(False, None, f"inflates more than {max_ratio} times its compressed size "
+                                                    f"(a decompression bomb): only its first {total} bytes "
+                                                    "were examined")
             if d.eof:
                 rest = d.unused_data + (pending if is_zlib else b"")
                 if kind in (GZIP, BZ2, XZ) and (rest or pos < hi):
                     # gzip/bz2/xz readers continue with the next member, so must we.
-                    remaining = rest + bytes(buf[pos:hi]) if len(rest) + (hi - pos) <= chunk else None
+                    remaining = rest + bytes(buf[pos:hi]) if len(rest) + (hi - pos) <= _OUT_CHUNK else None
                     if remaining is not None and not remaining.strip(b"\x00"):
                         break
                     d = _new_decompressor(kind)
@@ -114,11 +190,9 @@ def bounded_decompress(kind: str, buf: Any, lo: int, hi: int, limit: int, deadli
                     continue
                 break
     except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
-        data = b"".join(out)
-        return Decompressed(data[:limit], len(data) <= limit, f"corrupt {kind} stream: {exc}")
-    data = b"".join(out)
+        return sink.result(total <= limit, f"corrupt {kind} stream: {exc}")
     problem = None if d.eof else f"truncated {kind} stream"
-    return Decompressed(data[:limit], total <= limit, problem)
+    return sink.result(total <= limit, problem)
 
 
 # -- numpy .npy ---------------------------------------------------------------------------------

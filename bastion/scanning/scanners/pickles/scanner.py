@@ -20,13 +20,22 @@ from typing import Any
 from bastion.scanning.results import ImportSafety, ScanResult, Verdict
 from bastion.scanning.scanners.pickles import formats
 from bastion.scanning.scanners.pickles.policy import Classification, classify, is_dotted_identifier
-from bastion.scanning.scanners.pickles.walker import Budget, Call, Global, PickleWalker, WalkError, WalkHooks
+from bastion.scanning.scanners.pickles.walker import (
+    MAX_NOTES,
+    Budget,
+    BytesRef,
+    Call,
+    Global,
+    PickleWalker,
+    WalkError,
+    WalkHooks,
+)
 from bastion.scanning.scanners.pickles.zipread import ZipFormatError, list_members, looks_like_zip, read_member
 
 SCANNER_NAME = "pickle"
 # Bump on every change to classification or container coverage: stored verdicts keyed by an older
 # version are rescanned.
-SCANNER_VERSION = "1.0.1"
+SCANNER_VERSION = "1.1.0"
 
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PICKLES = 5  # magic, protocol version, sys info, the object, storage keys
@@ -46,27 +55,55 @@ _RANK = {ImportSafety.INNOCUOUS: 0, ImportSafety.SUSPICIOUS: 1, ImportSafety.DAN
 
 @dataclass(frozen=True)
 class ScanLimits:
-    """Every bound the scanner enforces; exceeding one yields error/suspicious, never safe."""
+    """Every bound the scanner enforces; exceeding one yields error/suspicious, never safe.
+
+    Together they bound the scan's memory whatever the input: inflated bytes beyond 16 MiB are
+    spooled to disk (`max_decompressed_bytes` of it at most), and the walker holds at most about
+    70 bytes per reference it keeps (`max_kept` + `max_stack`, memo entries included) plus
+    `max_held` bytes of string values; longer values are read in place, never copied.
+    """
 
     max_file_bytes: int = 64 << 30
     max_decompressed_bytes: int = 4 << 30
+    # A member or stream that inflates past the floor to more than this ratio is a decompression
+    # bomb (deflate tops out near 1032:1; real data pickles stay far below 200:1).
+    max_inflate_ratio: int = 200
+    inflate_ratio_floor: int = 64 << 20
     max_opcodes: int = 50_000_000
-    max_memo: int = 10_000_000
+    max_memo: int = 4_000_000
+    max_kept: int = 10_000_000
+    max_stack: int = 1_000_000
+    max_marks: int = 100_000
+    max_value: int = 1 << 20
+    max_held: int = 256 << 20
+    max_imports: int = 100_000
     max_depth: int = 6
     max_seconds: float = 600.0
     max_zip_members: int = 200_000
     max_safetensors_header: int = 100 << 20
-    max_keras_config: int = 64 << 20
+    max_keras_config: int = 16 << 20  # parsed whole: a JSON of tiny lists costs ~30x its size
     max_nested_probes: int = 200_000
     max_carve_hits: int = 2_000_000
 
 
 class _Pending:
-    """Imports of the walk in progress, recorded once we know whether the walk could run them."""
+    """Imports of the walk in progress, recorded once we know whether the walk could run them: one
+    entry per distinct import (a walk may repeat one GLOBAL millions of times), at most `limit`."""
 
-    def __init__(self) -> None:
-        self.imports: list[tuple[Any, Any, str, str]] = []
+    def __init__(self, limit: int) -> None:
+        self.imports: dict[tuple[Any, Any, str], list[Any]] = {}  # -> [count, locations]
         self.called = False
+        self.limit = limit
+
+    def add(self, module: Any, name: Any, where: str, opcode: str, offset: int) -> None:
+        entry = self.imports.get((module, name, opcode))
+        if entry is None:
+            if len(self.imports) >= self.limit:
+                raise WalkError(f"more than {self.limit} distinct imports", offset, limit=True)
+            entry = self.imports[(module, name, opcode)] = [0, []]
+        entry[0] += 1
+        if len(entry[1]) < 20:
+            entry[1].append(where)
 
 
 @dataclass
@@ -82,9 +119,12 @@ class _Import:
 class _Scan:
     """The state of one scan: every import seen, every problem, the shared limits."""
 
-    def __init__(self, limits: ScanLimits) -> None:
+    def __init__(self, limits: ScanLimits, spool_dir: str | None = None) -> None:
         self.limits = limits
-        self.budget = Budget(limits.max_opcodes, limits.max_memo, time.monotonic() + limits.max_seconds)
+        self.spool_dir = spool_dir
+        self.budget = Budget(limits.max_opcodes, limits.max_memo, time.monotonic() + limits.max_seconds,
+                             max_kept=limits.max_kept, max_stack=limits.max_stack, max_marks=limits.max_marks,
+                             max_value=limits.max_value, max_held=limits.max_held)
         self.imports: dict[tuple[str, str], _Import] = {}
         self.problems: list[dict[str, str]] = []
         self.notes: list[str] = []
@@ -103,21 +143,29 @@ class _Scan:
         if len(self.problems) < 200:
             self.problems.append({"level": level.value, "location": where, "message": message})
 
-    def add_import(self, module: Any, name: Any, where: str, opcode: str = "GLOBAL") -> None:
+    def add_import(self, module: Any, name: Any, where: str | list[str], opcode: str = "GLOBAL",
+                   count: int = 1) -> None:
         mod = module if isinstance(module, str) else f"<computed {type(module).__name__}>"
         nm = name if isinstance(name, str) else f"<computed {type(name).__name__}>"
         rec = self.imports.get((mod, nm))
         if rec is None:
+            if len(self.imports) >= self.limits.max_imports:
+                raise WalkError(f"more than {self.limits.max_imports} distinct imports", 0, limit=True)
             c = classify(module, name)
             if opcode == "EXT":
                 c = Classification(ImportSafety.SUSPICIOUS, "EXT opcode: imports whatever the loading process "
                                    "registered under this code with copyreg.add_extension")
             rec = self.imports[(mod, nm)] = _Import(mod, nm, c.safety, c.reason)
-        rec.count += 1
-        if len(rec.locations) < 20:
-            rec.locations.append(where)
+        rec.count += count
+        for location in [where] if isinstance(where, str) else where:
+            if len(rec.locations) < 20:
+                rec.locations.append(location)
         if rec.safety is not ImportSafety.INNOCUOUS:
-            self.flags += 1
+            self.flags += count
+
+    def note(self, message: str) -> None:
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(message)
 
     def add_code_object(self, module: str, name: str, dangerous: bool, reason: str, where: str) -> None:
         safety = ImportSafety.DANGEROUS if dangerous else ImportSafety.SUSPICIOUS
@@ -127,7 +175,8 @@ class _Scan:
                 safety, reason = c.safety, f"{reason}; {c.reason}"
         rec = self.imports.setdefault((module, name), _Import(module, name, safety, reason))
         rec.count += 1
-        rec.locations.append(where)
+        if len(rec.locations) < 20:
+            rec.locations.append(where)
         self.flags += 1
 
     def check_time(self, where: str) -> None:
@@ -205,16 +254,16 @@ class _Scan:
 
     # -- pickles ---------------------------------------------------------------------------------
     def _hooks(self, buf: Any, end: int, where: str, depth: int, lenient: bool) -> tuple[WalkHooks, _Pending]:
-        pending = _Pending()
+        pending = _Pending(self.limits.max_imports)
 
         def on_import(module: Any, name: Any, offset: int, opcode: str) -> None:
             if lenient and not (is_dotted_identifier(module) and is_dotted_identifier(name)):
                 # In bytes nobody is known to unpickle, only an import that could succeed counts;
                 # random tensor data produces EXT codes and garbage names by chance.
                 raise WalkError("not a pickle: impossible import", offset)
-            pending.imports.append((module, name, f"{where}@{offset}", opcode))
+            pending.add(module, name, f"{where}@{offset}", opcode, offset)
 
-        def on_bytes(data: bytes, offset: int) -> None:
+        def on_bytes(data: bytes | BytesRef, offset: int) -> None:
             self._probe(data, f"{where}@{offset}", depth)
 
         def on_call(func: Global, args: Any, offset: int) -> None:
@@ -225,7 +274,7 @@ class _Scan:
             arg = args[0] if isinstance(args, tuple) and args else None
             if isinstance(arg, Call):
                 arg = arg.value
-            if not isinstance(arg, bytes):
+            if not isinstance(arg, bytes | BytesRef):
                 self.loader_unverified = True
                 return
             if not self._probe(arg, f"{where}@{offset}", depth, force=True):
@@ -260,15 +309,16 @@ class _Scan:
         except WalkError as exc:
             error = exc
         committed = 0
-        for module, name, loc, opcode in pending.imports:
+        for (module, name, opcode), (count, locations) in pending.imports.items():
             if error is None or pending.called or classify(module, name).safety is ImportSafety.DANGEROUS:
-                self.add_import(module, name, loc, opcode)
+                self.add_import(module, name, locations, opcode, count)
                 committed += 1
         pending.imports.clear()
         return walker, error, committed
 
-    def _probe(self, data: bytes, where: str, depth: int, force: bool = False) -> bool:
-        """Scan bytes held by a pickle as a possible nested pickle; True when it is one and clean."""
+    def _probe(self, data: bytes | BytesRef, where: str, depth: int, force: bool = False) -> bool:
+        """Scan bytes held by a pickle as a possible nested pickle; True when it is one and clean.
+        A BytesRef is examined where it lies, in the buffer being walked."""
         cached = self.probed.get(id(data))
         if cached is not None and cached[0] is data:
             return cached[1]
@@ -280,10 +330,14 @@ class _Scan:
             return False
         self.nested_probes += 1
         flags, pickles = self.flags, self.pickles
-        self.examine(data, 0, len(data), f"{where}!bytes", depth + 1, lenient=True)
+        if isinstance(data, BytesRef):
+            self.examine(data.buf, data.lo, data.hi, f"{where}!bytes", depth + 1, lenient=True)
+        else:
+            self.examine(data, 0, len(data), f"{where}!bytes", depth + 1, lenient=True)
         clean = self.flags == flags and self.pickles > pickles
-        if len(self.probed) < 10_000:
-            self.probed[id(data)] = (data, clean)
+        if len(self.probed) >= 10_000:
+            self.probed.clear()
+        self.probed[id(data)] = (data, clean)
         return clean
 
     def _pickles(self, buf: Any, start: int, end: int, where: str, depth: int, lenient: bool,
@@ -311,7 +365,7 @@ class _Scan:
                 elif count == 0:
                     self._label(depth, "not-pickle")
                 else:
-                    self.notes.append(f"{where}: {end - pos} bytes of non-pickle data after pickle {count}")
+                    self.note(f"{where}: {end - pos} bytes of non-pickle data after pickle {count}")
                 break
             pos = walker.pos
             count += 1
@@ -351,9 +405,9 @@ class _Scan:
         if pos > end or (keys and pos == start):
             self.problem(Verdict.SUSPICIOUS, where, "legacy torch storage data is truncated")
         else:
-            self.notes.append(f"{where}: {pos - start} bytes of legacy torch storage data")
+            self.note(f"{where}: {pos - start} bytes of legacy torch storage data")
             if pos < end:
-                self.notes.append(f"{where}: {end - pos} bytes after the last legacy storage")
+                self.note(f"{where}: {end - pos} bytes after the last legacy storage")
 
     @staticmethod
     def _pickle_start(buf: Any, pos: int, lenient: bool) -> bool:
@@ -395,30 +449,47 @@ class _Scan:
                 if m.method != 0 and m.uncompressed_size > _PREFIX_PROBE:
                     # Inflate a prefix first: a numeric .npy or tensor bytes are settled by their
                     # first bytes, so only members that may hold a pickle are inflated whole.
-                    data, lo, hi, complete, problem = read_member(buf, m, _PREFIX_PROBE, self.budget.deadline)
-                    if not complete and self._prefix_settles(data, lo, hi):
-                        self.notes.append(f"{inner}: settled from its first {_PREFIX_PROBE} bytes")
+                    probe, lo, hi = read_member(buf, m, _PREFIX_PROBE, self.budget.deadline)
+                    try:
+                        settled = not probe.complete and self._prefix_settles(probe.data, lo, hi)
+                    finally:
+                        probe.close()
+                    if settled:
+                        self.note(f"{inner}: settled from its first {_PREFIX_PROBE} bytes")
                         continue
-                data, lo, hi, complete, problem = read_member(buf, m, remaining, self.budget.deadline)
+                out, lo, hi = read_member(buf, m, remaining, self.budget.deadline, **self._inflate_limits())
             except ZipFormatError as exc:
                 self.problem(Verdict.SUSPICIOUS, inner, f"member cannot be examined: {exc}")
                 continue
-            if data is not buf:
-                self.decompressed += hi - lo
-            if not complete:
-                self.problem(Verdict.ERROR, inner, "decompressed size limit exceeded")
-            if problem:
-                self.problem(Verdict.SUSPICIOUS, inner, problem)
-            if m.flags & 0x01:
-                self.notes.append(f"{inner}: encryption flag set, read as plain data like torch does")
-            strict = m.name.endswith((".pkl", ".pickle")) or m.name.endswith("data.pkl")
-            if fmt == "keras" and m.name == "config.json":
-                self._keras_config(data, lo, hi, inner)
-            if strict:
-                if not self._pickles(data, lo, hi, inner, depth + 1, lenient=False, expect_pickle=True):
-                    pass
-            else:
-                self.examine(data, lo, hi, inner, depth + 1, lenient=True)
+            try:
+                self._member(buf, m, out, lo, hi, inner, fmt, depth)
+            finally:
+                out.close()
+
+    def _inflate_limits(self) -> dict[str, Any]:
+        return {"max_ratio": self.limits.max_inflate_ratio, "ratio_floor": self.limits.inflate_ratio_floor,
+                "spool_dir": self.spool_dir}
+
+    def _member(self, buf: Any, m: Any, out: formats.Decompressed, lo: int, hi: int, inner: str, fmt: str,
+                depth: int) -> None:
+        data = out.data
+        if data is not buf:
+            self.decompressed += hi - lo
+        if out.bomb:
+            self.problem(Verdict.SUSPICIOUS, inner, f"zip member {out.bomb}")
+        elif not out.complete:
+            self.problem(Verdict.ERROR, inner, "decompressed size limit exceeded")
+        if out.problem:
+            self.problem(Verdict.SUSPICIOUS, inner, out.problem)
+        if m.flags & 0x01:
+            self.note(f"{inner}: encryption flag set, read as plain data like torch does")
+        strict = m.name.endswith((".pkl", ".pickle")) or m.name.endswith("data.pkl")
+        if fmt == "keras" and m.name == "config.json":
+            self._keras_config(data, lo, hi, inner)
+        if strict:
+            self._pickles(data, lo, hi, inner, depth + 1, lenient=False, expect_pickle=True)
+        else:
+            self.examine(data, lo, hi, inner, depth + 1, lenient=True)
 
     def _prefix_settles(self, data: bytes, lo: int, hi: int) -> bool:
         """True when the start of a member proves it holds no pickle (a member nobody unpickles whole)."""
@@ -535,20 +606,26 @@ class _Scan:
             self.problem(Verdict.SUSPICIOUS, where, "lz4-compressed content cannot be examined")
             return
         remaining = max(0, self.limits.max_decompressed_bytes - self.decompressed)
-        out = formats.bounded_decompress(kind, buf, start, end, remaining, self.budget.deadline)
-        if out.problem and not out.data and (lenient or kind in (formats.ZLIB, formats.LZMA_ALONE)):
-            # Not really compressed (a two- or three-byte magic by chance): examine the bytes as they are.
-            self._pickles(buf, start, end, where, depth, lenient)
-            return
-        self._label(depth, kind)
-        self.decompressed += len(out.data)
-        if not out.complete:
-            self.problem(Verdict.ERROR, where, "decompressed size limit exceeded")
-        if out.problem and lenient:
-            self.notes.append(f"{where}: {out.problem}")  # chance magic in data nobody decompresses
-        elif out.problem:
-            self.problem(Verdict.SUSPICIOUS, where, out.problem)
-        self.examine(out.data, 0, len(out.data), f"{where}!{kind}", depth + 1, lenient)
+        out = formats.bounded_decompress(kind, buf, start, end, remaining, self.budget.deadline,
+                                         **self._inflate_limits())
+        try:
+            if out.problem and not out.data and (lenient or kind in (formats.ZLIB, formats.LZMA_ALONE)):
+                # Not really compressed (a two- or three-byte magic by chance): examine the bytes as they are.
+                self._pickles(buf, start, end, where, depth, lenient)
+                return
+            self._label(depth, kind)
+            self.decompressed += len(out.data)
+            if out.bomb:
+                self.problem(Verdict.SUSPICIOUS, where, f"{kind} stream {out.bomb}")
+            elif not out.complete:
+                self.problem(Verdict.ERROR, where, "decompressed size limit exceeded")
+            if out.problem and lenient:
+                self.note(f"{where}: {out.problem}")  # chance magic in data nobody decompresses
+            elif out.problem:
+                self.problem(Verdict.SUSPICIOUS, where, out.problem)
+            self.examine(out.data, 0, len(out.data), f"{where}!{kind}", depth + 1, lenient)
+        finally:
+            out.close()
 
     # -- result ----------------------------------------------------------------------------------
     def finish(self) -> ScanResult:
@@ -620,34 +697,42 @@ class PickleScanner:
     name = SCANNER_NAME
     version = SCANNER_VERSION
 
-    def __init__(self, limits: ScanLimits | None = None) -> None:
+    def __init__(self, limits: ScanLimits | None = None, spool_dir: str | None = None) -> None:
         self.limits = limits or ScanLimits()
+        self.spool_dir = spool_dir  # where large inflated members go (default: the system's temp dir)
 
+    # MemoryError passes through: in a scan process under a memory limit, it is that limit's verdict.
     def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
         try:
             if len(data) > self.limits.max_file_bytes:
                 return self._error(f"file larger than the {self.limits.max_file_bytes}-byte limit")
             return self._scan(bytes(data), name)
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the worker must get a verdict, never a crash
             return self._error(f"scanner failure: {type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
 
-    def scan_path(self, path: Path) -> ScanResult:
+    def scan_path(self, path: Path, name: str | None = None) -> ScanResult:
+        """Scan a file (read through a read-only mmap); `name` (default: the file's) is how it is reported."""
+        name = path.name if name is None else name
         try:
             if not path.is_file():
-                return self._error(f"not a regular file: {path.name}")  # a FIFO would block the worker
+                return self._error(f"not a regular file: {name}")  # a FIFO would block the worker
             size = path.stat().st_size
             if size > self.limits.max_file_bytes:
                 return self._error(f"file larger than the {self.limits.max_file_bytes}-byte limit")
             with path.open("rb") as fh:
                 if size == 0:
-                    return self._scan(b"", path.name)
+                    return self._scan(b"", name)
                 with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                    return self._scan(mm, path.name)
+                    return self._scan(mm, name)
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the worker must get a verdict, never a crash
             return self._error(f"scanner failure: {type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
 
     def _scan(self, buf: Any, name: str) -> ScanResult:
-        scan = _Scan(self.limits)
+        scan = _Scan(self.limits, self.spool_dir)
         try:
             scan.examine(buf, 0, len(buf), "", 0, lenient=False)
         except WalkError as exc:
@@ -666,3 +751,11 @@ class PickleScanner:
         if trace:
             details["trace"] = trace
         return ScanResult(SCANNER_NAME, SCANNER_VERSION, Verdict.ERROR, f"error: {message}", details)
+
+
+def scan_source(source: Path | bytes, name: str, spool_dir: str | None = None) -> ScanResult:
+    """One scan of a file or of bytes: what a scan process runs (bastion.scanning.isolation)."""
+    scanner = PickleScanner(spool_dir=spool_dir)
+    if isinstance(source, Path):
+        return scanner.scan_path(source, name)
+    return scanner.scan_bytes(source, name)

@@ -62,6 +62,28 @@ class Opaque:
 OPAQUE = Opaque()
 
 
+class BytesRef(Opaque):
+    """A bytes value, as where it lies in the buffer being walked: bytes are never copied (a pickle
+    may hold gigabytes of them); they are examined in place, while that buffer is open."""
+
+    __slots__ = ("buf", "lo", "hi")
+
+    def __init__(self, buf: Any, lo: int, hi: int) -> None:
+        self.buf, self.lo, self.hi = buf, lo, hi
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+
+class LongStr(Opaque):
+    """A string longer than the walker holds (Budget.max_value): validated, not kept."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+
 class PDict(list):
     """A dict as (key, value) pairs: keys may be unhashable symbolic values. A list subclass because
     data pickles build millions of these and list construction is the cheapest object we can make."""
@@ -80,12 +102,25 @@ class PDict(list):
 
 @dataclass
 class Budget:
-    """Limits shared by every walk of one scan, so nesting cannot multiply them."""
+    """Limits shared by every walk of one scan, so nesting cannot multiply them.
+
+    Memory: every object a walk makes is reachable from its stack, its memo, or a container it was
+    moved into. `kept` counts the references moved into containers, calls and the memo, never
+    decremented; with the stack size that bounds the number of live objects. `held` counts the
+    characters of string values kept; a string over `max_value` is validated and not kept, and
+    bytes are never copied (BytesRef)."""
 
     max_opcodes: int
     max_memo: int
     deadline: float
     opcodes: int = 0
+    max_kept: int = 10_000_000
+    max_stack: int = 1_000_000
+    max_marks: int = 100_000
+    max_value: int = 1 << 20
+    max_held: int = 256 << 20
+    kept: int = 0
+    held: int = 0
 
     def spend(self, n: int, offset: int) -> None:
         self.opcodes += n
@@ -94,21 +129,46 @@ class Budget:
         if time.monotonic() > self.deadline:
             raise WalkError("time limit exceeded", offset, limit=True)
 
+    def account(self, steps: int, kept: int, held: int, stack: int, marks: int, offset: int) -> None:
+        """The periodic check of a walk: opcodes and time, and what it keeps in memory."""
+        self.spend(steps, offset)
+        self.kept += kept
+        self.held += held
+        if self.kept > self.max_kept:
+            raise WalkError(f"object limit exceeded ({self.max_kept} references kept)", offset, limit=True)
+        if self.held > self.max_held:
+            raise WalkError(f"string limit exceeded ({self.max_held} bytes kept)", offset, limit=True)
+        if stack > self.max_stack:
+            raise WalkError(f"stack limit exceeded ({self.max_stack} items)", offset, limit=True)
+        if marks > self.max_marks:
+            raise WalkError(f"nesting limit exceeded ({self.max_marks} marks)", offset, limit=True)
+
+    def hold(self, n: int, offset: int) -> None:
+        self.held += n
+        if self.held > self.max_held:
+            raise WalkError(f"string limit exceeded ({self.max_held} bytes kept)", offset, limit=True)
+
 
 @dataclass
 class WalkHooks:
     """What the walker reports to its caller."""
 
     on_import: Callable[[Any, Any, int, str], None]
-    on_bytes: Callable[[bytes, int], None]
+    on_bytes: Callable[[bytes | BytesRef, int], None]  # bytes to examine as a possible nested pickle
     on_call: Callable[[Global, Any, int], None]
     on_nested: Callable[[int], int]  # walk a nested pickle starting at offset, return its end
     on_anomaly: Callable[[str, int], None]
     persistent_ids: list[Any] = field(default_factory=list)  # what persistent_load would receive
     notes: list[str] = field(default_factory=list)
 
+    def note(self, message: str) -> None:
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(message)
+
 
 _MARK = object()
+MAX_NOTES = 1000
+_UTF8_STEP = 1 << 20
 _S_I = struct.Struct("<i")
 _S_BIGI = struct.Struct("<I")
 _S_Q = struct.Struct("<Q")
@@ -195,13 +255,20 @@ class PickleWalker:
             raise WalkError("truncated pickle", self.pos)
         self.pos += n
 
-    def _line(self) -> bytes:
+    def _line_span(self) -> tuple[int, int]:
         nl = self.buf.find(b"\n", self.pos, self.end)
         if nl < 0:
             raise WalkError("unterminated line argument", self.pos)
-        line = self.buf[self.pos : nl]
+        lo = self.pos
         self.pos = nl + 1
-        return line
+        return lo, nl
+
+    def _line(self) -> bytes:
+        """A line argument that must be short (a name, a number): no loader accepts a longer one."""
+        lo, hi = self._line_span()
+        if hi - lo > self.budget.max_value:
+            raise WalkError(f"line argument of {hi - lo} bytes", lo)
+        return bytes(self.buf[lo:hi])
 
     # -- stack helpers -----------------------------------------------------------------------------
     def _pop(self) -> Any:
@@ -228,15 +295,36 @@ class PickleWalker:
         if len(self.memo) >= self.budget.max_memo and key not in self.memo:
             raise WalkError("memo limit exceeded", self.pos, limit=True)
         self.memo[key] = self._top()
+        self.budget.kept += 1
 
     def _memo_get(self, key: int) -> None:
         if key not in self.memo:
             raise WalkError(f"memo key {key} missing", self.pos)
         self.stack.append(self.memo[key])
 
-    def _push_bytes(self, data: bytes, offset: int) -> None:
+    def _push_bytes(self, n: int, offset: int) -> None:
+        lo = self.pos
+        self._skip(n)
+        data = BytesRef(self.buf, lo, lo + n)
         self.hooks.on_bytes(data, offset)
         self.stack.append(data)
+
+    def _push_unicode(self, n: int, offset: int) -> None:
+        """A UTF-8 string of n bytes at the cursor: kept when short, else validated in steps."""
+        lo = self.pos
+        self._skip(n)
+        if n <= self.budget.max_value:
+            self.budget.hold(n, offset)
+            self.stack.append(_utf8(self.buf[lo : lo + n], offset))
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")("surrogatepass")
+        for at in range(lo, lo + n, _UTF8_STEP):
+            stop = min(lo + n, at + _UTF8_STEP)
+            try:
+                decoder.decode(self.buf[at:stop], stop == lo + n)
+            except UnicodeDecodeError as exc:
+                raise WalkError(f"invalid UTF-8 in string: {exc.reason}", offset) from None
+        self.stack.append(LongStr(n))
 
     def _import(self, module: Any, name: Any, offset: int, opcode: str) -> Global:
         self.hooks.on_import(module, name, offset, opcode)
@@ -249,6 +337,7 @@ class PickleWalker:
             self.hooks.on_call(func, args, offset)
             value = self._evaluate(func, args)
             if isinstance(value, bytes):
+                self.budget.hold(len(value), offset)
                 self.hooks.on_bytes(value, offset)
         return Call(func, args, value)
 
@@ -265,8 +354,8 @@ class PickleWalker:
                     return args[0].encode(enc, "surrogatepass")
                 except UnicodeError:
                     return None
-        if key in {("builtins", "bytes"), ("builtins", "bytearray")} and args and isinstance(args[0], bytes):
-            return bytes(args[0])
+        if key in {("builtins", "bytes"), ("builtins", "bytearray")} and args and isinstance(args[0], bytes | BytesRef):
+            return args[0]
         return None
 
     @staticmethod
@@ -298,7 +387,7 @@ class PickleWalker:
         if state.get("numpy_array_alignment_bytes") is not None:
             self._skip(self._take(1)[0])
         self._skip(count * itemsize)
-        self.hooks.notes.append(f"joblib array payload of {count * itemsize} bytes at offset {offset}")
+        self.hooks.note(f"joblib array payload of {count * itemsize} bytes at offset {offset}")
 
     # -- the machine -----------------------------------------------------------------------------
     def run(self) -> int:  # noqa: C901 - one dispatch loop reads best as one function
@@ -315,6 +404,11 @@ class PickleWalker:
         fence = marks[-1] if marks else 0
         pos = self.pos
         steps = 0
+        # What this walk keeps, added to the budget every 4096 opcodes: references moved into
+        # containers, calls and the memo, and characters of short strings (longer ones at once).
+        kept = 0
+        held = 0
+        max_short = min(budget.max_value, 4096)
         while True:
             if pos >= end:
                 raise WalkError("pickle ends without STOP", pos)
@@ -322,8 +416,8 @@ class PickleWalker:
             pos += 1
             steps += 1
             if not steps & 0xFFF:
-                budget.spend(steps, pos)
-                steps = 0
+                budget.account(steps, kept, held, len(stack), len(marks), pos)
+                steps = kept = held = 0
             if op == 0x68:  # BINGET
                 if pos >= end:
                     raise WalkError("truncated pickle", pos)
@@ -339,6 +433,7 @@ class PickleWalker:
                 if n >= max_memo:
                     raise WalkError("memo limit exceeded", pos, limit=True)
                 memo[n] = stack[-1]
+                kept += 1
             elif op == 0x28:  # MARK
                 marks.append(len(stack))
                 fence = len(stack)
@@ -349,6 +444,7 @@ class PickleWalker:
                 if n > end:
                     raise WalkError("truncated pickle", pos)
                 push(_utf8(buf[pos + 1 : n], pos))
+                held += n - pos
                 pos = n
             elif op == 0x71:  # BINPUT
                 if pos >= end:
@@ -360,6 +456,7 @@ class PickleWalker:
                 if len(memo) >= max_memo and key not in memo:
                     raise WalkError("memo limit exceeded", pos, limit=True)
                 memo[key] = stack[-1]
+                kept += 1
             elif op == 0x7D:  # EMPTY_DICT
                 push(PDict())
             elif op in (0x5D, 0x8F):  # EMPTY_LIST, EMPTY_SET
@@ -379,6 +476,7 @@ class PickleWalker:
                 if len(stack) <= fence:
                     raise WalkError("stack underflow", pos)
                 target = stack[-1]
+                kept += len(items)
                 if op == 0x75:
                     if len(items) % 2:
                         raise WalkError("odd number of items for SETITEMS", pos)
@@ -403,6 +501,7 @@ class PickleWalker:
                 items = tuple(stack[-n:])
                 del stack[-n:]
                 push(items)
+                kept += n
             elif op == 0x4E:  # NONE
                 push(None)
             elif op == 0x61:  # APPEND
@@ -411,6 +510,7 @@ class PickleWalker:
                 value = stack.pop()
                 if type(stack[-1]) is list:
                     stack[-1].append(value)
+                kept += 1
             elif op == 0x4D:  # BININT2
                 if pos + 2 > end:
                     raise WalkError("truncated pickle", pos)
@@ -419,11 +519,18 @@ class PickleWalker:
             elif op == 0x58:  # BINUNICODE
                 if pos + 4 > end:
                     raise WalkError("truncated pickle", pos)
-                n = _S_BIGI.unpack_from(buf, pos)[0] + pos + 4
+                length = _S_BIGI.unpack_from(buf, pos)[0]
+                n = length + pos + 4
                 if n > end:
                     raise WalkError("truncated pickle", pos)
-                push(_utf8(buf[pos + 4 : n], pos))
-                pos = n
+                if length <= max_short:
+                    push(_utf8(buf[pos + 4 : n], pos))
+                    held += length
+                    pos = n
+                else:
+                    self.pos = pos + 4
+                    self._push_unicode(length, pos - 1)
+                    pos = self.pos
             elif op == 0x29:  # EMPTY_TUPLE
                 push(())
             elif op in (0x88, 0x89):  # NEWTRUE, NEWFALSE
@@ -438,6 +545,7 @@ class PickleWalker:
                 if len(memo) >= max_memo and key not in memo:
                     raise WalkError("memo limit exceeded", pos, limit=True)
                 memo[key] = stack[-1]
+                kept += 1
             elif op == 0x6A:  # LONG_BINGET
                 if pos + 4 > end:
                     raise WalkError("truncated pickle", pos)
@@ -454,6 +562,7 @@ class PickleWalker:
                 del stack[at:]
                 fence = marks[-1] if marks else 0
                 push(items)
+                kept += len(items)
             elif op == 0x52:  # REDUCE
                 if len(stack) - fence < 2:
                     raise WalkError("stack underflow", pos)
@@ -462,8 +571,9 @@ class PickleWalker:
                     args = args.value
                 func = stack.pop()
                 push(self._call(func, args, pos - 1))
+                kept += 2
             elif op == 0x2E:  # STOP
-                budget.spend(steps, pos)
+                budget.account(steps, kept, held, len(stack), len(marks), pos)
                 self.pos = pos
                 if len(stack) <= fence:
                     raise WalkError("stack underflow", pos)
@@ -477,6 +587,7 @@ class PickleWalker:
 
     def _step(self, op: int, offset: int) -> None:  # noqa: C901 - the opcode table
         stack = self.stack
+        budget = self.budget
         if op == 0x72:  # LONG_BINPUT
             self._memo_put(_S_BIGI.unpack(self._take(4))[0])
         elif op == 0x70:  # PUT
@@ -486,9 +597,14 @@ class PickleWalker:
         elif op == 0x67:  # GET
             self._memo_get(self._int_line(offset))
         elif op == 0x8D:  # BINUNICODE8
-            stack.append(_utf8(self._take(self._len8()), offset))
+            self._push_unicode(self._len8(), offset)
         elif op == 0x56:  # UNICODE
-            stack.append(self._line().decode("raw-unicode-escape", "replace"))
+            lo, hi = self._line_span()
+            if hi - lo > budget.max_value:
+                stack.append(LongStr(hi - lo))  # raw-unicode-escape with "replace" cannot fail
+            else:
+                budget.hold(hi - lo, offset)
+                stack.append(bytes(self.buf[lo:hi]).decode("raw-unicode-escape", "replace"))
         elif op == 0x49:  # INT
             stack.append(self._int_or_bool(self._line(), offset))
         elif op == 0x4C:  # LONG
@@ -499,41 +615,63 @@ class PickleWalker:
             n = _S_I.unpack(self._take(4))[0]
             if n < 0:
                 raise WalkError("negative LONG4 length", offset)
-            stack.append(int.from_bytes(self._take(n), "little", signed=True))
+            if n > budget.max_value:
+                self._skip(n)
+                stack.append(OPAQUE)  # an integer of millions of digits: nothing a scan needs to know
+            else:
+                budget.hold(n, offset)
+                stack.append(int.from_bytes(self._take(n), "little", signed=True))
         elif op == 0x46:  # FLOAT
             try:
                 stack.append(float(self._line()))
             except ValueError as exc:
                 raise WalkError("bad FLOAT", offset) from exc
         elif op == 0x43:  # SHORT_BINBYTES
-            self._push_bytes(bytes(self._take(self._take(1)[0])), offset)
+            self._push_bytes(self._take(1)[0], offset)
         elif op == 0x42:  # BINBYTES
-            self._push_bytes(bytes(self._take(_S_BIGI.unpack(self._take(4))[0])), offset)
+            self._push_bytes(_S_BIGI.unpack(self._take(4))[0], offset)
         elif op in (0x8E, 0x96):  # BINBYTES8, BYTEARRAY8
-            self._push_bytes(bytes(self._take(self._len8())), offset)
+            self._push_bytes(self._len8(), offset)
         # Python 2 str opcodes: the Unpickler decodes them to str (or keeps bytes with
         # encoding="bytes"), so they are treated as both a name and a possible nested pickle.
         elif op == 0x55:  # SHORT_BINSTRING
-            self._push_str8(bytes(self._take(self._take(1)[0])), offset)
+            self._push_str8(self._take(1)[0], offset)
         elif op == 0x54:  # BINSTRING
             n = _S_I.unpack(self._take(4))[0]
             if n < 0:
                 raise WalkError("negative BINSTRING length", offset)
-            self._push_str8(bytes(self._take(n)), offset)
+            self._push_str8(n, offset)
         elif op == 0x53:  # STRING
-            self._push_str8(self._string_line(self._line(), offset), offset)
+            lo, hi = self._line_span()
+            if hi - lo > budget.max_value:
+                # Too long to decode here; what it could hide is examined in place, escapes and all.
+                self.hooks.on_bytes(BytesRef(self.buf, lo, hi), offset)
+                stack.append(LongStr(hi - lo))
+            else:
+                raw = self._string_line(bytes(self.buf[lo:hi]), offset)
+                budget.hold(2 * len(raw), offset)
+                self.hooks.on_bytes(raw, offset)
+                stack.append(raw.decode("latin-1"))
         elif op == 0x74:  # TUPLE
-            stack.append(tuple(self._pop_mark()))
+            items = self._pop_mark()
+            budget.kept += len(items)
+            stack.append(tuple(items))
         elif op == 0x6C:  # LIST
-            stack.append(self._pop_mark())
+            items = self._pop_mark()
+            budget.kept += len(items)
+            stack.append(items)
         elif op == 0x91:  # FROZENSET
-            stack.append(tuple(self._pop_mark()))
+            items = self._pop_mark()
+            budget.kept += len(items)
+            stack.append(tuple(items))
         elif op == 0x64:  # DICT
             items = self._pop_mark()
+            budget.kept += len(items)
             stack.append(PDict(zip(items[0::2], items[1::2], strict=False)))
         elif op == 0x73:  # SETITEM
             value = self._pop()
             key = self._pop()
+            budget.kept += 2
             self._setitems(self._top(), [key, value], offset)
         elif op == 0x30:  # POP
             if self.marks and self.marks[-1] == len(stack):
@@ -551,6 +689,8 @@ class PickleWalker:
         elif op == 0x93:  # STACK_GLOBAL
             name = self._concrete(self._pop())
             module = self._concrete(self._pop())
+            if any(isinstance(v, LongStr) for v in (module, name)):
+                raise WalkError("STACK_GLOBAL of a name no module has (megabytes long)", offset)
             # The Unpickler rejects non-str operands before importing anything; a Call whose
             # result we cannot know is a name computed at load time and is reported as such.
             if not all(isinstance(v, str | Call) for v in (module, name)):
@@ -560,28 +700,35 @@ class PickleWalker:
             module = _utf8(self._line(), offset)
             name = _utf8(self._line(), offset)
             cls = self._import(module, name, offset, "INST")
-            stack.append(self._call(cls, tuple(self._pop_mark()), offset))
+            items = self._pop_mark()
+            budget.kept += len(items) + 1
+            stack.append(self._call(cls, tuple(items), offset))
         elif op == 0x6F:  # OBJ
             items = self._pop_mark()
             if not items:
                 raise WalkError("OBJ without a class", offset)
+            budget.kept += len(items)
             stack.append(self._call(items[0], tuple(items[1:]), offset))
         elif op == 0x81:  # NEWOBJ
             args = self._pop()
             cls = self._pop()
+            budget.kept += 2
             stack.append(self._call(cls, args, offset))
         elif op == 0x92:  # NEWOBJ_EX
             kwargs = self._pop()
             args = self._pop()
             cls = self._pop()
+            budget.kept += 3
             stack.append(self._call(cls, (args, kwargs), offset))
         elif op == 0x52:  # REDUCE
             args = self._concrete(self._pop())
             func = self._pop()
+            budget.kept += 2
             stack.append(self._call(func, args, offset))
         elif op == 0x62:  # BUILD
             state = self._pop()
             obj = self._top()
+            budget.kept += 1
             if isinstance(obj, Global):
                 # Real objects are built from instances; BUILD on an imported class or function
                 # sets attributes on shared code, which no benign pickle does.
@@ -595,10 +742,17 @@ class PickleWalker:
             code = int.from_bytes(self._take(size), "little")
             stack.append(self._import("copyreg extension registry", f"code {code}", offset, "EXT"))
         elif op == 0x50:  # PERSID
-            self.hooks.persistent_ids.append(self._line().decode("latin-1"))
+            lo, hi = self._line_span()
+            if hi - lo > budget.max_value:
+                self.hooks.persistent_ids.append(LongStr(hi - lo))
+            else:
+                budget.hold(hi - lo, offset)
+                self.hooks.persistent_ids.append(bytes(self.buf[lo:hi]).decode("latin-1"))
+            budget.kept += 1
             stack.append(OPAQUE)
         elif op == 0x51:  # BINPERSID
             self.hooks.persistent_ids.append(self._pop())
+            budget.kept += 1
             stack.append(OPAQUE)
         elif op == 0x80:  # PROTO
             proto = self._take(1)[0]
@@ -620,7 +774,15 @@ class PickleWalker:
             raise WalkError("truncated pickle", self.pos)
         return n
 
-    def _push_str8(self, raw: bytes, offset: int) -> None:
+    def _push_str8(self, n: int, offset: int) -> None:
+        lo = self.pos
+        self._skip(n)
+        if n > self.budget.max_value:
+            self.hooks.on_bytes(BytesRef(self.buf, lo, lo + n), offset)
+            self.stack.append(LongStr(n))
+            return
+        raw = bytes(self.buf[lo : lo + n])
+        self.budget.hold(2 * n, offset)
         self.hooks.on_bytes(raw, offset)
         self.stack.append(raw.decode("latin-1"))
 

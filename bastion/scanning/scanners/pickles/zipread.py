@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.scanning.scanners.pickles.formats import BZ2, RAW_DEFLATE, bounded_decompress
+from bastion.scanning.scanners.pickles.formats import BZ2, RAW_DEFLATE, Decompressed, bounded_decompress
 
 _LOCAL = b"PK\x03\x04"
 _CENTRAL = b"PK\x01\x02"
@@ -178,19 +178,21 @@ def _read_local(buf: Any, m: ZipMember, end: int) -> None:
 
 
 def read_member(
-    buf: Any, m: ZipMember, limit: int, deadline: float = math.inf
-) -> tuple[Any, int, int, bool, str | None]:
-    """(buffer, start, end, complete, problem) of a member's uncompressed bytes, at most `limit` of them.
-
-    Stored members are returned as a window on the archive buffer, so nothing is copied; CRCs and
-    flag bits are ignored on purpose, like the loaders that read these files.
-    """
+    buf: Any, m: ZipMember, limit: int, deadline: float = math.inf, *, max_ratio: int = 0, ratio_floor: int = 0,
+    spool_dir: str | None = None,
+) -> tuple[Decompressed, int, int]:
+    """A member's uncompressed bytes, at most `limit` of them, as (bytes, start, end): close the
+    Decompressed when done. Compressed members are inflated by streaming (in bounded memory, large ones
+    spooled to disk, stopped at `max_ratio`); stored members are returned as a window on the archive
+    buffer, so nothing is copied. CRCs and flag bits are ignored on purpose, like the loaders that
+    read these files."""
     lo = m.data_offset
     hi = lo + m.compressed_size
     if m.method == 0:
-        return buf, lo, min(hi, lo + limit), hi - lo <= limit, None
+        return Decompressed(buf, hi - lo <= limit, None), lo, min(hi, lo + limit)
     kind = {8: RAW_DEFLATE, 12: BZ2, 14: None}.get(m.method)
     if kind is None:
         raise ZipFormatError(f"unsupported compression method {m.method}")
-    out = bounded_decompress(kind, buf, lo, hi, limit, deadline)
-    return out.data, 0, len(out.data), out.complete, out.problem
+    out = bounded_decompress(kind, buf, lo, hi, limit, deadline, max_ratio=max_ratio, ratio_floor=ratio_floor,
+                             spool_dir=spool_dir)
+    return out, 0, len(out.data)

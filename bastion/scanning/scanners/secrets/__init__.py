@@ -1,7 +1,8 @@
 """Secret scanning: detectors for 60+ credential formats, context filters, offline checksums, verifiers.
 
-Entry point: ``SecretScanner().scan_bytes(data, path)`` / ``scan_diff(diff)``; ``to_scan_result``
-turns findings into the pipeline's ScanResult. Nothing here touches the network unless a
+Entry point: ``SecretScanner().scan_bytes(data, path)`` / ``scan_file`` / ``scan_diff(diff)``;
+``to_scan_result`` turns findings into the pipeline's ScanResult; ``scan_source`` is what an isolated
+scan process runs. Nothing here touches the network unless a
 VerifierRegistry with HTTP verifiers is passed in.
 """
 
@@ -14,6 +15,7 @@ from bastion.scanning.scanners.secrets.scanner import (
     SCANNER_VERSION,
     SecretScanner,
     SecretScanReport,
+    scan_source,
     to_scan_result,
 )
 from bastion.scanning.scanners.secrets.verifiers import (
@@ -40,5 +42,6 @@ __all__ = [
     "VerificationResult",
     "Verifier",
     "VerifierRegistry",
+    "scan_source",
     "to_scan_result",
 ]

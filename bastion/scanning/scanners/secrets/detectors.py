@@ -614,6 +614,13 @@ _DEFAULT_PASSWORDS = frozenset(
 )
 
 DEFAULT_DETECTORS: tuple[Detector, ...] = _build()
+
+
+def self_identifying(detectors: tuple[Detector, ...]) -> tuple[Detector, ...]:
+    """Detectors whose match names a credential by itself (a provider prefix, or a key that parses):
+    the ones run over the printable strings of binary content, where no file context is left to trust."""
+    return tuple(d for d in detectors
+                 if (d.prefix and d.priority >= PRIORITY_TOKEN and d.scope == "line") or d.priority == PRIORITY_KEY)
 PROVIDERS: frozenset[str] = frozenset(d.provider for d in DEFAULT_DETECTORS)
 
 

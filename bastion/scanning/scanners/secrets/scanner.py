@@ -3,39 +3,61 @@
 The cost model: one literal search per keyword over the whole text (C speed), then each detector's
 regex only over the lines where one of its keywords occurred. Text without keywords costs only
 the literal searches, which is what keeps ordinary data at hundreds of MB/s of no findings.
+
+Binary content is not skipped: its printable strings (as `strings` prints them) are scanned with the
+self-identifying detectors (provider prefixes, keys that parse), so a checksum-valid token is found
+anywhere in any file; files too large to hold are streamed through the same extraction.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO
 
 from bastion.scanning.results import ScanResult, Verdict
-from bastion.scanning.scanners.secrets.detectors import DEFAULT_DETECTORS, Candidate, Detector
+from bastion.scanning.scanners.secrets.detectors import DEFAULT_DETECTORS, Candidate, Detector, self_identifying
 from bastion.scanning.scanners.secrets.findings import SecretFinding
 from bastion.scanning.scanners.secrets.formats import (
     Segment,
     decode_text,
     diff_segments,
-    is_lfs_pointer,
     notebook_segments,
 )
-from bastion.scanning.scanners.secrets.verifiers import VerificationResult, VerifierRegistry
+from bastion.scanning.scanners.secrets.verifiers import BASTION_TOKEN_DETECTOR, VerificationResult, VerifierRegistry
 
 SCANNER_NAME = "secrets"
 # Bump when detectors change in a way that can change results, so stale results get rescanned.
-SCANNER_VERSION = "1.0.0"
+SCANNER_VERSION = "1.1.0"
 
 # A minified line can be megabytes long; a detector only needs the neighbourhood of a keyword.
 _MAX_WINDOW = 16_384
+# Printable strings of binary content: runs of at least this many printable ASCII characters (tabs
+# and line breaks included, so a PEM block keeps its lines); the shortest credential is longer.
+STRINGS_MIN_LENGTH = 8
+_PRINTABLE_RUN = re.compile(rb"[\t\n\r\x20-\x7e]{%d,}" % STRINGS_MIN_LENGTH)
+# Streaming: blocks read at a time, and how much of a printable run cut by a block's end is read
+# again with the next block (every credential format is far shorter).
+STREAM_BLOCK = 8 << 20
+_STREAM_OVERLAP = 4096
+# Findings kept per file: more are not more informative, and each costs a verification. Bastion's
+# own tokens have a cap of their own, so padding a file with look-alikes cannot save a live token
+# from revocation.
+MAX_FINDINGS = 1000
+MAX_BASTION_TOKENS = 100_000
 
 
 @dataclass
 class SecretScanReport:
     findings: list[SecretFinding] = field(default_factory=list)
-    skipped: str | None = None  # "binary" | "lfs-pointer": the content was not text to scan
+    skipped: str | None = None  # why the content was not read (nothing the scanner does today skips)
+    binary: bool = False  # the content was binary: its printable strings were scanned
+    # Set when only part of the detectors ran (a text file too large to hold): the reason.
+    partial: str | None = None
 
 
 class SecretScanner:
@@ -46,6 +68,7 @@ class SecretScanner:
     ) -> None:
         self.detectors: tuple[Detector, ...] = tuple(DEFAULT_DETECTORS if detectors is None else detectors)
         self.verifiers = verifiers if verifiers is not None else VerifierRegistry()
+        self._strings_scanner: SecretScanner | None = None  # for binary content, built when first needed
         # The prefilter: keywords grouped by first character, one alternation regex per group,
         # run over the lowercased text. sre skips positions whose character cannot start the
         # group, so ~26 passes replace ~120 literal searches (3-4x faster on ordinary text).
@@ -84,14 +107,57 @@ class SecretScanner:
         return self.scan_blob(data, path).findings
 
     def scan_blob(self, data: bytes, path: str = "") -> SecretScanReport:
-        """Like scan_bytes, but says when content was skipped (LFS pointer, binary)."""
-        if is_lfs_pointer(data):
-            # The pointer holds no content; the LFS object itself is scanned when it arrives.
-            return SecretScanReport(skipped="lfs-pointer")
+        """Like scan_bytes, but says how the content was read (as text, or as binary's strings)."""
         text = decode_text(data)
         if text is None:
-            return SecretScanReport(skipped="binary")
+            return SecretScanReport(self.scan_strings(data, path), binary=True)
         return SecretScanReport(self.scan_text(text, path))
+
+    def scan_strings(self, data: bytes, path: str = "") -> list[SecretFinding]:
+        """The printable strings of binary content, with the self-identifying detectors. Findings
+        carry the line and column of their first byte (lines counted by newline bytes)."""
+        return self._finish(self._strings_findings(data, path, 0, 1))
+
+    def scan_stream(self, fh: BinaryIO, path: str = "") -> list[SecretFinding]:
+        """scan_strings over a file of any size, in blocks: memory stays a few blocks whatever its size."""
+        findings: list[SecretFinding] = []
+        carry = b""
+        offset = 0  # of the first byte of `carry + block` in the file
+        lines = 1  # the line that byte is on
+        while True:
+            block = fh.read(STREAM_BLOCK)
+            data = carry + block
+            if not block:  # the end: what was carried is all there is
+                findings += self._strings_findings(data, path, offset, lines)
+                break
+            # A printable run cut by the block's end is carried into the next block: a finding that
+            # starts in it is taken from there, where it is whole.
+            tail = len(data)
+            while tail > 0 and len(data) - tail < _STREAM_OVERLAP and _is_printable(data[tail - 1]):
+                tail -= 1
+            findings += self._strings_findings(data, path, offset, lines, stop=tail)
+            findings = _capped(findings)
+            carry = data[tail:]
+            lines += data.count(b"\n", 0, tail)
+            offset += tail
+        return self._finish(findings)
+
+    def scan_file(self, path: Path, name: str, max_in_memory: int) -> SecretScanReport:
+        """A file: read whole up to `max_in_memory` bytes, else streamed as printable strings (a text
+        file that large is then only partly covered, which the report says)."""
+        if path.stat().st_size <= max_in_memory:
+            return self.scan_blob(path.read_bytes(), name)
+        with path.open("rb") as fh:
+            binary = decode_text(fh.read(_SNIFF_BINARY)) is None
+            fh.seek(0)
+            findings = self.scan_stream(fh, name)
+        partial = None if binary else (f"text file over {max_in_memory} bytes: scanned for self-identifying "
+                                       "credential formats only")
+        return SecretScanReport(findings, binary=binary, partial=partial)
+
+    def verify(self, findings: list[SecretFinding]) -> list[SecretFinding]:
+        """Ask the verifiers about findings made without them (by a scan in another process)."""
+        return self._finish(findings)
 
     def scan_diff(self, diff_text: str) -> list[SecretFinding]:
         """Only lines a commit adds: findings carry the new file's path and line numbers."""
@@ -162,27 +228,44 @@ class SecretScanner:
                 seg.file_line(n) in seg.report for n in range(line, end_line + 1)
             ):
                 continue
-            v = c.validation
-            findings.append(
-                SecretFinding(
-                    file=seg.path,
-                    line=file_line,
-                    column=c.start - (text.rfind("\n", 0, c.start) + 1) + 1,
-                    provider=c.detector.provider,
-                    secret_type=c.detector.name + (" (encrypted)" if v.encrypted else ""),
-                    detector=c.detector.id,
-                    preview=c.preview,
-                    verification="checksum" if v.checksum else "none",
-                    verified=v.checksum,
-                    end_line=file_end,
-                    encrypted=v.encrypted,
-                    note=v.note,
-                    raw_secret=c.secret,
-                )
-            )
+            column = c.start - (text.rfind("\n", 0, c.start) + 1) + 1
+            findings.append(_finding(c, seg.path, file_line, column, file_end))
+        return findings
+
+    def _strings_findings(self, data: bytes, path: str, offset: int, line: int,
+                          stop: int | None = None) -> list[SecretFinding]:
+        """Findings in the printable runs of `data`, which starts at byte `offset` (on line `line`) of
+        the file, that start before `stop`; positions are the file's."""
+        starts: list[int] = []  # where each run starts in the joined text
+        where: list[int] = []  # and in data
+        runs: list[bytes] = []
+        at = 0
+        for m in _PRINTABLE_RUN.finditer(data):
+            starts.append(at)
+            where.append(m.start())
+            runs.append(m.group())
+            at += m.end() - m.start() + 1
+        if not runs:
+            return []
+        if self._strings_scanner is None:
+            self._strings_scanner = SecretScanner(self_identifying(self.detectors))
+        findings: list[SecretFinding] = []
+        pos = 0
+        for c in self._strings_scanner._candidates(b"\n".join(runs).decode("ascii")):
+            run = bisect.bisect_right(starts, c.start) - 1
+            first = where[run] + c.start - starts[run]
+            if stop is not None and first >= stop:
+                break
+            line += data.count(b"\n", pos, first)
+            pos = first
+            column = first - (data.rfind(b"\n", 0, first) + 1) + 1
+            end_line = line + data.count(b"\n", first, first + c.end - c.start - 1)
+            findings.append(replace(_finding(c, path, line, column, end_line), note=_join_notes(
+                c.validation.note, f"in binary content, at byte {offset + first}")))
         return findings
 
     def _finish(self, findings: list[SecretFinding]) -> list[SecretFinding]:
+        findings = _capped(findings)
         if len(self.verifiers):
             findings = self._verify(findings)
         return sorted(findings, key=lambda f: (f.file, f.line, f.column))
@@ -210,6 +293,43 @@ class SecretScanner:
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_PRINTABLE = frozenset(b"\t\n\r" + bytes(range(0x20, 0x7F)))
+_SNIFF_BINARY = 8192
+
+
+def _capped(findings: list[SecretFinding]) -> list[SecretFinding]:
+    if len(findings) <= MAX_FINDINGS:
+        return findings
+    ours = [f for f in findings if f.detector == BASTION_TOKEN_DETECTOR][:MAX_BASTION_TOKENS]
+    others = [f for f in findings if f.detector != BASTION_TOKEN_DETECTOR]
+    return ours + others[: max(0, MAX_FINDINGS - len(ours))]
+
+
+def _is_printable(byte: int) -> bool:
+    return byte in _PRINTABLE
+
+
+def _join_notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _finding(c: Candidate, path: str, line: int, column: int, end_line: int) -> SecretFinding:
+    v = c.validation
+    return SecretFinding(
+        file=path,
+        line=line,
+        column=column,
+        provider=c.detector.provider,
+        secret_type=c.detector.name + (" (encrypted)" if v.encrypted else ""),
+        detector=c.detector.id,
+        preview=c.preview,
+        verification="checksum" if v.checksum else "none",
+        verified=v.checksum,
+        end_line=end_line,
+        encrypted=v.encrypted,
+        note=v.note,
+        raw_secret=c.secret,
+    )
 
 
 def _grow(text: str, lo: int, hi: int, lines: int) -> tuple[int, int]:
@@ -233,17 +353,26 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def to_scan_result(findings: list[SecretFinding], skipped: str | None = None) -> ScanResult:
+def to_scan_result(findings: list[SecretFinding], skipped: str | None = None, *, binary: bool = False,
+                   partial: str | None = None) -> ScanResult:
     """The secrets scanner's verdict for one file, in the pipeline's common shape.
 
     Verified (API-live or checksum-valid) secrets make a file UNSAFE; format-only matches make it
-    SUSPICIOUS; secrets a provider says are revoked leave CAUTION. Details never hold a secret.
+    SUSPICIOUS; secrets a provider says are revoked leave CAUTION. Content that was not read is
+    UNSCANNED, content read only in part with nothing found CAUTION: never SAFE. Details never hold a
+    secret.
     """
     if not findings:
-        summary = f"not scanned for secrets: {skipped} content" if skipped else "no secrets found"
         details: dict[str, object] = {"findings": []}
         if skipped:
             details["skipped"] = skipped
+            return ScanResult(SCANNER_NAME, SCANNER_VERSION, Verdict.UNSCANNED,
+                              f"not scanned for secrets: {skipped} content", details)
+        if binary:
+            details["content"] = "binary"
+        if partial:
+            return ScanResult(SCANNER_NAME, SCANNER_VERSION, Verdict.CAUTION, partial, details)
+        summary = "no secrets found in the printable strings of binary content" if binary else "no secrets found"
         return ScanResult(SCANNER_NAME, SCANNER_VERSION, Verdict.SAFE, summary, details)
     live = [f for f in findings if f.verified]
     revoked = [f for f in findings if f.verification == "api" and not f.verified]
@@ -255,10 +384,16 @@ def to_scan_result(findings: list[SecretFinding], skipped: str | None = None) ->
         verdict = Verdict.SUSPICIOUS
     types = sorted({f.secret_type for f in findings})
     summary = f"{len(findings)} secret(s), {len(live)} verified: " + ", ".join(types)
-    return ScanResult(
-        SCANNER_NAME,
-        SCANNER_VERSION,
-        verdict,
-        summary,
-        {"findings": [f.to_dict() for f in findings], "detail": [f.to_details() for f in findings]},
-    )
+    details = {"findings": [f.to_dict() for f in findings], "detail": [f.to_details() for f in findings]}
+    if binary:
+        details["content"] = "binary"
+    return ScanResult(SCANNER_NAME, SCANNER_VERSION, verdict, summary, details)
+
+
+def scan_source(source: Path | bytes, name: str, max_in_memory: int) -> SecretScanReport:
+    """One scan of a file or of bytes, without verifiers: what a scan process runs
+    (bastion.scanning.isolation). The server verifies the findings it gets back."""
+    scanner = SecretScanner()
+    if isinstance(source, Path):
+        return scanner.scan_file(source, name, max_in_memory)
+    return scanner.scan_blob(source, name)
