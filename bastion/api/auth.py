@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
+from sqlalchemy.orm import Session
 
 from bastion.accounts import sessions as web_sessions
 from bastion.api.urls import base_url
@@ -113,3 +116,33 @@ def _authenticate(request: Request) -> Principal:
                 tokens.touch_last_used(session, tok.id, ip, agent)
         set_actor(principal.user_id, principal.username, principal.token_id)
     return principal
+
+
+def credential_claims(principal: Principal) -> dict[str, Any]:
+    """What a capability minted for `principal` carries so that each use can re-establish who that is
+    (bound_principal): the kind of credential, its id and its user."""
+    claims: dict[str, Any] = {"via": principal.method, "user_id": principal.user_id}
+    if principal.method == "token":
+        claims["token_id"] = principal.token_id
+    elif principal.method == "session":
+        claims["session_id"] = principal.session_id
+    return claims
+
+
+def bound_principal(hub: Hub, session: Session, claims: Mapping[str, Any]) -> Principal | None:
+    """The principal a capability was minted for, as it is now: its access token or browser session
+    read again by primary key, None once that credential was revoked, expired or signed out, or when
+    it names another user (or nothing: capabilities minted before they were bound). An anonymous
+    capability stays anonymous."""
+    via = claims.get("via")
+    if via == "anonymous":
+        return Principal.anonymous() if claims.get("user_id") is None else None
+    token_id, session_id = claims.get("token_id"), claims.get("session_id")
+    if via == "token" and isinstance(token_id, int):
+        found = tokens.principal_for_token_id(session, token_id)
+    elif via == "session" and isinstance(session_id, int):
+        found = web_sessions.principal_for_session_id(session, session_id,
+                                                      web_sessions.Timeouts.from_settings(hub.settings))
+    else:
+        return None
+    return found if found is not None and found.user_id == claims.get("user_id") else None

@@ -93,6 +93,20 @@ def principal_for_token(tok: AccessToken) -> Principal:
                      token_id=tok.id, token_role=tok.role, restrictions=stored)
 
 
+def principal_for_token_id(session: Session, token_id: int) -> Principal | None:
+    """The Principal of token `token_id` as it is now, None once it is revoked, expired or its user is
+    disabled: what a capability minted with the token re-checks on every use (one primary-key read)."""
+    tok = session.get(AccessToken, token_id)
+    if tok is None:
+        return None
+    if not is_live(tok):
+        status = state(tok)
+        note_token_denial(tok.id, tok.user.name, "capability",
+                          "inactive user" if status == "active" else f"{status} token")
+        return None
+    return principal_for_token(tok)
+
+
 def scopes_payload(tok: AccessToken) -> dict[str, Any]:
     """`auth.accessToken.fineGrained` as whoami-v2 reports it on the Hub."""
     scoped: list[dict[str, Any]] = []
