@@ -21,7 +21,7 @@ from bastion.api.urls import base_url
 from bastion.audit.context import set_actor
 from bastion.authz import Principal
 from bastion.db import transaction
-from bastion.errors import Forbidden, InvalidCredentials
+from bastion.errors import Forbidden, UnknownCredentials
 from bastion.hub import Hub
 from bastion.timing import timed
 from bastion.tokens import service as tokens
@@ -43,11 +43,11 @@ def presented_token(request: Request) -> str | None:
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise InvalidCredentials("undecodable basic credentials") from None
+            raise UnknownCredentials("undecodable basic credentials") from None
         _user, sep, password = decoded.partition(":")
         if sep and password:
             return password
-    raise InvalidCredentials("unsupported Authorization header")
+    raise UnknownCredentials("unsupported Authorization header")
 
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -98,6 +98,15 @@ def current_principal(request: Request) -> Principal:
 
 
 def _authenticate(request: Request) -> Principal:
+    try:
+        return _principal_of(request)
+    except UnknownCredentials as exc:
+        # Revoked and expired tokens are audited as uses of their token (tokens.authenticate).
+        tokens.note_failed_authentication(request.state.client_ip, exc.detail, request.method, request.url.path)
+        raise
+
+
+def _principal_of(request: Request) -> Principal:
     secret = presented_token(request)
     if secret is None:
         principal = session_principal(request)

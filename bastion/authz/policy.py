@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, false, not_, or_, true
 
+from bastion.audit import aggregate
+from bastion.audit.actions import AuditAction
 from bastion.authz.permissions import Permission
 from bastion.errors import AuthenticationRequired, Forbidden, RepoNotFound
 from bastion.timing import timed
@@ -500,22 +502,11 @@ def _org_readable_clause(user_id: int, cols: RepoColumns) -> ColumnElement[bool]
 
 # Every request counts its authz checks; strict mode (tests) rejects a request with != 1.
 _checks: ContextVar[list[Permission] | None] = ContextVar("bastion_authz_checks", default=None)
-# Denied token uses in this request, audited (rate-limited) once the response has gone out.
-_denials: ContextVar[list[TokenDenial] | None] = ContextVar("bastion_authz_denials", default=None)
-
-
-@dataclass(frozen=True)
-class TokenDenial:
-    token_id: int
-    username: str | None
-    permission: str
-    reason: str
 
 
 def start_request_checks() -> list[Permission]:
     checks: list[Permission] = []
     _checks.set(checks)
-    _denials.set([])
     return checks
 
 
@@ -523,14 +514,12 @@ def checks_in_request() -> list[Permission] | None:
     return _checks.get()
 
 
-def denials_in_request() -> list[TokenDenial]:
-    return list(_denials.get() or [])
-
-
 def note_token_denial(token_id: int, username: str | None, perm: str, reason: str) -> None:
-    denials = _denials.get()
-    if denials is not None:
-        denials.append(TokenDenial(token_id, username, perm, reason))
+    """Audit a denied token use once the response has gone out: one event per token and reason a
+    window, with a count (bastion.audit.aggregate)."""
+    aggregate.defer(AuditAction.TOKEN_USE_DENIED, key=f"{AuditAction.TOKEN_USE_DENIED}:{token_id}:{reason}",
+                    target=("token", str(token_id)), namespace=username,
+                    details={"permission": perm, "reason": reason[:300]})
 
 
 def require(principal: Principal, perm: Permission, resource: object = None) -> None:
