@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from bastion import __version__
 from bastion.api.errors import install_error_handlers
 from bastion.api.middleware import RequestContextMiddleware
+from bastion.audit.aggregate import Flusher
 from bastion.authz import Permission, permission, require
 from bastion.authz.policy import Principal
 from bastion.config import Settings
@@ -36,7 +38,11 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         workers = Workers(queue, settings.scan_workers, embedded=True) if settings.embedded_workers else None
         if workers is not None:
             workers.start()
+        # Writes the counts of repeated failures once their window is over (bastion.audit.aggregate).
+        flusher = Flusher(hub.sessions, timedelta(seconds=settings.audit_repeat_window_seconds))
+        flusher.start()
         yield
+        flusher.stop()
         if workers is not None:
             workers.stop()
         app.state.mailer.close()

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(default_factory=list)
     # Report the time spent in authentication and authorization in a Server-Timing header (bastion.timing).
     server_timing: bool = False
+    # Repeated failures (failed authentications per source IP and reason, denied token uses per token
+    # and reason) are audited at most once per this many seconds each, with a count (bastion.audit.aggregate).
+    audit_repeat_window_seconds: int = Field(default=60, ge=1)
 
     # Accounts and web sessions. Sign-up: "open" (anyone), "invite" (a signed invite link), "admins" (CLI only).
     signup: Literal["open", "invite", "admins"] = "admins"

@@ -36,6 +36,11 @@ class InvalidCredentials(BastionError):
         self.detail = message
 
 
+class UnknownCredentials(InvalidCredentials):
+    """A presented credential that names no token at all: malformed, unknown, an unreadable header.
+    Audited per source (revoked and expired tokens are audited as uses of that token)."""
+
+
 class AuthenticationRequired(BastionError):
     status = 401
     code = "AuthenticationRequired"

@@ -110,13 +110,15 @@ def find(session: Session, secret: str, timeouts: Timeouts, *, state: str = "act
     if not secret or len(secret) > 128:
         return None
     ws = session.scalar(select(WebSession).where(WebSession.secret_hash == secret_hash(secret)))
-    if ws is None or ws.revoked_at is not None or ws.state != state:
-        return None
+    return ws if ws is not None and _is_live(ws, timeouts, state) else None
+
+
+def _is_live(ws: WebSession, timeouts: Timeouts, state: str = "active") -> bool:
+    if ws.revoked_at is not None or ws.state != state:
+        return False
     now = utcnow()
     absolute = PENDING_TTL if state == "pending" else timeouts.absolute
-    if now - ws.created_at > absolute or now - ws.last_seen_at > timeouts.idle:
-        return None
-    return ws
+    return now - ws.created_at <= absolute and now - ws.last_seen_at <= timeouts.idle
 
 
 def principal_for_cookie(session: Session, secret: str, timeouts: Timeouts) -> Principal | None:
@@ -131,6 +133,19 @@ def principal_for_cookie(session: Session, secret: str, timeouts: Timeouts) -> P
         ws.last_seen_at = now
     return Principal(method="session", user_id=user.id, username=user.name, is_admin=user.is_admin,
                      session_id=ws.id, recently_authenticated=now - ws.authenticated_at <= timeouts.sudo)
+
+
+def principal_for_session_id(session: Session, session_id: int, timeouts: Timeouts) -> Principal | None:
+    """The signed-in user of web session `session_id` as it is now, None once it was signed out, revoked
+    or timed out: what a capability minted in a browser re-checks on every use. A read: such uses are
+    not browser activity and do not keep the session alive."""
+    ws = session.get(WebSession, session_id)
+    if ws is None or not _is_live(ws, timeouts):
+        return None
+    user = session.get(User, ws.user_id)
+    if user is None or not user.is_active:
+        return None
+    return Principal(method="session", user_id=user.id, username=user.name, is_admin=user.is_admin, session_id=ws.id)
 
 
 def complete_login(session: Session, mailer: Mailer | None, ws: WebSession, user: User, *, method: str,

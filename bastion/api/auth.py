@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
+from sqlalchemy.orm import Session
 
 from bastion.accounts import sessions as web_sessions
 from bastion.api.urls import base_url
 from bastion.audit.context import set_actor
 from bastion.authz import Principal
 from bastion.db import transaction
-from bastion.errors import Forbidden, InvalidCredentials
+from bastion.errors import Forbidden, UnknownCredentials
 from bastion.hub import Hub
 from bastion.timing import timed
 from bastion.tokens import service as tokens
@@ -40,11 +43,11 @@ def presented_token(request: Request) -> str | None:
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise InvalidCredentials("undecodable basic credentials") from None
+            raise UnknownCredentials("undecodable basic credentials") from None
         _user, sep, password = decoded.partition(":")
         if sep and password:
             return password
-    raise InvalidCredentials("unsupported Authorization header")
+    raise UnknownCredentials("unsupported Authorization header")
 
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -95,6 +98,15 @@ def current_principal(request: Request) -> Principal:
 
 
 def _authenticate(request: Request) -> Principal:
+    try:
+        return _principal_of(request)
+    except UnknownCredentials as exc:
+        # Revoked and expired tokens are audited as uses of their token (tokens.authenticate).
+        tokens.note_failed_authentication(request.state.client_ip, exc.detail, request.method, request.url.path)
+        raise
+
+
+def _principal_of(request: Request) -> Principal:
     secret = presented_token(request)
     if secret is None:
         principal = session_principal(request)
@@ -113,3 +125,33 @@ def _authenticate(request: Request) -> Principal:
                 tokens.touch_last_used(session, tok.id, ip, agent)
         set_actor(principal.user_id, principal.username, principal.token_id)
     return principal
+
+
+def credential_claims(principal: Principal) -> dict[str, Any]:
+    """What a capability minted for `principal` carries so that each use can re-establish who that is
+    (bound_principal): the kind of credential, its id and its user."""
+    claims: dict[str, Any] = {"via": principal.method, "user_id": principal.user_id}
+    if principal.method == "token":
+        claims["token_id"] = principal.token_id
+    elif principal.method == "session":
+        claims["session_id"] = principal.session_id
+    return claims
+
+
+def bound_principal(hub: Hub, session: Session, claims: Mapping[str, Any]) -> Principal | None:
+    """The principal a capability was minted for, as it is now: its access token or browser session
+    read again by primary key, None once that credential was revoked, expired or signed out, or when
+    it names another user (or nothing: capabilities minted before they were bound). An anonymous
+    capability stays anonymous."""
+    via = claims.get("via")
+    if via == "anonymous":
+        return Principal.anonymous() if claims.get("user_id") is None else None
+    token_id, session_id = claims.get("token_id"), claims.get("session_id")
+    if via == "token" and isinstance(token_id, int):
+        found = tokens.principal_for_token_id(session, token_id)
+    elif via == "session" and isinstance(session_id, int):
+        found = web_sessions.principal_for_session_id(session, session_id,
+                                                      web_sessions.Timeouts.from_settings(hub.settings))
+    else:
+        return None
+    return found if found is not None and found.user_id == claims.get("user_id") else None

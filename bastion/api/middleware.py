@@ -7,14 +7,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion.audit import aggregate
 from bastion.audit.context import AuditContext, bind_context
 from bastion.authz import start_request_checks
-from bastion.authz.policy import TokenDenial, denials_in_request
 from bastion.timing import server_timing_header, start_request_timings
 
 log = logging.getLogger("bastion.authz")
@@ -62,6 +63,7 @@ class RequestContextMiddleware:
         state["client_ip"] = ip
         state["request_id"] = request_id
         checks = start_request_checks()
+        deferred = aggregate.start_request()
         timings = start_request_timings()
         blocked = False
 
@@ -93,18 +95,17 @@ class RequestContextMiddleware:
 
         with bind_context(AuditContext(ip=ip, user_agent=ua, request_id=request_id, via="api")):
             await self.app(scope, receive, guarded_send)
-            denials = denials_in_request()
-            if denials and "app" in scope:
+            if deferred and "app" in scope:
                 # After the response: the request's own transaction is over, so this write never waits on it.
-                await run_in_threadpool(_record_denials, scope["app"].state.hub, denials)
+                await run_in_threadpool(_record_deferred, scope["app"].state.hub, list(deferred))
 
 
-def _record_denials(hub: Any, denials: list[TokenDenial]) -> None:
+def _record_deferred(hub: Any, items: list[aggregate.Deferred]) -> None:
+    """Denied token uses and failed authentications, aggregated (a flood cannot fill the log)."""
     from bastion.db import transaction
-    from bastion.tokens.service import record_denials
 
     try:
         with transaction(hub.sessions) as session:
-            record_denials(session, denials)
+            aggregate.record_deferred(session, items, timedelta(seconds=hub.settings.audit_repeat_window_seconds))
     except Exception:  # auditing a denial must never turn the denial into a 500
-        log.exception("could not record denied token uses")
+        log.exception("could not record denied token uses and failed authentications")

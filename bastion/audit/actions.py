@@ -30,6 +30,7 @@ class AuditAction(StrEnum):
     TOKEN_ROTATE = "token.rotate"
     TOKEN_RENAME = "token.rename"
     TOKEN_USE_DENIED = "token.use_denied"
+    TOKEN_AUTH_FAILED = "token.auth_failed"  # a presented credential matched no token (per source IP and reason)
     REPO_CREATE = "repo.create"
     REPO_DELETE = "repo.delete"
     REPO_MOVE = "repo.move"
@@ -42,7 +43,8 @@ class AuditAction(StrEnum):
     REPO_TAG_CREATE = "repo.tag_create"
     REPO_TAG_DELETE = "repo.tag_delete"
     REPO_PR_CREATE = "repo.pr_create"
-    LFS_OBJECT_STORE = "repo.lfs_object_store"
+    LFS_OBJECT_STORE = "repo.lfs_object_store"  # an object's bytes stored for a repo: LFS basic, multipart, Xet file
+    XET_UPLOAD = "repo.xet_upload"  # a xorb stored for a repo
     REPO_PUSH_REJECTED = "repo.push_rejected"  # a git push refused by the receive checks
     SCAN_FINDING = "repo.scan_finding"
     SCAN_POLICY_REJECT = "repo.scan_policy_reject"

@@ -35,3 +35,23 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditAggregate(Base):
+    """Repeats of one audited failure (failed authentications per source and reason, denied token uses
+    per token and reason) within a window: one event was written when the window opened, the repeats
+    since are counted here and reported, with their count, by the next event for the same key."""
+
+    __tablename__ = "audit_aggregates"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    action: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # the key's last event
+    pending: Mapped[int] = mapped_column(Integer, default=0)  # repeats since, in no event yet
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The latest repeat, as the event that reports the pending ones will describe it.
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(300))
+    namespace: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # ip, user agent, actor

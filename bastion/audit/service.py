@@ -35,9 +35,7 @@ def record(session: Session, action: AuditAction, *, target: tuple[str, str], na
            details: dict[str, Any] | None = None) -> AuditEvent:
     """Add an audit event to the caller's transaction (it commits or rolls back with the act)."""
     ctx = current_context()
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialise writers of the chain: each event links to exactly one predecessor.
-        session.execute(text("SELECT pg_advisory_xact_lock(7420815)"))
+    lock_chain(session)
     prev = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or GENESIS
     ev = AuditEvent(
         created_at=utcnow(), action=str(action),
@@ -50,6 +48,13 @@ def record(session: Session, action: AuditAction, *, target: tuple[str, str], na
     session.add(ev)
     session.flush()
     return ev
+
+
+def lock_chain(session: Session) -> None:
+    """Serialise writers of the chain until the transaction ends: each event links to exactly one
+    predecessor (SQLite's writers are serialised already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(7420815)"))
 
 
 def verify_chain(session: Session) -> int | None:

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, false, not_, or_, true
 
+from bastion.audit import aggregate
+from bastion.audit.actions import AuditAction
 from bastion.authz.permissions import Permission
 from bastion.errors import AuthenticationRequired, Forbidden, RepoNotFound
 from bastion.timing import timed
@@ -163,6 +165,18 @@ class CapabilityTarget:
 
 
 @dataclass(frozen=True)
+class BoundCapability:
+    """A request made with a capability bound to the credential that obtained it (Xet CAS tokens and
+    the xorb fetch URLs they lead to): what the request asks for, plus the holder and the repo the
+    capability names, both as they are now (loaded by the caller for this request)."""
+
+    kind: str  # xet-cas | xet-fetch
+    claims: dict[str, Any]  # what this request asks for: repo_id; xorb and range for a fetch
+    holder: Principal  # who obtained the capability: bastion.api.auth.bound_principal()
+    repo: RepoRef | None  # the repo it was minted for; None once that repo is gone
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     reason: str = ""
@@ -229,12 +243,12 @@ def authorize(principal: Principal, perm: Permission, resource: object = None) -
     if perm in (Permission.XET_CAS_READ, Permission.XET_CAS_WRITE):
         return _authorize_xet_cas(principal, perm, resource)
     if perm is Permission.XET_XORB_FETCH:
-        if not isinstance(resource, CapabilityTarget) or resource.kind != "xet-fetch":
+        if not isinstance(resource, BoundCapability) or resource.kind != "xet-fetch":
             return Decision(False, "not a Xet fetch URL")
         for key in ("xorb", "range"):
             if principal.capability.get(key) != resource.claims.get(key):
                 return Decision(False, f"fetch URL was signed for another {key}")
-        return ALLOW
+        return _holder_may(principal, Permission.REPO_READ, resource)
     if principal.method == "token" and principal.token_role != "write" and not principal.restrictions:
         return Decision(False, "token without restrictions: refusing to guess its rights")  # fail closed
     decision = _user_may(principal, perm, resource)
@@ -423,8 +437,9 @@ def _move_may(principal: Principal, move: RepoGroupMove) -> Decision:
 
 
 def _authorize_xet_cas(principal: Principal, perm: Permission, resource: object) -> Decision:
-    """A Xet CAS token works only for the repo it was minted for; only a write token uploads."""
-    if not isinstance(resource, CapabilityTarget) or resource.kind != "xet-cas":
+    """A Xet CAS token works only for the repo it was minted for, only while its holder may still read
+    (write) that repo; only a write token uploads."""
+    if not isinstance(resource, BoundCapability) or resource.kind != "xet-cas":
         return Decision(False, "not a Xet CAS request")
     claims = principal.capability
     if claims.get("p") != "xet-cas":
@@ -435,6 +450,24 @@ def _authorize_xet_cas(principal: Principal, perm: Permission, resource: object)
         return Decision(False, "this Xet token is read-only; request one from the xet-write-token route")
     if claims.get("scope") not in ("read", "write"):
         return Decision(False, "unknown Xet token scope")
+    return _holder_may(principal, Permission.REPO_WRITE if perm is Permission.XET_CAS_WRITE else Permission.REPO_READ,
+                       resource)
+
+
+def _holder_may(principal: Principal, perm: Permission, target: BoundCapability) -> Decision:
+    """A bound capability grants nothing its holder could not do right now: the holder's rights on the
+    repo are decided again by this same policy, so removal from the org, a role or visibility change, a
+    token restriction or an org token policy binds capabilities handed out before it."""
+    holder, repo = target.holder, target.repo
+    if holder.method not in ("anonymous", "token", "session"):
+        return Decision(False, "a capability cannot vouch for another capability")
+    if holder.user_id != principal.capability.get("user_id"):
+        return Decision(False, "this capability was minted for another user")
+    if repo is None or repo.id != principal.capability.get("repo_id"):
+        return Decision(False, "the repository this capability was minted for no longer exists")
+    decision = authorize(holder, perm, repo)
+    if not decision:
+        return Decision(False, f"access to this repository was lost: {decision.reason}")
     return ALLOW
 
 
@@ -469,22 +502,11 @@ def _org_readable_clause(user_id: int, cols: RepoColumns) -> ColumnElement[bool]
 
 # Every request counts its authz checks; strict mode (tests) rejects a request with != 1.
 _checks: ContextVar[list[Permission] | None] = ContextVar("bastion_authz_checks", default=None)
-# Denied token uses in this request, audited (rate-limited) once the response has gone out.
-_denials: ContextVar[list[TokenDenial] | None] = ContextVar("bastion_authz_denials", default=None)
-
-
-@dataclass(frozen=True)
-class TokenDenial:
-    token_id: int
-    username: str | None
-    permission: str
-    reason: str
 
 
 def start_request_checks() -> list[Permission]:
     checks: list[Permission] = []
     _checks.set(checks)
-    _denials.set([])
     return checks
 
 
@@ -492,14 +514,12 @@ def checks_in_request() -> list[Permission] | None:
     return _checks.get()
 
 
-def denials_in_request() -> list[TokenDenial]:
-    return list(_denials.get() or [])
-
-
 def note_token_denial(token_id: int, username: str | None, perm: str, reason: str) -> None:
-    denials = _denials.get()
-    if denials is not None:
-        denials.append(TokenDenial(token_id, username, perm, reason))
+    """Audit a denied token use once the response has gone out: one event per token and reason a
+    window, with a count (bastion.audit.aggregate)."""
+    aggregate.defer(AuditAction.TOKEN_USE_DENIED, key=f"{AuditAction.TOKEN_USE_DENIED}:{token_id}:{reason}",
+                    target=("token", str(token_id)), namespace=username,
+                    details={"permission": perm, "reason": reason[:300]})
 
 
 def require(principal: Principal, perm: Permission, resource: object = None) -> None:
@@ -510,8 +530,10 @@ def require(principal: Principal, perm: Permission, resource: object = None) -> 
         decision = authorize(principal, perm, resource)
     if decision:
         return
-    if principal.token_id is not None:
-        note_token_denial(principal.token_id, principal.username, str(perm), decision.reason)
+    # A bound capability's denial is its holder's token's denial too.
+    acting = resource.holder if isinstance(resource, BoundCapability) else principal
+    if acting.token_id is not None:
+        note_token_denial(acting.token_id, acting.username, str(perm), decision.reason)
     repo = resource.repo if isinstance(resource, RepoGroupMove) else resource
     if isinstance(repo, RepoRef):
         can_read = authorize(principal, Permission.REPO_READ, repo)

@@ -21,6 +21,7 @@ from bastion.authz.policy import CapabilityTarget
 from bastion.db import transaction
 from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.lfs import locks, service
+from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsMultipartUpload
 from bastion.repos.routes import load_repo
 from bastion.storage import BlobMismatch
@@ -217,6 +218,7 @@ async def upload_basic(token: str, request: Request) -> Response:
     def link() -> None:
         with transaction(hub.sessions) as session:
             service.link_object(session, claims["repo_id"], oid, size)
+            object_stored(session, claims["repo_id"], oid, size, "basic", claims.get("user_id"))
 
     await run_in_threadpool(link)
     return Response(status_code=200)

@@ -29,6 +29,7 @@ from bastion.authz import capability
 from bastion.db import after_commit, after_rollback, transaction, utcnow
 from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.hub import Hub
+from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsMultipartPart, LfsMultipartUpload, LfsObject, RepoLfsObject
 from bastion.repos.models import Repo
 from bastion.storage import BlobMismatch
@@ -305,6 +306,7 @@ def complete_multipart(hub: Hub, session: Session, upload: LfsMultipartUpload) -
         after_rollback(session, partial(_forget_upload, hub, upload.id))
         raise BadRequest(f"Multipart upload rejected: {exc}") from None
     link_object(session, upload.repo_id, upload.oid, upload.size)
+    object_stored(session, upload.repo_id, upload.oid, upload.size, "multipart", upload.user_id)
     session.delete(upload)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from bastion.accounts.models import User
-from bastion.api.auth import current_principal, hub_of
+from bastion.api.auth import credential_claims, current_principal, hub_of
 from bastion.api.bodies import json_object, parse_json
 from bastion.api.urls import base_url, next_link, repo_url
 from bastion.authz import Permission, Principal, authorize, permission, require
@@ -680,7 +680,7 @@ def _xet_token(plural: str, ns: str, name: str, revision: str, request: Request,
     # The client asks with revision "None" when it will open a PR (the ref is not known yet).
     if not (scope == "write" and (revision == "None" or _truthy(request.query_params.get("create_pr")))):
         hub.git(repo.storage_key).resolve(revision)  # RevisionNotFound for an unknown ref
-    token = xet_tokens.issue(hub.settings, base_url(request), repo.id, scope, revision)
+    token = xet_tokens.issue(hub.settings, base_url(request), repo.id, scope, revision, credential_claims(principal))
     return JSONResponse(token.as_json(), headers=token.headers())
 
 

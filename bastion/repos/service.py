@@ -103,6 +103,12 @@ def repo_ref(repo: Repo) -> RepoRef:
                    type=repo.type, name=repo.name, org=org, group=group, creator_user_id=repo.creator_user_id)
 
 
+def repo_ref_by_id(session: Session, repo_id: object) -> RepoRef | None:
+    """repo_ref() of the repo with this id, None when there is none (capabilities name repos by id)."""
+    repo = session.get(Repo, repo_id) if isinstance(repo_id, int) else None
+    return repo_ref(repo) if repo is not None else None
+
+
 def secrets_bypass_options(principal: Principal, repo: Repo, reason: str | None) -> dict[str, str]:
     """Commit options for an explicit bypass of secret push protection (API header or git push option).
 

@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session, object_session
 
 from bastion import audit
 from bastion.accounts.models import User
+from bastion.audit import aggregate
 from bastion.audit.actions import AuditAction
 from bastion.authz import Principal
 from bastion.authz.policy import note_token_denial
 from bastion.db import utcnow
-from bastion.errors import BadRequest, InvalidCredentials, NotFound
+from bastion.errors import BadRequest, InvalidCredentials, NotFound, UnknownCredentials
 from bastion.tokens import format as token_format
 from bastion.tokens import restrictions
 from bastion.tokens.models import AccessToken
@@ -93,6 +94,20 @@ def principal_for_token(tok: AccessToken) -> Principal:
                      token_id=tok.id, token_role=tok.role, restrictions=stored)
 
 
+def principal_for_token_id(session: Session, token_id: int) -> Principal | None:
+    """The Principal of token `token_id` as it is now, None once it is revoked, expired or its user is
+    disabled: what a capability minted with the token re-checks on every use (one primary-key read)."""
+    tok = session.get(AccessToken, token_id)
+    if tok is None:
+        return None
+    if not is_live(tok):
+        status = state(tok)
+        note_token_denial(tok.id, tok.user.name, "capability",
+                          "inactive user" if status == "active" else f"{status} token")
+        return None
+    return principal_for_token(tok)
+
+
 def scopes_payload(tok: AccessToken) -> dict[str, Any]:
     """`auth.accessToken.fineGrained` as whoami-v2 reports it on the Hub."""
     scoped: list[dict[str, Any]] = []
@@ -155,18 +170,19 @@ def authenticate(session: Session, presented: str, ip: str | None, user_agent: s
                  touch: bool = True) -> AccessToken:
     """Return the live token for a presented secret, or raise InvalidCredentials."""
     if not token_format.is_well_formed(presented):
-        raise InvalidCredentials("malformed token")
+        raise UnknownCredentials("malformed token")
     digest = token_format.hash_token(presented)
     tok = session.scalar(_BY_HASH, {"digest": digest})
     # The lookup is by hash; the comparison is repeated in constant time as defence in depth.
     if tok is None or not secrets.compare_digest(tok.secret_hash, digest):
-        raise InvalidCredentials("unknown token")
+        raise UnknownCredentials("unknown token")
     now = utcnow()
     if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
         # A known token used after its end: worth an audit event (the caller records it, rate-limited).
         note_token_denial(tok.id, tok.user.name, "authenticate", "revoked token" if tok.revoked_at else "expired token")
         raise InvalidCredentials("revoked token" if tok.revoked_at else "expired token")
     if not tok.user.is_active:
+        note_token_denial(tok.id, tok.user.name, "authenticate", "inactive user")
         raise InvalidCredentials("inactive user")
     if touch and needs_touch(tok):
         touch_last_used(session, tok.id, ip, user_agent)
@@ -216,21 +232,9 @@ def touch_last_used(session: Session, token_id: int, ip: str | None, user_agent:
         last_used_at=utcnow(), last_used_ip=ip, last_used_user_agent=(user_agent or "")[:512] or None))
 
 
-DENIAL_AUDIT_INTERVAL = timedelta(minutes=1)
-
-
-def record_denials(session: Session, denials: list[Any]) -> int:
-    """Audit denied token uses, at most one event per token and reason a minute (a flood cannot fill the log)."""
-    from bastion.audit.models import AuditEvent
-
-    written = 0
-    since = utcnow() - DENIAL_AUDIT_INTERVAL
-    for d in {(d.token_id, d.reason): d for d in denials}.values():
-        recent = session.scalar(select(AuditEvent.id).where(
-            AuditEvent.action == str(AuditAction.TOKEN_USE_DENIED), AuditEvent.target_id == str(d.token_id),
-            AuditEvent.created_at >= since).limit(1))
-        if recent is None:
-            audit.record(session, AuditAction.TOKEN_USE_DENIED, target=("token", str(d.token_id)),
-                         namespace=d.username, details={"permission": d.permission, "reason": d.reason[:300]})
-            written += 1
-    return written
+def note_failed_authentication(ip: str | None, reason: str, method: str, path: str) -> None:
+    """Audit, after the response, a credential that names no token: one event per source IP and reason
+    a window, with a count (bastion.audit.aggregate), so a flood of bad tokens cannot fill the log."""
+    source = ip or "unknown"
+    aggregate.defer(AuditAction.TOKEN_AUTH_FAILED, key=f"{AuditAction.TOKEN_AUTH_FAILED}:{source}:{reason}",
+                    target=("ip", source), details={"reason": reason, "method": method, "path": path[:200]})

@@ -1,24 +1,31 @@
 """HTTP for the Xet CAS (api.md) under `{cas_url}` = `/xet-cas/r{repo_id}`, and signed xorb fetches.
 
-Each route authenticates the bearer CAS token, makes its one authz check against the repo in the
-URL, then calls the service. Mounted in the hub app by default; nothing here needs the hub routes.
+Each route authenticates the bearer CAS token, re-establishes who obtained it (their access token or
+browser session, read again), makes its one authz check -- the token's claims against the repo in the
+URL, and its holder's current rights on that repo -- then calls the service. Mounted in the hub app by
+default; nothing here needs the hub routes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from bastion.api.auth import hub_of
+from bastion.api.auth import bound_principal, hub_of
 from bastion.api.ranges import StoredFileResponse
+from bastion.audit.context import set_actor
 from bastion.authz import Permission, Principal, permission, require
-from bastion.authz.policy import CapabilityTarget
-from bastion.errors import BadRequest, NotFound, PayloadTooLarge
+from bastion.authz.policy import BoundCapability
+from bastion.db import transaction
+from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, PayloadTooLarge
 from bastion.hub import Hub
 from bastion.repos import browse
+from bastion.repos.service import repo_ref_by_id
+from bastion.timing import timed
 from bastion.xet import service, tokens
 from bastion.xet.hashing import hash_to_hex, hex_to_hash
 from bastion.xet.reconstruction import FetchRange, parse_byte_ranges
@@ -35,10 +42,27 @@ def _authorize(request: Request, scope: str, perm: Permission) -> int:
     hub = hub_of(request)
     claims = tokens.verify(hub.settings, request.headers.get("authorization"))
     repo_id = tokens.scope_repo_id(scope)
-    require(Principal(method="capability", capability=claims), perm,
-            CapabilityTarget("xet-cas", {"repo_id": repo_id}))
+    _require_bound(request, claims, perm, "xet-cas", {"repo_id": repo_id}, tokens.XetTokenRejected(
+        "The access token or browser session this Xet token was obtained with is no longer valid; "
+        "sign in again and request a new one"))
     assert repo_id is not None  # the check above never matches a missing id
+    request.state.cas_claims = claims  # fetch URLs handed out by this request are bound like it
     return repo_id
+
+
+def _require_bound(request: Request, claims: dict[str, Any], perm: Permission, kind: str, asked: dict[str, Any],
+                   gone: BastionError) -> None:
+    """The request's one authz check for a bound capability. Who obtained it is re-established now
+    (their token or session by primary key) with the repo it names, so a revoked credential (`gone`),
+    a member removed from the org or a repo made private is refused at the next request."""
+    hub = hub_of(request)
+    with timed("auth"), transaction(hub.sessions, readonly=True) as session:
+        holder = bound_principal(hub, session, claims)
+        repo = repo_ref_by_id(session, claims.get("repo_id")) if holder is not None else None
+    if holder is None:
+        raise gone
+    set_actor(holder.user_id, holder.username, holder.token_id)  # what an upload records as its actor
+    require(Principal(method="capability", capability=claims), perm, BoundCapability(kind, asked, holder, repo))
 
 
 async def _body(request: Request, limit: int) -> bytes | bytearray:
@@ -124,8 +148,8 @@ def reconstruction_v1(scope: str, file_id: str, request: Request) -> JSONRespons
     hub = hub_of(request)
     repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
     plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
-    base = _fetch_base(hub, request)
-    return JSONResponse(plan.to_v1(lambda h, r: _fetch_url(hub, base, h, r)))
+    base, claims = _fetch_base(hub, request), request.state.cas_claims
+    return JSONResponse(plan.to_v1(lambda h, r: _fetch_url(hub, base, h, r, claims)))
 
 
 @router.get(CAS + "/v2/reconstructions/{file_id}")
@@ -134,9 +158,9 @@ def reconstruction_v2(scope: str, file_id: str, request: Request) -> JSONRespons
     hub = hub_of(request)
     repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
     plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
-    base = _fetch_base(hub, request)
+    base, claims = _fetch_base(hub, request), request.state.cas_claims
     # One range per URL: the fetch route then answers a plain 206, never multipart/byteranges.
-    return JSONResponse(plan.to_v2(lambda h, rs: _fetch_url(hub, base, h, rs[0]), max_ranges_per_url=1))
+    return JSONResponse(plan.to_v2(lambda h, rs: _fetch_url(hub, base, h, rs[0], claims), max_ranges_per_url=1))
 
 
 def _fetch_base(hub: Hub, request: Request) -> str:
@@ -144,9 +168,9 @@ def _fetch_base(hub: Hub, request: Request) -> str:
     return f"{base}{tokens.CAS_PREFIX}/fetch"
 
 
-def _fetch_url(hub: Hub, base: str, xorb: bytes, r: FetchRange) -> str:
+def _fetch_url(hub: Hub, base: str, xorb: bytes, r: FetchRange, cas_claims: dict[str, Any]) -> str:
     key = hash_to_hex(xorb)
-    return f"{base}/{key}?t={tokens.fetch_token(hub.settings, key, r.http_range)}"
+    return f"{base}/{key}?t={tokens.fetch_token(hub.settings, key, r.http_range, cas_claims)}"
 
 
 @router.get(tokens.CAS_PREFIX + "/fetch/{xorb_hash}")
@@ -158,8 +182,9 @@ def fetch(xorb_hash: str, request: Request) -> Response:
     header = request.headers.get("range")
     ranges = parse_byte_ranges(header) if header else []
     asked = f"{ranges[0][0]}-{ranges[0][1] - 1}" if len(ranges) == 1 else None
-    require(Principal(method="capability", capability=claims), Permission.XET_XORB_FETCH,
-            CapabilityTarget("xet-fetch", {"xorb": xorb_hash, "range": asked}))
+    _require_bound(request, claims, Permission.XET_XORB_FETCH, "xet-fetch", {"xorb": xorb_hash, "range": asked},
+                   Forbidden("The access token or browser session this fetch URL was obtained with is no "
+                             "longer valid"))
     path = service.xorb_store(hub).xorb_path(xorb_hash)
     if path is None:
         raise NotFound("Xorb not available")

@@ -22,11 +22,15 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bastion import audit
+from bastion.audit.actions import AuditAction
 from bastion.db import transaction, utcnow
 from bastion.errors import NotFound, PayloadTooLarge
 from bastion.hub import Hub
+from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsObject, RepoLfsObject
 from bastion.lfs.service import link_object
+from bastion.repos.models import Repo
 from bastion.xet.errors import ShardFormatError
 from bastion.xet.hashing import HASH_LEN, hash_to_hex, hex_to_hash, is_global_dedup_eligible
 from bastion.xet.models import RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
@@ -147,12 +151,21 @@ def upload_xorb(hub: Hub, repo_id: int, hash_hex: str, body: bytes | bytearray) 
             row.last_used_at = utcnow()
         # Possession proved: these bytes hash to the xorb, whoever stored it first.
         _insert_ignore(session, RepoXetXorb(repo_id=repo_id, xorb_hash=key))
+        _audit_xorb(session, repo_id, key, len(body), xorb.num_chunks, inserted)
     # A concurrent GC may have moved the file away between our write and the commit: put it back.
     if not store.has_xorb(key):
         store.put_xorb(key, body)
     log.info("xet xorb upload repo=%d xorb=%s bytes=%d chunks=%d inserted=%s", repo_id, key, len(body),
              xorb.num_chunks, inserted)
     return inserted
+
+
+def _audit_xorb(session: Session, repo_id: int, key: str, size: int, chunks: int, inserted: bool) -> None:
+    repo = session.get(Repo, repo_id)
+    if repo is not None:
+        audit.record(session, AuditAction.XET_UPLOAD, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                     namespace=repo.namespace,
+                     details={"xorb": key, "size": size, "chunks": chunks, "new": inserted})
 
 
 def xorb_size_for_repo(hub: Hub, repo_id: int, hash_hex: str) -> int:
@@ -229,6 +242,7 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
             # The object first (GC removing it at this moment is waited for), then the registration,
             # re-inserted if that GC took it with the object.
             link_object(session, repo_id, sha, entry.size)
+            object_stored(session, repo_id, sha, entry.size, "xet", xet_file=key)
             _insert_ignore(session, XetFile(file_hash=key, sha256=sha, size=entry.size,
                                             segments=pack_segments(entry.segments)))
             for xh in {hash_to_hex(s.xorb_hash) for s in entry.segments}:

@@ -1,7 +1,10 @@
 """Xet CAS tokens and fetch URLs: short-lived HMAC-signed claims minted after the hub's authz check.
 
-A CAS token names one repo, a scope (read | write) and the ref it was asked for; a fetch URL names
-one byte range of one xorb. Both are verified by `bastion.authz.capability`, never stored.
+A CAS token names one repo, a scope (read | write), the ref it was asked for, and the credential
+that obtained it (`bastion.api.auth.credential_claims`: access token or browser session, and user);
+a fetch URL names one byte range of one xorb, and carries the same repo and credential. Both are
+verified by `bastion.authz.capability`, never stored; each use re-checks the credential and the
+holder's rights on the repo (`bastion.authz.policy.BoundCapability`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,12 +62,23 @@ def cas_url(settings: Settings, server_base: str, repo_id: int) -> str:
     return f"{base}{CAS_PREFIX}/{repo_scope(repo_id)}"
 
 
-def issue(settings: Settings, server_base: str, repo_id: int, scope: str, ref: str) -> XetToken:
-    """A token for the CAS of `repo_id`; the caller has already made the hub's authz check."""
+# The claims that bind a capability to the credential that obtained it (credential_claims()).
+BINDING_CLAIMS = ("via", "user_id", "token_id", "session_id")
+
+
+def issue(settings: Settings, server_base: str, repo_id: int, scope: str, ref: str,
+          credential: Mapping[str, Any]) -> XetToken:
+    """A token for the CAS of `repo_id` bound to `credential`; the caller has already made the hub's
+    authz check."""
     ttl = settings.xet_token_ttl_seconds
     exp = int(time.time()) + ttl
-    token = capability.sign(settings.secret_key, CAS_PURPOSE, {"repo_id": repo_id, "scope": scope, "ref": ref}, ttl)
+    claims = {"repo_id": repo_id, "scope": scope, "ref": ref, **_binding(credential)}
+    token = capability.sign(settings.secret_key, CAS_PURPOSE, claims, ttl)
     return XetToken(token, exp, cas_url(settings, server_base, repo_id))
+
+
+def _binding(claims: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: claims[k] for k in BINDING_CLAIMS if k in claims}
 
 
 def verify(settings: Settings, authorization: str | None) -> dict[str, Any]:
@@ -92,9 +107,10 @@ def _unverified_exp(token: str) -> float:
         return float("inf")
 
 
-def fetch_token(settings: Settings, xorb_hex: str, http_range: str) -> str:
-    return capability.sign(settings.secret_key, FETCH_PURPOSE, {"xorb": xorb_hex, "range": http_range},
-                           settings.xet_fetch_url_ttl_seconds)
+def fetch_token(settings: Settings, xorb_hex: str, http_range: str, cas_claims: Mapping[str, Any]) -> str:
+    """A fetch URL's token, bound to the repo and credential of the CAS token that asked for it."""
+    claims = {"xorb": xorb_hex, "range": http_range, "repo_id": cas_claims.get("repo_id"), **_binding(cas_claims)}
+    return capability.sign(settings.secret_key, FETCH_PURPOSE, claims, settings.xet_fetch_url_ttl_seconds)
 
 
 def verify_fetch(settings: Settings, token: str) -> dict[str, Any]:
