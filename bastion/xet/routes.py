@@ -30,13 +30,14 @@ XORB_PREFIXES = ("default",)
 DEDUPE_PREFIXES = ("default-merkledb", "default")
 
 
-def _authorize(request: Request, scope: str, perm: Permission) -> int:
-    """The repo id of this CAS URL, after the one authz check of the request."""
+def _authorize(request: Request, scope: str, perm: Permission, *, content: bool = False) -> int:
+    """The repo id of this CAS URL, after the one authz check of the request. `content`: the route
+    serves file contents (a reconstruction), which the token must have been minted for."""
     hub = hub_of(request)
     claims = tokens.verify(hub.settings, request.headers.get("authorization"))
     repo_id = tokens.scope_repo_id(scope)
     require(Principal(method="capability", capability=claims), perm,
-            CapabilityTarget("xet-cas", {"repo_id": repo_id}))
+            CapabilityTarget("xet-cas", {"repo_id": repo_id, "content": content}))
     assert repo_id is not None  # the check above never matches a missing id
     return repo_id
 
@@ -122,7 +123,7 @@ def dedupe(scope: str, prefix: str, chunk_hash: str, request: Request) -> Respon
 @permission(Permission.XET_CAS_READ)
 def reconstruction_v1(scope: str, file_id: str, request: Request) -> JSONResponse:
     hub = hub_of(request)
-    repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
+    repo_id = _authorize(request, scope, Permission.XET_CAS_READ, content=True)
     plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
     base = _fetch_base(hub, request)
     return JSONResponse(plan.to_v1(lambda h, r: _fetch_url(hub, base, h, r)))
@@ -132,7 +133,7 @@ def reconstruction_v1(scope: str, file_id: str, request: Request) -> JSONRespons
 @permission(Permission.XET_CAS_READ)
 def reconstruction_v2(scope: str, file_id: str, request: Request) -> JSONResponse:
     hub = hub_of(request)
-    repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
+    repo_id = _authorize(request, scope, Permission.XET_CAS_READ, content=True)
     plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
     base = _fetch_base(hub, request)
     # One range per URL: the fetch route then answers a plain 206, never multipart/byteranges.

@@ -58,11 +58,15 @@ def cas_url(settings: Settings, server_base: str, repo_id: int) -> str:
     return f"{base}{CAS_PREFIX}/{repo_scope(repo_id)}"
 
 
-def issue(settings: Settings, server_base: str, repo_id: int, scope: str, ref: str) -> XetToken:
-    """A token for the CAS of `repo_id`; the caller has already made the hub's authz check."""
+def issue(settings: Settings, server_base: str, repo_id: int, scope: str, ref: str, *,
+          content: bool = True) -> XetToken:
+    """A token for the CAS of `repo_id`; the caller has already made the hub's authz check. `content`:
+    whether its holder may read file contents (reconstructions); false for a write token of someone
+    who may not read a gated repo's files."""
     ttl = settings.xet_token_ttl_seconds
     exp = int(time.time()) + ttl
-    token = capability.sign(settings.secret_key, CAS_PURPOSE, {"repo_id": repo_id, "scope": scope, "ref": ref}, ttl)
+    claims = {"repo_id": repo_id, "scope": scope, "ref": ref, "content": content}
+    token = capability.sign(settings.secret_key, CAS_PURPOSE, claims, ttl)
     return XetToken(token, exp, cas_url(settings, server_base, repo_id))
 
 
