@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.orgs.routes import router as orgs_router
     orgs_service.install(hub.engine, app.state.mailer, settings.public_url)  # token approval requests are e-mailed
     app.include_router(orgs_router)  # before repos: /api/{plural}/{ns}/{name}/resource-group
+    from bastion.gating.routes import router as gating_router
+    app.include_router(gating_router)  # access requests: /{ns}/{name}/ask-access, …/user-access-request/…
     app.include_router(repos_router)
     app.include_router(lfs_router)
     app.include_router(scanning_router)
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.web.token_views import router as web_token_router
     from bastion.web.views import router as web_router
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
+    from bastion.gating.views import router as web_gating_router
+    app.include_router(web_gating_router)  # before the repo pages: /{ns}/{name}/access-requests
     app.include_router(web_router)
     app.include_router(web_token_router)
     app.include_router(web_key_router)

@@ -191,9 +191,11 @@ def _parse_scope_option(value: str):  # type: ignore[no-untyped-def]
 @click.option("--role", type=click.Choice(["read", "write", "fineGrained"]), default="read", show_default=True)
 @click.option("--scope", "scopes", multiple=True, metavar="ENTITY=PERM[,PERM…]",
               help="Fine-grained scope, e.g. model:alice/bert=repo.content.read (repeatable).")
+@click.option("--can-read-gated-repos", "can_read_gated", is_flag=True,
+              help="Fine-grained: read the files of public gated repos the user has access to.")
 @click.option("--expires", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Expiry date (UTC).")
 @data_dir_option
-def create_token(user: str, name: str, role: str, scopes: tuple[str, ...], expires: Any,
+def create_token(user: str, name: str, role: str, scopes: tuple[str, ...], can_read_gated: bool, expires: Any,
                  data_dir: Path | None) -> None:
     """Create an access token for USER and print only the token."""
     from datetime import UTC
@@ -213,7 +215,8 @@ def create_token(user: str, name: str, role: str, scopes: tuple[str, ...], expir
     try:
         with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
             issued = tokens.create_token(session, accounts.get_user_by_name(session, user), name, role,
-                                         expires.replace(tzinfo=UTC) if expires else None, parsed or None)
+                                         expires.replace(tzinfo=UTC) if expires else None, parsed or None,
+                                         can_read_gated=can_read_gated)
             secret = issued.secret
     except BastionError as exc:
         raise click.ClickException(exc.message) from None

@@ -51,6 +51,43 @@ class Forbidden(BastionError):
     code = "Forbidden"
 
 
+class GatedRepo(BastionError):
+    """A gated repo's contents without an accepted access request: 401 for anonymous callers, else 403.
+
+    The texts are the Hub's (clients show them verbatim; huggingface_hub raises GatedRepoError on the
+    code). `state`: anonymous | none | pending | rejected | token (a fine-grained token without
+    canReadGatedRepos). The "ask for access" text names the repo's page, an absolute URL only the
+    request knows, so the message is completed by `text(base_url)` where the response is built.
+    """
+
+    code = "GatedRepo"
+    KINDS = {"model": "model", "dataset": "dataset", "space": "space"}
+    PAGE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+
+    def __init__(self, state: str, repo_type: str, repo_id: str) -> None:
+        self.state, self.repo_type, self.repo_id = state, repo_type, repo_id
+        self.status = 401 if state == "anonymous" else 403
+        super().__init__(self.text(""))
+
+    def page(self, base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/{self.PAGE_PREFIX.get(self.repo_type, '')}{self.repo_id}"
+
+    def text(self, base_url: str) -> str:
+        what = f"{self.KINDS.get(self.repo_type, 'repo')} {self.repo_id}"
+        if self.state == "anonymous":
+            return (f"Access to {what} is restricted. You must have access to it and be authenticated to access "
+                    "it. Please log in.")
+        if self.state == "pending":
+            return f"Your request to access {what} is awaiting a review from the repo authors."
+        if self.state == "rejected":
+            return f"Your request to access {what} has been rejected by the repo's authors."
+        if self.state == "token":
+            return (f"Access to {what} is restricted: this fine-grained token cannot read gated repositories "
+                    "(create one with canReadGatedRepos).")
+        return (f"Access to {what} is restricted and you are not in the authorized list. Visit "
+                f"{self.page(base_url)} to ask for access.")
+
+
 class NotFound(BastionError):
     status = 404
     code = "NotFound"

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, GatedRepo
 
 log = logging.getLogger("bastion.api")
 
@@ -33,7 +33,12 @@ def error_response(status: int, code: str | None, message: str, headers: dict[st
 
 async def _bastion_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BastionError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers, exc.extra)
+    message = exc.message
+    if isinstance(exc, GatedRepo):
+        from bastion.api.urls import base_url
+
+        message = exc.text(base_url(request))  # names the repo's page, where access is asked for
+    return error_response(exc.status, exc.code, message, exc.headers, exc.extra)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -36,6 +36,13 @@ class AuditAction(StrEnum):
     REPO_MOVE = "repo.move"
     REPO_UPDATE_SETTINGS = "repo.update_settings"
     REPO_UPDATE_VISIBILITY = "repo.update_visibility"
+    REPO_UPDATE_GATED = "repo.update_gated"  # gating turned on/off, auto/manual, org members gated or not
+    REPO_ACCESS_REQUEST_CREATE = "repo.access_request.create"  # a user asked (accepted at once in auto mode)
+    REPO_ACCESS_REQUEST_ACCEPT = "repo.access_request.accept"
+    REPO_ACCESS_REQUEST_REJECT = "repo.access_request.reject"
+    REPO_ACCESS_REQUEST_RESET = "repo.access_request.reset"  # a manager moved it back to pending
+    REPO_ACCESS_REQUEST_GRANT = "repo.access_request.grant"  # a manager gave access without a request
+    REPO_ACCESS_REQUEST_WITHDRAW = "repo.access_request.withdraw"  # the requester cancelled a pending request
     REPO_COMMIT = "repo.commit"
     REPO_SQUASH = "repo.super_squash"
     REPO_BRANCH_CREATE = "repo.branch_create"

@@ -19,7 +19,15 @@ class Permission(StrEnum):
     USER_READ = "user.read"  # the caller's own identity (whoami)
     USER_KEYS_WRITE = "user.keys.write"  # add/remove the caller's own GPG and SSH signing keys, vigilant mode
     REPO_LIST = "repo.list"  # listing: results are filtered by readable_repos_clause()
-    REPO_READ = "repo.content.read"  # files, refs, history, info of one repo
+    # Reading a repo is two permissions: its metadata (info, file listing, refs, history) and its file
+    # contents (resolve, git fetch, LFS and Xet downloads). They differ only for a gated repo, whose
+    # contents need an accepted access request. REPO_READ is the stricter one: a route not sorted into
+    # metadata reads is gated (fail closed).
+    REPO_METADATA_READ = "repo.metadata.read"  # info, tree, paths-info, refs, commits, scan status
+    REPO_READ = "repo.content.read"  # file contents: the gate of a gated repo applies
+    REPO_ACCESS_REQUEST = "repo.access.request"  # ask for (or withdraw) access to a gated repo, as oneself
+    REPO_ACCESS_READ = "repo.access.read"  # list a gated repo's access requests (requesters' names, e-mails)
+    REPO_ACCESS_WRITE = "repo.access.write"  # accept, reject, reset or grant access to a gated repo
     REPO_WRITE = "repo.write"  # commits, branches, tags, LFS uploads
     REPO_CREATE = "repo.create"  # a new repo in a namespace
     REPO_MANAGE = "repo.settings.write"  # visibility, settings, rename/move

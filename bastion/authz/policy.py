@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, and_, false, not_, or_, true
 from bastion.audit import aggregate
 from bastion.audit.actions import AuditAction
 from bastion.authz.permissions import Permission
-from bastion.errors import AuthenticationRequired, Forbidden, RepoNotFound
+from bastion.errors import AuthenticationRequired, Forbidden, GatedRepo, RepoNotFound
 from bastion.timing import timed
 
 WRITE_PERMISSIONS = frozenset({Permission.REPO_WRITE, Permission.REPO_CREATE, Permission.REPO_MANAGE,
@@ -40,13 +40,16 @@ ORG_PERMISSIONS = frozenset({Permission.ORG_CREATE, Permission.ORG_READ, Permiss
 # Which authentication method may grant which permissions (warehouse's security_policy table).
 # A capability URL grants only what it was minted for; an anonymous caller only reads.
 METHOD_GRANTS: dict[str, frozenset[Permission]] = {
-    "anonymous": frozenset({Permission.PUBLIC, Permission.REPO_LIST, Permission.REPO_READ,
-                            Permission.ORG_MEMBERS_READ}),
+    "anonymous": frozenset({Permission.PUBLIC, Permission.REPO_LIST, Permission.REPO_METADATA_READ,
+                            Permission.REPO_READ, Permission.ORG_MEMBERS_READ}),
     "token": frozenset(Permission) - CAPABILITY_PERMISSIONS - BROWSER_ONLY_PERMISSIONS,
     # A browser session reads what its user may read and manages its own account; repo writes and
     # admin stay with tokens until the UI has CSRF-protected forms for them.
-    # Own signing keys too: the keys settings page posts CSRF-checked forms (bastion.web.key_views).
-    "session": frozenset({Permission.PUBLIC, Permission.USER_READ, Permission.REPO_LIST, Permission.REPO_READ,
+    # Own signing keys too: the keys settings page posts CSRF-checked forms (bastion.web.key_views), and so
+    # do the gated-access forms (asking for access; reviewing requests: bastion.gating.views).
+    "session": frozenset({Permission.PUBLIC, Permission.USER_READ, Permission.REPO_LIST, Permission.REPO_METADATA_READ,
+                          Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST, Permission.REPO_ACCESS_READ,
+                          Permission.REPO_ACCESS_WRITE,
                           Permission.USER_KEYS_WRITE, *BROWSER_ONLY_PERMISSIONS, *ORG_PERMISSIONS}),
     "capability": CAPABILITY_PERMISSIONS,
 }
@@ -122,6 +125,19 @@ class GroupFacts:
 
 
 @dataclass(frozen=True)
+class GateFacts:
+    """A gated repo's gate (repos.service.repo_ref loads it): its mode and the caller's access request.
+
+    `statuses` holds the request status of the users it was loaded for (the caller), nobody else: a
+    user missing from it has no request, so a ref loaded without the caller fails closed.
+    """
+
+    mode: str  # auto | manual
+    org_members_gated: bool = False  # org repos: members must ask too (the Hub's "Also gate access for members")
+    statuses: Mapping[int, str] = field(default_factory=dict)  # user id → pending | accepted | rejected
+
+
+@dataclass(frozen=True)
 class RepoRef:
     id: int
     namespace: str
@@ -132,6 +148,7 @@ class RepoRef:
     org: OrgFacts | None = None  # set when an organization owns the namespace
     group: GroupFacts | None = None  # the resource group the repo is in (org repos only)
     creator_user_id: int | None = None  # who created it: contributors write only their own repos
+    gate: GateFacts | None = None  # set when the repo is gated
 
 
 @dataclass(frozen=True)
@@ -183,6 +200,8 @@ class Decision:
     # A denial by an organization policy (2FA, token policy) given to someone who may otherwise see the
     # resource: its reason is shown as is, even for a private repo (which is otherwise a plain 404).
     disclose: bool = False
+    # A gated repo's contents refused (errors.GatedRepo states): anonymous | none | pending | rejected | token.
+    gated: str = ""
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -290,6 +309,13 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
         if _owns(principal, resource.owner_user_id) or principal.is_admin:
             return ALLOW
         return Decision(False, f"you cannot create repositories in {resource.name!r}")
+    if isinstance(resource, RepoRef) and perm is Permission.REPO_READ:
+        seen = _user_may(principal, Permission.REPO_METADATA_READ, resource)
+        return _through_gate(principal, resource) if seen else seen
+    if isinstance(resource, RepoRef) and perm is Permission.REPO_ACCESS_REQUEST:
+        if not principal.authenticated:
+            return Decision(False, "sign in to ask for access")
+        return _user_may(principal, Permission.REPO_METADATA_READ, resource)
     if isinstance(resource, RepoRef) and resource.org is not None:
         return _org_repo_may(principal, perm, resource, resource.org)
     if isinstance(resource, OrgFacts) and perm in (Permission.ORG_READ, Permission.ORG_WRITE, Permission.ORG_DELETE,
@@ -301,7 +327,7 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
         return _move_may(principal, resource)
     if isinstance(resource, RepoRef):
         can_read = not resource.private or _owns(principal, resource.owner_user_id) or principal.is_admin
-        if perm is Permission.REPO_READ:
+        if perm is Permission.REPO_METADATA_READ:
             return ALLOW if can_read else Decision(False, "private repository")
         if not can_read:
             return Decision(False, "private repository")
@@ -352,7 +378,7 @@ def _org_repo_may(principal: Principal, perm: Permission, repo: RepoRef, org: Or
     if principal.is_admin:
         return ALLOW
     role = _repo_role(principal, repo, org)
-    if perm is Permission.REPO_READ:
+    if perm is Permission.REPO_METADATA_READ:
         if not repo.private:
             return ALLOW
         return _two_factor(principal, org) if role is not None else Decision(False, "private repository")
@@ -363,6 +389,41 @@ def _org_repo_may(principal: Principal, perm: Permission, repo: RepoRef, org: Or
         where = f"resource group {repo.group.name!r}" if repo.group else f"organization {org.name!r}"
         return Decision(False, f"your role in the {where} ({role}) does not allow this")
     return _two_factor(principal, org)
+
+
+# ---- gated repos ------------------------------------------------------------------------------
+# A gated repo's metadata is read like any repo's; its contents need an accepted access request, except
+# for those who pass the gate: instance admins, a user repo's owner, and in an organization its admins,
+# the repo's creator (while a member), the admins of the repo's resource group and, unless the repo
+# also gates the org's members, every member whose role reads the repo (docs/architecture.md).
+
+def _through_gate(principal: Principal, repo: RepoRef) -> Decision:
+    gate = repo.gate
+    if gate is None or principal.is_admin:
+        return ALLOW
+    if principal.user_id is None:
+        return Decision(False, "gated repository: sign in and ask for access", gated="anonymous")
+    if _passes_gate(principal, repo, gate):
+        return ALLOW
+    status = gate.statuses.get(principal.user_id)
+    if status == "accepted":
+        return ALLOW
+    state = status if status in ("pending", "rejected") else "none"
+    return Decision(False, f"gated repository: access request {state}", gated=state)
+
+
+def _passes_gate(principal: Principal, repo: RepoRef, gate: GateFacts) -> bool:
+    org = repo.org
+    if org is None:
+        return _owns(principal, repo.owner_user_id)
+    role = _org_role(principal, org)
+    if role is None or not _two_factor(principal, org):
+        return False  # membership gives nothing here (2FA governs every right that comes from it)
+    if role == "admin" or (repo.creator_user_id is not None and repo.creator_user_id == principal.user_id):
+        return True
+    if repo.group is not None and repo.group.roles.get(principal.user_id) == "admin":  # type: ignore[arg-type]
+        return True
+    return not gate.org_members_gated and _repo_role(principal, repo, org) is not None
 
 
 def _org_may_create(principal: Principal, org: OrgFacts, group: GroupFacts | None) -> Decision:
@@ -450,14 +511,21 @@ def _authorize_xet_cas(principal: Principal, perm: Permission, resource: object)
         return Decision(False, "this Xet token is read-only; request one from the xet-write-token route")
     if claims.get("scope") not in ("read", "write"):
         return Decision(False, "unknown Xet token scope")
-    return _holder_may(principal, Permission.REPO_WRITE if perm is Permission.XET_CAS_WRITE else Permission.REPO_READ,
-                       resource)
+    # Reconstructions are file contents: whatever the token's scope, its holder must be allowed to read
+    # the files now (a gated repo's writer may upload, and dedupe against what it uploads, without them).
+    if perm is Permission.XET_CAS_WRITE:
+        holder_perm = Permission.REPO_WRITE
+    elif resource.claims.get("content"):
+        holder_perm = Permission.REPO_READ
+    else:
+        holder_perm = Permission.REPO_WRITE if claims.get("scope") == "write" else Permission.REPO_READ
+    return _holder_may(principal, holder_perm, resource)
 
 
 def _holder_may(principal: Principal, perm: Permission, target: BoundCapability) -> Decision:
     """A bound capability grants nothing its holder could not do right now: the holder's rights on the
     repo are decided again by this same policy, so removal from the org, a role or visibility change, a
-    token restriction or an org token policy binds capabilities handed out before it."""
+    token restriction, an org token policy or a gate binds capabilities handed out before it."""
     holder, repo = target.holder, target.repo
     if holder.method not in ("anonymous", "token", "session"):
         return Decision(False, "a capability cannot vouch for another capability")
@@ -472,7 +540,8 @@ def _holder_may(principal: Principal, perm: Permission, target: BoundCapability)
 
 
 def readable_repos_clause(principal: Principal, cols: RepoColumns) -> ColumnElement[bool]:
-    """The REPO_READ rule of authorize() as a SQL filter, for listings (tested against it)."""
+    """The REPO_METADATA_READ rule of authorize() as a SQL filter, for listings (tested against it): gated
+    repos are listed like any other."""
     if principal.method not in ("anonymous", "token", "session"):
         return false()
     public = cols.private.is_(False)
@@ -490,7 +559,7 @@ def readable_repos_clause(principal: Principal, cols: RepoColumns) -> ColumnElem
 
 
 def _org_readable_clause(user_id: int, cols: RepoColumns) -> ColumnElement[bool]:
-    """_org_repo_may(REPO_READ) for private org repos, as SQL (roles are '' where the user has none)."""
+    """_org_repo_may(REPO_METADATA_READ) for private org repos, as SQL (roles are '' where the user has none)."""
     assert cols.org_role is not None and cols.group_role is not None and cols.has_2fa is not None
     role, group_role = cols.org_role(user_id), cols.group_role(user_id)
     by_role = or_(role == "admin",
@@ -536,11 +605,13 @@ def require(principal: Principal, perm: Permission, resource: object = None) -> 
         note_token_denial(acting.token_id, acting.username, str(perm), decision.reason)
     repo = resource.repo if isinstance(resource, RepoGroupMove) else resource
     if isinstance(repo, RepoRef):
-        can_read = authorize(principal, Permission.REPO_READ, repo)
+        can_read = authorize(principal, Permission.REPO_METADATA_READ, repo)
         if not can_read:
             if can_read.disclose:
                 raise Forbidden(can_read.reason)  # a member blocked by an org policy is told why
             raise RepoNotFound()  # private means invisible
+        if decision.gated:
+            raise GatedRepo(decision.gated, repo.type, f"{repo.namespace}/{repo.name}")
     if decision.disclose:
         raise Forbidden(decision.reason)
     if not principal.authenticated and principal.method != "capability":

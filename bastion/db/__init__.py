@@ -128,6 +128,7 @@ def import_models() -> None:
     """Import every package's models so Base.metadata knows all tables."""
     import bastion.accounts.models  # noqa: F401
     import bastion.audit.models  # noqa: F401
+    import bastion.gating.models  # noqa: F401
     import bastion.lfs.models  # noqa: F401
     import bastion.orgs.models  # noqa: F401
     import bastion.repos.models  # noqa: F401

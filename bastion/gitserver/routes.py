@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import parse_json
+from bastion.api.urls import base_url
 from bastion.audit import AuditContext, bind_context
 from bastion.audit import record as audit_record
 from bastion.audit.actions import AuditAction
@@ -25,6 +26,7 @@ from bastion.errors import (
     BastionError,
     Conflict,
     Forbidden,
+    GatedRepo,
     InvalidCredentials,
     NotFound,
     PayloadTooLarge,
@@ -52,10 +54,13 @@ def _text(status: int, message: str, headers: dict[str, str] | None = None) -> R
                     media_type="text/plain; charset=utf-8", headers={**(headers or {}), "Cache-Control": "no-cache"})
 
 
-def _denied(exc: BastionError, principal: Principal | None) -> Response:
+def _denied(request: Request, exc: BastionError, principal: Principal | None) -> Response:
     """Private stays invisible: anonymous callers get one 401 challenge for missing, private and
     write-protected repos alike; signed-in callers without access get one 404 for missing and private.
+    A gated repo's files: the Hub's gate text (anonymous callers are challenged, to sign in).
     """
+    if isinstance(exc, GatedRepo):
+        return _text(exc.status, exc.text(base_url(request)), REALM if exc.status == 401 else None)
     if isinstance(exc, InvalidCredentials):
         return _text(401, "Invalid credentials: use a Bastion access token as password "
                           "(account passwords are not accepted for git).", REALM)
@@ -82,7 +87,7 @@ def _authorize(hub: Hub, request: Request, plural: str, ns: str, name: str, perm
             repo = repos.find_repo(session, repos.TYPE_BY_PLURAL[plural], ns, repo_name)
         except NotFound:
             raise RepoNotFound() from None
-        require(principal, perm, repos.repo_ref(repo))
+        require(principal, perm, repos.repo_ref(repo, principal.user_id))
     return principal, repo
 
 
@@ -92,7 +97,7 @@ async def _authorized(request: Request, plural: str, ns: str, name: str, perm: P
     try:
         return await run_in_threadpool(_authorize, hub, request, plural, ns, name, perm)
     except BastionError as exc:
-        return _denied(exc, getattr(request.state, "principal", None))
+        return _denied(request, exc, getattr(request.state, "principal", None))
 
 
 def _pkt(data: bytes) -> bytes:

@@ -133,7 +133,7 @@ def _register_locks(prefix: str, plural: str) -> None:
         return _lfs_json({"lock": await run_in_threadpool(run)}, status=201)
 
     @router.get(base, name=f"lfs_lock_list_{plural}")
-    @permission(Permission.REPO_READ)
+    @permission(Permission.REPO_METADATA_READ)  # paths and owners of locks, no file contents
     def list_locks(ns: str, name: str, request: Request,
                    principal: Principal = Depends(current_principal)) -> JSONResponse:
         hub = hub_of(request)
@@ -142,7 +142,7 @@ def _register_locks(prefix: str, plural: str) -> None:
         if not limit.isdigit():
             raise BadRequest("'limit' must be an integer")
         with transaction(hub.sessions, readonly=True) as session:
-            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
             views, next_cursor = locks.page(session, repo.id, path=qp.get("path"), lock_id=qp.get("id"),
                                             cursor=qp.get("cursor"), limit=int(limit))
         body: dict[str, Any] = {"locks": [v.as_json() for v in views]}

@@ -69,7 +69,7 @@ def group_payload(session: Session, group: ResourceGroup, principal: Principal, 
         # private repos of the group only for those who may read them: the same policy as everywhere
         out["repos"] = [{"type": r.type, "name": r.repo_id, "private": r.private}
                         for r in orgs.group_repos(session, group)
-                        if authorize(principal, Permission.REPO_READ, repos.repo_ref(r))]
+                        if authorize(principal, Permission.REPO_METADATA_READ, repos.repo_ref(r))]
     return out
 
 

@@ -61,7 +61,7 @@ def _settings_page(request: Request, principal: Principal, session: Session, org
             _administered_groups(session, org, principal)
         ctx["groups"] = [(g, orgs.group_members(session, g),
                           [r for r in orgs.group_repos(session, g)
-                           if authorize(principal, Permission.REPO_READ, repos.repo_ref(r))])
+                           if authorize(principal, Permission.REPO_METADATA_READ, repos.repo_ref(r))])
                          for g in groups]
         ctx["members"] = orgs.list_members(session, org)
         ctx["org_repos"] = [r for repo_type in ("model", "dataset", "space")

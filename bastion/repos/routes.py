@@ -60,7 +60,7 @@ def load_repo(hub: Hub, session: Session, principal: Principal, plural: str, ns:
         repo = service.find_repo(session, _type(plural), ns, name)
     except NotFound:
         raise RepoNotFound() from None
-    require(principal, perm, service.repo_ref(repo))
+    require(principal, perm, service.repo_ref(repo, principal.user_id))
     return repo
 
 
@@ -230,6 +230,14 @@ async def update_settings(plural: str, ns: str, name: str, request: Request,
     gated = data.get("gated")
     if gated is not None and not isinstance(gated, str | bool):
         raise BadRequest("'gated' must be 'auto', 'manual' or false")
+    unbuilt = [k for k in ("gatedNotificationsMode", "gatedNotificationsEmail") if data.get(k) is not None]
+    if unbuilt:
+        # Managers are e-mailed about each manual request as it comes; other notification choices are not built.
+        raise BadRequest(f"{', '.join(unbuilt)}: not supported by this server (each new request is e-mailed to "
+                         "the repository's managers)")
+    org_members_gated = data.get("orgMembersGated")
+    if org_members_gated is not None and not isinstance(org_members_gated, bool):
+        raise BadRequest("'orgMembersGated' must be a boolean")
     flags = {k: data[k] for k in service.REPO_FLAGS if data.get(k) is not None}
     for key, value in flags.items():
         if not isinstance(value, bool):
@@ -249,7 +257,8 @@ async def update_settings(plural: str, ns: str, name: str, request: Request,
                 org = service.repo_ref(repo).org
                 assert org is not None
                 orgs.check_visibility_change(org, principal, private)
-            service.update_settings(session, repo, private, gated, flags, signed_branches, protected)
+            service.update_settings(session, repo, private, gated, flags, signed_branches, protected,
+                                    org_members_gated)
 
     await _run(run)
     return JSONResponse({})
@@ -269,10 +278,14 @@ def list_repos(plural: str, request: Request, principal: Principal = Depends(cur
     direction = _int_param(request, "direction", -1, -1, 1)
     expand = qp.getlist("expand")
     _check_expand(repo_type, expand)
+    gated = qp.get("gated")
+    if gated is not None and gated.lower() not in ("true", "false"):
+        raise BadRequest("'gated' must be true or false")
     with transaction(hub.sessions, readonly=True) as session:
         listing = service.list_repos(session, principal, repo_type, author=qp.get("author"),
                                      search=qp.getlist("search"), sort=qp.get("sort"), direction=direction,
-                                     limit=limit, offset=offset)
+                                     limit=limit, offset=offset,
+                                     gated=None if gated is None else gated.lower() == "true")
         items = []
         full = _truthy(qp.get("full"))
         for repo in listing.repos:
@@ -297,7 +310,7 @@ def _info(plural: str, ns: str, name: str, revision: str, request: Request, prin
     qp = request.query_params
     expand = qp.getlist("expand")
     with transaction(hub.sessions, readonly=True) as session:
-        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
         _check_expand(repo.type, expand)
         git = hub.git(repo.storage_key)
         head = git.resolve(revision)
@@ -322,14 +335,14 @@ def security_status(hub: Hub, session: Session, repo: Repo, commit_oid: str,
 
 
 @router.get("/api/{plural}/{ns}/{name}")
-@permission(Permission.REPO_READ)
+@permission(Permission.REPO_METADATA_READ)
 def repo_info(plural: str, ns: str, name: str, request: Request,
               principal: Principal = Depends(current_principal)) -> JSONResponse:
     return _info(plural, ns, name, "main", request, principal)
 
 
 @router.get("/api/{plural}/{ns}/{name}/revision/{revision:path}")
-@permission(Permission.REPO_READ)
+@permission(Permission.REPO_METADATA_READ)
 def repo_info_revision(plural: str, ns: str, name: str, revision: str, request: Request,
                        principal: Principal = Depends(current_principal)) -> JSONResponse:
     return _info(plural, ns, name, revision, request, principal)
@@ -338,7 +351,7 @@ def repo_info_revision(plural: str, ns: str, name: str, revision: str, request: 
 # ---- trees, paths, refs, history -------------------------------------------------------------------
 
 @router.get("/api/{plural}/{ns}/{name}/tree/{rest:path}")
-@permission(Permission.REPO_READ)
+@permission(Permission.REPO_METADATA_READ)
 def list_tree(plural: str, ns: str, name: str, rest: str, request: Request,
               principal: Principal = Depends(current_principal)) -> JSONResponse:
     hub = hub_of(request)
@@ -349,7 +362,7 @@ def list_tree(plural: str, ns: str, name: str, rest: str, request: Request,
     limit = _int_param(request, "limit", DEFAULT_PAGE if not expand else 100, 1, MAX_PAGE)
     offset = _int_param(request, "cursor", 0, 0, 10**9)
     with transaction(hub.sessions, readonly=True) as session:
-        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
         git = hub.git(repo.storage_key)
         head = git.resolve(revision)
         if path:
@@ -391,7 +404,7 @@ def scan_key(entry: dict[str, Any]) -> str:
 
 
 @router.post("/api/{plural}/{ns}/{name}/paths-info/{revision:path}")
-@permission(Permission.REPO_READ)
+@permission(Permission.REPO_METADATA_READ)
 async def paths_info(plural: str, ns: str, name: str, revision: str, request: Request,
                      principal: Principal = Depends(current_principal)) -> JSONResponse:
     hub = hub_of(request)
@@ -403,7 +416,7 @@ async def paths_info(plural: str, ns: str, name: str, revision: str, request: Re
 
     def run() -> list[dict[str, Any]]:
         with transaction(hub.sessions, readonly=True) as session:
-            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
             git = hub.git(repo.storage_key)
             head = git.resolve(revision)
             for p in paths:
@@ -417,18 +430,18 @@ async def paths_info(plural: str, ns: str, name: str, revision: str, request: Re
 
 
 @router.get("/api/{plural}/{ns}/{name}/refs")
-@permission(Permission.REPO_READ)
+@permission(Permission.REPO_METADATA_READ)
 def list_refs(plural: str, ns: str, name: str, request: Request,
               principal: Principal = Depends(current_principal)) -> JSONResponse:
     hub = hub_of(request)
     with transaction(hub.sessions, readonly=True) as session:
-        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
     git = hub.git(repo.storage_key)
     return JSONResponse(browse.refs_payload(git, _truthy(request.query_params.get("include_prs"))))
 
 
 @router.get("/api/{plural}/{ns}/{name}/commits/{revision:path}")
-@permission(Permission.REPO_READ)
+@permission(Permission.REPO_METADATA_READ)
 def list_commits(plural: str, ns: str, name: str, revision: str, request: Request,
                  principal: Principal = Depends(current_principal)) -> JSONResponse:
     hub = hub_of(request)
@@ -436,7 +449,7 @@ def list_commits(plural: str, ns: str, name: str, revision: str, request: Reques
     page = _int_param(request, "p", 0, 0, 10**7)
     formatted = "formatted" in request.query_params.getlist("expand[]") + request.query_params.getlist("expand")
     with transaction(hub.sessions, readonly=True) as session:
-        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
     git = hub.git(repo.storage_key)
     start = git.resolve(revision)
     commits, has_more = browse.history(git, start, page * limit, limit)

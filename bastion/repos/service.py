@@ -85,9 +85,11 @@ def split_repo_id(repo_id: str) -> tuple[str, str]:
     return ns, name
 
 
-def repo_ref(repo: Repo) -> RepoRef:
-    """What the policy needs about a repo; for an org repo also the org's and its group's member roles."""
-    org = group = None
+def repo_ref(repo: Repo, viewer_id: int | None = None) -> RepoRef:
+    """What the policy needs about a repo; for an org repo also the org's and its group's member roles;
+    for a gated repo its gate and the access request of `viewer_id` (the caller: without it, reading
+    the files is decided as for someone who never asked)."""
+    org = group = gate = None
     if repo.owner_org_id is not None:
         from bastion.orgs import service as orgs
         from bastion.orgs.models import Organization, ResourceGroup
@@ -99,14 +101,22 @@ def repo_ref(repo: Repo) -> RepoRef:
         org = orgs.org_facts(session, org_row)
         group_row = session.get(ResourceGroup, repo.resource_group_id) if repo.resource_group_id else None
         group = orgs.group_facts(session, group_row) if group_row is not None else None
+    if repo.gated is not None:
+        from bastion.gating.service import gate_facts
+
+        session = object_session(repo)
+        assert session is not None, "repo_ref() needs a repo loaded in a session"
+        gate = gate_facts(session, repo, viewer_id)
     return RepoRef(id=repo.id, namespace=repo.namespace, owner_user_id=repo.owner_user_id, private=repo.private,
-                   type=repo.type, name=repo.name, org=org, group=group, creator_user_id=repo.creator_user_id)
+                   type=repo.type, name=repo.name, org=org, group=group, creator_user_id=repo.creator_user_id,
+                   gate=gate)
 
 
-def repo_ref_by_id(session: Session, repo_id: object) -> RepoRef | None:
-    """repo_ref() of the repo with this id, None when there is none (capabilities name repos by id)."""
+def repo_ref_by_id(session: Session, repo_id: object, viewer_id: int | None) -> RepoRef | None:
+    """repo_ref() of the repo with this id as `viewer_id` sees it, None when there is none (capabilities
+    name repos by id)."""
     repo = session.get(Repo, repo_id) if isinstance(repo_id, int) else None
-    return repo_ref(repo) if repo is not None else None
+    return repo_ref(repo, viewer_id) if repo is not None else None
 
 
 def secrets_bypass_options(principal: Principal, repo: Repo, reason: str | None) -> dict[str, str]:
@@ -223,12 +233,15 @@ REPO_FLAGS = {
     "requireSignedCommits": "require_signed_commits",  # reject unsigned or unverified commits
 }
 SIGNED_BRANCHES = "require_signed_commits_branches"  # patterns limiting requireSignedCommits to some branches
+ORG_MEMBERS_GATED = "org_members_gated"  # an org repo's gate applies to the org's members too
 
 
 def settings_payload(repo: Repo) -> dict[str, Any]:
     """The repo's settings as PUT …/settings takes them (GET …/settings)."""
     stored = repo.settings or {}
     payload: dict[str, Any] = {"private": repo.private, "gated": repo.gated or False}
+    if repo.owner_org_id is not None:
+        payload["orgMembersGated"] = bool(stored.get(ORG_MEMBERS_GATED))
     payload.update({api_name: bool(stored.get(key)) for api_name, key in REPO_FLAGS.items()})
     payload["requireSignedCommitsBranches"] = list(stored.get(SIGNED_BRANCHES) or [])
     payload.update({key: protection.patterns(repo, kind) for kind, key in protection.SETTINGS.items()})
@@ -237,8 +250,9 @@ def settings_payload(repo: Repo) -> dict[str, Any]:
 
 def update_settings(session: Session, repo: Repo, private: bool | None, gated: str | bool | None,
                     flags: dict[str, bool] | None = None, signed_branches: list[str] | None = None,
-                    protected: dict[str, list[str]] | None = None) -> None:
-    """`protected`: {"protectedBranches": [...], "protectedTags": [...]} (bastion.repos.protection)."""
+                    protected: dict[str, list[str]] | None = None, org_members_gated: bool | None = None) -> None:
+    """`protected`: {"protectedBranches": [...], "protectedTags": [...]} (bastion.repos.protection).
+    `org_members_gated`: an org repo's gate applies to the org's members too (bastion.authz, gated repos)."""
     target = ("repo", f"{repo.type}/{repo.repo_id}")
     if private is not None and private != repo.private:
         repo.private = private
@@ -249,9 +263,16 @@ def update_settings(session: Session, repo: Repo, private: bool | None, gated: s
         if value not in (None, "auto", "manual"):
             raise BadRequest("Invalid 'gated' value: expected 'auto', 'manual' or false")
         if value != repo.gated:
-            repo.gated = value
-            audit.record(session, AuditAction.REPO_UPDATE_SETTINGS, target=target, namespace=repo.namespace,
-                         details={"gated": value})
+            before, repo.gated = repo.gated, value
+            audit.record(session, AuditAction.REPO_UPDATE_GATED, target=target, namespace=repo.namespace,
+                         details={"gated": value or False, "from": before or False})
+    if org_members_gated is not None:
+        if repo.owner_org_id is None:
+            raise BadRequest("'orgMembersGated' applies only to organization repositories")
+        if org_members_gated != bool((repo.settings or {}).get(ORG_MEMBERS_GATED)):
+            repo.settings = {**(repo.settings or {}), ORG_MEMBERS_GATED: org_members_gated}
+            audit.record(session, AuditAction.REPO_UPDATE_GATED, target=target, namespace=repo.namespace,
+                         details={"orgMembersGated": org_members_gated})
     for api_name, value in (flags or {}).items():
         key = REPO_FLAGS[api_name]
         if value != bool((repo.settings or {}).get(key)):
@@ -279,9 +300,12 @@ class RepoListing:
 
 
 def list_repos(session: Session, principal: Principal, repo_type: str, *, author: str | None,
-               search: list[str], sort: str | None, direction: int, limit: int, offset: int) -> RepoListing:
+               search: list[str], sort: str | None, direction: int, limit: int, offset: int,
+               gated: bool | None = None) -> RepoListing:
     query: Select[tuple[Repo]] = select(Repo).where(
         Repo.type == repo_type, readable_repos_clause(principal, REPO_COLUMNS))
+    if gated is not None:
+        query = query.where(Repo.gated.is_not(None) if gated else Repo.gated.is_(None))
     if author:
         query = query.where(Repo.namespace_lower == author.lower())
     for term in search:

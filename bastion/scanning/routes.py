@@ -21,12 +21,12 @@ router = APIRouter()
 
 @router.get("/api/{plural}/{ns}/{name}/scan")
 @router.get("/api/{plural}/{ns}/{name}/scan/{revision:path}")
-@permission(Permission.REPO_READ)
+@permission(Permission.REPO_METADATA_READ)
 def scan_status(plural: str, ns: str, name: str, request: Request, revision: str = "main",
                 principal: Principal = Depends(current_principal)) -> JSONResponse:
     hub = hub_of(request)
     with transaction(hub.sessions, readonly=True) as session:
-        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
         status: dict[str, Any] = service.repo_status(hub, session, repo, revision,
                                                      service.secrets_visible(principal, repo))
     return JSONResponse(status)

@@ -33,14 +33,20 @@ from bastion.authz.policy import (
     Restriction,
 )
 
-READ_PERMISSIONS = frozenset({Permission.REPO_READ, Permission.REPO_LIST, Permission.USER_READ, Permission.PUBLIC,
-                              Permission.ORG_READ, Permission.ORG_MEMBERS_READ})
+READ_PERMISSIONS = frozenset({Permission.REPO_METADATA_READ, Permission.REPO_READ, Permission.REPO_LIST,
+                              Permission.USER_READ, Permission.PUBLIC, Permission.ORG_READ,
+                              Permission.ORG_MEMBERS_READ})
 
 # Fine-grained permission names (the Hub's where they apply to Bastion) → what they allow.
 SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
-    "repo.content.read": frozenset({Permission.REPO_READ}),
-    "repo.write": frozenset({Permission.REPO_READ, Permission.REPO_WRITE, Permission.REPO_CREATE,
-                             Permission.REPO_MANAGE, Permission.REPO_DELETE}),
+    # Reading a repo's contents includes asking for access to it when it is gated.
+    "repo.content.read": frozenset({Permission.REPO_METADATA_READ, Permission.REPO_READ,
+                                    Permission.REPO_ACCESS_REQUEST}),
+    # The Hub's rule: reviewing a gated repo's access requests takes write access to it.
+    "repo.write": frozenset({Permission.REPO_METADATA_READ, Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST,
+                             Permission.REPO_WRITE, Permission.REPO_CREATE, Permission.REPO_MANAGE,
+                             Permission.REPO_DELETE, Permission.REPO_ACCESS_READ, Permission.REPO_ACCESS_WRITE}),
+    "repo.access.read": frozenset({Permission.REPO_ACCESS_READ}),  # the requests (names, e-mails), no files
     # Organization permissions (on an `org` entity; resourceGroup.write also on a `resource-group`).
     "org.read": frozenset({Permission.ORG_READ, Permission.ORG_MEMBERS_READ}),
     "org.write": frozenset({Permission.ORG_READ, Permission.ORG_WRITE, Permission.ORG_MEMBERS_READ}),
@@ -135,33 +141,47 @@ class Scope:
 
 @dataclass(frozen=True)
 class Scoped:
-    """A fine-grained token: only what some scope grants on a resource it covers."""
+    """A fine-grained token: only what some scope grants on a resource it covers.
+
+    Every token reads public repos; a public *gated* repo's files only through a scope that names it,
+    or with `can_read_gated` (the Hub's canReadGatedRepos: "access to all public gated repos to which
+    the user has access"). Whether the user has access is the policy's, decided before this.
+    """
 
     scopes: tuple[Scope, ...]
     global_permissions: frozenset[str] = frozenset()
+    can_read_gated: bool = False
     tag: ClassVar[str] = "scoped"
     sql_filter_public: ClassVar[bool] = False
 
     def verify(self, perm: Permission, resource: object) -> Decision:
         if perm in (Permission.USER_READ, Permission.PUBLIC, Permission.REPO_LIST):
             return ALLOW  # who am I; listings are filtered by what the token may read
-        if perm is Permission.REPO_READ and isinstance(resource, RepoRef) and not resource.private:
+        public_repo = isinstance(resource, RepoRef) and not resource.private
+        if perm is Permission.REPO_METADATA_READ and public_repo:
             return ALLOW  # every token can read public repositories
+        if perm is Permission.REPO_READ and public_repo and (resource.gate is None  # type: ignore[union-attr]
+                                                             or self.can_read_gated):
+            return ALLOW
         if perm is Permission.ORG_MEMBERS_READ and isinstance(resource, OrgFacts) and not resource.hide_members:
             return ALLOW  # a public members list is public
         for scope in self.scopes:
             if scope.covers(resource) and perm in scope.allows():
                 return ALLOW
+        if perm is Permission.REPO_READ and public_repo:
+            return Decision(False, "this fine-grained token cannot read gated repositories (canReadGatedRepos)",
+                            gated="token")
         return Decision(False, f"this fine-grained token has no scope granting {perm} here")
 
     def sql_filter(self, cols: RepoColumns) -> ColumnElement[bool] | None:
-        readable = [s.sql_covers(cols) for s in self.scopes if Permission.REPO_READ in s.allows()]
+        readable = [s.sql_covers(cols) for s in self.scopes if Permission.REPO_METADATA_READ in s.allows()]
         return or_(*readable) if readable else false()
 
     def to_json(self) -> dict[str, Any]:
         return {"t": self.tag, "global": sorted(self.global_permissions),
                 "scoped": [{"entity": {"type": s.entity_type, "name": s.name}, "permissions": sorted(s.permissions)}
-                           for s in self.scopes]}
+                           for s in self.scopes],
+                "canReadGatedRepos": self.can_read_gated}
 
 
 @dataclass(frozen=True)
@@ -221,8 +241,9 @@ class OrgTokenPolicy:
         org = _org_of(resource)
         if org is None:
             return ALLOW
-        if perm is Permission.REPO_READ and isinstance(resource, RepoRef) and not resource.private:
-            return ALLOW  # public content is readable without any token
+        if perm in (Permission.REPO_METADATA_READ, Permission.REPO_READ) and isinstance(resource, RepoRef) \
+                and not resource.private:
+            return ALLOW  # public content is readable without any token (a gate is the policy's)
         if perm is Permission.ORG_MEMBERS_READ and not org.hide_members:
             return ALLOW
         return self.decide(org)
@@ -296,7 +317,10 @@ def load(data: Any) -> Restriction:
             glob = data.get("global", [])
             if not isinstance(glob, list) or any(g not in GLOBAL_PERMISSIONS for g in glob):
                 raise InvalidRestriction("unknown global permission")
-            return Scoped(scopes, frozenset(glob))
+            gated = data.get("canReadGatedRepos", False)  # absent in rows written before it existed
+            if not isinstance(gated, bool):
+                raise InvalidRestriction("canReadGatedRepos must be a boolean")
+            return Scoped(scopes, frozenset(glob), gated)
         if tag == DenyAll.tag:
             return DenyAll(str(data.get("reason", "token disabled")))
         raise InvalidRestriction(f"unknown restriction {tag!r}")

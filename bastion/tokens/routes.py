@@ -72,10 +72,14 @@ async def create_token(request: Request, principal: Principal = Depends(current_
     if not isinstance(name, str) or not isinstance(role, str):
         raise BadRequest("'displayName' and 'role' must be strings")
     scopes, expires = parse_scopes(data.get("fineGrained")), parse_expiry(data.get("expiresAt"))
+    gated = (data.get("fineGrained") or {}).get("canReadGatedRepos", False)
+    if not isinstance(gated, bool):
+        raise BadRequest("'fineGrained.canReadGatedRepos' must be a boolean")
 
     def run() -> dict[str, Any]:
         with transaction(hub.sessions) as session:
-            issued = service.create_token(session, session.get(User, principal.user_id), name, role, expires, scopes)
+            issued = service.create_token(session, session.get(User, principal.user_id), name, role, expires, scopes,
+                                          can_read_gated=gated)
             return {**service.token_payload(issued.token), "token": issued.secret}
 
     return JSONResponse(await run_in_threadpool(run), status_code=201)

@@ -34,22 +34,24 @@ class IssuedToken:
     secret: str
 
 
-def _restrictions_for(role: str, scopes: list[Scope] | None) -> list[dict[str, Any]]:
-    if role == "read":
+def _restrictions_for(role: str, scopes: list[Scope] | None, can_read_gated: bool) -> list[dict[str, Any]]:
+    if role in ("read", "write"):
         if scopes:
             raise BadRequest("Scopes belong to fine-grained tokens (role fineGrained)")
-        return [ReadOnly().to_json()]
-    if role == "write":
-        if scopes:
-            raise BadRequest("Scopes belong to fine-grained tokens (role fineGrained)")
-        return []
-    if not scopes:
-        raise BadRequest("A fine-grained token needs at least one scope")
-    return [Scoped(tuple(scopes)).to_json()]
+        if can_read_gated:
+            # read and write tokens read every gated repo their owner has access to: nothing to widen
+            raise BadRequest("canReadGatedRepos belongs to fine-grained tokens (role fineGrained)")
+        return [ReadOnly().to_json()] if role == "read" else []
+    if not scopes and not can_read_gated:
+        raise BadRequest("A fine-grained token needs at least one scope (or canReadGatedRepos)")
+    return [Scoped(tuple(scopes or ()), can_read_gated=can_read_gated).to_json()]
 
 
 def create_token(session: Session, user: User, name: str, role: str = "read",
-                 expires_at: datetime | None = None, scopes: list[Scope] | None = None) -> IssuedToken:
+                 expires_at: datetime | None = None, scopes: list[Scope] | None = None,
+                 can_read_gated: bool = False) -> IssuedToken:
+    """`can_read_gated`: a fine-grained token may read the files of public gated repos its owner has
+    access to (the Hub's canReadGatedRepos); without it, only those its scopes name."""
     if role not in ROLES:
         raise BadRequest(f"Invalid token role {role!r}: expected one of {', '.join(ROLES)}")
     from bastion.orgs import service as orgs
@@ -60,12 +62,14 @@ def create_token(session: Session, user: User, name: str, role: str = "read",
         raise BadRequest("The expiry date must be in the future")
     secret = token_format.generate()
     tok = AccessToken(user_id=user.id, name=name, role=role, secret_hash=token_format.hash_token(secret),
-                      last4=secret[-4:], expires_at=expires_at, restrictions=_restrictions_for(role, scopes))
+                      last4=secret[-4:], expires_at=expires_at,
+                      restrictions=_restrictions_for(role, scopes, can_read_gated))
     session.add(tok)
     session.flush()
     audit.record(session, AuditAction.TOKEN_CREATE, target=("token", str(tok.id)), namespace=user.name,
                  details={"name": name, "role": role, "user": user.name, "scopes": scopes_payload(tok)["scoped"],
-                          "expires": expires_at.isoformat() if expires_at else None})
+                          "expires": expires_at.isoformat() if expires_at else None,
+                          **({"canReadGatedRepos": True} if can_read_gated else {})})
     orgs.token_created(session, tok)  # org token governance: pending approval, or approved for org admins
     return IssuedToken(tok, secret)
 
@@ -112,12 +116,14 @@ def scopes_payload(tok: AccessToken) -> dict[str, Any]:
     """`auth.accessToken.fineGrained` as whoami-v2 reports it on the Hub."""
     scoped: list[dict[str, Any]] = []
     glob: list[str] = []
+    gated = False
     for r in restrictions.load_all(tok.restrictions or []):
         if isinstance(r, Scoped):
             glob += sorted(r.global_permissions)
             scoped += [{"entity": {"type": s.entity_type, "name": s.name}, "permissions": sorted(s.permissions)}
                        for s in r.scopes]
-    return {"scoped": scoped, "global": glob, "canReadGatedRepos": False}
+            gated = gated or r.can_read_gated
+    return {"scoped": scoped, "global": glob, "canReadGatedRepos": gated}
 
 
 def token_payload(tok: AccessToken) -> dict[str, Any]:

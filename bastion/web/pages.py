@@ -23,7 +23,7 @@ from bastion.accounts.sessions import DEVICE_COOKIE, SESSION_COOKIE
 from bastion.accounts.twofactor import RelyingParty
 from bastion.api.urls import base_url
 from bastion.authz import Principal
-from bastion.errors import AuthenticationRequired, BastionError, Forbidden, NotFound
+from bastion.errors import AuthenticationRequired, BastionError, Forbidden, GatedRepo, NotFound
 from bastion.hub import Hub
 
 CSRF_COOKIE = "bastion_csrf"
@@ -175,7 +175,7 @@ def safe_next(target: str | None) -> str:
 def error_page(request: Request, exc: BastionError) -> Response:
     principal = principal_of(request)
     if request.method == "GET":
-        if isinstance(exc, AuthenticationRequired):
+        if isinstance(exc, AuthenticationRequired) or (isinstance(exc, GatedRepo) and exc.status == 401):
             return redirect(f"/login?next={quote(request.url.path, safe='/')}")
         if (isinstance(exc, Forbidden) and principal.method == "session" and not principal.recently_authenticated
                 and request.url.path.startswith("/settings/two-factor/")):

@@ -1,8 +1,10 @@
 """Browsing in a browser: a user's repositories, a repository (files, README, commits, branches), a file,
 a commit (message, people, parents, signature verdict, changed files).
 
-Each page makes the API's check (REPO_LIST / REPO_READ): a private repository the caller may not
-read is the same "Repository not found" page as a missing one.
+Each page makes the API's check (REPO_LIST / REPO_METADATA_READ, REPO_READ for a file's contents): a
+private repository the caller may not read is the same "Repository not found" page as a missing one. A
+gated repository's pages show its files and history to everyone who may see it, but its README and file
+contents only to those with access; the others get the gate form (bastion.gating).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from urllib.parse import quote
 
 import nh3
 import pygit2
+import yaml
 from fastapi import APIRouter, Depends, Request, Response
 from markdown_it import MarkdownIt
 from sqlalchemy.orm import Session
@@ -23,7 +26,8 @@ from sqlalchemy.orm import Session
 from bastion.accounts.models import User
 from bastion.api.auth import current_principal
 from bastion.api.errors import error_response
-from bastion.authz import Permission, Principal, permission, require
+from bastion.authz import Permission, Principal, authorize, permission, require
+from bastion.authz.policy import RepoRef
 from bastion.db import transaction
 from bastion.errors import BadRequest, EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
 from bastion.repos import browse, service
@@ -63,13 +67,57 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def _load(session: Session, principal: Principal, repo_type: str, ns: str, name: str) -> Repo:
+def _load(session: Session, principal: Principal, repo_type: str, ns: str, name: str,
+          perm: Permission = Permission.REPO_METADATA_READ) -> tuple[Repo, RepoRef]:
     try:
         repo = service.find_repo(session, repo_type, ns, name)
     except NotFound:
         raise RepoNotFound() from None
-    require(principal, Permission.REPO_READ, service.repo_ref(repo))
-    return repo
+    ref = service.repo_ref(repo, principal.user_id)
+    require(principal, perm, ref)
+    return repo, ref
+
+
+def _gate(session: Session, principal: Principal, repo: Repo, ref: RepoRef, git: GitRepo,
+          commit: pygit2.Commit | None) -> dict[str, Any] | None:
+    """What the gate box of a gated repo's page shows this caller (None when the repo is not gated)."""
+    if ref.gate is None:
+        return None
+    from bastion.gating import service as gating
+
+    status = ref.gate.statuses.get(principal.user_id) if principal.user_id is not None else None
+    card = _card(git, commit)
+    return {"mode": ref.gate.mode, "can_read": bool(authorize(principal, Permission.REPO_READ, ref)),
+            "reviewer": bool(authorize(principal, Permission.REPO_ACCESS_READ, ref)), "status": status,
+            "prompt": card.get("extra_gated_prompt") if isinstance(card.get("extra_gated_prompt"), str) else None,
+            "fields": gating.form_fields(card.get("extra_gated_fields"))}
+
+
+def _card(git: GitRepo, commit: pygit2.Commit | None) -> dict[str, Any]:
+    """The model card's metadata (README front matter), which the Hub shows for gated repos too: the gate
+    form's prompt and extra fields come from it. The README's text stays behind the gate."""
+    if commit is None:
+        return {}
+    try:
+        blob = git.blob_at(commit, "README.md")
+    except (EntryNotFound, NotFound):
+        return {}
+    if blob.size > README_LIMIT:
+        return {}
+    return parse_card(blob.data.decode("utf-8", errors="replace"))
+
+
+def parse_card(text: str) -> dict[str, Any]:
+    if not text.startswith("---\n"):
+        return {}
+    end = text.find("\n---", 4)
+    if end == -1:
+        return {}
+    try:
+        meta = yaml.safe_load(text[4:end])
+    except yaml.YAMLError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _base(repo: Repo) -> str:
@@ -104,10 +152,11 @@ def _tree(request: Request, principal: Principal, repo_type: str, ns: str, name:
           path: str) -> Response:
     hub = hub_of(request)
     with transaction(hub.sessions, readonly=True) as session:
-        repo = _load(session, principal, repo_type, ns, name)
+        repo, ref = _load(session, principal, repo_type, ns, name)
         git = hub.git(repo.storage_key)
         commit = _revision(git, rev)
         context = _common(repo, git, rev)
+        context["gate"] = gate = _gate(session, principal, repo, ref, git, commit)
         if commit is None:
             return render(request, "repo.html", **context, empty=True, path="", entries=[], readme=None, commits=[])
         tree = git.tree_at(commit, path)
@@ -123,8 +172,10 @@ def _tree(request: Request, principal: Principal, repo_type: str, ns: str, name:
             entry["security"] = statuses[scan_key(entry)]
         # The warning covers the whole revision, not only this folder: a bad file anywhere is news.
         issues = scanning.repo_status(hub, session, repo, str(commit.id), secrets_of)["filesWithIssues"]
+        # A gated repo's README is file contents: shown only to those who may read them.
+        readme = _readme(git, commit, entries) if gate is None or gate["can_read"] else None
         return render(request, "repo.html", **context, empty=False, path=path, entries=entries,
-                      readme=_readme(git, commit, entries), commit=_commit_view(commit),
+                      readme=readme, commit=_commit_view(commit),
                       commits=[_commit_view(c) for c in commits], crumbs=_crumbs(path), security_issues=issues)
 
 
@@ -143,7 +194,7 @@ def _blob(request: Request, principal: Principal, repo_type: str, ns: str, name:
           path: str) -> Response:
     hub = hub_of(request)
     with transaction(hub.sessions, readonly=True) as session:
-        repo = _load(session, principal, repo_type, ns, name)
+        repo, _ref = _load(session, principal, repo_type, ns, name, Permission.REPO_READ)
         git = hub.git(repo.storage_key)
         commit = git.resolve(rev)
         blob = git.blob_at(commit, path)
@@ -170,7 +221,7 @@ def _commits(request: Request, principal: Principal, repo_type: str, ns: str, na
     except ValueError:
         page = 0
     with transaction(hub.sessions, readonly=True) as session:
-        repo = _load(session, principal, repo_type, ns, name)
+        repo, _ref = _load(session, principal, repo_type, ns, name)
         git = hub.git(repo.storage_key)
         commit = git.resolve(rev)
         commits, more = browse.history(git, commit, page * COMMITS_PER_PAGE, COMMITS_PER_PAGE)
@@ -230,7 +281,7 @@ def _commit_page(request: Request, principal: Principal, repo_type: str, ns: str
                  sha: str) -> Response:
     hub = hub_of(request)
     with transaction(hub.sessions, readonly=True) as session:
-        repo = _load(session, principal, repo_type, ns, name)
+        repo, _ref = _load(session, principal, repo_type, ns, name)
         git = hub.git(repo.storage_key)
         commit = _find_commit(git, sha)
         files, total = _changed_files(git, commit)
@@ -279,13 +330,14 @@ def _add_repo_routes(repo_type: str) -> None:
                principal: Principal = Depends(current_principal)) -> Response:
         return _commit_page(request, principal, repo_type, ns, name, sha)
 
-    views: list[tuple[str, Callable[..., Response]]] = [
-        ("/{ns}/{name}/tree/{rest:path}", tree), ("/{ns}/{name}/blob/{rest:path}", blob),
-        ("/{ns}/{name}/commits/{rest:path}", commits), ("/{ns}/{name}/commit/{sha}", commit),
-        ("/{ns}/{name}", page)]
-    for path, view in views:
+    metadata, contents = Permission.REPO_METADATA_READ, Permission.REPO_READ
+    views: list[tuple[str, Callable[..., Response], Permission]] = [
+        ("/{ns}/{name}/tree/{rest:path}", tree, metadata), ("/{ns}/{name}/blob/{rest:path}", blob, contents),
+        ("/{ns}/{name}/commits/{rest:path}", commits, metadata), ("/{ns}/{name}/commit/{sha}", commit, metadata),
+        ("/{ns}/{name}", page, metadata)]
+    for path, view, perm in views:
         view.__name__ = f"{repo_type}_{view.__name__}"
-        router.add_api_route(p + path, permission(Permission.REPO_READ)(view), methods=["GET"])
+        router.add_api_route(p + path, permission(perm)(view), methods=["GET"])
 
 
 for _type in ("dataset", "space", "model"):

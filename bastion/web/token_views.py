@@ -70,7 +70,8 @@ async def tokens_create(request: Request, principal: Principal = Depends(current
             with transaction(hub_of(request).sessions) as session:
                 user, _ws = _me(session, principal)
                 issued = tokens.create_token(session, user, _text(form, "name", 100), role,
-                                             parse_expiry(_text(form, "expires", 40) or None), scopes)
+                                             parse_expiry(_text(form, "expires", 40) or None), scopes,
+                                             can_read_gated=bool(_text(form, "can_read_gated", 8)))
                 secret = issued.secret
         except BadRequest as exc:
             return _page(request, principal, 400, error=exc.message)

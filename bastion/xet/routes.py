@@ -37,14 +37,15 @@ XORB_PREFIXES = ("default",)
 DEDUPE_PREFIXES = ("default-merkledb", "default")
 
 
-def _authorize(request: Request, scope: str, perm: Permission) -> int:
-    """The repo id of this CAS URL, after the one authz check of the request."""
+def _authorize(request: Request, scope: str, perm: Permission, *, content: bool = False) -> int:
+    """The repo id of this CAS URL, after the one authz check of the request. `content`: the route
+    serves file contents (a reconstruction), which the token must have been minted for."""
     hub = hub_of(request)
     claims = tokens.verify(hub.settings, request.headers.get("authorization"))
     repo_id = tokens.scope_repo_id(scope)
-    _require_bound(request, claims, perm, "xet-cas", {"repo_id": repo_id}, tokens.XetTokenRejected(
-        "The access token or browser session this Xet token was obtained with is no longer valid; "
-        "sign in again and request a new one"))
+    _require_bound(request, claims, perm, "xet-cas", {"repo_id": repo_id, "content": content},
+                   tokens.XetTokenRejected("The access token or browser session this Xet token was obtained with "
+                                           "is no longer valid; sign in again and request a new one"))
     assert repo_id is not None  # the check above never matches a missing id
     request.state.cas_claims = claims  # fetch URLs handed out by this request are bound like it
     return repo_id
@@ -58,7 +59,7 @@ def _require_bound(request: Request, claims: dict[str, Any], perm: Permission, k
     hub = hub_of(request)
     with timed("auth"), transaction(hub.sessions, readonly=True) as session:
         holder = bound_principal(hub, session, claims)
-        repo = repo_ref_by_id(session, claims.get("repo_id")) if holder is not None else None
+        repo = repo_ref_by_id(session, claims.get("repo_id"), holder.user_id) if holder is not None else None
     if holder is None:
         raise gone
     set_actor(holder.user_id, holder.username, holder.token_id)  # what an upload records as its actor
@@ -146,7 +147,7 @@ def dedupe(scope: str, prefix: str, chunk_hash: str, request: Request) -> Respon
 @permission(Permission.XET_CAS_READ)
 def reconstruction_v1(scope: str, file_id: str, request: Request) -> JSONResponse:
     hub = hub_of(request)
-    repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
+    repo_id = _authorize(request, scope, Permission.XET_CAS_READ, content=True)
     plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
     base, claims = _fetch_base(hub, request), request.state.cas_claims
     return JSONResponse(plan.to_v1(lambda h, r: _fetch_url(hub, base, h, r, claims)))
@@ -156,7 +157,7 @@ def reconstruction_v1(scope: str, file_id: str, request: Request) -> JSONRespons
 @permission(Permission.XET_CAS_READ)
 def reconstruction_v2(scope: str, file_id: str, request: Request) -> JSONResponse:
     hub = hub_of(request)
-    repo_id = _authorize(request, scope, Permission.XET_CAS_READ)
+    repo_id = _authorize(request, scope, Permission.XET_CAS_READ, content=True)
     plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
     base, claims = _fetch_base(hub, request), request.state.cas_claims
     # One range per URL: the fetch route then answers a plain 206, never multipart/byteranges.

@@ -69,7 +69,7 @@ BINDING_CLAIMS = ("via", "user_id", "token_id", "session_id")
 def issue(settings: Settings, server_base: str, repo_id: int, scope: str, ref: str,
           credential: Mapping[str, Any]) -> XetToken:
     """A token for the CAS of `repo_id` bound to `credential`; the caller has already made the hub's
-    authz check."""
+    authz check. Each use re-decides what its holder may do (reading file contents included)."""
     ttl = settings.xet_token_ttl_seconds
     exp = int(time.time()) + ttl
     claims = {"repo_id": repo_id, "scope": scope, "ref": ref, **_binding(credential)}

@@ -8,7 +8,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from bastion.authz import NamespaceRef, Permission, Principal, RepoRef, authorize, readable_repos_clause
-from bastion.authz.policy import METHOD_GRANTS, CapabilityTarget, RepoColumns
+from bastion.authz.policy import METHOD_GRANTS, CapabilityTarget, GateFacts, RepoColumns
 from bastion.tokens.restrictions import ReadOnly
 
 
@@ -100,7 +100,8 @@ def test_anonymous_cannot_whoami_or_admin() -> None:
 
 
 def test_listing_clause_agrees_with_authorize() -> None:
-    """readable_repos_clause() is the REPO_READ rule as SQL: check it row by row against authorize()."""
+    """readable_repos_clause() is the REPO_METADATA_READ rule as SQL (a gated repo is listed, its files are
+    gated): check it row by row against authorize()."""
     import sqlalchemy as sa
 
     engine = sa.create_engine("sqlite://")
@@ -118,6 +119,7 @@ def test_listing_clause_agrees_with_authorize() -> None:
         for principal in PRINCIPALS.values():
             visible = {r[0] for r in conn.execute(sa.select(t.c.id).where(
                 readable_repos_clause(principal, cols)))}
-            expected = {i for i, p, o in rows if authorize(principal, Permission.REPO_READ,
-                                                           RepoRef(i, "ns", o, p, "model", f"r{i}"))}
+            expected = {i for i, p, o in rows if authorize(principal, Permission.REPO_METADATA_READ,
+                                                           RepoRef(i, "ns", o, p, "model", f"r{i}",
+                                                                   gate=GateFacts("manual")))}
             assert visible == expected, principal

@@ -1,0 +1,1 @@
+"""Gated repositories: access requests (ask, review, grant), the gate's facts for the policy, and mail."""
