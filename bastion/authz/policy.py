@@ -511,14 +511,15 @@ def _authorize_xet_cas(principal: Principal, perm: Permission, resource: object)
         return Decision(False, "this Xet token is read-only; request one from the xet-write-token route")
     if claims.get("scope") not in ("read", "write"):
         return Decision(False, "unknown Xet token scope")
-    # Reconstructions are file contents: whatever the token's scope, its holder must be allowed to read
-    # the files now (a gated repo's writer may upload, and dedupe against what it uploads, without them).
+    # Reconstructions are file contents: whatever the token's scope, its holder must be allowed to read the
+    # files now. Dedupe answers and xorb sizes describe what the repo holds, not its bytes: seeing the repo
+    # is enough (a gated repo's writer uploads, and dedupes against what it uploaded, without passing).
     if perm is Permission.XET_CAS_WRITE:
         holder_perm = Permission.REPO_WRITE
     elif resource.claims.get("content"):
         holder_perm = Permission.REPO_READ
     else:
-        holder_perm = Permission.REPO_WRITE if claims.get("scope") == "write" else Permission.REPO_READ
+        holder_perm = Permission.REPO_METADATA_READ
     return _holder_may(principal, holder_perm, resource)
 
 
@@ -535,7 +536,8 @@ def _holder_may(principal: Principal, perm: Permission, target: BoundCapability)
         return Decision(False, "the repository this capability was minted for no longer exists")
     decision = authorize(holder, perm, repo)
     if not decision:
-        return Decision(False, f"access to this repository was lost: {decision.reason}")
+        what = "read this repository's file contents" if perm is Permission.REPO_READ else f"use {perm} here"
+        return Decision(False, f"whoever obtained this capability may not {what} now: {decision.reason}")
     return ALLOW
 
 
