@@ -15,7 +15,6 @@ from starlette.concurrency import run_in_threadpool
 from bastion.accounts.models import User
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
-from bastion.api.urls import base_url
 from bastion.authz import Permission, Principal, authorize, permission, require
 from bastion.authz.policy import GroupRef, OrgFacts, RepoGroupMove
 from bastion.db import transaction
@@ -194,9 +193,8 @@ async def invite(name: str, request: Request, principal: Principal = Depends(cur
         with transaction(hub_of(request).sessions) as session:
             org, facts = _org(session, name)
             require(principal, Permission.ORG_MEMBERS_WRITE, facts)
-            inv, _secret = orgs.invite(session, request.app.state.mailer, base_url(request), org,
-                                       _actor(session, principal), _str(data, "email"),
-                                       _str(data, "role", required=False) or None)
+            inv, _secret = orgs.invite(session, request.app.state.mailer, org, _actor(session, principal),
+                                       _str(data, "email"), _str(data, "role", required=False) or None)
             return {"id": inv.id, "email": inv.email, "role": inv.role, "expiresAt": orgs.iso(inv.expires_at)}
 
     return JSONResponse(await _in_thread(run), status_code=201)

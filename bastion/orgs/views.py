@@ -15,7 +15,6 @@ from starlette.datastructures import FormData
 
 from bastion.accounts.models import User
 from bastion.api.auth import current_principal, hub_of
-from bastion.api.urls import base_url
 from bastion.authz import Permission, Principal, authorize, permission, require
 from bastion.authz.policy import ORG_ROLES, GroupRef, OrgFacts, RepoGroupMove
 from bastion.db import transaction
@@ -246,10 +245,10 @@ async def member_change(name: str, username: str, verb: str, request: Request,
 @router.post("/organizations/{name}/settings/invitations")
 @permission(Permission.ORG_MEMBERS_WRITE)
 async def invite(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
-    mailer, url = request.app.state.mailer, base_url(request)
+    mailer = request.app.state.mailer
 
     def act(session: Session, org: Organization, form: FormData) -> str | None:
-        orgs.invite(session, mailer, url, org, _me(session, principal), _text(form, "email", 320),
+        orgs.invite(session, mailer, org, _me(session, principal), _text(form, "email", 320),
                     _text(form, "role", 16) or None)
         return "invited"
 
