@@ -16,9 +16,9 @@ from bastion.accounts.models import User
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
 from bastion.authz import Permission, Principal, authorize, permission, require
-from bastion.authz.policy import GroupRef, OrgFacts, RepoGroupMove
+from bastion.authz.policy import GroupRef, OrgFacts
 from bastion.db import transaction
-from bastion.errors import AuthenticationRequired, BadRequest
+from bastion.errors import AuthenticationRequired, BadRequest, NotFound
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, ResourceGroup
 from bastion.repos import service as repos
@@ -396,16 +396,15 @@ async def set_repo_group(plural: str, ns: str, name: str, request: Request,
     if plural not in repos.TYPE_BY_PLURAL:
         raise BadRequest(f"Unknown repository type {plural!r}")
     raw = data.get("resourceGroupId")
+    group_pk = orgs.parse_group_id(raw) if raw is not None else None  # the id's form: no repo needed
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
             repo = repos.find_repo(session, repos.TYPE_BY_PLURAL[plural], ns, name)
-            ref = repos.repo_ref(repo)
-            group = None
-            if raw is not None and ref.org is not None:
-                group = orgs.get_group(session, session.get(Organization, ref.org.id), raw)  # type: ignore[arg-type]
-            target = orgs.group_facts(session, group) if group is not None else None
-            require(principal, Permission.REPO_RESOURCE_GROUP, RepoGroupMove(ref, target))
+            group, move = orgs.group_move(session, repo, group_pk)
+            require(principal, Permission.REPO_RESOURCE_GROUP, move)
+            if group_pk is not None and group is None:
+                raise NotFound("Resource group not found")  # said only to those who may move the repo
             orgs.set_repo_group(session, repo, group)
             return {"resourceGroup": orgs.resource_group_payload(session, group) if group else None}
 

@@ -28,6 +28,7 @@ from bastion.authz.policy import (
     GroupFacts,
     OrgFacts,
     Principal,
+    RepoGroupMove,
 )
 from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -103,9 +104,25 @@ def parse_group_id(value: Any) -> int:
     return int(value, 16)
 
 
+def find_group(session: Session, org_id: int | None, group_pk: int) -> ResourceGroup | None:
+    """The group `group_pk` (parse_group_id) of the org `org_id`; None if it has no such group."""
+    group = session.get(ResourceGroup, group_pk)
+    return group if group is not None and org_id is not None and group.org_id == org_id else None
+
+
+def group_move(session: Session, repo: Repo, group_pk: int | None) -> tuple[ResourceGroup | None, RepoGroupMove]:
+    """Moving `repo` to the group `group_pk` of its org (None: the org root), for the policy to judge. A group
+    its org does not have is judged as the root, so nothing about the repo or its org is told before the
+    decision; the caller reports the missing group after it."""
+    from bastion.repos.service import repo_ref  # repos.service builds on this module
+
+    group = find_group(session, repo.owner_org_id, group_pk) if group_pk is not None else None
+    return group, RepoGroupMove(repo_ref(repo), group_facts(session, group) if group is not None else None)
+
+
 def get_group(session: Session, org: Organization, public_id: str) -> ResourceGroup:
-    group = session.get(ResourceGroup, parse_group_id(public_id))
-    if group is None or group.org_id != org.id:
+    group = find_group(session, org.id, parse_group_id(public_id))
+    if group is None:
         raise NotFound("Resource group not found")
     return group
 
