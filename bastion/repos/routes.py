@@ -40,6 +40,7 @@ from bastion.repos.gitstore import validate_path
 from bastion.repos.models import Repo
 from bastion.scanning import service as scanning
 from bastion.signing import service as signing
+from bastion.storage.regions import check_region
 from bastion.xet import tokens as xet_tokens
 
 router = APIRouter()
@@ -136,6 +137,8 @@ async def create_repo(request: Request, principal: Principal = Depends(current_p
         from bastion.orgs.service import parse_group_id
 
         group_pk = parse_group_id(group_id)
+    check_region(data.get("region"))
+    sdk = _space_fields(data, repo_type)
 
     def run() -> Repo:
         from bastion.orgs import service as orgs
@@ -155,7 +158,8 @@ async def create_repo(request: Request, principal: Principal = Depends(current_p
                 raise NotFound("Resource group not found")
             private = orgs.repo_private_on_create(ns.org, requested_private) if ns.org is not None \
                 else bool(requested_private)
-            return service.create_repo(hub, session, _actor(session, principal), ns, name, repo_type, private)
+            return service.create_repo(hub, session, _actor(session, principal), ns, name, repo_type, private,
+                                       sdk=sdk)
 
     try:
         repo = await _run(run)
@@ -183,6 +187,28 @@ async def delete_repo(request: Request, principal: Principal = Depends(current_p
 
     await _run(run)
     return JSONResponse({})
+
+
+# What the Hub's create call may carry for a Space that Bastion, which stores Spaces but runs none, cannot
+# honour: refused rather than accepted and dropped (secrets especially must not seem kept).
+SPACE_RUNTIME_FIELDS = ("hardware", "sleepTimeSeconds", "secrets", "variables", "volumes", "template")
+SPACE_SDKS = ("gradio", "streamlit", "docker", "static")
+
+
+def _space_fields(data: dict[str, Any], repo_type: str) -> str | None:
+    """The Space's `sdk` (stored and shown in its info); None for other repo types."""
+    given = [key for key in SPACE_RUNTIME_FIELDS if data.get(key) is not None]
+    if given:
+        raise BadRequest(f"Bastion stores Spaces but does not run them: {', '.join(repr(k) for k in given)} "
+                         "cannot be set")
+    sdk = data.get("sdk")
+    if sdk is None:
+        return None
+    if repo_type != "space":
+        raise BadRequest("'sdk' applies only to Spaces")
+    if sdk not in SPACE_SDKS:
+        raise BadRequest(f"Invalid 'sdk': expected one of {', '.join(SPACE_SDKS)}")
+    return str(sdk)
 
 
 def _ns_name(data: dict[str, Any], principal: Principal) -> tuple[str, str]:

@@ -160,7 +160,8 @@ def transfer_ref(session: Session, repo: Repo, to_namespace: str, to_name: str) 
 
 
 def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef, name: str,
-                repo_type: str, private: bool) -> Repo:
+                repo_type: str, private: bool, *, sdk: str | None = None) -> Repo:
+    """A new repository with its initial commit. `sdk`: a Space's SDK (shown in its info)."""
     validate_repo_name(name)
     parse_repo_type(repo_type)
     if namespace.owner_user_id is None and namespace.org is None:
@@ -171,7 +172,7 @@ def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef
         raise Conflict(f"You already created this {repo_type} repo")
     repo = Repo(type=repo_type, namespace=namespace.name, namespace_lower=namespace.name.lower(), name=name,
                 name_lower=name.lower(), owner_user_id=namespace.owner_user_id, private=private,
-                storage_key=secrets.token_hex(16), settings={}, creator_user_id=actor.id,
+                storage_key=secrets.token_hex(16), settings={"sdk": sdk} if sdk else {}, creator_user_id=actor.id,
                 owner_org_id=namespace.org.id if namespace.org else None,
                 resource_group_id=namespace.group.id if namespace.group else None)
     session.add(repo)
