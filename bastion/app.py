@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from bastion import __version__
 from bastion.api.errors import install_error_handlers
-from bastion.api.middleware import RequestContextMiddleware
+from bastion.api.middleware import AllowedHostsMiddleware, RequestContextMiddleware
 from bastion.audit.aggregate import Flusher
 from bastion.authz import Permission, permission, require
 from bastion.authz.policy import Principal
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app = FastAPI(title="Bastion", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
     app.state.hub = hub
-    app.state.mailer = Mailer(settings.smtp_url, settings.mail_from)
+    app.state.mailer = Mailer(settings.smtp_url, settings.mail_from, public_url=settings.public_url)
     hub.mailer = app.state.mailer  # services outside a request (scan workers) send mail too
     install_error_handlers(app)
 
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(signing_router)  # before repos: /api/signing-key is not a repo type listing
     from bastion.orgs import service as orgs_service
     from bastion.orgs.routes import router as orgs_router
-    orgs_service.install(hub.engine, app.state.mailer, settings.public_url)  # token approval requests are e-mailed
+    orgs_service.install(hub.engine, app.state.mailer)  # token approval requests are e-mailed
     app.include_router(orgs_router)  # before repos: /api/{plural}/{ns}/{name}/resource-group
     from bastion.gating.routes import router as gating_router
     app.include_router(gating_router)  # access requests: /{ns}/{name}/ask-access, …/user-access-request/…
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(web_token_router)
     app.include_router(web_key_router)
     app.include_router(web_repo_router)
+    app.add_middleware(AllowedHostsMiddleware, hosts=settings.served_hosts)  # inside: its 400 gets a request id
     app.add_middleware(RequestContextMiddleware, trusted_proxies=settings.trusted_proxies,
                        strict_authz=settings.strict_authz, server_timing=settings.server_timing)
 

@@ -53,6 +53,11 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
     log.info("data directory: %s", settings.resolved_data_dir)
     log.info("database: %s", settings.resolved_database_url.split("@")[-1])
     log.info("Bastion %s listening on http://%s:%d", __version__, host, port)
+    if not settings.public_url:
+        log.warning("BASTION_PUBLIC_URL is not set: e-mail that needs a link (address verification, password "
+                    "reset, invitations) is refused, and absolute URLs in answers follow each request's Host "
+                    "header%s. Set it to the URL users reach this server at.",
+                    "" if settings.allowed_hosts else " (any host: BASTION_ALLOWED_HOSTS is not set either)")
     Granian("bastion.app:app_from_env", factory=True, address=host, port=port, interface=Interfaces.ASGI,
             workers=workers, blocking_threads=1, log_access=False).serve()
 
@@ -210,8 +215,8 @@ def create_token(user: str, name: str, role: str, scopes: tuple[str, ...], can_r
     from bastion.mail import Mailer
     from bastion.orgs import service as orgs
 
-    mailer = Mailer(hub.settings.smtp_url, hub.settings.mail_from)
-    orgs.install(hub.engine, mailer, hub.settings.public_url)  # org admins are e-mailed about tokens awaiting approval
+    mailer = Mailer(hub.settings.smtp_url, hub.settings.mail_from, public_url=hub.settings.public_url)
+    orgs.install(hub.engine, mailer)  # org admins are e-mailed about tokens awaiting approval
     try:
         with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
             issued = tokens.create_token(session, accounts.get_user_by_name(session, user), name, role,

@@ -5,16 +5,35 @@ One `Settings` object is built at start-up and handed to the app factory and the
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+
+
+def host_name(host: str, *, strict: bool = False) -> str:
+    """A host name as compared by the Host check: lower case, no trailing dot, IPv6 without brackets.
+    `strict`: refuse what is no bare host name (a scheme, port, path or wildcard)."""
+    name = host.strip().lower().rstrip(".")
+    bracketed = name.startswith("[") and name.endswith("]")
+    name = name[1:-1] if bracketed else name
+    if strict:
+        try:
+            ipv6 = ipaddress.ip_address(name).version == 6
+        except ValueError:
+            ipv6 = False
+        if not name or any(c in name for c in "/@?#*[] ") or (":" in name and not ipv6):
+            raise ValueError(f"BASTION_ALLOWED_HOSTS takes host names (no scheme, port, path or wildcard), "
+                             f"not {host!r}")
+    return name
 
 
 class Settings(BaseSettings):
@@ -22,8 +41,12 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("./data"))
     database_url: str | None = None
-    # Public base URL (scheme://host[:port][/prefix]). When unset, it is taken from each request.
+    # Public base URL (scheme://host[:port][/prefix]). Links in e-mail are built only from it (without it,
+    # mail that needs a link is refused); absolute URLs in API answers use it too, else each request's Host.
     public_url: str | None = None
+    # Host names requests may name besides the public URL's (and the Xet CAS URL's) host; once either
+    # is set, a request for any other host gets 400 (bastion.api.middleware.AllowedHostsMiddleware).
+    allowed_hosts: list[str] = Field(default_factory=list)
 
     # Upload policy: the server decides regular vs LFS (preupload).
     lfs_threshold: int = 10 * MiB
@@ -82,6 +105,27 @@ class Settings(BaseSettings):
     session_max_age_hours: int = 14 * 24  # below the Hub's 30 days between second-factor prompts
     sudo_minutes: int = 15  # how long a re-authentication allows changing second factors
     password_min_length: int = 10
+
+    @field_validator("public_url", "xet_cas_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # an empty variable is an unset one
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{value!r} is not an absolute http(s) URL (scheme://host[:port][/prefix])")
+        return value.rstrip("/")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        return [host_name(h, strict=True) for h in value]
+
+    @property
+    def served_hosts(self) -> frozenset[str]:
+        """The host names clients may address this instance by; empty: none configured (no Host check)."""
+        urls = [u for u in (self.public_url, self.xet_cas_url) if u]
+        return frozenset([*(host_name(urlsplit(u).hostname or "") for u in urls), *self.allowed_hosts]) - {""}
 
     @cached_property
     def resolved_data_dir(self) -> Path:

@@ -128,6 +128,13 @@ class RangeNotSatisfiable(BastionError):
     code = "RangeNotSatisfiable"
 
 
+class MailLinksUnavailable(BastionError):
+    """Mail that needs a link, on an instance that does not know its public URL."""
+
+    status = 503
+    code = "MailLinksUnavailable"
+
+
 class NotImplementedFeature(BastionError):
     status = 501
     code = "NotImplemented"

@@ -44,8 +44,9 @@ class BastionServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ)
+        # The public URL as a deployment sets it: links in mail come from it, and the Host check is on.
         self.env.update({"BASTION_DATA_DIR": str(data_dir), "BASTION_STRICT_AUTHZ": "1",
-                         "BASTION_MULTIPART_THRESHOLD": str(24 * MiB),
+                         "BASTION_PUBLIC_URL": self.url, "BASTION_MULTIPART_THRESHOLD": str(24 * MiB),
                          "BASTION_MULTIPART_CHUNK_SIZE": str(10 * MiB)})
         if database_url:
             self.env["BASTION_DATABASE_URL"] = database_url

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -30,14 +29,6 @@ MAX_EMAILS = 10
 VERIFY_TTL = 48 * 3600
 RESET_TTL = 3600
 INVITE_TTL = 7 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class Links:
-    """What services need to write links into e-mails: the public base URL and the signing key."""
-
-    base_url: str
-    key: bytes
 
 
 def validate_namespace_name(name: str) -> None:
@@ -129,21 +120,21 @@ def invited_email(key: bytes, token: str) -> str:
         raise Forbidden("This invitation link is invalid or has expired.") from None
 
 
-def signup(session: Session, mailer: Mailer, links: Links, *, mode: str, name: str, email: str, password: str,
+def signup(session: Session, mailer: Mailer, key: bytes, *, mode: str, name: str, email: str, password: str,
            min_password_length: int, invite: str | None = None) -> User:
     if mode == "admins":
         raise Forbidden("Sign-up is closed on this instance: ask an administrator for an account.")
     if mode == "invite":
         if not invite:
             raise Forbidden("Sign-up on this instance needs an invitation link.")
-        invited = invited_email(links.key, invite)
+        invited = invited_email(key, invite)
         if invited != email.strip().lower():
             raise Forbidden("This invitation is for another e-mail address.")
         # One invitation, one account: once an account holds the address, the link is spent.
         if session.scalar(select(UserEmail.id).where(UserEmail.email_lower == invited).limit(1)) is not None:
             raise Forbidden("This invitation has already been used. Sign in, or ask for a new invitation.")
     user = create_user(session, name, email, password=password, min_password_length=min_password_length)
-    send_verification(session, mailer, links, user.emails[0])
+    send_verification(session, mailer, key, user.emails[0])
     return user
 
 
@@ -151,8 +142,9 @@ def _verification_token(key: bytes, row: UserEmail) -> str:
     return capability.sign(key, "email-verify", {"eid": row.id, "email": row.email_lower}, VERIFY_TTL)
 
 
-def send_verification(session: Session, mailer: Mailer, links: Links, row: UserEmail) -> None:
-    url = f"{links.base_url}/join/verify?token={_verification_token(links.key, row)}"
+def send_verification(session: Session, mailer: Mailer, key: bytes, row: UserEmail) -> None:
+    """`key`: the instance key the link's token is signed with (links are the mailer's: mail.Mailer.link)."""
+    url = mailer.link(f"/join/verify?token={_verification_token(key, row)}")
     mailer.queue(session, Message(
         to=row.email, subject="[Bastion] Verify your e-mail address",
         body=f"Hello {row.user.name},\n\nconfirm that {row.email} is your address by opening this link "
@@ -195,7 +187,7 @@ def _email_row(user: User, email_id: int) -> UserEmail:
     raise NotFound("No such e-mail address on your account.")
 
 
-def add_email(session: Session, mailer: Mailer, links: Links, user: User, email: str) -> UserEmail:
+def add_email(session: Session, mailer: Mailer, key: bytes, user: User, email: str) -> UserEmail:
     email = _validate_email(email)
     if any(r.email_lower == email.lower() for r in user.emails):
         raise Conflict("This address is already on your account.")
@@ -206,14 +198,14 @@ def add_email(session: Session, mailer: Mailer, links: Links, user: User, email:
     session.flush()
     audit.record(session, AuditAction.USER_EMAIL_ADD, target=("user", user.name), namespace=user.name,
                  details={"email": email})
-    send_verification(session, mailer, links, row)
+    send_verification(session, mailer, key, row)
     return row
 
 
-def resend_verification(session: Session, mailer: Mailer, links: Links, user: User, email_id: int) -> None:
+def resend_verification(session: Session, mailer: Mailer, key: bytes, user: User, email_id: int) -> None:
     row = _email_row(user, email_id)
     if row.verified_at is None:
-        send_verification(session, mailer, links, row)
+        send_verification(session, mailer, key, row)
 
 
 def remove_email(session: Session, user: User, email_id: int) -> None:
@@ -292,20 +284,22 @@ def _reset_fingerprint(user: User) -> str:
     return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
-def request_password_reset(session: Session, mailer: Mailer, links: Links, email: str, ip: str | None) -> None:
+def request_password_reset(session: Session, mailer: Mailer, key: bytes, email: str, ip: str | None) -> None:
     """Mail a reset link if `email` is a verified address; the caller answers the same either way."""
+    # First, before any lookup: an instance that cannot link refuses every address alike (no oracle).
+    reset_page = mailer.link("/login/reset")
     email = email.strip().lower()
     ratelimit.check(session, (ratelimit.RESET_PER_IP, ip), (ratelimit.RESET_PER_ACCOUNT, email))
     ratelimit.hit(session, (ratelimit.RESET_PER_IP, ip), (ratelimit.RESET_PER_ACCOUNT, email))
     user = find_login_user(session, email) if EMAIL_RE.match(email) else None
     if user is None:
         return
-    token = capability.sign(links.key, "password-reset", {"uid": user.id, "fp": _reset_fingerprint(user)}, RESET_TTL)
+    token = capability.sign(key, "password-reset", {"uid": user.id, "fp": _reset_fingerprint(user)}, RESET_TTL)
     audit.record(session, AuditAction.USER_PASSWORD_RESET_REQUEST, target=("user", user.name), namespace=user.name)
     mailer.queue(session, Message(
         to=email, subject="[Bastion] Reset your password",
         body=f"Hello {user.name},\n\nsomeone (hopefully you) asked to reset your password. Open this link "
-             f"within an hour to choose a new one:\n\n{links.base_url}/login/reset?token={token}\n\n"
+             f"within an hour to choose a new one:\n\n{reset_page}?token={token}\n\n"
              "If you did not ask for this, ignore this message: your password stays as it is.\n"))
 
 

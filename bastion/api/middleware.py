@@ -1,5 +1,6 @@
 """Per-request context: request id, client IP (through trusted proxies), audit context,
-and the strict-authz guard that rejects a successful response without exactly one check.
+and the strict-authz guard that rejects a successful response without exactly one check;
+and the Host check that refuses requests naming a host this instance does not serve.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion.api.errors import error_response
 from bastion.audit import aggregate
 from bastion.audit.context import AuditContext, bind_context
 from bastion.authz import start_request_checks
+from bastion.config import host_name
 from bastion.timing import server_timing_header, start_request_timings
 
 log = logging.getLogger("bastion.authz")
+log_hosts = logging.getLogger("bastion.hosts")
 
 
 def client_ip(scope: Scope, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
@@ -109,3 +113,47 @@ def _record_deferred(hub: Any, items: list[aggregate.Deferred]) -> None:
             aggregate.record_deferred(session, items, timedelta(seconds=hub.settings.audit_repeat_window_seconds))
     except Exception:  # auditing a denial must never turn the denial into a 500
         log.exception("could not record denied token uses and failed authentications")
+
+
+def request_host(scope: Scope) -> str | None:
+    """The host name a request addresses (its Host header without the port); None without one."""
+    raw = next((v for k, v in scope.get("headers", []) if k.lower() == b"host"), b"").decode("latin-1").strip()
+    if not raw:
+        return None
+    if raw.startswith("["):  # [v6]:port
+        return host_name(raw.partition("]")[0] + "]")
+    return host_name(raw.rpartition(":")[0] if raw.count(":") == 1 else raw)
+
+
+def _is_the_server(host: str, scope: Scope) -> bool:
+    """An IP literal naming this server itself: a loopback address, or the address it is bound to. The git
+    receive hooks call back that way, and so do local health checks; no other site can be named so."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    bound = (scope.get("server") or ("", None))[0]
+    return address.is_loopback or host == host_name(str(bound or ""))
+
+
+class AllowedHostsMiddleware:
+    """Django's ALLOWED_HOSTS: once the instance knows its names (BASTION_PUBLIC_URL, BASTION_XET_CAS_URL,
+    BASTION_ALLOWED_HOSTS), a request naming another host is refused before any route sees it, so no
+    absolute URL Bastion builds (LFS actions, pagination links, Xet URLs) can name an attacker's host."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.hosts:
+            host = request_host(scope)
+            # No Host at all (HTTP/1.0): URLs are then built from the bound address, which nobody else names.
+            if host is not None and host not in self.hosts and not _is_the_server(host, scope):
+                log_hosts.warning("refused a request for host %r (served: %s; see BASTION_ALLOWED_HOSTS)",
+                                  host[:200], ", ".join(sorted(self.hosts)))
+                response = error_response(400, "BadRequest", f"Invalid Host header {host[:200]!r}: this server "
+                                                             "does not answer to that name")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -7,6 +7,7 @@ not read is reported exactly like a missing one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -157,6 +158,9 @@ class NamespaceRef:
     owner_user_id: int | None
     org: OrgFacts | None = None
     group: GroupFacts | None = None  # for REPO_CREATE: the resource group the new repo goes into
+    # For REPO_CREATE (and moves): the repo that already has the requested name there, if any. Someone who
+    # cannot read it may not learn of it: they are refused the name, not told it is taken (_name_free).
+    taken_by: RepoRef | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,14 @@ class RepoGroupMove:
 
     repo: RepoRef
     target: GroupFacts | None
+
+
+@dataclass(frozen=True)
+class RepoTransfer:
+    """Moving `repo` to the namespace `target` under a new name (a rename when its owner stays the same)."""
+
+    repo: RepoRef
+    target: NamespaceRef
 
 
 @dataclass(frozen=True)
@@ -270,6 +282,8 @@ def authorize(principal: Principal, perm: Permission, resource: object = None) -
         return _holder_may(principal, Permission.REPO_READ, resource)
     if principal.method == "token" and principal.token_role != "write" and not principal.restrictions:
         return Decision(False, "token without restrictions: refusing to guess its rights")  # fail closed
+    if isinstance(resource, RepoTransfer):
+        return _transfer_may(principal, perm, resource)  # its two ends, each through every step here
     decision = _user_may(principal, perm, resource)
     if not decision:
         return decision
@@ -305,10 +319,12 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
         if not isinstance(resource, NamespaceRef):
             return Decision(False, "no namespace")
         if resource.org is not None:
-            return _org_may_create(principal, resource.org, resource.group)
-        if _owns(principal, resource.owner_user_id) or principal.is_admin:
-            return ALLOW
-        return Decision(False, f"you cannot create repositories in {resource.name!r}")
+            decision = _org_may_create(principal, resource.org, resource.group)
+        elif _owns(principal, resource.owner_user_id) or principal.is_admin:
+            decision = ALLOW
+        else:
+            decision = Decision(False, f"you cannot create repositories in {resource.name!r}")
+        return _name_free(principal, resource) if decision else decision
     if isinstance(resource, RepoRef) and perm is Permission.REPO_READ:
         seen = _user_may(principal, Permission.REPO_METADATA_READ, resource)
         return _through_gate(principal, resource) if seen else seen
@@ -497,6 +513,52 @@ def _move_may(principal: Principal, move: RepoGroupMove) -> Decision:
     return _two_factor(principal, org)
 
 
+NAME_UNAVAILABLE = "you cannot create a repository with this name here"
+
+
+def _name_free(principal: Principal, ns: NamespaceRef) -> Decision:
+    """A name taken by a repo the caller cannot read is refused like any name they may not use, so the
+    answer (403) says nothing about that repo; one they can read is the Hub's 409 with its URL (the route's).
+    Asked only of callers who may create in the namespace: others are refused before, whatever the name."""
+    if ns.taken_by is None or authorize(principal, Permission.REPO_METADATA_READ, ns.taken_by):
+        return ALLOW
+    return Decision(False, NAME_UNAVAILABLE)
+
+
+def _same_owner(repo: RepoRef, ns: NamespaceRef) -> bool:
+    if repo.org is not None or ns.org is not None:
+        return repo.org is not None and ns.org is not None and repo.org.id == ns.org.id
+    return repo.owner_user_id is not None and repo.owner_user_id == ns.owner_user_id
+
+
+def _transfer_may(principal: Principal, perm: Permission, move: RepoTransfer) -> Decision:
+    """Renaming needs the right to manage the repo; moving it to another owner also (the Hub's rule for
+    transfers) administrator rights in its organization, so no member can take an org's repo out of its
+    policies, and the right to create at the destination (its 2FA, token policy and scopes), where it lands at
+    the organization root and must meet its visibility policy. Each end goes through authorize() whole, token
+    restrictions included."""
+    if perm is not Permission.REPO_MANAGE:
+        return Decision(False, f"{perm} does not apply to a repository move")
+    decision = authorize(principal, Permission.REPO_MANAGE, move.repo)
+    if not decision:
+        return decision
+    if _same_owner(move.repo, move.target):
+        return _name_free(principal, move.target)  # a rename keeps its org, group and policies
+    org = move.repo.org
+    if org is not None and not principal.is_admin and _org_role(principal, org) != "admin":
+        return Decision(False, f"only administrators of the organization {org.name!r} can move its repositories "
+                               "to another owner")
+    decision = authorize(principal, Permission.REPO_CREATE, dataclasses.replace(move.target, group=None))
+    if not decision:
+        return decision
+    dest = move.target.org
+    if dest is not None and dest.repo_visibility == "private_only" and not move.repo.private:
+        # As for a new repo: refused, not made private behind the mover's back.
+        return Decision(False, f"The organization {dest.name!r} allows only private repositories: make the "
+                               "repository private before moving it there")
+    return ALLOW
+
+
 def _authorize_xet_cas(principal: Principal, perm: Permission, resource: object) -> Decision:
     """A Xet CAS token works only for the repo it was minted for, only while its holder may still read
     (write) that repo; only a write token uploads."""
@@ -605,7 +667,7 @@ def require(principal: Principal, perm: Permission, resource: object = None) -> 
     acting = resource.holder if isinstance(resource, BoundCapability) else principal
     if acting.token_id is not None:
         note_token_denial(acting.token_id, acting.username, str(perm), decision.reason)
-    repo = resource.repo if isinstance(resource, RepoGroupMove) else resource
+    repo = resource.repo if isinstance(resource, RepoGroupMove | RepoTransfer) else resource
     if isinstance(repo, RepoRef):
         can_read = authorize(principal, Permission.REPO_METADATA_READ, repo)
         if not can_read:

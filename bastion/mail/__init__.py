@@ -1,7 +1,9 @@
 """Outgoing e-mail over SMTP (BASTION_SMTP_URL), queued on a database transaction.
 
 A message is handed to the sender only after the transaction that queued it commits, and is sent
-from a background thread, so a request's timing never depends on whether a mail went out.
+from a background thread, so a request's timing never depends on whether a mail went out. Links in
+mail are built by `Mailer.link()` alone, from BASTION_PUBLIC_URL: never from a request, whose Host
+header the sender chooses (a reset link to their host would hand them the victim's account).
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from bastion.errors import MailLinksUnavailable
+
 log = logging.getLogger("bastion.mail")
+NO_PUBLIC_URL = ("This server cannot send links by e-mail: its operator has not set BASTION_PUBLIC_URL "
+                 "(the address users reach it at). Ask them to set it.")
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,19 @@ class Message:
 
 
 class Mailer:
-    def __init__(self, smtp_url: str | None, sender: str) -> None:
+    def __init__(self, smtp_url: str | None, sender: str, *, public_url: str | None = None) -> None:
         self.smtp_url = smtp_url
         self.sender = sender
+        self.public_url = public_url.rstrip("/") if public_url else None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-mail")
+
+    def link(self, path: str) -> str:
+        """The absolute URL of `path` (starting with '/') for a mail; refused without a public URL."""
+        if self.public_url is None:
+            log.error("refused to build a link for an e-mail (%s): BASTION_PUBLIC_URL is not set",
+                      path.partition("?")[0])
+            raise MailLinksUnavailable(NO_PUBLIC_URL)
+        return f"{self.public_url}{path}"
 
     def queue(self, session: Session, message: Message) -> None:
         """Send `message` once `session` commits; drop it if the transaction rolls back."""

@@ -15,11 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from bastion.accounts.models import User
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
-from bastion.api.urls import base_url
 from bastion.authz import Permission, Principal, authorize, permission, require
-from bastion.authz.policy import GroupRef, OrgFacts, RepoGroupMove
+from bastion.authz.policy import GroupRef, OrgFacts
 from bastion.db import transaction
-from bastion.errors import AuthenticationRequired, BadRequest
+from bastion.errors import AuthenticationRequired, BadRequest, NotFound
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, ResourceGroup
 from bastion.repos import service as repos
@@ -194,9 +193,8 @@ async def invite(name: str, request: Request, principal: Principal = Depends(cur
         with transaction(hub_of(request).sessions) as session:
             org, facts = _org(session, name)
             require(principal, Permission.ORG_MEMBERS_WRITE, facts)
-            inv, _secret = orgs.invite(session, request.app.state.mailer, base_url(request), org,
-                                       _actor(session, principal), _str(data, "email"),
-                                       _str(data, "role", required=False) or None)
+            inv, _secret = orgs.invite(session, request.app.state.mailer, org, _actor(session, principal),
+                                       _str(data, "email"), _str(data, "role", required=False) or None)
             return {"id": inv.id, "email": inv.email, "role": inv.role, "expiresAt": orgs.iso(inv.expires_at)}
 
     return JSONResponse(await _in_thread(run), status_code=201)
@@ -398,16 +396,15 @@ async def set_repo_group(plural: str, ns: str, name: str, request: Request,
     if plural not in repos.TYPE_BY_PLURAL:
         raise BadRequest(f"Unknown repository type {plural!r}")
     raw = data.get("resourceGroupId")
+    group_pk = orgs.parse_group_id(raw) if raw is not None else None  # the id's form: no repo needed
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
             repo = repos.find_repo(session, repos.TYPE_BY_PLURAL[plural], ns, name)
-            ref = repos.repo_ref(repo)
-            group = None
-            if raw is not None and ref.org is not None:
-                group = orgs.get_group(session, session.get(Organization, ref.org.id), raw)  # type: ignore[arg-type]
-            target = orgs.group_facts(session, group) if group is not None else None
-            require(principal, Permission.REPO_RESOURCE_GROUP, RepoGroupMove(ref, target))
+            group, move = orgs.group_move(session, repo, group_pk)
+            require(principal, Permission.REPO_RESOURCE_GROUP, move)
+            if group_pk is not None and group is None:
+                raise NotFound("Resource group not found")  # said only to those who may move the repo
             orgs.set_repo_group(session, repo, group)
             return {"resourceGroup": orgs.resource_group_payload(session, group) if group else None}
 

@@ -28,6 +28,7 @@ from bastion.authz.policy import (
     GroupFacts,
     OrgFacts,
     Principal,
+    RepoGroupMove,
 )
 from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -103,9 +104,25 @@ def parse_group_id(value: Any) -> int:
     return int(value, 16)
 
 
+def find_group(session: Session, org_id: int | None, group_pk: int) -> ResourceGroup | None:
+    """The group `group_pk` (parse_group_id) of the org `org_id`; None if it has no such group."""
+    group = session.get(ResourceGroup, group_pk)
+    return group if group is not None and org_id is not None and group.org_id == org_id else None
+
+
+def group_move(session: Session, repo: Repo, group_pk: int | None) -> tuple[ResourceGroup | None, RepoGroupMove]:
+    """Moving `repo` to the group `group_pk` of its org (None: the org root), for the policy to judge. A group
+    its org does not have is judged as the root, so nothing about the repo or its org is told before the
+    decision; the caller reports the missing group after it."""
+    from bastion.repos.service import repo_ref  # repos.service builds on this module
+
+    group = find_group(session, repo.owner_org_id, group_pk) if group_pk is not None else None
+    return group, RepoGroupMove(repo_ref(repo), group_facts(session, group) if group is not None else None)
+
+
 def get_group(session: Session, org: Organization, public_id: str) -> ResourceGroup:
-    group = session.get(ResourceGroup, parse_group_id(public_id))
-    if group is None or group.org_id != org.id:
+    group = find_group(session, org.id, parse_group_id(public_id))
+    if group is None:
         raise NotFound("Resource group not found")
     return group
 
@@ -301,7 +318,7 @@ def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def invite(session: Session, mailer: Mailer | None, base_url: str, org: Organization, inviter: User, email: str,
+def invite(session: Session, mailer: Mailer | None, org: Organization, inviter: User, email: str,
            role: str | None = None) -> tuple[OrgInvitation, str]:
     """E-mail an expiring invitation link; only the link's holder, signed in with that address verified,
     can accept it. Returns the row and the secret (shown to nobody but the mail)."""
@@ -310,6 +327,8 @@ def invite(session: Session, mailer: Mailer | None, base_url: str, org: Organiza
         raise BadRequest(f"Invalid e-mail address {email!r}")
     role = _check_role(role or org.default_role, MEMBER_ROLES)
     secret = secrets.token_urlsafe(32)
+    # Before anything is written: an instance that cannot put a link in the mail invites nobody.
+    link = mailer.link(f"/organizations/invitations/{secret}") if mailer is not None else None
     inv = OrgInvitation(org_id=org.id, email=email.lower(), role=role, secret_hash=_secret_hash(secret),
                         invited_by_user_id=inviter.id, expires_at=utcnow() + INVITATION_TTL, state="pending")
     session.add(inv)
@@ -317,7 +336,6 @@ def invite(session: Session, mailer: Mailer | None, base_url: str, org: Organiza
     audit.record(session, AuditAction.ORG_INVITE_USER, target=("email", inv.email), namespace=org.name,
                  details={"role": role, "invitation": inv.id})
     if mailer is not None:
-        link = f"{base_url.rstrip('/')}/organizations/invitations/{secret}"
         mailer.queue(session, Message(
             to=email, subject=f"[Bastion] {inviter.name} invited you to join {org.name}",
             body=f"Hello,\n\n{inviter.name} invited you to join the organization {org.name} on Bastion as "
@@ -599,7 +617,7 @@ def effective_state(org: Organization, tok: AccessToken, recorded: str | None, o
     return recorded
 
 
-def on_token_created(session: Session, mailer: Mailer | None, base_url: str | None, tok: AccessToken) -> None:
+def on_token_created(session: Session, mailer: Mailer | None, tok: AccessToken) -> None:
     """A new fine-grained token that targets an org under approval: pending (admins e-mailed), or approved
     at once when its owner is one of the org's admins (no e-mail then, as on the Hub)."""
     if tok.role != "fineGrained":
@@ -631,10 +649,14 @@ def on_token_created(session: Session, mailer: Mailer | None, base_url: str | No
                 break
             if primary_verified(admin_user) is None:
                 continue
-            link = f"{(base_url or '').rstrip('/')}/organizations/{org.name}/settings/tokens"
+            page = f"/organizations/{org.name}/settings/tokens"
+            # Without a public URL the notice still goes out (the approval waits on it), naming the page
+            # instead of linking it: refusing would refuse the token's creation, not protect anyone.
+            where = (f"here:\n{mailer.link(page)}" if mailer is not None and mailer.public_url
+                     else f"in the organization's settings, Access tokens ({page} on this Bastion).")
             notify(session, mailer, admin_user, f"A token needs approval for {org.name}",
                    f"{owner.name} created the access token {tok.name!r}, which needs an administrator's approval "
-                   f"before it can access {org.name}'s resources. Review it here:\n{link}")
+                   f"before it can access {org.name}'s resources. Review it {where}")
             sent += 1
 
 
@@ -750,17 +772,17 @@ def readable_role(role: str | None) -> bool:
     return role in READ_ROLES
 
 
-# Set by install(): each database's mailer and public URL, for the approval requests token creation
-# sends (it runs without a request). Keyed by engine, so in-process apps and tests never share one.
-_mail: weakref.WeakKeyDictionary[Engine, tuple[Mailer | None, str | None]] = weakref.WeakKeyDictionary()
+# Set by install(): each database's mailer, for the approval requests token creation sends (it runs
+# without a request). Keyed by engine, so in-process apps and tests never share one.
+_mail: weakref.WeakKeyDictionary[Engine, Mailer | None] = weakref.WeakKeyDictionary()
 
 
-def install(engine: Engine, mailer: Mailer | None, base_url: str | None) -> None:
-    """Give token governance the instance's mailer and public URL (called by the app factory and CLI)."""
-    _mail[engine] = (mailer, base_url)
+def install(engine: Engine, mailer: Mailer | None) -> None:
+    """Give token governance the instance's mailer (called by the app factory and CLI)."""
+    _mail[engine] = mailer
 
 
 def token_created(session: Session, tok: AccessToken) -> None:
     bind = session.get_bind()
-    mailer, base_url = _mail.get(bind, (None, None)) if isinstance(bind, Engine) else (None, None)
-    on_token_created(session, mailer, base_url, tok)
+    mailer = _mail.get(bind) if isinstance(bind, Engine) else None
+    on_token_created(session, mailer, tok)

@@ -15,9 +15,8 @@ from starlette.datastructures import FormData
 
 from bastion.accounts.models import User
 from bastion.api.auth import current_principal, hub_of
-from bastion.api.urls import base_url
 from bastion.authz import Permission, Principal, authorize, permission, require
-from bastion.authz.policy import ORG_ROLES, GroupRef, OrgFacts, RepoGroupMove
+from bastion.authz.policy import ORG_ROLES, GroupRef, OrgFacts
 from bastion.db import transaction
 from bastion.errors import AuthenticationRequired, BadRequest, BastionError
 from bastion.orgs import service as orgs
@@ -246,10 +245,10 @@ async def member_change(name: str, username: str, verb: str, request: Request,
 @router.post("/organizations/{name}/settings/invitations")
 @permission(Permission.ORG_MEMBERS_WRITE)
 async def invite(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
-    mailer, url = request.app.state.mailer, base_url(request)
+    mailer = request.app.state.mailer
 
     def act(session: Session, org: Organization, form: FormData) -> str | None:
-        orgs.invite(session, mailer, url, org, _me(session, principal), _text(form, "email", 320),
+        orgs.invite(session, mailer, org, _me(session, principal), _text(form, "email", 320),
                     _text(form, "role", 16) or None)
         return "invited"
 
@@ -318,11 +317,11 @@ async def move_repo(name: str, request: Request, principal: Principal = Depends(
     if not sep:
         kind, repo_name = _text(form, "type", 16) or "model", repo_field
     repo_type = repos.parse_repo_type(kind)
+    group_pk = orgs.parse_group_id(group_id) if group_id else None  # the id's form: no repo needed
 
     def resource(session: Session, org: Organization, _facts: OrgFacts) -> object:
-        repo = repos.find_repo(session, repo_type, org.name, repo_name)
-        target = orgs.group_facts(session, orgs.get_group(session, org, group_id)) if group_id else None
-        return RepoGroupMove(repos.repo_ref(repo), target)
+        # A group the org lacks is judged as the root; `act` reports it, after the decision.
+        return orgs.group_move(session, repos.find_repo(session, repo_type, org.name, repo_name), group_pk)[1]
 
     def act(session: Session, org: Organization, _form: FormData) -> str | None:
         group = orgs.get_group(session, org, group_id) if group_id else None

@@ -23,7 +23,7 @@ from bastion.accounts.models import User
 from bastion.api.auth import credential_claims, current_principal, hub_of
 from bastion.api.bodies import json_object, parse_json
 from bastion.api.urls import base_url, next_link, repo_url
-from bastion.authz import Permission, Principal, authorize, permission, require
+from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import (
     BadRequest,
@@ -39,6 +39,7 @@ from bastion.repos.gitstore import validate_path
 from bastion.repos.models import Repo
 from bastion.scanning import service as scanning
 from bastion.signing import service as signing
+from bastion.storage.regions import check_region
 from bastion.xet import tokens as xet_tokens
 
 router = APIRouter()
@@ -130,28 +131,40 @@ async def create_repo(request: Request, principal: Principal = Depends(current_p
         raise BadRequest("'organization' must be a string")
     requested_private = _visibility(data)
     group_id = data.get("resourceGroupId")
+    group_pk = None
+    if group_id is not None:
+        from bastion.orgs.service import parse_group_id
+
+        group_pk = parse_group_id(group_id)
+    check_region(data.get("region"))
+    sdk = _space_fields(data, repo_type)
 
     def run() -> Repo:
         from bastion.orgs import service as orgs
 
         with transaction(hub.sessions) as session:
             ns = service.namespace_ref(session, ns_name or "")
-            private = requested_private or False
-            if ns.org is not None:
-                if group_id is not None:
-                    org = orgs.get_org(session, ns.name)
-                    ns = dataclasses.replace(ns, group=orgs.group_facts(session, orgs.get_group(session, org,
-                                                                                                group_id)))
-                private = orgs.repo_private_on_create(ns.org, requested_private)
-            elif group_id is not None:
-                raise BadRequest("'resourceGroupId' applies only to organization repositories")
-            require(principal, Permission.REPO_CREATE, ns)
-            return service.create_repo(hub, session, _actor(session, principal), ns, name, repo_type, private)
+            group = None
+            if group_pk is not None:
+                if ns.org is None:
+                    raise BadRequest("'resourceGroupId' applies only to organization repositories")
+                # A group the org does not have is judged as the org root, and reported only to those
+                # allowed there: no answer before authorization depends on what the org holds.
+                group = orgs.find_group(session, ns.org.id, group_pk)
+                ns = dataclasses.replace(ns, group=orgs.group_facts(session, group) if group else None)
+            require(principal, Permission.REPO_CREATE, service.for_new_name(session, ns, repo_type, name))
+            if group_pk is not None and group is None:
+                raise NotFound("Resource group not found")
+            private = orgs.repo_private_on_create(ns.org, requested_private) if ns.org is not None \
+                else bool(requested_private)
+            return service.create_repo(hub, session, _actor(session, principal), ns, name, repo_type, private,
+                                       sdk=sdk)
 
     try:
         repo = await _run(run)
     except Conflict as exc:
-        # The client reads the existing repo's url from the 409 body when exist_ok=True.
+        # Only for a repo the caller can read (the policy answers 403 for one they cannot; docs/architecture.md):
+        # the client reads the existing repo's url from the 409 body when exist_ok=True.
         exc.extra["url"] = repo_url(request, repo_type, f"{ns_name}/{name}")
         raise
     return JSONResponse({"url": repo_url(request, repo.type, repo.repo_id), "name": repo.repo_id,
@@ -175,6 +188,28 @@ async def delete_repo(request: Request, principal: Principal = Depends(current_p
     return JSONResponse({})
 
 
+# What the Hub's create call may carry for a Space that Bastion, which stores Spaces but runs none, cannot
+# honour: refused rather than accepted and dropped (secrets especially must not seem kept).
+SPACE_RUNTIME_FIELDS = ("hardware", "sleepTimeSeconds", "secrets", "variables", "volumes", "template")
+SPACE_SDKS = ("gradio", "streamlit", "docker", "static")
+
+
+def _space_fields(data: dict[str, Any], repo_type: str) -> str | None:
+    """The Space's `sdk` (stored and shown in its info); None for other repo types."""
+    given = [key for key in SPACE_RUNTIME_FIELDS if data.get(key) is not None]
+    if given:
+        raise BadRequest(f"Bastion stores Spaces but does not run them: {', '.join(repr(k) for k in given)} "
+                         "cannot be set")
+    sdk = data.get("sdk")
+    if sdk is None:
+        return None
+    if repo_type != "space":
+        raise BadRequest("'sdk' applies only to Spaces")
+    if sdk not in SPACE_SDKS:
+        raise BadRequest(f"Invalid 'sdk': expected one of {', '.join(SPACE_SDKS)}")
+    return str(sdk)
+
+
 def _ns_name(data: dict[str, Any], principal: Principal) -> tuple[str, str]:
     name = data.get("name")
     ns = data.get("organization") or principal.username
@@ -194,16 +229,14 @@ async def move_repo(request: Request, principal: Principal = Depends(current_pri
     hub = hub_of(request)
     from_ns, from_name = service.split_repo_id(data.get("fromRepo"))  # type: ignore[arg-type]
     to_ns, to_name = service.split_repo_id(data.get("toRepo"))  # type: ignore[arg-type]
-    plural = service.PLURAL_BY_TYPE[service.parse_repo_type(data.get("type"))]
+    repo_type = service.parse_repo_type(data.get("type"))
 
     def run() -> None:
         with transaction(hub.sessions) as session:
-            repo = load_repo(hub, session, principal, plural, from_ns, from_name, Permission.REPO_MANAGE)
-            target = service.namespace_ref(session, to_ns)
-            # Moving into a namespace needs the right to create there: asked of the same policy.
-            if not authorize(principal, Permission.REPO_CREATE, target):
-                raise BadRequest(f"You cannot move repositories into {to_ns!r}")
-            service.move_repo(session, repo, target, to_name)
+            repo = service.find_repo(session, repo_type, from_ns, from_name)
+            move = service.transfer_ref(session, repo, to_ns, to_name)
+            require(principal, Permission.REPO_MANAGE, move)  # both ends, in the policy (authz.policy._transfer_may)
+            service.move_repo(session, repo, move.target, to_name)
 
     await _run(run)
     return JSONResponse({})

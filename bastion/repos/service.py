@@ -5,6 +5,7 @@ Every write records its audit event in the caller's transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import shutil
@@ -19,7 +20,7 @@ from bastion.accounts.models import User
 from bastion.accounts.service import RESERVED_NAMES
 from bastion.audit.actions import AuditAction
 from bastion.authz import NamespaceRef, Permission, Principal, RepoRef, authorize, readable_repos_clause
-from bastion.authz.policy import RepoColumns
+from bastion.authz.policy import RepoColumns, RepoTransfer
 from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
 from bastion.hub import Hub
@@ -146,16 +147,37 @@ def namespace_ref(session: Session, namespace: str) -> NamespaceRef:
     return NamespaceRef(name=owner.name if owner else namespace, owner_user_id=owner.id if owner else None)
 
 
-def find_repo(session: Session, repo_type: str, namespace: str, name: str) -> Repo:
-    repo = session.scalar(select(Repo).where(Repo.type == repo_type, Repo.namespace_lower == namespace.lower(),
+def repo_named(session: Session, repo_type: str, namespace: str, name: str) -> Repo | None:
+    return session.scalar(select(Repo).where(Repo.type == repo_type, Repo.namespace_lower == namespace.lower(),
                                              Repo.name_lower == name.lower()))
+
+
+def find_repo(session: Session, repo_type: str, namespace: str, name: str) -> Repo:
+    repo = repo_named(session, repo_type, namespace, name)
     if repo is None:
         raise RepoNotFound()
     return repo
 
 
+def for_new_name(session: Session, namespace: NamespaceRef, repo_type: str, name: str,
+                 moving: Repo | None = None) -> NamespaceRef:
+    """`namespace` as the target of creating (or moving `moving` to) `name`: with the repo that already has
+    that name there, for the policy to decide what the caller may learn of it (authz.policy._name_free)."""
+    taken = repo_named(session, repo_type, namespace.name, name) if isinstance(name, str) else None
+    if taken is None or (moving is not None and taken.id == moving.id):
+        return namespace
+    return dataclasses.replace(namespace, taken_by=repo_ref(taken))
+
+
+def transfer_ref(session: Session, repo: Repo, to_namespace: str, to_name: str) -> RepoTransfer:
+    """What the policy needs to decide a move: the repo as it is and where it would go."""
+    target = for_new_name(session, namespace_ref(session, to_namespace), repo.type, to_name, moving=repo)
+    return RepoTransfer(repo_ref(repo), target)
+
+
 def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef, name: str,
-                repo_type: str, private: bool) -> Repo:
+                repo_type: str, private: bool, *, sdk: str | None = None) -> Repo:
+    """A new repository with its initial commit. `sdk`: a Space's SDK (shown in its info)."""
     validate_repo_name(name)
     parse_repo_type(repo_type)
     if namespace.owner_user_id is None and namespace.org is None:
@@ -166,7 +188,7 @@ def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef
         raise Conflict(f"You already created this {repo_type} repo")
     repo = Repo(type=repo_type, namespace=namespace.name, namespace_lower=namespace.name.lower(), name=name,
                 name_lower=name.lower(), owner_user_id=namespace.owner_user_id, private=private,
-                storage_key=secrets.token_hex(16), settings={}, creator_user_id=actor.id,
+                storage_key=secrets.token_hex(16), settings={"sdk": sdk} if sdk else {}, creator_user_id=actor.id,
                 owner_org_id=namespace.org.id if namespace.org else None,
                 resource_group_id=namespace.group.id if namespace.group else None)
     session.add(repo)
@@ -208,10 +230,9 @@ def move_repo(session: Session, repo: Repo, to_namespace: NamespaceRef, to_name:
     validate_repo_name(to_name)
     if to_namespace.owner_user_id is None and to_namespace.org is None:
         raise BadRequest(f"Unknown namespace {to_namespace.name!r}")
-    clash = session.scalar(select(Repo.id).where(
-        Repo.type == repo.type, Repo.namespace_lower == to_namespace.name.lower(),
-        Repo.name_lower == to_name.lower(), Repo.id != repo.id))
-    if clash is not None:
+    clash = repo_named(session, repo.type, to_namespace.name, to_name)
+    if clash is not None and clash.id != repo.id:
+        # Only a caller who may read it gets here (the policy refuses the name to others).
         raise Conflict(f"A {repo.type} repo named {to_namespace.name}/{to_name} already exists")
     before = repo.repo_id
     repo.namespace, repo.namespace_lower = to_namespace.name, to_namespace.name.lower()

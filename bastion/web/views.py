@@ -22,10 +22,9 @@ from bastion.accounts.models import RecoveryCode, User, WebSession
 from bastion.accounts.ratelimit import TooManyAttempts
 from bastion.accounts.sessions import DEVICE_COOKIE, SESSION_COOKIE, Timeouts
 from bastion.api.auth import current_principal
-from bastion.api.urls import base_url
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
-from bastion.errors import AuthenticationRequired, BadRequest, BastionError, NotFound
+from bastion.errors import AuthenticationRequired, BadRequest, BastionError, MailLinksUnavailable, NotFound
 from bastion.mail import Mailer
 from bastion.secretbox import SealedValueError, SecretBox
 from bastion.web.pages import (
@@ -52,8 +51,8 @@ def _totp_box(request: Request) -> SecretBox:
     return twofactor.totp_box(hub_of(request).settings.secret_key)
 
 
-def _links(request: Request) -> accounts.Links:
-    return accounts.Links(base_url=base_url(request), key=hub_of(request).settings.secret_key)
+def _key(request: Request) -> bytes:
+    return hub_of(request).settings.secret_key
 
 
 def _timeouts(request: Request) -> Timeouts:
@@ -288,7 +287,7 @@ def _join(request: Request, principal: Principal, form: FormData) -> Response:
         if password != _text(form, "password_confirm"):
             raise BadRequest("The two passwords do not match.")
         with transaction(hub_of(request).sessions) as session:
-            user = accounts.signup(session, _mailer(request), _links(request), mode=settings.signup, name=name,
+            user = accounts.signup(session, _mailer(request), _key(request), mode=settings.signup, name=name,
                                    email=email, password=password, min_password_length=settings.password_min_length,
                                    invite=invite or None)
             ws, _ = sessions.start(session, user, pending=False, ip=_ip(request),
@@ -330,10 +329,10 @@ def _forgot(request: Request, principal: Principal, form: FormData) -> Response:
     check_csrf(request, form)
     try:
         with transaction(hub_of(request).sessions) as session:
-            accounts.request_password_reset(session, _mailer(request), _links(request), _text(form, "email", 320),
+            accounts.request_password_reset(session, _mailer(request), _key(request), _text(form, "email", 320),
                                             _ip(request))
-    except TooManyAttempts as exc:
-        return render(request, "forgot.html", 429, sent=False, error=exc.message)
+    except (TooManyAttempts, MailLinksUnavailable) as exc:
+        return render(request, "forgot.html", exc.status, sent=False, error=exc.message)
     # The same page whether or not the address belongs to an account.
     return render(request, "forgot.html", sent=True)
 
@@ -454,7 +453,7 @@ async def emails_add(request: Request, principal: Principal = Depends(current_pr
     form = await request.form()
 
     def action(session: Session, user: User, ws: WebSession) -> str:
-        accounts.add_email(session, _mailer(request), _links(request), user, _text(form, "email", 320))
+        accounts.add_email(session, _mailer(request), _key(request), user, _text(form, "email", 320))
         return "/settings/emails?m=email-added"
 
     return await run_in_threadpool(_settings_post, request, principal, form, action)
@@ -474,7 +473,7 @@ async def emails_change(email_id: int, verb: str, request: Request,
             accounts.remove_email(session, user, email_id)
             return "/settings/emails?m=email-removed"
         if verb == "resend":
-            accounts.resend_verification(session, _mailer(request), _links(request), user, email_id)
+            accounts.resend_verification(session, _mailer(request), _key(request), user, email_id)
             return "/settings/emails?m=email-sent"
         raise NotFound("Not found")
 

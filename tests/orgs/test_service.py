@@ -20,6 +20,7 @@ from bastion.config import Settings
 from bastion.db import transaction, utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
 from bastion.hub import Hub
+from bastion.mail import Mailer, Message
 from bastion.orgs import service as orgs
 from bastion.orgs.models import OrgInvitation
 from bastion.repos import service as repos
@@ -102,7 +103,7 @@ def test_invitation_accept_decline_and_expiry(hub: Hub) -> None:
         alice, bob, carol = _users(s, "alice", "bob", "carol")
         org = orgs.create_org(s, alice, "acme")
         start = _last_event(s)
-        _inv, secret = orgs.invite(s, None, "http://localhost", org, alice, "bob@example.com", "contributor")
+        _inv, secret = orgs.invite(s, None, org, alice, "bob@example.com", "contributor")
         assert _events(s, start) == ["org.invite_user"]
         with pytest.raises(Forbidden):
             orgs.accept_invitation(s, secret, carol)  # a forwarded link: carol has not verified bob's address
@@ -110,16 +111,16 @@ def test_invitation_accept_decline_and_expiry(hub: Hub) -> None:
         assert orgs.member(s, org, bob).role == "contributor"  # type: ignore[union-attr]
         with pytest.raises(NotFound):
             orgs.accept_invitation(s, secret, bob)  # answered
-        _inv, declined = orgs.invite(s, None, "http://localhost", org, alice, "carol@example.com")
+        _inv, declined = orgs.invite(s, None, org, alice, "carol@example.com")
         orgs.decline_invitation(s, declined, carol)
         assert orgs.member(s, org, carol) is None
-        inv, expired = orgs.invite(s, None, "http://localhost", org, alice, "carol@example.com")
+        inv, expired = orgs.invite(s, None, org, alice, "carol@example.com")
         inv.expires_at = utcnow() - timedelta(seconds=1)
         with pytest.raises(NotFound):
             orgs.accept_invitation(s, expired, carol)
         # unverified addresses do not count either
         s.add(UserEmail(user_id=carol.id, email="c2@example.com", email_lower="c2@example.com"))
-        _inv, other = orgs.invite(s, None, "http://localhost", org, alice, "c2@example.com")
+        _inv, other = orgs.invite(s, None, org, alice, "c2@example.com")
         with pytest.raises(Forbidden):
             orgs.accept_invitation(s, other, carol)
         assert s.scalar(select(OrgInvitation.secret_hash).where(OrgInvitation.email == "c2@example.com")) != other
@@ -287,19 +288,20 @@ def test_contributor_writes_only_own_repos_and_group_scopes(hub: Hub) -> None:
 
 
 
-class _Outbox:
+class _Outbox(Mailer):
     """Records what would be sent (the SMTP path itself is covered by the HTTP tests)."""
 
     def __init__(self) -> None:
+        super().__init__(None, "test@localhost", public_url="http://bastion.test")
         self.sent: list[tuple[str, str]] = []
 
-    def queue(self, _session: Session, message: object) -> None:
-        self.sent.append((message.to, message.subject))  # type: ignore[attr-defined]
+    def queue(self, _session: Session, message: Message) -> None:
+        self.sent.append((message.to, message.subject))
 
 
 def test_pending_tokens_mail_the_admins_of_that_database_only(hub: Hub, tmp_path: Path) -> None:
     outbox = _Outbox()
-    orgs.install(hub.engine, outbox, "http://bastion.test")  # type: ignore[arg-type]
+    orgs.install(hub.engine, outbox)
     other = Hub.open(Settings(data_dir=tmp_path / "other", scanners=[]))
     try:
         for h in (hub, other):
