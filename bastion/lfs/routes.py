@@ -23,6 +23,7 @@ from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.lfs import locks, service
 from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsMultipartUpload
+from bastion.repos import guards
 from bastion.repos.routes import load_repo
 from bastion.storage import BlobMismatch
 from bastion.xet.content import object_response
@@ -61,7 +62,9 @@ def _register(prefix: str, plural: str) -> None:
                 if operation == "upload":
                     return service.upload_batch(hub, session, repo, principal.user_id or 0, objects,
                                                 [str(t) for t in transfers], root, auth)
-                return service.download_batch(session, repo, objects, root, auth)
+                blocked = {o.oid: reason for o in objects
+                           if (reason := guards.download_refusal(hub, session, repo, o.oid, principal))}
+                return service.download_batch(session, repo, objects, root, auth, blocked)
 
         return _lfs_json(await run_in_threadpool(run))
 
@@ -87,10 +90,11 @@ def _register(prefix: str, plural: str) -> None:
     def download(ns: str, name: str, oid: str, request: Request,
                  principal: Principal = Depends(current_principal)) -> Response:
         hub = hub_of(request)
-        with transaction(hub.sessions, readonly=True) as session:
-            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
         if not service.OID_RE.match(oid):
             raise NotFound(f"Object {oid} does not exist in this repository")
+        with transaction(hub.sessions, readonly=True) as session:
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+            guards.refuse_download(hub, session, repo, oid, principal, f"Object {oid}")
         # Served only if this repo holds a link to it (ObjectNotLinked, a 404, otherwise).
         response = object_response(hub, repo.id, oid, request, {"ETag": f'"{oid}"'})
         if response is None:

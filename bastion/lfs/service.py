@@ -324,13 +324,17 @@ def verify_object(session: Session, repo: Repo, oid: str, size: int) -> None:
 
 
 def download_batch(session: Session, repo: Repo, objects: list[BatchObject], base_url: str,
-                   auth_header: str | None) -> dict[str, Any]:
-    """Download actions point at the repo's own LFS object route (same origin, same credentials)."""
+                   auth_header: str | None, blocked: dict[str, str] | None = None) -> dict[str, Any]:
+    """Download actions point at the repo's own LFS object route (same origin, same credentials).
+    `blocked`: oid -> why the caller may not download it now (repos.guards), answered per object."""
     have = linked_objects(session, repo.id, [o.oid for o in objects])
     out: list[dict[str, Any]] = []
     for obj in objects:
         if obj.oid not in have:
             out.append({"oid": obj.oid, "size": obj.size, "error": {"code": 404, "message": "Object does not exist"}})
+            continue
+        if blocked and obj.oid in blocked:
+            out.append({"oid": obj.oid, "size": obj.size, "error": {"code": 403, "message": blocked[obj.oid]}})
             continue
         action: dict[str, Any] = {"href": f"{base_url}/{_lfs_base(repo)}/info/lfs/objects/{obj.oid}"}
         if auth_header:

@@ -19,6 +19,7 @@ from bastion.authz import Permission, Principal, permission
 from bastion.db import transaction
 from bastion.errors import BastionError, EntryNotFound
 from bastion.hub import Hub
+from bastion.repos import guards
 from bastion.repos.gitstore import parse_lfs_pointer, validate_path
 from bastion.repos.routes import load_repo, raw_tail
 from bastion.xet.content import object_response
@@ -47,16 +48,17 @@ def _resolve(prefix: str, plural: str, ns: str, name: str, request: Request, pri
     validate_path(path)
     with transaction(hub.sessions, readonly=True) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
-    git = hub.git(repo.storage_key)
-    commit = git.resolve(revision)
-    blob = git.blob_at(commit, path)
+        git = hub.git(repo.storage_key)
+        commit = git.resolve(revision)
+        blob = git.blob_at(commit, path)
+        ptr = parse_lfs_pointer(blob.data) if blob.size <= 200 else None
+        guards.refuse_download(hub, session, repo, ptr.oid if ptr is not None else str(blob.id), principal, path)
     headers = {
         "X-Repo-Commit": str(commit.id),
         "Accept-Ranges": "bytes",
         "Content-Disposition": _content_disposition(path),
         "Cache-Control": "private, max-age=0, must-revalidate" if repo.private else "public, max-age=0",
     }
-    ptr = parse_lfs_pointer(blob.data) if blob.size <= 200 else None
     if ptr is not None:
         headers.update({"ETag": f'"{ptr.oid}"', "X-Linked-Etag": f'"{ptr.oid}"', "X-Linked-Size": str(ptr.size)})
         headers.update(_xet_headers(request, hub, repo.id, plural, ns, name, str(commit.id), ptr.oid))

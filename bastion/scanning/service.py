@@ -38,6 +38,7 @@ from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.hub import Hub
 from bastion.repos.commit import CommitResult, post_commit_hooks
 from bastion.repos.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
+from bastion.repos.guards import download_guards
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
 from bastion.scanning import leaks
@@ -268,7 +269,7 @@ def on_commit(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> N
         return
     job_ids: list[int] = []
     org = _org_of(session, repo)
-    blocking = bool((repo.settings or {}).get("block_unsafe")) or bool(org is not None and org.block_unsafe)
+    blocking = blocks_unsafe(repo, org)
     if (repo.settings or {}).get("secret_push_protection") or (org is not None and org.secret_push_protection):
         _check_new_secrets(hub, session, repo, result)
     for path, git_oid in result.changed_blobs:
@@ -279,6 +280,34 @@ def on_commit(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> N
         if "secrets" in scanners:
             _reuse_secret_verdict(hub, session, repo, ref, path, scanners["secrets"])
     _dispatch_after_commit(hub, session, job_ids)
+
+
+def blocks_unsafe(repo: Repo, org: Any) -> bool:
+    """Whether "block unsafe files" is on for `repo` (its own setting, or its organization's)."""
+    return bool((repo.settings or {}).get("block_unsafe")) or bool(org is not None and org.block_unsafe)
+
+
+def _block_unsafe_guard(hub: Hub, session: Session, repo: Repo, key: str, principal: Principal) -> str | None:
+    """Block unsafe files, for every size (repos.guards): with the policy on, a file is downloadable only
+    once every enabled scanner has judged it safe -- files too large to scan before the ref moves
+    included -- and an unsafe one stays blocked. Those who manage the repo may still fetch it (to look
+    at what was flagged, or prove it harmless). A secret finding is named to managers only."""
+    if not blocks_unsafe(repo, _org_of(session, repo)):
+        return None
+    if file_status(hub, session, key, repo.id)["status"] == Verdict.SAFE:
+        return None
+    if authorize(principal, Permission.REPO_MANAGE, repo_ref(repo)):
+        return None
+    shown = Verdict(file_status(hub, session, key)["status"])
+    if shown in ISSUE_VERDICTS or shown is Verdict.ERROR:
+        return f"blocked by this repository's policy (block unsafe files): the scanners judged it {shown}"
+    if shown is Verdict.SAFE:
+        return "blocked by this repository's policy (block unsafe files): held for review by its managers"
+    return ("blocked by this repository's policy (block unsafe files) until every enabled scanner has judged it "
+            f"safe (scan status: {shown})")
+
+
+download_guards.append(_block_unsafe_guard)
 
 
 def _org_of(session: Session, repo: Repo) -> Any:

@@ -30,7 +30,7 @@ from bastion.authz import Permission, Principal, authorize, permission, require
 from bastion.authz.policy import RepoRef
 from bastion.db import transaction
 from bastion.errors import BadRequest, EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
-from bastion.repos import browse, service
+from bastion.repos import browse, guards, service
 from bastion.repos.gitstore import GitRepo, commit_datetime, parse_lfs_pointer
 from bastion.repos.models import Repo
 from bastion.repos.routes import raw_tail, scan_key
@@ -199,8 +199,10 @@ def _blob(request: Request, principal: Principal, repo_type: str, ns: str, name:
         commit = git.resolve(rev)
         blob = git.blob_at(commit, path)
         pointer = parse_lfs_pointer(blob.data) if blob.size <= 200 else None
+        # The page shows what a download would give: nothing of a file a download guard holds back.
+        blocked = guards.download_refusal(hub, session, repo, pointer.oid if pointer else str(blob.id), principal)
         text = None
-        if pointer is None and blob.size <= MAX_TEXT_VIEW and b"\0" not in blob.data[:8000]:
+        if blocked is None and pointer is None and blob.size <= MAX_TEXT_VIEW and b"\0" not in blob.data[:8000]:
             try:
                 text = blob.data.decode("utf-8")
             except UnicodeDecodeError:
@@ -211,7 +213,7 @@ def _blob(request: Request, principal: Principal, repo_type: str, ns: str, name:
                                         scanning.secrets_visible(principal, repo))
         return render(request, "blob.html", **_common(repo, git, rev), path=path, crumbs=_crumbs(path),
                       size=pointer.size if pointer else blob.size, lfs=pointer, text=text, rendered=readme,
-                      download=download, commit=_commit_view(commit), security=security)
+                      download=download, commit=_commit_view(commit), security=security, blocked=blocked)
 
 
 def _commits(request: Request, principal: Principal, repo_type: str, ns: str, name: str, rev: str) -> Response:

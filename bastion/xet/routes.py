@@ -23,7 +23,8 @@ from bastion.authz.policy import BoundCapability
 from bastion.db import transaction
 from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, PayloadTooLarge
 from bastion.hub import Hub
-from bastion.repos import browse
+from bastion.repos import browse, guards
+from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref_by_id
 from bastion.timing import timed
 from bastion.xet import service, tokens
@@ -63,6 +64,7 @@ def _require_bound(request: Request, claims: dict[str, Any], perm: Permission, k
     if holder is None:
         raise gone
     set_actor(holder.user_id, holder.username, holder.token_id)  # what an upload records as its actor
+    request.state.cas_holder = holder  # download guards decide for the holder (repos.guards)
     require(Principal(method="capability", capability=claims), perm, BoundCapability(kind, asked, holder, repo))
 
 
@@ -148,6 +150,7 @@ def dedupe(scope: str, prefix: str, chunk_hash: str, request: Request) -> Respon
 def reconstruction_v1(scope: str, file_id: str, request: Request) -> JSONResponse:
     hub = hub_of(request)
     repo_id = _authorize(request, scope, Permission.XET_CAS_READ, content=True)
+    _refuse_blocked(request, repo_id, file_id)
     plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
     base, claims = _fetch_base(hub, request), request.state.cas_claims
     return JSONResponse(plan.to_v1(lambda h, r: _fetch_url(hub, base, h, r, claims)))
@@ -158,10 +161,22 @@ def reconstruction_v1(scope: str, file_id: str, request: Request) -> JSONRespons
 def reconstruction_v2(scope: str, file_id: str, request: Request) -> JSONResponse:
     hub = hub_of(request)
     repo_id = _authorize(request, scope, Permission.XET_CAS_READ, content=True)
+    _refuse_blocked(request, repo_id, file_id)
     plan = service.reconstruction(hub, repo_id, file_id, request.headers.get("range"))
     base, claims = _fetch_base(hub, request), request.state.cas_claims
     # One range per URL: the fetch route then answers a plain 206, never multipart/byteranges.
     return JSONResponse(plan.to_v2(lambda h, rs: _fetch_url(hub, base, h, rs[0], claims), max_ranges_per_url=1))
+
+
+def _refuse_blocked(request: Request, repo_id: int, file_id: str) -> None:
+    """A reconstruction is a download: the download guards (block unsafe files) decide for the holder.
+    The fetch URLs it hands out are the only way to a file's xorb ranges, so this covers them."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = session.get(Repo, repo_id)
+        oid = service.file_oid(session, file_id)
+        if repo is not None and oid is not None:
+            guards.refuse_download(hub, session, repo, oid, request.state.cas_holder, f"File {file_id}")
 
 
 def _fetch_base(hub: Hub, request: Request) -> str:

@@ -31,7 +31,7 @@ from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsObject, RepoLfsObject
 from bastion.lfs.service import link_object
 from bastion.repos.models import Repo
-from bastion.xet.errors import ShardFormatError
+from bastion.xet.errors import InvalidHash, ShardFormatError
 from bastion.xet.hashing import HASH_LEN, hash_to_hex, hex_to_hash, is_global_dedup_eligible
 from bastion.xet.models import RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
 from bastion.xet.reconstruction import (
@@ -331,6 +331,15 @@ def reconstruction(hub: Hub, repo_id: int, file_hex: str, range_header: str | No
     byte_range = parse_range_header(range_header, row.size)
     log.info("xet reconstruction repo=%d file=%s range=%s", repo_id, key, range_header or "all")
     return plan_reconstruction(segments, lambda h: xorbs[h].layout, byte_range)
+
+
+def file_oid(session: Session, file_hex: str) -> str | None:
+    """The sha256 (LFS oid) of a registered Xet file; None for an unknown or malformed file hash."""
+    try:
+        key = hash_to_hex(hex_to_hash(file_hex))
+    except InvalidHash:
+        return None
+    return session.scalar(select(XetFile.sha256).where(XetFile.file_hash == key))
 
 
 def xet_hashes_for_oids(hub: Hub, oids: Sequence[str]) -> dict[str, str]:
