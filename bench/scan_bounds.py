@@ -23,14 +23,20 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 _SCAN = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from bastion.scanning.scanners.pickles import PickleScanner
+
+def peak_kib():
+    # This process's own peak (VmHWM): ru_maxrss would carry over the parent's at fork + exec.
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+
 started = time.monotonic()
 result = PickleScanner().scan_path(Path(sys.argv[1]))
 print(json.dumps({"verdict": str(result.verdict), "summary": result.summary[:160],
                   "seconds": round(time.monotonic() - started, 1),
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+                  "peak_mib": peak_kib() // 1024}))
 """
 
 

@@ -5,10 +5,15 @@ SQLite (WAL) is the embedded default; PostgreSQL is used when BASTION_DATABASE_U
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -21,6 +26,9 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+log = logging.getLogger("bastion.db")
 
 
 class Base(DeclarativeBase):
@@ -94,9 +102,12 @@ def transaction(factory: sessionmaker[Session], *, readonly: bool = False) -> It
         conn = session.connection(execution_options={"bastion_readonly": True})
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    opened = time.monotonic()
     try:
         yield session
         session.commit()
+        if not readonly and time.monotonic() - opened > SLOW_WRITE_SECONDS:
+            _report_slow_write(time.monotonic() - opened, sys._getframe(2))
     except BaseException:
         on_rollback = session.info.pop("bastion_after_rollback", [])
         session.rollback()
@@ -107,6 +118,16 @@ def transaction(factory: sessionmaker[Session], *, readonly: bool = False) -> It
         raise
     finally:
         session.close()
+
+
+# A writing transaction holds SQLite's one write lock for its whole life: every other writer waits (and
+# fails after the 30 s busy timeout). One held this long is reported with where it was opened.
+SLOW_WRITE_SECONDS = 5.0
+
+
+def _report_slow_write(held: float, frame: FrameType | None) -> None:
+    where = "".join(traceback.format_stack(frame, limit=6)) if frame is not None else "?"
+    log.warning("a writing transaction was held %.1f s (other writers waited); opened at:\n%s", held, where)
 
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

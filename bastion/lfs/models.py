@@ -57,6 +57,8 @@ class LfsMultipartUpload(Base):
     staging_path: Mapped[str] = mapped_column(String(512))
     user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when a completion takes the upload (its bytes are then verified outside any transaction).
+    completing_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class LfsMultipartPart(Base):

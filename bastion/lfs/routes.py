@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from bastion.accounts.models import User
@@ -259,17 +258,5 @@ async def complete(token: str, request: Request) -> JSONResponse:
     if not isinstance(parts, list) or not all(isinstance(p, dict) and p.get("etag") for p in parts):
         raise BadRequest("'parts' must list every part with its etag")
 
-    def run() -> None:
-        with transaction(hub.sessions) as session:
-            # Locked: two completions of one upload are serialised (the second finds it gone).
-            upload = session.scalar(select(LfsMultipartUpload).where(LfsMultipartUpload.id == claims["upload"])
-                                    .with_for_update())
-            if upload is None:
-                raise NotFound("This multipart upload no longer exists")
-            expected = max(1, -(-upload.size // upload.chunk_size))
-            if len(parts) != expected:
-                raise BadRequest(f"Expected {expected} parts, got {len(parts)}")
-            service.complete_multipart(hub, session, upload)
-
-    await run_in_threadpool(run)
+    await run_in_threadpool(service.complete_multipart, hub, claims["upload"], len(parts))
     return _lfs_json({"message": "ok"})

@@ -15,8 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import partial
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from bastion.authz import capability
-from bastion.db import after_commit, after_rollback, transaction, utcnow
+from bastion.db import after_commit, transaction, utcnow
 from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.hub import Hub
 from bastion.lfs.audit_events import object_stored
@@ -282,32 +281,63 @@ async def _write_part(upload: LfsMultipartUpload, part: int, chunks: AsyncIterab
     return f"{upload.id[:8]}-{part}-{expected}"
 
 
-def complete_multipart(hub: Hub, session: Session, upload: LfsMultipartUpload) -> None:
-    """Verify the staged object (its sha256 and size) and store it. Every part must have been received
-    and none may still be in flight: the bytes hashed are then the bytes stored."""
-    staging = Path(upload.staging_path)
-    if not staging.exists():
+# A completion that started this long ago and never finished (its process died) may be taken over.
+COMPLETION_TAKEOVER = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Completing:
+    """A multipart upload taken for completion (plain values: verified outside any transaction)."""
+
+    id: str
+    repo_id: int
+    oid: str
+    size: int
+    staging_path: str
+    user_id: int | None
+
+
+def complete_multipart(hub: Hub, upload_id: str, parts_listed: int) -> None:
+    """Verify the staged object (its sha256 and size), store it and link it to the repo, in three steps:
+    the upload is taken (every part received, none in flight, no other completion under way), the bytes
+    are verified and stored with no database transaction open (hashing or syncing gigabytes must not hold
+    SQLite's write lock), then the object is linked and the upload forgotten."""
+    with transaction(hub.sessions) as session:
+        taken = _take_for_completion(session, upload_id, parts_listed)
+    staged = hub.blobs.staged_at(Path(taken.staging_path))
+    with _running_lock:
+        hasher, done = _running.pop(taken.id, (None, 0))
+    if hasher is not None and done == taken.size:
+        staged.hasher = hasher
+    try:
+        staged.commit(taken.oid, taken.size)  # the staged bytes are gone either way
+    except BlobMismatch as exc:
+        _forget_upload(hub, taken.id)
+        raise BadRequest(f"Multipart upload rejected: {exc}") from None
+    with transaction(hub.sessions) as session:
+        link_object(session, taken.repo_id, taken.oid, taken.size)
+        object_stored(session, taken.repo_id, taken.oid, taken.size, "multipart", taken.user_id)
+        session.execute(delete(LfsMultipartUpload).where(LfsMultipartUpload.id == taken.id))
+
+
+def _take_for_completion(session: Session, upload_id: str, parts_listed: int) -> Completing:
+    # Locked: two completions of one upload are serialised; the second finds it taken (or gone).
+    upload = session.scalar(select(LfsMultipartUpload).where(LfsMultipartUpload.id == upload_id).with_for_update())
+    if upload is None or not Path(upload.staging_path).exists():
         raise NotFound("This multipart upload no longer exists; start a new one")
     parts = max(1, math.ceil(upload.size / upload.chunk_size))
+    if parts_listed != parts:
+        raise BadRequest(f"Expected {parts} parts, got {parts_listed}")
     received = set(session.scalars(select(LfsMultipartPart.part).where(LfsMultipartPart.upload_id == upload.id,
                                                                         LfsMultipartPart.state == "done")))
     if missing := [n for n in range(1, parts + 1) if n not in received]:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise BadRequest(f"Multipart upload incomplete: part(s) {shown} of {parts} have not been received")
-    staged = hub.blobs.staged_at(staging)
-    with _running_lock:
-        hasher, done = _running.pop(upload.id, (None, 0))
-    if hasher is not None and done == upload.size:
-        staged.hasher = hasher
-    try:
-        staged.commit(upload.oid, upload.size)
-    except BlobMismatch as exc:
-        # The staged bytes are gone; the record goes too, after the rollback this error causes.
-        after_rollback(session, partial(_forget_upload, hub, upload.id))
-        raise BadRequest(f"Multipart upload rejected: {exc}") from None
-    link_object(session, upload.repo_id, upload.oid, upload.size)
-    object_stored(session, upload.repo_id, upload.oid, upload.size, "multipart", upload.user_id)
-    session.delete(upload)
+    now = utcnow()
+    if upload.completing_at is not None and now - upload.completing_at < COMPLETION_TAKEOVER:
+        raise Conflict("This multipart upload is being completed by another request")
+    upload.completing_at = now
+    return Completing(upload.id, upload.repo_id, upload.oid, upload.size, upload.staging_path, upload.user_id)
 
 
 def _forget_upload(hub: Hub, upload_id: str) -> None:

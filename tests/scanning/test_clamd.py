@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,14 +47,18 @@ def test_signature_update_while_running_rescans_without_restart(tmp_path: Path,
         api = hf_api(server, token)
         repo_id = f"{name}/updated"
         api.create_repo(repo_id)
-        notes = b"plain notes " + os.urandom(16).hex().encode()
-        payload = b"\x00\x01 BASTION-DAILY-TWO " + os.urandom(32)  # only the next signature release knows it
+        seeded = random.Random(7)
+        notes = b"plain notes " + seeded.randbytes(16).hex().encode()
+        payload = b"\x00\x01 BASTION-DAILY-TWO " + seeded.randbytes(32)  # only the next signature release knows it
         api.upload_file(path_or_fileobj=notes, path_in_repo="notes.txt", repo_id=repo_id)
         api.upload_file(path_or_fileobj=payload, path_in_repo="payload.bin", repo_id=repo_id)
 
         def scanned_with(version: str) -> dict[str, object] | None:
+            """Every file judged by every scanner, ClamAV with the signatures of `version` (the other
+            scanners run in scan processes of their own and may finish after it)."""
             sec = _security(server, token, repo_id)
-            done = all(s.av_scan and s.av_scan.get("version") == version for s in sec.values())
+            done = all(s.av_scan and s.av_scan.get("version") == version and s.status not in ("queued", "unscanned")
+                       for s in sec.values())
             return sec if done else None
 
         sec = wait_for(lambda: scanned_with(v1))

@@ -116,12 +116,18 @@ def test_a_scan_over_its_cpu_limit_fails_alone(tmp_path_factory: pytest.TempPath
 
 
 _PEAK = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from bastion.scanning.scanners.pickles import PickleScanner
+
+def peak_kib():
+    # This process's own peak (VmHWM): ru_maxrss would carry over the parent's at fork + exec.
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+
 result = PickleScanner().scan_path(Path(sys.argv[1]))
 print(json.dumps({"verdict": str(result.verdict), "problems": result.details.get("problems"),
-                  "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                  "peak_kib": peak_kib()}))
 """
 
 

@@ -1,4 +1,5 @@
-"""lfs: multipart parts are claimed before they are written and immutable once received
+"""lfs: multipart parts are claimed before they are written and immutable once received; a completion
+takes its upload (completing_at) before verifying it outside any transaction
 
 Revision ID: 0012_lfs_multipart_parts
 Revises: 0011_lfs_last_used
@@ -16,6 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("lfs_multipart_uploads") as batch:
+        batch.add_column(sa.Column("completing_at", bastion.db.UTCDateTime(timezone=True), nullable=True))
     op.create_table(
         "lfs_multipart_parts",
         sa.Column("upload_id", sa.String(length=32), nullable=False),
@@ -30,3 +33,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("lfs_multipart_parts")
+    with op.batch_alter_table("lfs_multipart_uploads") as batch:
+        batch.drop_column("completing_at")
