@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.audit.actions import AuditAction
@@ -89,18 +89,24 @@ def record_aggregated(session: Session, action: AuditAction, *, key: str, target
     return _event(session, action, target, namespace, details, count, since)
 
 
-def flush_due(session: Session, window: timedelta) -> int:
-    """Report the repeats of every key whose window is over (one event each, with their count) and
-    forget those keys: their next occurrence opens a new window. Returns how many events were written."""
+FLUSH_BATCH = 50  # events written per transaction: SQLite's one write lock is held briefly each time
+
+
+def flush_due(session: Session, window: timedelta, limit: int = FLUSH_BATCH) -> int:
+    """Report the repeats of up to `limit` keys whose window is over (one event each, with their count)
+    and forget every such key: their next occurrence opens a new window. Returns how many events were
+    written (`limit` means there may be more)."""
     lock_chain(session)  # as record_aggregated(): another replica's flush or a request waits here
     cutoff = utcnow() - window
+    # Keys with nothing to report are forgotten in one statement, not row by row.
+    session.execute(delete(AuditAggregate).where(AuditAggregate.recorded_at <= cutoff, AuditAggregate.pending == 0))
     written = 0
-    for row in list(session.scalars(select(AuditAggregate).where(AuditAggregate.recorded_at <= cutoff))):
-        if row.pending:
-            with bind_context(AuditContext(**row.context)):
-                _event(session, AuditAction(row.action), (row.target_type, row.target_id), row.namespace,
-                       row.details, row.pending, row.pending_since or row.recorded_at)
-            written += 1
+    for row in list(session.scalars(select(AuditAggregate).where(AuditAggregate.recorded_at <= cutoff)
+                                    .order_by(AuditAggregate.recorded_at).limit(limit))):
+        with bind_context(AuditContext(**row.context)):
+            _event(session, AuditAction(row.action), (row.target_type, row.target_id), row.namespace,
+                   row.details, row.pending, row.pending_since or row.recorded_at)
+        written += 1
         session.delete(row)
     return written
 
@@ -148,5 +154,10 @@ class Flusher:
             due = session.scalar(select(AuditAggregate.key).where(AuditAggregate.recorded_at <= cutoff).limit(1))
         if due is None:
             return 0
-        with transaction(self.sessions) as session:
-            return flush_due(session, self.window)
+        total = 0
+        while True:  # in batches, so writers queue behind short transactions only
+            with transaction(self.sessions) as session:
+                written = flush_due(session, self.window)
+            total += written
+            if written < FLUSH_BATCH or self._stop.is_set():
+                return total
