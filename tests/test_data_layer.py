@@ -51,11 +51,10 @@ def test_migrations_build_exactly_the_schema_the_models_describe(hub: Hub) -> No
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from bastion.db import Base, import_models
+    from bastion.models import metadata
 
-    import_models()
     with hub.engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diffs == []
 
 

@@ -145,20 +145,6 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "heads")
 
 
-def import_models() -> None:
-    """Import every package's models so Base.metadata knows all tables."""
-    import bastion.accounts.models  # noqa: F401
-    import bastion.audit.models  # noqa: F401
-    import bastion.gating.models  # noqa: F401
-    import bastion.lfs.models  # noqa: F401
-    import bastion.orgs.models  # noqa: F401
-    import bastion.repos.models  # noqa: F401
-    import bastion.scanning.models  # noqa: F401
-    import bastion.signing.models  # noqa: F401
-    import bastion.tokens.models  # noqa: F401
-    import bastion.xet.models  # noqa: F401
-
-
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
     """Run `callback` once the session's transaction has committed (never after a rollback).
 

@@ -2,10 +2,8 @@
 
 from alembic import context
 
-from bastion.db import Base, import_models, make_engine
-
-import_models()
-target_metadata = Base.metadata
+from bastion.db import make_engine
+from bastion.models import metadata as target_metadata
 
 
 def run_migrations_online() -> None:
