@@ -281,7 +281,7 @@ def add_member(org: str, user: str, role: str, data_dir: Path | None) -> None:
 def _storage_gc(grace_hours: float | None, dry_run: bool, data_dir: Path | None) -> None:
     from datetime import timedelta
 
-    from bastion.lfs import gc
+    from bastion.objects import gc
 
     hub = _admin_hub(data_dir)
     try:
@@ -349,7 +349,7 @@ def storage_fsck(as_json: bool, data_dir: Path | None) -> None:
 
     from bastion import audit
     from bastion.audit.actions import AuditAction
-    from bastion.lfs.fsck import fsck
+    from bastion.objects.fsck import fsck
 
     hub = _admin_hub(data_dir)
     try:

@@ -370,7 +370,7 @@ def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,
                     on_progress: Callable[[str], None] | None = None) -> GcResult:
     """Delete xorbs that no registered file references and nobody used within `grace`.
 
-    A file stays registered while its LFS object exists; bastion.lfs.gc removes objects no ref of
+    A file stays registered while its LFS object exists; bastion.objects.gc removes objects no ref of
     any repo reaches (with their files) and then calls this. Never deletes a referenced xorb: the
     DELETE itself re-checks references and last use (a shard upload marks its xorbs used before it
     registers files on them), and a xorb's file is removed only after a second check that no upload

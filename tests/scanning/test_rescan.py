@@ -107,8 +107,8 @@ def test_job_for_an_lfs_object_collected_before_its_scan_is_dropped(hub: Hub) ->
     dropped without a verdict, so the same bytes uploaded later are scanned, not marked as an error."""
     from datetime import timedelta
 
-    from bastion.lfs import gc
     from bastion.lfs.service import link_object
+    from bastion.objects import gc
 
     with transaction(hub.sessions) as s:
         user = accounts.create_user(s, "uma", "uma@example.com")
