@@ -6,7 +6,8 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 
-from bastion.repos.service import URL_PREFIX
+# The path before a repo id on the web and resolve URLs, per repo type (the Hub's).
+URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
 
 def base_url(request: Request) -> str:

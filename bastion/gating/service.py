@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from bastion import audit
 from bastion.accounts.models import User
 from bastion.accounts.service import primary_verified
+from bastion.api.urls import URL_PREFIX
 from bastion.audit.actions import AuditAction
 from bastion.authz.policy import GateFacts
 from bastion.db import utcnow
@@ -24,7 +25,7 @@ from bastion.gating.models import STATUSES, AccessRequest
 from bastion.mail import Mailer, Message
 from bastion.repos.browse import iso
 from bastion.repos.models import Repo
-from bastion.repos.service import ORG_MEMBERS_GATED, URL_PREFIX
+from bastion.repos.service import ORG_MEMBERS_GATED
 
 MODES = ("auto", "manual")
 MAX_MANAGER_MAILS = 5  # as on the Hub: an org repo's requests are e-mailed to its first five admins

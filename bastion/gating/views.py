@@ -15,13 +15,14 @@ from starlette.concurrency import run_in_threadpool
 from bastion.accounts.models import User
 from bastion.accounts.service import get_user_by_name
 from bastion.api.auth import current_principal
+from bastion.api.urls import URL_PREFIX
 from bastion.authz import Permission, Principal, permission
 from bastion.db import transaction
 from bastion.errors import BadRequest, RepoNotFound
 from bastion.gating import service
 from bastion.gating.models import STATUSES
 from bastion.repos.routes import load_repo
-from bastion.repos.service import PLURAL_BY_TYPE, URL_PREFIX
+from bastion.repos.service import PLURAL_BY_TYPE
 from bastion.web.pages import HtmlRoute, check_csrf, hub_of, redirect, render
 
 router = APIRouter(route_class=HtmlRoute)

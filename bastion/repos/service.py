@@ -31,7 +31,6 @@ from bastion.repos.models import REPO_TYPES, Repo
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}$")
 TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PLURAL_BY_TYPE = {v: k for k, v in TYPE_BY_PLURAL.items()}
-URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 SORT_COLUMNS = {"lastModified": Repo.last_modified, "createdAt": Repo.created_at,
                 "downloads": Repo.downloads, "likes": Repo.likes, "trendingScore": Repo.likes, "id": Repo.name_lower}
 
