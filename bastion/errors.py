@@ -51,6 +51,11 @@ class Forbidden(BastionError):
     code = "Forbidden"
 
 
+class ReauthenticationRequired(Forbidden):
+    """A sensitive account change (authz SUDO_PERMISSIONS) from a session whose password confirmation is too
+    old: 403; web pages send the browser to /settings/sudo instead."""
+
+
 class GatedRepo(BastionError):
     """A gated repo's contents without an accepted access request: 401 for anonymous callers, else 403.
 

@@ -31,9 +31,33 @@ RESET_TTL = 3600
 INVITE_TTL = 7 * 24 * 3600
 
 
+# Names no user or organization may take because they would speak for the instance or its operators
+# ("Signed by Bastion", a profile called "security"). Compared without case and without the separators
+# '-', '_' and '.', so `Bastion_Instance` and `ad.min` are refused too; any name that starts with the
+# instance's name and goes on with one of IMPERSONATION_SUFFIXES imitates it as well (`bastion-team`).
+IMPERSONATED_NAMES = frozenset({"bastion", "bastioninstance", "admin", "administrator", "root", "system", "support",
+                                "security", "postmaster", "webmaster", "abuse", "noreply"})  # + RFC 2142 mailboxes
+IMPERSONATION_SUFFIXES = ("instance", "admin", "administrator", "official", "team", "staff", "bot", "system",
+                          "support", "security", "signer", "signing", "key", "server", "hub", "root", "noreply")
+
+
+def _skeleton(name: str) -> str:
+    return re.sub(r"[-_.]", "", name.lower())
+
+
+def impersonates_instance(name: str) -> bool:
+    skeleton = _skeleton(name)
+    if skeleton in IMPERSONATED_NAMES:
+        return True
+    return skeleton.startswith("bastion") and skeleton[len("bastion"):] in IMPERSONATION_SUFFIXES
+
+
 def validate_namespace_name(name: str) -> None:
-    if not NAME_RE.match(name) or name.lower() in RESERVED_NAMES:
+    """The one check of a new user or organization name (accounts.create_user, orgs.create_org)."""
+    if not NAME_RE.match(name):
         raise BadRequest(f"Invalid name {name!r}: use letters, digits, '-', '_' or '.', at most 96 characters")
+    if name.lower() in RESERVED_NAMES or impersonates_instance(name):
+        raise BadRequest(f"The name {name!r} is reserved: choose another one")
 
 
 def _validate_email(email: str) -> str:
@@ -98,13 +122,18 @@ def primary_verified(user: User) -> str | None:
     return None
 
 
-def notify(session: Session, mailer: Mailer | None, user: User, subject: str, body: str) -> None:
-    """A security notice to the user's primary address, if verified (an unverified one may not be theirs)."""
+def notify(session: Session, mailer: Mailer | None, user: User, subject: str, body: str, *,
+           review: str | None = None) -> None:
+    """A security notice to the user's primary address, if verified (an unverified one may not be theirs).
+    `review`: the settings page (a path) where the change can be seen and undone, linked when the instance
+    has a public URL."""
     to = primary_verified(user)
     if mailer is not None and to is not None:
+        where = f"\n\nReview it here: {mailer.link(review)}" if review and mailer.public_url else ""
         mailer.queue(session, Message(to=to, subject=f"[Bastion] {subject}",
-                                      body=f"Hello {user.name},\n\n{body}\n\nIf this was not you, change your "
-                                           "password and review your sessions and two-factor settings now.\n"))
+                                      body=f"Hello {user.name},\n\n{body}{where}\n\nIf this was not you, change "
+                                           "your password and review your sessions, e-mail addresses, signing keys "
+                                           "and two-factor settings now.\n"))
 
 
 # ---- sign-up and e-mail verification ---------------------------------------------------------
@@ -199,6 +228,9 @@ def add_email(session: Session, mailer: Mailer, key: bytes, user: User, email: s
     audit.record(session, AuditAction.USER_EMAIL_ADD, target=("user", user.name), namespace=user.name,
                  details={"email": email})
     send_verification(session, mailer, key, row)
+    notify(session, mailer, user, "An e-mail address was added to your account",
+           f"the address {email} was added to your Bastion account. Once verified, it can receive password "
+           "resets and verify commits signed with your keys.", review="/settings/emails")
     return row
 
 
@@ -208,7 +240,7 @@ def resend_verification(session: Session, mailer: Mailer, key: bytes, user: User
         send_verification(session, mailer, key, row)
 
 
-def remove_email(session: Session, user: User, email_id: int) -> None:
+def remove_email(session: Session, mailer: Mailer | None, user: User, email_id: int) -> None:
     row = _email_row(user, email_id)
     if row.primary:
         raise BadRequest("The primary address cannot be removed; make another address primary first.")
@@ -219,6 +251,8 @@ def remove_email(session: Session, user: User, email_id: int) -> None:
     session.flush()
     audit.record(session, AuditAction.USER_EMAIL_REMOVE, target=("user", user.name), namespace=user.name,
                  details={"email": row.email})
+    notify(session, mailer, user, "An e-mail address was removed from your account",
+           f"the address {row.email} was removed from your Bastion account.", review="/settings/emails")
 
 
 def make_primary(session: Session, mailer: Mailer, user: User, email_id: int) -> None:
@@ -254,10 +288,17 @@ def _set_password(session: Session, user: User, new_password: str, min_length: i
     user.password_hash = passwords.hash_password(new_password)
     user.password_changed_at = utcnow()
     # Whoever knew the old password may hold a session: end every other one.
+    end_other_sessions(session, user, keep_session_id)
+
+
+def end_other_sessions(session: Session, user: User, keep_session_id: int | None) -> int:
+    """End every web session of `user` but `keep_session_id` (the one making the change; None: all of
+    them) after a credential change: a session opened with the old credentials must not outlive it.
+    Access tokens are not sessions and stay valid (docs/architecture.md). Returns how many were ended."""
     query = update(WebSession).where(WebSession.user_id == user.id, WebSession.revoked_at.is_(None))
     if keep_session_id is not None:
         query = query.where(WebSession.id != keep_session_id)
-    session.execute(query.values(revoked_at=utcnow()))
+    return int(session.execute(query.values(revoked_at=utcnow())).rowcount or 0)  # type: ignore[attr-defined]
 
 
 def change_password(session: Session, mailer: Mailer, user: User, current: str, new_password: str, *,

@@ -40,7 +40,7 @@ from webauthn.helpers.structs import (
 from bastion import audit
 from bastion.accounts import ratelimit
 from bastion.accounts.models import RecoveryCode, User, WebAuthnCredential
-from bastion.accounts.service import notify
+from bastion.accounts.service import end_other_sessions, notify
 from bastion.audit.actions import AuditAction
 from bastion.db import utcnow
 from bastion.errors import BadRequest, NotFound
@@ -114,16 +114,20 @@ def matching_step(secret: str, code: str, now: float | None = None) -> int | Non
 
 
 def enable_totp(session: Session, mailer: Mailer | None, box: SecretBox, user: User, secret: str,
-                code: str) -> list[str] | None:
-    """Confirm enrollment with a code from the app. Returns new recovery codes when the user had none."""
+                code: str, *, keep_session_id: int | None = None) -> list[str] | None:
+    """Confirm enrollment with a code from the app. Returns new recovery codes when the user had none.
+    Every web session but `keep_session_id` (the enrolling one) is ended: it was opened without this factor."""
     step = matching_step(secret, code)
     if step is None:
         raise BadRequest("That code is not valid for this key. Check the time on your device and try again.")
     user.totp_secret = box.seal(secret, _totp_context(user))
     user.totp_last_step = step
-    audit.record(session, AuditAction.USER_2FA_TOTP_ADD, target=("user", user.name), namespace=user.name)
+    ended = end_other_sessions(session, user, keep_session_id)
+    audit.record(session, AuditAction.USER_2FA_TOTP_ADD, target=("user", user.name), namespace=user.name,
+                 details={"sessions_ended": ended})
     notify(session, mailer, user, "Two-factor authentication added",
-           "an authenticator app (TOTP) was added as a second factor to your account.")
+           "an authenticator app (TOTP) was added as a second factor to your account; your other sessions "
+           "were signed out (access tokens still work).", review="/settings/two-factor")
     return _first_recovery_codes(session, user)
 
 
@@ -271,8 +275,10 @@ def registration_options(session: Session, user: User, rp: RelyingParty) -> tupl
 
 
 def register_credential(session: Session, mailer: Mailer | None, user: User, rp: RelyingParty, *,
-                        label: str, credential_json: str, challenge: str | None) -> list[str] | None:
-    """Verify an attestation and store the key. Returns new recovery codes when the user had none."""
+                        label: str, credential_json: str, challenge: str | None,
+                        keep_session_id: int | None = None) -> list[str] | None:
+    """Verify an attestation and store the key. Returns new recovery codes when the user had none.
+    Every web session but `keep_session_id` (the enrolling one) is ended, as for an authenticator app."""
     label = label.strip()[:64] or "Security key"
     if not challenge:
         raise BadRequest("This registration has expired; start again.")
@@ -293,10 +299,12 @@ def register_credential(session: Session, mailer: Mailer | None, user: User, rp:
                                    public_key=verified.credential_public_key, sign_count=verified.sign_count,
                                    transports=transports))
     session.flush()
+    ended = end_other_sessions(session, user, keep_session_id)
     audit.record(session, AuditAction.USER_2FA_WEBAUTHN_ADD, target=("user", user.name), namespace=user.name,
-                 details={"label": label, "credential": cred_id[:16]})
+                 details={"label": label, "credential": cred_id[:16], "sessions_ended": ended})
     notify(session, mailer, user, "Security key added",
-           f"the security key or passkey {label!r} was added as a second factor to your account.")
+           f"the security key or passkey {label!r} was added as a second factor to your account; your other "
+           "sessions were signed out (access tokens still work).", review="/settings/two-factor")
     return _first_recovery_codes(session, user)
 
 

@@ -17,7 +17,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Permission(StrEnum):
     PUBLIC = "public"  # anyone, signed in or not (health, README validation)
     USER_READ = "user.read"  # the caller's own identity (whoami)
-    USER_KEYS_WRITE = "user.keys.write"  # add/remove the caller's own GPG and SSH signing keys, vigilant mode
+    # Add/remove the caller's own GPG and SSH signing keys, vigilant mode: browser + recent re-authentication.
+    USER_KEYS_WRITE = "user.keys.write"
     REPO_LIST = "repo.list"  # listing: results are filtered by readable_repos_clause()
     # Reading a repo is two permissions: its metadata (info, file listing, refs, history) and its file
     # contents (resolve, git fetch, LFS and Xet downloads). They differ only for a gated repo, whose
@@ -37,7 +38,9 @@ class Permission(StrEnum):
     XET_CAS_WRITE = "xet.cas.write"  # a Xet CAS write token of one repo: xorb and shard uploads (capability)
     XET_XORB_FETCH = "xet.xorb.fetch"  # a signed fetch URL: exactly one byte range of one xorb (capability)
     ADMIN = "admin"  # instance administration
-    ACCOUNT_MANAGE = "account.write"  # the caller's own profile, e-mails, password, sessions (browser only)
+    ACCOUNT_MANAGE = "account.write"  # the caller's own profile, password, sessions (browser only)
+    # The caller's e-mail addresses: add, remove, resend verification, make primary. Browser + recent re-authentication.
+    ACCOUNT_EMAILS_WRITE = "account.emails.write"
     ACCOUNT_SECURITY = "account.security.write"  # add/remove second factors: browser + recent re-authentication
     TOKEN_READ = "user.tokens.read"  # list the caller's own access tokens (browser only)
     TOKEN_MANAGE = "user.tokens.write"  # create, rename, rotate, revoke them: browser + recent re-authentication

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, and_, false, not_, or_, true
 from bastion.audit import aggregate
 from bastion.audit.actions import AuditAction
 from bastion.authz.permissions import Permission
-from bastion.errors import AuthenticationRequired, Forbidden, GatedRepo, RepoNotFound
+from bastion.errors import AuthenticationRequired, Forbidden, GatedRepo, ReauthenticationRequired, RepoNotFound
 from bastion.timing import timed
 
 WRITE_PERMISSIONS = frozenset({Permission.REPO_WRITE, Permission.REPO_CREATE, Permission.REPO_MANAGE,
@@ -29,10 +29,22 @@ WRITE_PERMISSIONS = frozenset({Permission.REPO_WRITE, Permission.REPO_CREATE, Pe
 CAPABILITY_PERMISSIONS = frozenset({Permission.LFS_OBJECT_UPLOAD, Permission.XET_CAS_READ, Permission.XET_CAS_WRITE,
                                     Permission.XET_XORB_FETCH})
 
+# Sensitive account changes (sudo mode): who controls an account's e-mails, signing keys, second factors
+# and tokens controls its identity (password resets, "Verified" commits, sign-in), so each needs a
+# password (or second factor) proven within `sudo_minutes` in this browser session: a session left open
+# or stolen is not enough. Declaring a permission here is all a new route needs (SSO/SCIM settings too);
+# authorize() refuses it without Principal.recently_authenticated, and the web pages send the browser to
+# /settings/sudo. Every one of them is browser-only too (below): a token cannot re-authenticate.
+SUDO_PERMISSIONS = frozenset({Permission.ACCOUNT_SECURITY, Permission.ACCOUNT_EMAILS_WRITE, Permission.TOKEN_MANAGE,
+                              Permission.USER_KEYS_WRITE})
+SUDO_REQUIRED = ("This change needs a recent password confirmation (sudo mode): confirm your password at "
+                 "/settings/sudo, then try again.")
+
 # Account security is changed only in a browser, where a password (and second factor) was just shown:
-# a leaked token must not be able to change the password or remove 2FA.
-BROWSER_ONLY_PERMISSIONS = frozenset({Permission.ACCOUNT_MANAGE, Permission.ACCOUNT_SECURITY, Permission.TOKEN_READ,
-                                      Permission.TOKEN_MANAGE, Permission.ORG_DELETE})
+# a leaked token must not be able to change the password, remove 2FA or add a signing key or an e-mail
+# address (the Hub manages keys only in its settings pages, never through its API).
+BROWSER_ONLY_PERMISSIONS = frozenset({Permission.ACCOUNT_MANAGE, Permission.TOKEN_READ, Permission.ORG_DELETE,
+                                      *SUDO_PERMISSIONS})
 # Organization management from the web UI: every one of these pages posts a CSRF-protected form.
 ORG_PERMISSIONS = frozenset({Permission.ORG_CREATE, Permission.ORG_READ, Permission.ORG_WRITE, Permission.ORG_DELETE,
                              Permission.ORG_MEMBERS_READ, Permission.ORG_MEMBERS_WRITE, Permission.ORG_MEMBERSHIP_SELF,
@@ -46,12 +58,12 @@ METHOD_GRANTS: dict[str, frozenset[Permission]] = {
     "token": frozenset(Permission) - CAPABILITY_PERMISSIONS - BROWSER_ONLY_PERMISSIONS,
     # A browser session reads what its user may read and manages its own account; repo writes and
     # admin stay with tokens until the UI has CSRF-protected forms for them.
-    # Own signing keys too: the keys settings page posts CSRF-checked forms (bastion.web.key_views), and so
-    # do the gated-access forms (asking for access; reviewing requests: bastion.gating.views).
+    # Own signing keys too (in sudo mode): the keys settings page posts CSRF-checked forms
+    # (bastion.web.key_views), and so do the gated-access forms (asking for access; reviewing requests:
+    # bastion.gating.views).
     "session": frozenset({Permission.PUBLIC, Permission.USER_READ, Permission.REPO_LIST, Permission.REPO_METADATA_READ,
                           Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST, Permission.REPO_ACCESS_READ,
-                          Permission.REPO_ACCESS_WRITE,
-                          Permission.USER_KEYS_WRITE, *BROWSER_ONLY_PERMISSIONS, *ORG_PERMISSIONS}),
+                          Permission.REPO_ACCESS_WRITE, *BROWSER_ONLY_PERMISSIONS, *ORG_PERMISSIONS}),
     "capability": CAPABILITY_PERMISSIONS,
 }
 
@@ -214,6 +226,8 @@ class Decision:
     disclose: bool = False
     # A gated repo's contents refused (errors.GatedRepo states): anonymous | none | pending | rejected | token.
     gated: str = ""
+    # A sudo permission refused for want of a recent re-authentication (errors.ReauthenticationRequired).
+    reauthenticate: bool = False
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -264,6 +278,11 @@ def authorize(principal: Principal, perm: Permission, resource: object = None) -
         return Decision(False, f"{principal.method} authentication cannot grant {perm}")
     if perm is Permission.PUBLIC:
         return ALLOW
+    if perm in SUDO_PERMISSIONS:
+        if not principal.authenticated:
+            return Decision(False, "sign-in required")
+        if not principal.recently_authenticated:
+            return Decision(False, SUDO_REQUIRED, reauthenticate=True)
     if perm is Permission.LFS_OBJECT_UPLOAD:
         if not isinstance(resource, CapabilityTarget) or resource.kind != "lfs-upload":
             return Decision(False, "not an upload capability")
@@ -298,8 +317,8 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
     """What the signed-in user (or anonymous caller) may do, before any token restriction."""
     if perm is Permission.USER_READ:
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")
-    if perm is Permission.USER_KEYS_WRITE:
-        # Only the caller's own keys: routes act on principal.user_id, never on a named user.
+    if perm in (Permission.USER_KEYS_WRITE, Permission.ACCOUNT_EMAILS_WRITE):
+        # Only the caller's own keys and addresses: routes act on principal.user_id, never on a named user.
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")
     if perm is Permission.REPO_LIST:
         return ALLOW
@@ -308,9 +327,7 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
     if perm is Permission.TOKEN_READ:
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")
     if perm in (Permission.ACCOUNT_SECURITY, Permission.TOKEN_MANAGE):
-        if not principal.authenticated:
-            return Decision(False, "sign-in required")
-        return ALLOW if principal.recently_authenticated else Decision(False, "confirm your password first")
+        return ALLOW if principal.authenticated else Decision(False, "sign-in required")  # sudo: authorize()
     if perm is Permission.ADMIN:
         return ALLOW if principal.is_admin else Decision(False, "instance administrators only")
     if perm in (Permission.ORG_CREATE, Permission.ORG_MEMBERSHIP_SELF):
@@ -678,6 +695,8 @@ def require(principal: Principal, perm: Permission, resource: object = None) -> 
             raise GatedRepo(decision.gated, repo.type, f"{repo.namespace}/{repo.name}")
     if decision.disclose:
         raise Forbidden(decision.reason)
+    if decision.reauthenticate:
+        raise ReauthenticationRequired(decision.reason)
     if not principal.authenticated and principal.method != "capability":
         raise AuthenticationRequired(f"Authentication required: {decision.reason}")
     raise Forbidden(f"Forbidden: {decision.reason}")

@@ -67,6 +67,8 @@ async def add_gpg_key(request: Request, principal: Principal = Depends(current_p
         with transaction(hub.sessions) as session:
             user = _me(session, principal, Permission.USER_KEYS_WRITE)
             key = service.add_gpg_key(session, user, armored, hub.settings.tmp_dir)
+            service.notify_key_change(session, hub.mailer, user, "A GPG key was added to your account",
+                                      f"the GPG key {key.key_id} was added to your account.")
             return service.gpg_key_json(key)
 
     return JSONResponse(await run_in_threadpool(run), status_code=201)
@@ -75,9 +77,12 @@ async def add_gpg_key(request: Request, principal: Principal = Depends(current_p
 @router.delete("/api/settings/gpg-keys/{key_id}")
 @permission(Permission.USER_KEYS_WRITE)
 def remove_gpg_key(key_id: int, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
-    with transaction(hub_of(request).sessions) as session:
+    hub = hub_of(request)
+    with transaction(hub.sessions) as session:
         user = _me(session, principal, Permission.USER_KEYS_WRITE)
         service.remove_gpg_key(session, user, key_id)
+        service.notify_key_change(session, hub.mailer, user, "A GPG key was removed from your account",
+                                  "a GPG key was removed from your account.")
     return JSONResponse({})
 
 
@@ -99,6 +104,8 @@ async def add_ssh_key(request: Request, principal: Principal = Depends(current_p
         with transaction(hub.sessions) as session:
             user = _me(session, principal, Permission.USER_KEYS_WRITE)
             key = service.add_ssh_key(session, user, data.get("key"), data.get("title") or "")
+            service.notify_key_change(session, hub.mailer, user, "An SSH signing key was added to your account",
+                                      f"the SSH signing key {key.fingerprint} was added to your account.")
             return service.ssh_key_json(key)
 
     return JSONResponse(await run_in_threadpool(run), status_code=201)
@@ -107,9 +114,12 @@ async def add_ssh_key(request: Request, principal: Principal = Depends(current_p
 @router.delete("/api/settings/ssh-signing-keys/{key_id}")
 @permission(Permission.USER_KEYS_WRITE)
 def remove_ssh_key(key_id: int, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
-    with transaction(hub_of(request).sessions) as session:
+    hub = hub_of(request)
+    with transaction(hub.sessions) as session:
         user = _me(session, principal, Permission.USER_KEYS_WRITE)
         service.remove_ssh_key(session, user, key_id)
+        service.notify_key_change(session, hub.mailer, user, "An SSH signing key was removed from your account",
+                                  "an SSH signing key was removed from your account.")
     return JSONResponse({})
 
 
@@ -134,6 +144,9 @@ async def update_signing_settings(request: Request, principal: Principal = Depen
         with transaction(hub.sessions) as session:
             user = _me(session, principal, Permission.USER_KEYS_WRITE)
             service.set_vigilant(session, user, vigilant)
+            state = "on" if vigilant else "off"
+            service.notify_key_change(session, hub.mailer, user, f"Vigilant mode was turned {state}",
+                                      f"vigilant mode was turned {state} for your account.")
 
     await run_in_threadpool(run)
     return JSONResponse({"vigilantMode": vigilant})

@@ -21,10 +21,12 @@ from sqlalchemy.orm import Session
 
 from bastion import audit
 from bastion.accounts.models import User, UserEmail
+from bastion.accounts.service import notify
 from bastion.audit.actions import AuditAction
 from bastion.db import transaction, utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
 from bastion.hub import Hub
+from bastion.mail import Mailer
 from bastion.repos import commit as repo_commit
 from bastion.repos.gitstore import GitRepo
 from bastion.repos.models import Repo
@@ -168,6 +170,12 @@ def add_key(session: Session, user: User, kind: str, text: str, tmp_dir: Path | 
     if kind == "ssh":
         return add_ssh_key(session, user, text)
     raise BadRequest(f"Unknown key kind {kind!r}")
+
+
+def notify_key_change(session: Session, mailer: Mailer | None, user: User, subject: str, text: str) -> None:
+    """Mail the account's primary address about a signing-key or vigilant-mode change (a key of someone
+    else's makes their commits "Verified" as this user)."""
+    notify(session, mailer, user, subject, text, review="/settings/keys")
 
 
 def is_vigilant(session: Session, user_id: int) -> bool:

@@ -68,8 +68,12 @@ async def keys_add(request: Request, principal: Principal = Depends(current_prin
     def add(session: Session, user: User) -> str:
         if kind == "gpg":
             key = signing.add_gpg_key(session, user, text, hub.settings.tmp_dir)
+            signing.notify_key_change(session, hub.mailer, user, "A GPG key was added to your account",
+                                      f"the GPG key {key.key_id} was added to your account.")
             return f"GPG key {key.key_id} was added."
         ssh = signing.add_ssh_key(session, user, text, title)
+        signing.notify_key_change(session, hub.mailer, user, "An SSH signing key was added to your account",
+                                  f"the SSH signing key {ssh.fingerprint} was added to your account.")
         return f"SSH signing key {ssh.fingerprint} was added."
 
     return await run_in_threadpool(_change, request, principal, add)
@@ -84,13 +88,18 @@ async def keys_remove(kind: str, key_id: int, request: Request,
     check_csrf(request, form)
     if kind not in KINDS:
         raise NotFound("Not found")
+    hub = hub_of(request)
 
     def remove(session: Session, user: User) -> str:
         # The service looks keys up by owner too: another user's key id is "not found".
         if kind == "gpg":
             signing.remove_gpg_key(session, user, key_id)
+            signing.notify_key_change(session, hub.mailer, user, "A GPG key was removed from your account",
+                                      "a GPG key was removed from your account.")
             return "The GPG key was removed."
         signing.remove_ssh_key(session, user, key_id)
+        signing.notify_key_change(session, hub.mailer, user, "An SSH signing key was removed from your account",
+                                  "an SSH signing key was removed from your account.")
         return "The SSH signing key was removed."
 
     return await run_in_threadpool(_change, request, principal, remove)
@@ -103,9 +112,12 @@ async def keys_vigilant(request: Request, principal: Principal = Depends(current
     require(principal, Permission.USER_KEYS_WRITE)
     check_csrf(request, form)
     on = _text(form, "vigilant", 8) == "on"
+    hub = hub_of(request)
 
     def toggle(session: Session, user: User) -> str:
         signing.set_vigilant(session, user, on)
+        signing.notify_key_change(session, hub.mailer, user, f"Vigilant mode was turned {'on' if on else 'off'}",
+                                  f"vigilant mode was turned {'on' if on else 'off'} for your account.")
         return "Vigilant mode is on." if on else "Vigilant mode is off."
 
     return await run_in_threadpool(_change, request, principal, toggle)

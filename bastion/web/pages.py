@@ -23,7 +23,14 @@ from bastion.accounts.sessions import DEVICE_COOKIE, SESSION_COOKIE
 from bastion.accounts.twofactor import RelyingParty
 from bastion.api.urls import base_url
 from bastion.authz import Principal
-from bastion.errors import AuthenticationRequired, BastionError, Forbidden, GatedRepo, NotFound
+from bastion.errors import (
+    AuthenticationRequired,
+    BastionError,
+    Forbidden,
+    GatedRepo,
+    NotFound,
+    ReauthenticationRequired,
+)
 from bastion.hub import Hub
 
 CSRF_COOKIE = "bastion_csrf"
@@ -38,6 +45,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+FACTOR_ADDED = ("Two-factor authentication is on. Your other sessions were signed out; access tokens still work "
+                "(revoke them in Access tokens if they may be in the wrong hands).")
 NOTICES = {
     "email-added": "We sent a verification link to the new address.",
     "email-sent": "We sent a new verification link.",
@@ -45,13 +54,15 @@ NOTICES = {
     "email-primary": "Your primary address was changed.",
     "email-verified": "Your e-mail address is verified. Thank you!",
     "profile-saved": "Your profile was saved.",
-    "password-changed": "Your password was changed and your other sessions were signed out.",
+    "password-changed": "Your password was changed. Your other sessions were signed out; access tokens still work.",
     "password-reset": "Your password was reset. Sign in with the new one.",
     "session-revoked": "The session was signed out.",
     "sessions-revoked": "All your other sessions were signed out.",
+    "factor-added": FACTOR_ADDED,
     "totp-removed": "The authenticator app was removed.",
     "key-removed": "The security key was removed.",
-    "sudo": "Confirmed. You can change your two-factor settings for the next few minutes.",
+    "sudo": "Confirmed. You can change your security settings (e-mails, signing keys, two-factor, tokens) for the "
+            "next few minutes.",
     "signed-out": "You are signed out.",
     "revoked": "The token was revoked.",
     "renamed": "The token was renamed.",
@@ -172,14 +183,24 @@ def safe_next(target: str | None) -> str:
     return "/"
 
 
-def error_page(request: Request, exc: BastionError) -> Response:
-    principal = principal_of(request)
+def sudo_return_path(request: Request) -> str:
+    """Where the sudo page sends the browser back to: the page itself for a GET, for a form post the
+    settings page it belongs to (/settings/keys/ssh/3/delete → /settings/keys)."""
+    path = request.url.path
     if request.method == "GET":
-        if isinstance(exc, AuthenticationRequired) or (isinstance(exc, GatedRepo) and exc.status == 401):
-            return redirect(f"/login?next={quote(request.url.path, safe='/')}")
-        if (isinstance(exc, Forbidden) and principal.method == "session" and not principal.recently_authenticated
-                and request.url.path.startswith("/settings/two-factor/")):
-            return redirect(f"/settings/sudo?next={quote(request.url.path, safe='/')}")
+        return path
+    parts = path.split("/")
+    return "/".join(parts[:3]) if path.startswith("/settings/") else "/settings"
+
+
+def error_page(request: Request, exc: BastionError) -> Response:
+    if isinstance(exc, ReauthenticationRequired):
+        # Sudo mode: confirm the password, then come back to the page (a form post returns to the settings
+        # page it was sent from, where the change can be made again).
+        return redirect(f"/settings/sudo?next={quote(sudo_return_path(request), safe='/')}")
+    if request.method == "GET" and (isinstance(exc, AuthenticationRequired)
+                                    or (isinstance(exc, GatedRepo) and exc.status == 401)):
+        return redirect(f"/login?next={quote(request.url.path, safe='/')}")
     if isinstance(exc, NotFound):
         # Same page for a missing and a private repository: nothing tells them apart.
         title = "Repository not found" if exc.code == "RepoNotFound" else "Not found"

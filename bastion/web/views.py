@@ -28,6 +28,7 @@ from bastion.errors import AuthenticationRequired, BadRequest, BastionError, Mai
 from bastion.mail import Mailer
 from bastion.secretbox import SealedValueError, SecretBox
 from bastion.web.pages import (
+    FACTOR_ADDED,
     HtmlRoute,
     check_csrf,
     clear_session_cookie,
@@ -448,7 +449,7 @@ def emails_page(request: Request, principal: Principal = Depends(current_princip
 
 
 @router.post("/settings/emails")
-@permission(Permission.ACCOUNT_MANAGE)
+@permission(Permission.ACCOUNT_EMAILS_WRITE)
 async def emails_add(request: Request, principal: Principal = Depends(current_principal)) -> Response:
     form = await request.form()
 
@@ -456,11 +457,11 @@ async def emails_add(request: Request, principal: Principal = Depends(current_pr
         accounts.add_email(session, _mailer(request), _key(request), user, _text(form, "email", 320))
         return "/settings/emails?m=email-added"
 
-    return await run_in_threadpool(_settings_post, request, principal, form, action)
+    return await run_in_threadpool(_settings_post, request, principal, form, action, Permission.ACCOUNT_EMAILS_WRITE)
 
 
 @router.post("/settings/emails/{email_id}/{verb}")
-@permission(Permission.ACCOUNT_MANAGE)
+@permission(Permission.ACCOUNT_EMAILS_WRITE)
 async def emails_change(email_id: int, verb: str, request: Request,
                         principal: Principal = Depends(current_principal)) -> Response:
     form = await request.form()
@@ -470,14 +471,14 @@ async def emails_change(email_id: int, verb: str, request: Request,
             accounts.make_primary(session, _mailer(request), user, email_id)
             return "/settings/emails?m=email-primary"
         if verb == "delete":
-            accounts.remove_email(session, user, email_id)
+            accounts.remove_email(session, _mailer(request), user, email_id)
             return "/settings/emails?m=email-removed"
         if verb == "resend":
             accounts.resend_verification(session, _mailer(request), _key(request), user, email_id)
             return "/settings/emails?m=email-sent"
         raise NotFound("Not found")
 
-    return await run_in_threadpool(_settings_post, request, principal, form, action)
+    return await run_in_threadpool(_settings_post, request, principal, form, action, Permission.ACCOUNT_EMAILS_WRITE)
 
 
 @router.get("/settings/password")
@@ -594,8 +595,9 @@ def totp_enroll_page(request: Request, principal: Principal = Depends(current_pr
         return render(request, "settings/totp.html", user=user, secret=secret, qr=twofactor.qr_data_uri(uri))
 
 
-def _recovery_codes_page(request: Request, user: User, codes: list[str]) -> Response:
+def _recovery_codes_page(request: Request, user: User, codes: list[str], *, factor_added: bool = False) -> Response:
     return render(request, "settings/recovery_codes.html", user=user, codes=codes,
+                  factor_added=FACTOR_ADDED if factor_added else None,
                   download="\n".join(["Bastion recovery codes for " + user.name, "", *codes, ""]))
 
 
@@ -611,12 +613,14 @@ async def totp_enroll_submit(request: Request, principal: Principal = Depends(cu
         except SealedValueError:  # none pending, or not this user's: start over
             return "/settings/two-factor/totp"
         try:
-            codes = twofactor.enable_totp(session, _mailer(request), box, user, secret, _text(form, "code", 32))
+            codes = twofactor.enable_totp(session, _mailer(request), box, user, secret, _text(form, "code", 32),
+                                          keep_session_id=ws.id)
         except BadRequest as exc:
             return render(request, "settings/totp.html", 400, user=user, secret=secret, error=exc.message,
                           qr=twofactor.qr_data_uri(twofactor.provisioning_uri(secret, user.name)))
         ws.pending = {k: v for k, v in ws.pending.items() if k != "totp"}
-        return _recovery_codes_page(request, user, codes) if codes else "/settings/two-factor"
+        return _recovery_codes_page(request, user, codes, factor_added=True) if codes \
+            else "/settings/two-factor?m=factor-added"
 
     return await run_in_threadpool(_settings_post, request, principal, form, action, Permission.ACCOUNT_SECURITY,
                                    True)
@@ -656,8 +660,10 @@ async def webauthn_enroll_submit(request: Request, principal: Principal = Depend
         ws.pending = {k: v for k, v in ws.pending.items() if k != "webauthn_register"}  # one attempt per challenge
         codes = twofactor.register_credential(session, _mailer(request), user, relying_party(request),
                                               label=_text(form, "label", 64),
-                                              credential_json=_text(form, "credential", 65536), challenge=challenge)
-        return _recovery_codes_page(request, user, codes) if codes else "/settings/two-factor"
+                                              credential_json=_text(form, "credential", 65536), challenge=challenge,
+                                              keep_session_id=ws.id)
+        return _recovery_codes_page(request, user, codes, factor_added=True) if codes \
+            else "/settings/two-factor?m=factor-added"
 
     return await run_in_threadpool(_settings_post, request, principal, form, action, Permission.ACCOUNT_SECURITY,
                                    True)

@@ -93,7 +93,7 @@ def test_removing_the_authenticator_app(web_server: BastionServer, mail_sink: Ma
     page = web.get("/settings/two-factor").text
     assert "asks for your password first" in page
     denied = web.post("/settings/two-factor/totp/delete", data={"csrf_token": csrf_of(page)})
-    assert denied.status_code == 403
+    assert denied.status_code == 303 and denied.headers["location"] == "/settings/sudo?next=/settings/two-factor"
     assert 'id="totp-status">Enabled.' in web.get("/settings/two-factor").text
     assert _audit(web_server, "user.2fa.totp_remove", name) == []
     sudo = web.get("/settings/sudo?next=/settings/two-factor").text

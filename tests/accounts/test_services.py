@@ -4,6 +4,7 @@ timeouts, no user enumeration, recovery codes, password policy and reset links, 
 
 from __future__ import annotations
 
+import random
 import statistics
 import threading
 import time
@@ -81,8 +82,15 @@ def test_totp_code_is_single_use_and_window_is_one_step(hub: Hub, mailer: Record
         codes = twofactor.enable_totp(s, mailer, BOX, user, secret, totp.now())
     assert codes is not None and len(codes) == 10
     now = time.time()
+    # A well-formed code that is wrong for every step in reach, submitted while the next step is still
+    # unspent: refused for being wrong, not for being replayed (a check that let any code through would
+    # be caught here, not only by the spent-step rule).
+    rng = random.Random(74)
+    wrong = next(c for c in (f"{rng.randrange(10**6):06d}" for _ in range(100))
+                 if c not in {totp.at(now + 30 * k) for k in range(-2, 4)})
     with transaction(hub.sessions) as s:
         user = s.get(User, uid)
+        assert not twofactor.verify_totp(s, BOX, user, wrong, "10.0.0.1", now=now + 30)
         # The enrollment code is spent: it cannot sign in.
         assert not twofactor.verify_totp(s, BOX, user, totp.at(now), "10.0.0.1", now=now)
         # The next step's code is inside the ±1 window and works once.
@@ -93,15 +101,22 @@ def test_totp_code_is_single_use_and_window_is_one_step(hub: Hub, mailer: Record
         assert not twofactor.verify_totp(s, BOX, user, totp.at(now + 60), "10.0.0.1", now=now)
         assert not twofactor.verify_totp(s, BOX, user, "12345", "10.0.0.1", now=now)
     actions = _actions(hub)
-    assert actions.count("user.2fa.failed") == 5
+    assert actions.count("user.2fa.failed") == 6
     assert "user.2fa.totp_add" in actions and "user.2fa.recovery_codes_generate" in actions
     assert [m.subject for m in mailer.sent] == ["[Bastion] Two-factor authentication added"]
 
 
 def test_totp_enrollment_needs_a_valid_code(hub: Hub, mailer: RecordingMailer) -> None:
     uid = _user(hub)
+    secret = twofactor.new_totp_secret()
     with pytest.raises(BadRequest), transaction(hub.sessions) as s:
-        twofactor.enable_totp(s, mailer, BOX, s.get(User, uid), twofactor.new_totp_secret(), "000000x")
+        twofactor.enable_totp(s, mailer, BOX, s.get(User, uid), secret, "000000x")
+    # Well-formed but wrong (for every step around now): refused too.
+    rng, totp, now = random.Random(75), pyotp.TOTP(secret), time.time()
+    wrong = next(c for c in (f"{rng.randrange(10**6):06d}" for _ in range(100))
+                 if c not in {totp.at(now + 30 * k) for k in range(-2, 3)})
+    with pytest.raises(BadRequest), transaction(hub.sessions) as s:
+        twofactor.enable_totp(s, mailer, BOX, s.get(User, uid), secret, wrong)
     with transaction(hub.sessions) as s:
         assert s.get(User, uid).totp_secret is None
     assert mailer.sent == []  # queued mail of a rolled-back transaction is dropped

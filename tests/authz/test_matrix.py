@@ -43,7 +43,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, dict[
     hub = Hub.open(Settings(data_dir=Path(tmp_path_factory.mktemp("matrix")), scanners=[]))
     ids: dict[str, object] = {}
     with transaction(hub.sessions) as s:
-        for name, admin in (("owner", False), ("other", False), ("root", True)):
+        for name, admin in (("owner", False), ("other", False), ("operator", True)):
             ids[name] = accounts.create_user(s, name, f"{name}@example.com", is_admin=admin)
         for who, t, private in itertools.product(("owner", "other"), TYPES, (False, True)):
             case = RepoCase(who, t, private)
@@ -96,7 +96,7 @@ def expected(user: str, cred: str, action: str, repo: RepoCase) -> bool:
         return False  # the credential does not authenticate at all
     if action == "tokens":
         return cred == "session_sudo"  # token management: browser session with recent re-authentication only
-    admin = user == "root"
+    admin = user == "operator"
     owns = admin or repo.owner == user
     can_read = not repo.private or owns
     session = cred.startswith("session")
@@ -151,7 +151,7 @@ def test_authorization_matrix(world: tuple[Hub, dict[str, object]], capsys: pyte
     cases = mismatches = 0
     problems = []
     repo_cases = [RepoCase(o, t, p) for o, t, p in itertools.product(("owner", "other"), TYPES, (False, True))]
-    for user in ("owner", "other", "root", "anon"):
+    for user in ("owner", "other", "operator", "anon"):
         for cred in (CREDENTIALS if user != "anon" else ("none",)):
             principal = _principal(hub, ids, user, cred)
             for action, repo in itertools.product(ACTIONS, repo_cases):

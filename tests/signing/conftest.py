@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from tests.conftest import BastionServer
 from tests.gitserver.conftest import Git, RepoHandle, make_repo
@@ -176,6 +178,50 @@ def work(git: Git, repo: RepoHandle, tmp_path: Path) -> Work:
 def api(server: BastionServer, method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
     headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **kwargs.pop("headers", {})}
     return httpx.request(method, f"{server.url}{path}", headers=headers, timeout=60, **kwargs)
+
+
+BROWSER_PASSWORD = "signing-keys-browser-pw-7"
+
+
+def key_browser(server: BastionServer, token: str) -> httpx.Client:
+    """A browser session of the token's user, just signed in (so in sudo mode): signing keys and vigilant
+    mode are changed only there, as on the Hub, never with a token. Users made without a password get one
+    written to the database first (test setup; the session itself is a real sign-in through the form)."""
+    from bastion.accounts.models import User
+    from bastion.accounts.passwords import hash_password
+    from tests.accounts.fixtures import PASSWORD, http_login, session_db
+
+    name = api(server, "GET", "/api/whoami-v2", token).json()["name"]
+    password = PASSWORD  # create_password_user's
+    engine = session_db(server)
+    try:
+        with Session(engine) as db, db.begin():
+            user = db.scalar(sa.select(User).where(User.name == name))
+            assert user is not None
+            if user.password_hash is None:  # server.create_user(): no password
+                user.password_hash = hash_password(BROWSER_PASSWORD)
+            if passwords_match(user.password_hash, BROWSER_PASSWORD):
+                password = BROWSER_PASSWORD
+    finally:
+        engine.dispose()
+    client = http_login(server, name, password)
+    client.headers.update({"origin": server.url, "accept": "application/json"})
+    return client
+
+
+def passwords_match(password_hash: str, password: str) -> bool:
+    from bastion.accounts.passwords import verify_password
+
+    return verify_password(password_hash, password)[0]
+
+
+def keys_api(server: BastionServer, token: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """A change to the token user's signing keys (or vigilant mode) through the JSON API, from their browser."""
+    client = key_browser(server, token)
+    try:
+        return client.request(method, path, **kwargs)
+    finally:
+        client.close()
 
 
 def signature_of(server: BastionServer, repo: RepoHandle, sha: str, rev: str = "main") -> dict[str, Any]:

@@ -18,14 +18,14 @@ from tests.accounts.fixtures import (  # noqa: F401
 )
 from tests.conftest import BastionServer, hf_api
 from tests.gitserver.conftest import Git, RepoHandle
-from tests.signing.conftest import SshKey, Work, api, signature_of
+from tests.signing.conftest import SshKey, Work, keys_api, signature_of
 
 
 def test_verifying_and_removing_an_email_recomputes_verdicts(web_server: BastionServer,  # noqa: F811
                                                              mail_sink: MailSink, git: Git,  # noqa: F811
                                                              ssh_key: SshKey, tmp_path: Path) -> None:
     name, token = create_password_user(web_server)
-    assert api(web_server, "POST", "/api/settings/ssh-signing-keys", token,
+    assert keys_api(web_server, token, "POST", "/api/settings/ssh-signing-keys",
                json={"key": ssh_key.public}).status_code == 201
     repo = RepoHandle(web_server, name, token, f"{name}/signed")
     hf_api(web_server, token).create_repo(repo.repo_id)

@@ -1,5 +1,6 @@
 """Managing signing keys: the JSON API and `bastion admin add-key` apply the same validation, only
-the owner with a write token changes keys, and every change is audited.
+the owner changes keys, from a browser session in sudo mode (never with a token), and every change is
+audited.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from bastion.audit.models import AuditEvent
 from bastion.signing.verify import parse_gpg_status
 from tests.conftest import BastionServer
-from tests.signing.conftest import GpgHome, SshKey, api
+from tests.signing.conftest import GpgHome, SshKey, api, keys_api
 
 
 def audit_actions(server: BastionServer, target: str) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
@@ -34,31 +35,34 @@ def test_gpg_key_api_validation_permissions_and_audit(server: BastionServer, gpg
 
     assert api(server, "POST", "/api/settings/gpg-keys", None, json={"key": armored}).status_code == 401
     assert api(server, "GET", "/api/settings/gpg-keys", None).status_code == 401
-    denied = api(server, "POST", "/api/settings/gpg-keys", read_token, json={"key": armored})
-    assert denied.status_code == 403
+    # Keys are managed from the browser only (in sudo mode), as on the Hub: no token changes them.
+    for any_token in (read_token, token):
+        denied = api(server, "POST", "/api/settings/gpg-keys", any_token, json={"key": armored})
+        assert denied.status_code == 403, denied.text
 
-    secret = api(server, "POST", "/api/settings/gpg-keys", token, json={"key": gpg_home.export_secret(fpr)})
+    secret = keys_api(server, token, "POST", "/api/settings/gpg-keys", json={"key": gpg_home.export_secret(fpr)})
     assert secret.status_code == 400 and "private key" in secret.headers["X-Error-Message"]
-    junk = api(server, "POST", "/api/settings/gpg-keys", token,
-               json={"key": "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm90IGEga2V5\n-----END PGP PUBLIC KEY BLOCK-----\n"})
+    junk = keys_api(server, token, "POST", "/api/settings/gpg-keys",
+                    json={"key": "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm90IGEga2V5\n-----END PGP PUBLIC KEY BLOCK-----\n"})
     assert junk.status_code == 400
     stranger = gpg_home.generate("Stranger <stranger@example.net>")
-    refused = api(server, "POST", "/api/settings/gpg-keys", token, json={"key": gpg_home.export(stranger)})
+    refused = keys_api(server, token, "POST", "/api/settings/gpg-keys", json={"key": gpg_home.export(stranger)})
     assert refused.status_code == 400 and "stranger@example.net" in refused.headers["X-Error-Message"]
 
-    created = api(server, "POST", "/api/settings/gpg-keys", token, json={"key": armored})
+    created = keys_api(server, token, "POST", "/api/settings/gpg-keys", json={"key": armored})
     assert created.status_code == 201, created.text
     key = created.json()
     assert (key["fingerprint"], key["keyId"], key["expiresAt"]) == (fpr, fpr[-16:], None)
-    again = api(server, "POST", "/api/settings/gpg-keys", token, json={"key": armored})
+    again = keys_api(server, token, "POST", "/api/settings/gpg-keys", json={"key": armored})
     assert again.status_code == 409
     listed = api(server, "GET", "/api/settings/gpg-keys", token).json()
     assert [k["fingerprint"] for k in listed] == [fpr]
-    # Someone else's token neither sees nor deletes it.
+    # Someone else neither sees nor deletes it; a token does not delete it either.
     _, other_token = server.create_user()
     assert api(server, "GET", "/api/settings/gpg-keys", other_token).json() == []
-    assert api(server, "DELETE", f"/api/settings/gpg-keys/{key['id']}", other_token).status_code == 404
-    assert api(server, "DELETE", f"/api/settings/gpg-keys/{key['id']}", token).status_code == 200
+    assert keys_api(server, other_token, "DELETE", f"/api/settings/gpg-keys/{key['id']}").status_code == 404
+    assert api(server, "DELETE", f"/api/settings/gpg-keys/{key['id']}", token).status_code == 403
+    assert keys_api(server, token, "DELETE", f"/api/settings/gpg-keys/{key['id']}").status_code == 200
     assert api(server, "GET", "/api/settings/gpg-keys", token).json() == []
 
     assert [a for a, _ in audit_actions(server, name)] == ["user.gpg_key_add", "user.gpg_key_remove"]
@@ -67,17 +71,18 @@ def test_gpg_key_api_validation_permissions_and_audit(server: BastionServer, gpg
 
 def test_ssh_key_api(server: BastionServer, ssh_key: SshKey, tmp_path: Path) -> None:
     name, token = server.create_user()
-    bad = api(server, "POST", "/api/settings/ssh-signing-keys", token, json={"key": "ssh-ed25519 not-base64!"})
+    assert api(server, "POST", "/api/settings/ssh-signing-keys", token, json={"key": ssh_key.public}).status_code == 403
+    bad = keys_api(server, token, "POST", "/api/settings/ssh-signing-keys", json={"key": "ssh-ed25519 not-base64!"})
     assert bad.status_code == 400
-    private = api(server, "POST", "/api/settings/ssh-signing-keys", token, json={"key": ssh_key.path.read_text()})
+    private = keys_api(server, token, "POST", "/api/settings/ssh-signing-keys", json={"key": ssh_key.path.read_text()})
     assert private.status_code == 400
-    created = api(server, "POST", "/api/settings/ssh-signing-keys", token, json={"key": ssh_key.public})
+    created = keys_api(server, token, "POST", "/api/settings/ssh-signing-keys", json={"key": ssh_key.public})
     assert created.status_code == 201, created.text
     assert created.json()["title"] == "test"  # the key's comment when no title is given
-    assert api(server, "POST", "/api/settings/ssh-signing-keys", token,
-               json={"key": ssh_key.public}).status_code == 409
+    assert keys_api(server, token, "POST", "/api/settings/ssh-signing-keys",
+                    json={"key": ssh_key.public}).status_code == 409
     key_id = created.json()["id"]
-    assert api(server, "DELETE", f"/api/settings/ssh-signing-keys/{key_id}", token).status_code == 200
+    assert keys_api(server, token, "DELETE", f"/api/settings/ssh-signing-keys/{key_id}").status_code == 200
     assert [a for a, _ in audit_actions(server, name)] == ["user.ssh_signing_key_add", "user.ssh_signing_key_remove"]
 
 

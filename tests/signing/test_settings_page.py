@@ -8,7 +8,7 @@ import httpx
 
 from tests.accounts.fixtures import create_password_user, csrf_of, http_login, mail_sink, web_server  # noqa: F401
 from tests.conftest import BastionServer
-from tests.signing.conftest import GpgHome, SshKey, api
+from tests.signing.conftest import GpgHome, SshKey, api, keys_api
 
 
 def _keys_page(client: httpx.Client) -> str:
@@ -76,7 +76,7 @@ def test_keys_page_toggles_vigilant_mode(web_server: BastionServer) -> None:  # 
 def test_keys_page_requires_csrf_a_session_and_ownership(web_server: BastionServer,  # noqa: F811
                                                          ssh_key: SshKey) -> None:
     owner, owner_token = create_password_user(web_server)
-    api(web_server, "POST", "/api/settings/ssh-signing-keys", owner_token, json={"key": ssh_key.public})
+    keys_api(web_server, owner_token, "POST", "/api/settings/ssh-signing-keys", json={"key": ssh_key.public})
     [key] = api(web_server, "GET", "/api/settings/ssh-signing-keys", owner_token).json()
 
     other, _ = create_password_user(web_server)

@@ -10,17 +10,19 @@ from sqlalchemy.orm import Session
 from bastion.accounts.models import User, UserEmail
 from bastion.db import utcnow
 from tests.conftest import BastionServer
-from tests.signing.conftest import GpgHome, SshKey, Work, api, signature_of
+from tests.signing.conftest import GpgHome, SshKey, Work, api, keys_api, signature_of
 
 
 def add_gpg(server: BastionServer, token: str, armored: str) -> dict:  # type: ignore[type-arg]
-    resp = api(server, "POST", "/api/settings/gpg-keys", token, json={"key": armored})
+    """Add a GPG key to the token user's profile (from their browser: keys are not managed with tokens)."""
+    resp = keys_api(server, token, "POST", "/api/settings/gpg-keys", json={"key": armored})
     assert resp.status_code == 201, resp.text
     return resp.json()  # type: ignore[no-any-return]
 
 
 def add_ssh(server: BastionServer, token: str, public: str) -> dict:  # type: ignore[type-arg]
-    resp = api(server, "POST", "/api/settings/ssh-signing-keys", token, json={"key": public, "title": "laptop"})
+    """Add an SSH signing key to the token user's profile (from their browser, as add_gpg)."""
+    resp = keys_api(server, token, "POST", "/api/settings/ssh-signing-keys", json={"key": public, "title": "laptop"})
     assert resp.status_code == 201, resp.text
     return resp.json()  # type: ignore[no-any-return]
 
@@ -100,7 +102,7 @@ def test_gpg_commit_with_unverified_email(server: BastionServer, work: Work, gpg
 
     # A key whose only identity is the unverified address is refused outright.
     lone = gpg_home.generate(f"Alt <{owner}-alt@example.com>")
-    resp = api(server, "POST", "/api/settings/gpg-keys", work.repo.token, json={"key": gpg_home.export(lone)})
+    resp = keys_api(server, work.repo.token, "POST", "/api/settings/gpg-keys", json={"key": gpg_home.export(lone)})
     assert resp.status_code == 400 and "verified e-mail" in resp.headers["X-Error-Message"]
 
 
@@ -146,7 +148,7 @@ def test_unknown_key_then_added_then_removed(server: BastionServer, work: Work, 
     # Adding the key recomputes the stored verdict; removing it does again.
     key = add_gpg(server, work.repo.token, gpg_home.export(fpr))
     assert signature_of(server, work.repo, sha)["status"] == "verified"
-    resp = api(server, "DELETE", f"/api/settings/gpg-keys/{key['id']}", work.repo.token)
+    resp = keys_api(server, work.repo.token, "DELETE", f"/api/settings/gpg-keys/{key['id']}")
     assert resp.status_code == 200, resp.text
     assert signature_of(server, work.repo, sha)["reason"].startswith("unknown key")
 
@@ -157,7 +159,7 @@ def test_ssh_key_removed_makes_commit_unknown(server: BastionServer, work: Work,
     sha = work.commit("a.txt")
     work.push()
     assert signature_of(server, work.repo, sha)["status"] == "verified"
-    assert api(server, "DELETE", f"/api/settings/ssh-signing-keys/{key['id']}", work.repo.token).status_code == 200
+    assert keys_api(server, work.repo.token, "DELETE", f"/api/settings/ssh-signing-keys/{key['id']}").status_code == 200
     sig = signature_of(server, work.repo, sha)
     assert sig["status"] == "unverified" and sig["reason"].startswith("unknown key")
 
@@ -198,10 +200,10 @@ def test_unsigned_commit_and_vigilant_mode(server: BastionServer, work: Work) ->
     work.push()
     assert signature_of(server, work.repo, sha) == {"status": "unsigned", "type": None, "keyId": None,
                                                     "signer": None, "reason": None}
-    resp = api(server, "PUT", "/api/settings/signing", work.repo.token, json={"vigilantMode": True})
+    resp = keys_api(server, work.repo.token, "PUT", "/api/settings/signing", json={"vigilantMode": True})
     assert resp.status_code == 200, resp.text
     assert api(server, "GET", "/api/settings/signing", work.repo.token).json() == {"vigilantMode": True}
     sig = signature_of(server, work.repo, sha)
     assert sig["status"] == "unverified" and sig["type"] is None and "vigilant mode" in sig["reason"]
-    api(server, "PUT", "/api/settings/signing", work.repo.token, json={"vigilantMode": False})
+    keys_api(server, work.repo.token, "PUT", "/api/settings/signing", json={"vigilantMode": False})
     assert signature_of(server, work.repo, sha)["status"] == "unsigned"
