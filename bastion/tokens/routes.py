@@ -79,7 +79,7 @@ async def create_token(request: Request, principal: Principal = Depends(current_
     def run() -> dict[str, Any]:
         with transaction(hub.sessions) as session:
             issued = service.create_token(session, session.get(User, principal.user_id), name, role, expires, scopes,
-                                          can_read_gated=gated)
+                                          can_read_gated=gated, mailer=hub.mailer)
             return {**service.token_payload(issued.token), "token": issued.secret}
 
     return JSONResponse(await run_in_threadpool(run), status_code=201)
@@ -94,9 +94,9 @@ def _change(request: Request, principal: Principal, token_id: int, action: str, 
         if action == "rename":
             service.rename_token(session, tok, str(data.get("displayName") or data.get("name") or ""))
         elif action == "rotate":
-            out["token"] = service.rotate_token(session, tok)
+            out["token"] = service.rotate_token(session, tok, hub.mailer)
         else:
-            service.revoke_token(session, tok, reason="revoked by owner")
+            service.revoke_token(session, tok, reason="revoked by owner", mailer=hub.mailer)
         return JSONResponse({**service.token_payload(tok), **out})
 
 

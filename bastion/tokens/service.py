@@ -12,12 +12,14 @@ from sqlalchemy.orm import Session, object_session
 
 from bastion import audit
 from bastion.accounts.models import User
+from bastion.accounts.service import notify
 from bastion.audit import aggregate
 from bastion.audit.actions import AuditAction
 from bastion.authz import Principal
 from bastion.authz.policy import note_token_denial
 from bastion.db import utcnow
 from bastion.errors import BadRequest, InvalidCredentials, NotFound, UnknownCredentials
+from bastion.mail import Mailer
 from bastion.tokens import format as token_format
 from bastion.tokens import restrictions
 from bastion.tokens.models import AccessToken
@@ -49,9 +51,10 @@ def _restrictions_for(role: str, scopes: list[Scope] | None, can_read_gated: boo
 
 def create_token(session: Session, user: User, name: str, role: str = "read",
                  expires_at: datetime | None = None, scopes: list[Scope] | None = None,
-                 can_read_gated: bool = False) -> IssuedToken:
+                 can_read_gated: bool = False, mailer: Mailer | None = None) -> IssuedToken:
     """`can_read_gated`: a fine-grained token may read the files of public gated repos its owner has
-    access to (the Hub's canReadGatedRepos); without it, only those its scopes name."""
+    access to (the Hub's canReadGatedRepos); without it, only those its scopes name. `mailer`: the
+    owner's primary address is told (a token is a sensitive account change)."""
     if role not in ROLES:
         raise BadRequest(f"Invalid token role {role!r}: expected one of {', '.join(ROLES)}")
     from bastion.orgs import service as orgs
@@ -71,7 +74,13 @@ def create_token(session: Session, user: User, name: str, role: str = "read",
                           "expires": expires_at.isoformat() if expires_at else None,
                           **({"canReadGatedRepos": True} if can_read_gated else {})})
     orgs.token_created(session, tok)  # org token governance: pending approval, or approved for org admins
+    _tell_owner(session, mailer, tok, "created", f"An access token named {name!r} ({role}) was created")
     return IssuedToken(tok, secret)
+
+
+def _tell_owner(session: Session, mailer: Mailer | None, tok: AccessToken, verb: str, text: str) -> None:
+    notify(session, mailer, tok.user, f"An access token was {verb}", f"{text} on your account.",
+           review="/settings/tokens")
 
 
 def _valid_name(name: str) -> str:
@@ -161,7 +170,7 @@ def rename_token(session: Session, tok: AccessToken, name: str) -> None:
                  details={"from": old, "to": tok.name})
 
 
-def rotate_token(session: Session, tok: AccessToken) -> str:
+def rotate_token(session: Session, tok: AccessToken, mailer: Mailer | None = None) -> str:
     """A new secret with the same scopes; the old secret stops working at once."""
     if tok.revoked_at is not None:
         raise BadRequest("A revoked token cannot be rotated")
@@ -169,6 +178,7 @@ def rotate_token(session: Session, tok: AccessToken) -> str:
     tok.secret_hash, tok.last4, tok.rotated_at = token_format.hash_token(secret), secret[-4:], utcnow()
     audit.record(session, AuditAction.TOKEN_ROTATE, target=("token", str(tok.id)), namespace=tok.user.name,
                  details={"name": tok.name})
+    _tell_owner(session, mailer, tok, "rotated", f"The access token {tok.name!r} was given a new secret")
     return secret
 
 
@@ -222,11 +232,13 @@ def is_live(tok: AccessToken) -> bool:
     return state(tok) == "active" and tok.user.is_active
 
 
-def revoke_token(session: Session, tok: AccessToken, reason: str = "revoked by owner") -> None:
+def revoke_token(session: Session, tok: AccessToken, reason: str = "revoked by owner",
+                 mailer: Mailer | None = None) -> None:
     if tok.revoked_at is None:
         tok.revoked_at = utcnow()
         audit.record(session, AuditAction.TOKEN_REVOKE, target=("token", str(tok.id)),
                      namespace=tok.user.name, details={"name": tok.name, "reason": reason})
+        _tell_owner(session, mailer, tok, "revoked", f"The access token {tok.name!r} was revoked")
 
 
 def needs_touch(tok: AccessToken) -> bool:

@@ -71,7 +71,8 @@ async def tokens_create(request: Request, principal: Principal = Depends(current
                 user, _ws = _me(session, principal)
                 issued = tokens.create_token(session, user, _text(form, "name", 100), role,
                                              parse_expiry(_text(form, "expires", 40) or None), scopes,
-                                             can_read_gated=bool(_text(form, "can_read_gated", 8)))
+                                             can_read_gated=bool(_text(form, "can_read_gated", 8)),
+                                             mailer=hub_of(request).mailer)
                 secret = issued.secret
         except BadRequest as exc:
             return _page(request, principal, 400, error=exc.message)
@@ -100,9 +101,9 @@ async def tokens_change(token_id: int, verb: str, request: Request,
                 if verb == "rename":  # the JSON API's rename, audited there as token.rename
                     tokens.rename_token(session, tok, _text(form, "name", 200))
                 elif verb == "rotate":
-                    secret = tokens.rotate_token(session, tok)
+                    secret = tokens.rotate_token(session, tok, hub_of(request).mailer)
                 else:
-                    tokens.revoke_token(session, tok, reason="revoked by owner")
+                    tokens.revoke_token(session, tok, reason="revoked by owner", mailer=hub_of(request).mailer)
         except BadRequest as exc:
             return _page(request, principal, 400, error=exc.message)
         if secret:

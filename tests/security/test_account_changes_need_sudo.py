@@ -124,3 +124,23 @@ def test_email_removal_needs_a_recent_password(web_server: BastionServer, mail_s
     assert extra not in client.get("/settings/emails").text
     mail_sink.wait_for(primary, "e-mail address was removed", after=before)
     client.close()
+
+
+def test_token_changes_are_mailed_to_the_primary_address(web_server: BastionServer,  # noqa: F811
+                                                         mail_sink: MailSink) -> None:  # noqa: F811
+    """A new, rotated or revoked access token is a sensitive change too: the owner's primary address hears."""
+    name, _token = create_password_user(web_server)
+    primary = f"{name}@example.com"
+    client = _browser(web_server, name)  # just signed in: inside the sudo window
+    before = mail_sink.count()
+    created = _post(client, "/settings/tokens", "/settings/tokens", name="ci-runner", role="read")
+    assert created.status_code == 200, created.text[:300]
+    mail = mail_sink.wait_for(primary, "access token was created", after=before)
+    assert "ci-runner" in str(mail.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    [tok] = [t for t in client.get("/api/settings/tokens", headers={"accept": "application/json"}).json()
+             if t["displayName"] == "ci-runner"]
+    assert _post(client, "/settings/tokens", f"/settings/tokens/{tok['id']}/rotate").status_code == 200
+    mail_sink.wait_for(primary, "access token was rotated", after=before)
+    assert _post(client, "/settings/tokens", f"/settings/tokens/{tok['id']}/revoke").status_code == 303
+    mail_sink.wait_for(primary, "access token was revoked", after=before)
+    client.close()
