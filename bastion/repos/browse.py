@@ -13,7 +13,7 @@ from typing import Any
 
 import pygit2
 
-from bastion.repos.gitstore import GitRepo, commit_datetime, parse_lfs_pointer
+from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, commit_datetime, parse_lfs_pointer
 from bastion.repos.models import Repo
 
 LAST_COMMIT_WALK_LIMIT = 5000
@@ -40,7 +40,7 @@ def file_entry(git: GitRepo, path: str, blob_id: pygit2.Oid) -> dict[str, Any]:
     # The size from the object's header: a listing never inflates whole files, only pointer-sized ones.
     _kind, size = git.repo.odb.read_header(blob_id)
     entry: dict[str, Any] = {"type": "file", "path": path, "size": size, "oid": str(blob_id)}
-    if size <= 200:
+    if LFS_POINTER_MIN <= size <= LFS_POINTER_MAX:
         ptr = parse_lfs_pointer(git.repo[blob_id].data)
         if ptr is not None:
             entry["size"] = ptr.size

@@ -37,7 +37,7 @@ from bastion.db import after_commit, after_rollback, transaction, utcnow
 from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.hub import Hub
 from bastion.repos.commit import CommitResult, post_commit_hooks
-from bastion.repos.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
+from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, parse_lfs_pointer
 from bastion.repos.guards import download_guards
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
@@ -864,7 +864,8 @@ def revision_files(hub: Hub, repo: Repo, commit: pygit2.Commit) -> list[tuple[st
         key = keys.get(entry.id)
         if key is None:
             _kind, size = odb.read_header(entry.id)
-            pointer = parse_lfs_pointer(git.repo[entry.id].data) if size <= LFS_POINTER_MAX else None
+            pointer = (parse_lfs_pointer(git.repo[entry.id].data)
+                       if LFS_POINTER_MIN <= size <= LFS_POINTER_MAX else None)
             key = keys[entry.id] = pointer.oid if pointer is not None else str(entry.id)
         out.append((path, key))
     return out
