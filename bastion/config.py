@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     multipart_chunk_size: int = 128 * MiB
     max_commit_body: int = 64 * MiB
     max_commit_operations: int = 25_000
+    # What one commit's tree may hold (commit API and git push): entries directly in one folder, and
+    # entries in the whole tree (every level). A commit that grows a tree past either is refused.
+    max_tree_entries: int = Field(default=10_000, ge=1)
+    max_total_tree_entries: int = Field(default=1_000_000, ge=1)
     max_lfs_object_size: int = 500 * 1024 * MiB
     upload_url_ttl_seconds: int = 3600
 

@@ -34,6 +34,7 @@ from bastion.repos import commit as repo_commit
 from bastion.repos import protection
 from bastion.repos.gitstore import DEFAULT_BRANCH, LFS_POINTER_MAX, PR_REF_RE, GitRepo, parse_lfs_pointer, validate_path
 from bastion.repos.models import Repo
+from bastion.repos.tree_rules import TreeLimits, tree_problems
 from bastion.signing import service as signing
 from bastion.tokens import service as tokens
 from bastion.tokens.models import AccessToken
@@ -316,6 +317,7 @@ def scan_push(hub: Hub, repo: Repo, git: GitRepo, updates: list[RefUpdate]) -> P
             scan.problems.append(f"{update.ref}: {reason}")
             refused.add(update.ref)
     seen: dict[str, Any] = {}
+    limits = TreeLimits.of(hub.settings, repo)
     for update in updates:
         if update.deleted:
             continue
@@ -323,11 +325,17 @@ def scan_push(hub: Hub, repo: Repo, git: GitRepo, updates: list[RefUpdate]) -> P
         shas = scan.commits.setdefault(update.ref, [])
         for commit in new_commits(git, [update.new]):
             shas.append(str(commit.id))
+            written = []
             for f in changed_files(git, commit):
                 scan.touched.add(f.path)
                 if f.blob:
                     _scan_blob(hub, git, f, scan, seen)
                     blobs.append((f.path, f.blob))
+                    written.append(f.path)
+            # The same rules as the commit API: folder sizes, total size, case-colliding names.
+            parent = commit.parents[0].tree if commit.parents else None
+            scan.problems += [f"commit {str(commit.id)[:12]}: {p}"
+                              for p in tree_problems(git, commit.tree, parent, written, limits)]
         if update.ref not in refused and signing.rule_applies(repo, update.ref):
             # Walked here, outside the database transaction.
             scan.entering[update.ref] = signing.entering_ref(git, repo, update.ref, update.new,

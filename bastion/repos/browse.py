@@ -8,11 +8,12 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import pygit2
 
-from bastion.repos.gitstore import GitRepo, commit_datetime, parse_lfs_pointer
+from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, commit_datetime, parse_lfs_pointer
 from bastion.repos.models import Repo
 
 LAST_COMMIT_WALK_LIMIT = 5000
@@ -39,7 +40,7 @@ def file_entry(git: GitRepo, path: str, blob_id: pygit2.Oid) -> dict[str, Any]:
     # The size from the object's header: a listing never inflates whole files, only pointer-sized ones.
     _kind, size = git.repo.odb.read_header(blob_id)
     entry: dict[str, Any] = {"type": "file", "path": path, "size": size, "oid": str(blob_id)}
-    if size <= 200:
+    if LFS_POINTER_MIN <= size <= LFS_POINTER_MAX:
         ptr = parse_lfs_pointer(git.repo[blob_id].data)
         if ptr is not None:
             entry["size"] = ptr.size
@@ -72,18 +73,47 @@ def with_xet_hashes(entries: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any
 
 def tree_entries(git: GitRepo, tree: pygit2.Tree, base: str, recursive: bool) -> Iterator[dict[str, Any]]:
     """Entries below `tree` (whose path is `base`), folders before their content, sorted like git."""
-    return with_xet_hashes(_walk(git, tree, base, recursive))
+    return with_xet_hashes(_entry(git, path, obj) for path, obj in _walk(git, tree, base, recursive))
 
 
-def _walk(git: GitRepo, tree: pygit2.Tree, base: str, recursive: bool) -> Iterator[dict[str, Any]]:
+def tree_page(git: GitRepo, tree: pygit2.Tree, base: str, recursive: bool, offset: int, limit: int,
+              ) -> tuple[list[dict[str, Any]], bool]:
+    """Entries `offset` to `offset + limit` of `tree_entries`, and whether more follow.
+
+    Entries before the page are only named, never read: a page costs one pass over the tree's names
+    plus the work of its own entries, whatever the folder's size.
+    """
+    chosen = list(islice(_walk(git, tree, base, recursive), offset, offset + limit + 1))
+    return list(with_xet_hashes(_entry(git, path, obj) for path, obj in chosen[:limit])), len(chosen) > limit
+
+
+def folder_page(git: GitRepo, tree: pygit2.Tree, base: str, offset: int, limit: int,
+                ) -> tuple[list[dict[str, Any]], int]:
+    """One page of a folder as a person reads it (folders first, then files, case-insensitively by
+    name), and how many entries the folder holds."""
+    items = [(obj.type_str != "tree", obj.name.lower(), obj.name, obj) for obj in tree
+             if obj.type_str in ("tree", "blob")]
+    items.sort(key=lambda item: item[:3])
+    page = [(f"{base}/{name}" if base else name, obj) for _, _, name, obj in items[offset:offset + limit]]
+    return list(with_xet_hashes(_entry(git, path, obj) for path, obj in page)), len(items)
+
+
+def _entry(git: GitRepo, path: str, obj: pygit2.Object) -> dict[str, Any]:
+    if obj.type_str == "tree":
+        return {"type": "directory", "path": path, "oid": str(obj.id)}
+    return file_entry(git, path, obj.id)
+
+
+def _walk(git: GitRepo, tree: pygit2.Tree, base: str, recursive: bool) -> Iterator[tuple[str, pygit2.Object]]:
+    """(path, tree entry) of every folder and file, without reading any file."""
     for obj in tree:
         path = f"{base}/{obj.name}" if base else obj.name
         if obj.type_str == "tree":
-            yield {"type": "directory", "path": path, "oid": str(obj.id)}
+            yield path, obj
             if recursive:
                 yield from _walk(git, git.repo[obj.id], path, True)
         elif obj.type_str == "blob":
-            yield file_entry(git, path, obj.id)
+            yield path, obj
 
 
 def paths_info(git: GitRepo, commit: pygit2.Commit, paths: list[str]) -> list[dict[str, Any]]:
@@ -188,9 +218,10 @@ EXPANDS = {"model": MODEL_EXPANDS, "dataset": DATASET_EXPANDS, "space": SPACE_EX
 
 def siblings(git: GitRepo, commit: pygit2.Commit, with_blobs: bool) -> list[dict[str, Any]]:
     out = []
-    for entry in _walk(git, commit.tree, "", True):
-        if entry["type"] != "file":
+    for path, obj in _walk(git, commit.tree, "", True):
+        if obj.type_str != "blob":
             continue
+        entry = file_entry(git, path, obj.id)
         if not with_blobs:
             out.append({"rfilename": entry["path"]})
             continue

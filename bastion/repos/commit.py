@@ -25,6 +25,7 @@ from bastion.lfs.service import use_linked_objects
 from bastion.repos import protection
 from bastion.repos.gitstore import GitRepo, lfs_pointer_bytes, parse_lfs_pointer, signature, validate_path
 from bastion.repos.models import Repo
+from bastion.repos.tree_rules import TreeLimits, tree_problems
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,9 @@ def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision
         base = git.repo[head]
         changes, added = _build_changes(git, base, ops, lfs_sizes)
         tree = git.write_tree(base.tree, changes) or git.repo.TreeBuilder().write()
+        if problems := tree_problems(git, git.repo[tree], base.tree, [path for path, _ in added],
+                                     TreeLimits.of(hub.settings, repo)):
+            raise BadRequest("; ".join(problems[:10]))
         new = _write_commit(git, tree, [head], sig, message)
 
         # The repo row may have been deleted meanwhile; lock it for the rest of the transaction.

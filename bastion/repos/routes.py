@@ -363,7 +363,7 @@ def _info(plural: str, ns: str, name: str, revision: str, request: Request, prin
 def security_status(hub: Hub, session: Session, repo: Repo, commit_oid: str,
                     secrets_of: int | None = None) -> dict[str, Any]:
     """`securityRepoStatus`: scansDone is true only when every file has a verdict from every scanner."""
-    status = scanning.repo_status(hub, session, repo, commit_oid, secrets_of)
+    status = scanning.revision_summary(hub, session, repo, hub.git(repo.storage_key).resolve(commit_oid), secrets_of)
     return {"scansDone": status["scansDone"], "filesWithIssues": status["filesWithIssues"]}
 
 
@@ -403,15 +403,7 @@ def list_tree(plural: str, ns: str, name: str, rest: str, request: Request,
         tree = git.tree_at(head, path)
         if tree.type_str != "tree":
             raise EntryNotFound(f"{path} is not a folder", headers={"X-Repo-Commit": str(head.id)})
-        entries = []
-        has_more = False
-        for n, entry in enumerate(browse.tree_entries(git, tree, path, recursive)):
-            if n < offset:
-                continue
-            if len(entries) == limit:
-                has_more = True
-                break
-            entries.append(entry)
+        entries, has_more = browse.tree_page(git, tree, path, recursive, offset, limit)
         if expand:
             _expand_entries(hub, session, repo, git, head, entries, principal)
     headers = {"Link": next_link(request, cursor=offset + limit)} if has_more else {}

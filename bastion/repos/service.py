@@ -24,7 +24,7 @@ from bastion.authz.policy import RepoColumns, RepoTransfer
 from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
 from bastion.hub import Hub
-from bastion.repos import protection
+from bastion.repos import protection, tree_rules
 from bastion.repos.gitstore import GitRepo, signature
 from bastion.repos.models import REPO_TYPES, Repo
 
@@ -251,6 +251,7 @@ REPO_FLAGS = {
     "blockUnsafeFiles": "block_unsafe",  # reject commits whose inline scan finds malware/dangerous pickles
     "secretPushProtection": "secret_push_protection",  # reject commits adding verified secrets
     "requireSignedCommits": "require_signed_commits",  # reject unsigned or unverified commits
+    "allowCaseCollidingPaths": tree_rules.CASE_SETTING,  # accept `A.txt` beside `a.txt`
 }
 SIGNED_BRANCHES = "require_signed_commits_branches"  # patterns limiting requireSignedCommits to some branches
 ORG_MEMBERS_GATED = "org_members_gated"  # an org repo's gate applies to the org's members too

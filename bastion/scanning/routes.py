@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object, parse_json
+from bastion.api.urls import next_link
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest
-from bastion.repos.routes import load_repo
+from bastion.repos.routes import DEFAULT_PAGE, MAX_PAGE, load_repo
+from bastion.repos.routes import _int_param as int_param
 from bastion.scanning import leaks, service
 
 router = APIRouter()
@@ -24,12 +24,17 @@ router = APIRouter()
 @permission(Permission.REPO_METADATA_READ)
 def scan_status(plural: str, ns: str, name: str, request: Request, revision: str = "main",
                 principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """The revision's summary (`scansDone`, `filesWithIssues`) and one page of per-file statuses:
+    `limit` files (default and most as the tree API's) from `cursor`, the next page in `Link`."""
     hub = hub_of(request)
+    limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    offset = int_param(request, "cursor", 0, 0, 10**9)
     with transaction(hub.sessions, readonly=True) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
-        status: dict[str, Any] = service.repo_status(hub, session, repo, revision,
-                                                     service.secrets_visible(principal, repo))
-    return JSONResponse(status)
+        status, more = service.repo_status(hub, session, repo, revision, service.secrets_visible(principal, repo),
+                                           offset=offset, limit=limit)
+    headers = {"Link": next_link(request, cursor=offset + limit)} if more else {}
+    return JSONResponse(status, headers=headers)
 
 
 @router.post("/api/{plural}/{ns}/{name}/scan")

@@ -37,7 +37,7 @@ from bastion.db import after_commit, after_rollback, transaction, utcnow
 from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.hub import Hub
 from bastion.repos.commit import CommitResult, post_commit_hooks
-from bastion.repos.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
+from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, parse_lfs_pointer
 from bastion.repos.guards import download_guards
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
@@ -855,17 +855,85 @@ def file_status(hub: Hub, session: Session, key: str, secrets_of: int | None = N
     return file_statuses(hub, session, [key], secrets_of)[key]
 
 
-def repo_status(hub: Hub, session: Session, repo: Repo, revision: str, secrets_of: int | None = None,
-                ) -> dict[str, Any]:
+def revision_files(hub: Hub, repo: Repo, commit: pygit2.Commit) -> list[tuple[str, str]]:
+    """(path, verdict key) of every file at `commit`. Only pointer-sized blobs are read, each once."""
     git = hub.git(repo.storage_key)
-    commit = git.resolve(revision)
-    paths = [(path, blob_ref(hub, repo.storage_key, str(entry.id)).key) for path, entry in git.walk_files(commit.tree)]
-    statuses = file_statuses(hub, session, [key for _, key in paths], secrets_of)
-    files = [{"path": path, **statuses[key]} for path, key in paths]
-    issues = [f["path"] for f in files if Verdict(f["status"]) in ISSUE_VERDICTS]
+    odb, keys = git.repo.odb, {}
+    out = []
+    for path, entry in git.walk_files(commit.tree):
+        key = keys.get(entry.id)
+        if key is None:
+            _kind, size = odb.read_header(entry.id)
+            pointer = (parse_lfs_pointer(git.repo[entry.id].data)
+                       if LFS_POINTER_MIN <= size <= LFS_POINTER_MAX else None)
+            key = keys[entry.id] = pointer.oid if pointer is not None else str(entry.id)
+        out.append((path, key))
+    return out
+
+
+SUMMARY_BATCH = 2000
+
+
+def _overall_verdicts(hub: Hub, session: Session, keys: list[str], secrets_of: int | None) -> dict[str, Verdict]:
+    """Each blob's `status` exactly as `file_statuses` computes it, reading only verdict columns (a
+    revision summary covers every file; the findings' details are read only for open secret findings)."""
+    shown = (*PUBLIC_SCANNERS, "secrets") if secrets_of is not None else PUBLIC_SCANNERS
+    versions = {n: s.version() for n, s in _scanners_of(hub).items() if n in shown}
+    rows: dict[tuple[str, str], list[Any]] = {}
+    pending: set[tuple[str, str]] = set()
+    for i in range(0, len(keys), SUMMARY_BATCH):
+        chunk = keys[i:i + SUMMARY_BATCH]
+        for row in session.execute(select(ScanResultRow.id, ScanResultRow.blob_key, ScanResultRow.scanner,
+                                          ScanResultRow.scanner_version, ScanResultRow.verdict).where(
+                ScanResultRow.blob_key.in_(chunk), ScanResultRow.scanner.in_(versions))
+                .order_by(ScanResultRow.created_at.desc(), ScanResultRow.id.desc())):
+            rows.setdefault((row.blob_key, row.scanner), []).append(row)
+        pending.update(tuple(r) for r in session.execute(select(ScanJob.blob_key, ScanJob.scanner).where(
+            ScanJob.blob_key.in_(chunk), ScanJob.scanner.in_(versions), ScanJob.state != "done")))
+    per_key: dict[str, dict[str, Verdict]] = {}
+    secret_rows: dict[int, str] = {}  # row id -> blob key, for secret findings that may be dismissed
+    for key in keys:
+        verdicts = per_key[key] = {}
+        for name, version in versions.items():
+            verdict, row = _scanner_verdict(rows.get((key, name), []), (key, name) in pending, version)
+            verdicts[name] = verdict
+            if name == "secrets" and row is not None and verdict in ISSUE_VERDICTS:
+                secret_rows[row.id] = key
+    if secret_rows:
+        closed = set(session.scalars(select(SecretNotice.fingerprint).where(
+            SecretNotice.repo_id == secrets_of, SecretNotice.state != "open")))
+        ids = list(secret_rows)
+        for i in range(0, len(ids), SUMMARY_BATCH):
+            for row_id, details in session.execute(select(ScanResultRow.id, ScanResultRow.details).where(
+                    ScanResultRow.id.in_(ids[i:i + SUMMARY_BATCH]))):
+                found = {d.get("fingerprint") for d in (details or {}).get("detail", [])}
+                if found and found <= closed:
+                    per_key[secret_rows[row_id]]["secrets"] = Verdict.SAFE
+    return {key: worst(list(v.values())) for key, v in per_key.items()}
+
+
+def revision_summary(hub: Hub, session: Session, repo: Repo, commit: pygit2.Commit, secrets_of: int | None = None,
+                     files: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """`securityRepoStatus` of a revision: whether every file is scanned, and which have issues."""
+    files = revision_files(hub, repo, commit) if files is None else files
+    overall = _overall_verdicts(hub, session, list(dict.fromkeys(key for _, key in files)), secrets_of)
+    issues = [path for path, key in files if overall[key] in ISSUE_VERDICTS]
     # A scanner that could not run has not scanned: those files are not done, whatever else ran.
-    done = all(Verdict(f["status"]) not in (Verdict.UNSCANNED, Verdict.QUEUED, Verdict.UNAVAILABLE) for f in files)
-    return {"scansDone": done, "filesWithIssues": issues, "files": files, "commit": str(commit.id)}
+    done = all(v not in (Verdict.UNSCANNED, Verdict.QUEUED, Verdict.UNAVAILABLE) for v in overall.values())
+    return {"scansDone": done, "filesWithIssues": issues, "commit": str(commit.id)}
+
+
+def repo_status(hub: Hub, session: Session, repo: Repo, revision: str, secrets_of: int | None = None,
+                offset: int = 0, limit: int | None = None) -> tuple[dict[str, Any], bool]:
+    """The revision's summary and its files' statuses from `offset` (at most `limit` of them, the
+    details read only for those), and whether more files follow."""
+    commit = hub.git(repo.storage_key).resolve(revision)
+    files = revision_files(hub, repo, commit)
+    page = files[offset:] if limit is None else files[offset:offset + limit]
+    statuses = file_statuses(hub, session, [key for _, key in page], secrets_of)
+    return ({**revision_summary(hub, session, repo, commit, secrets_of, files),
+             "files": [{"path": path, **statuses[key]} for path, key in page]},
+            limit is not None and offset + limit < len(files))
 
 
 def scan_file_offline(scanners: dict[str, Scanner], path: Path) -> dict[str, Any]:

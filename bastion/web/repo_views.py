@@ -43,6 +43,8 @@ PREFIXES = {"dataset": "/datasets", "space": "/spaces", "model": ""}
 MAX_TEXT_VIEW = 512 * 1024
 README_LIMIT = 1024 * 1024
 COMMITS_PER_PAGE = 30
+ENTRIES_PER_PAGE = 1000  # a folder page; the next is ?p=1 (a page's work never grows with the folder)
+MAX_ISSUES_SHOWN = 100  # flagged files named in a page's warning (the count covers them all)
 COMMIT_ID_RE = re.compile(r"[0-9a-f]{7,40}")
 MAX_CHANGED_FILES = 1000
 CHANGE_KINDS = {pygit2.enums.DeltaStatus.ADDED: "added", pygit2.enums.DeltaStatus.DELETED: "deleted"}
@@ -139,13 +141,21 @@ def _common(repo: Repo, git: GitRepo, rev: str) -> dict[str, Any]:
             "tags": [t["name"] for t in refs["tags"]]}
 
 
-def _readme(git: GitRepo, commit: pygit2.Commit, entries: list[dict[str, Any]]) -> str | None:
-    for entry in entries:
-        if entry["type"] == "file" and entry["path"].rsplit("/", 1)[-1].lower() == "readme.md" \
-                and "lfs" not in entry and entry["size"] <= README_LIMIT:
-            data = git.blob_at(commit, entry["path"]).data
-            return render_markdown(data.decode("utf-8", errors="replace"))
+def _readme(git: GitRepo, commit: pygit2.Commit, tree: pygit2.Tree, path: str) -> str | None:
+    """The folder's README.md (any case), wherever it falls in the folder's pages."""
+    for obj in sorted((o for o in tree if o.type_str == "blob" and o.name.lower() == "readme.md"),
+                      key=lambda o: o.name):
+        entry = browse.file_entry(git, f"{path}/{obj.name}" if path else obj.name, obj.id)
+        if "lfs" not in entry and entry["size"] <= README_LIMIT:
+            return render_markdown(git.blob_at(commit, entry["path"]).data.decode("utf-8", errors="replace"))
     return None
+
+
+def _page_number(request: Request) -> int:
+    try:
+        return max(0, min(int(request.query_params.get("p", "0")), 10**6))
+    except ValueError:
+        return 0
 
 
 def _tree(request: Request, principal: Principal, repo_type: str, ns: str, name: str, rev: str,
@@ -162,8 +172,8 @@ def _tree(request: Request, principal: Principal, repo_type: str, ns: str, name:
         tree = git.tree_at(commit, path)
         if not isinstance(tree, pygit2.Tree):
             raise EntryNotFound(f"{path} is not a folder")
-        entries = list(browse.tree_entries(git, tree, path, recursive=False))
-        entries.sort(key=lambda e: (e["type"] != "directory", e["path"].lower()))
+        page = _page_number(request)
+        entries, total = browse.folder_page(git, tree, path, page * ENTRIES_PER_PAGE, ENTRIES_PER_PAGE)
         commits, _ = browse.history(git, commit, 0, 5)
         files = [e for e in entries if e["type"] == "file"]
         secrets_of = scanning.secrets_visible(principal, repo)  # secret findings: for managers only
@@ -171,12 +181,16 @@ def _tree(request: Request, principal: Principal, repo_type: str, ns: str, name:
         for entry in files:
             entry["security"] = statuses[scan_key(entry)]
         # The warning covers the whole revision, not only this folder: a bad file anywhere is news.
-        issues = scanning.repo_status(hub, session, repo, str(commit.id), secrets_of)["filesWithIssues"]
+        issues = scanning.revision_summary(hub, session, repo, commit, secrets_of)["filesWithIssues"]
         # A gated repo's README is file contents: shown only to those who may read them.
-        readme = _readme(git, commit, entries) if gate is None or gate["can_read"] else None
+        readme = _readme(git, commit, tree, path) if gate is None or gate["can_read"] else None
+        pages = {"page": page, "first": page * ENTRIES_PER_PAGE + 1 if entries else 0,
+                 "last": page * ENTRIES_PER_PAGE + len(entries), "total": total,
+                 "more": (page + 1) * ENTRIES_PER_PAGE < total}
         return render(request, "repo.html", **context, empty=False, path=path, entries=entries,
-                      readme=readme, commit=_commit_view(commit),
-                      commits=[_commit_view(c) for c in commits], crumbs=_crumbs(path), security_issues=issues)
+                      readme=readme, commit=_commit_view(commit), pages=pages,
+                      commits=[_commit_view(c) for c in commits], crumbs=_crumbs(path),
+                      security_issues=issues[:MAX_ISSUES_SHOWN], security_issue_count=len(issues))
 
 
 def _commit_view(commit: pygit2.Commit) -> dict[str, Any]:
@@ -218,10 +232,7 @@ def _blob(request: Request, principal: Principal, repo_type: str, ns: str, name:
 
 def _commits(request: Request, principal: Principal, repo_type: str, ns: str, name: str, rev: str) -> Response:
     hub = hub_of(request)
-    try:
-        page = max(0, min(int(request.query_params.get("p", "0")), 10**6))
-    except ValueError:
-        page = 0
+    page = _page_number(request)
     with transaction(hub.sessions, readonly=True) as session:
         repo, _ref = _load(session, principal, repo_type, ns, name)
         git = hub.git(repo.storage_key)
