@@ -6,6 +6,8 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 
+from bastion.errors import BadRequest
+
 # The path before a repo id on the web and resolve URLs, per repo type (the Hub's).
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
@@ -27,3 +29,17 @@ def next_link(request: Request, **overrides: object) -> str:
     params += [(k, str(v)) for k, v in overrides.items()]
     url = f"{base_url(request)}{request.url.path}?{urlencode(params)}"
     return f'<{url}>; rel="next"'
+
+
+def int_param(request: Request, key: str, default: int, lo: int, hi: int) -> int:
+    """The integer query parameter `key`, `default` when absent; 400 outside [lo, hi]."""
+    raw = request.query_params.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"'{key}' must be an integer") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"'{key}' must be between {lo} and {hi}")
+    return value

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from bastion.accounts.models import User
 from bastion.api.auth import credential_claims, current_principal, hub_of
 from bastion.api.bodies import json_object, parse_json
-from bastion.api.urls import base_url, next_link, repo_url
+from bastion.api.urls import base_url, int_param, next_link, repo_url
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import (
@@ -83,19 +83,6 @@ def raw_tail(request: Request, prefix: str) -> list[str]:
     if not path.startswith(prefix):
         return []
     return [unquote(seg) for seg in path[len(prefix):].split("/")]
-
-
-def _int_param(request: Request, key: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"'{key}' must be an integer") from None
-    if not lo <= value <= hi:
-        raise BadRequest(f"'{key}' must be between {lo} and {hi}")
-    return value
 
 
 def _truthy(value: str | None) -> bool:
@@ -306,9 +293,9 @@ def list_repos(plural: str, request: Request, principal: Principal = Depends(cur
     repo_type = _type(plural)
     require(principal, Permission.REPO_LIST)
     qp = request.query_params
-    limit = _int_param(request, "limit", 1000, 1, MAX_PAGE)
-    offset = _int_param(request, "cursor", 0, 0, 10**9)
-    direction = _int_param(request, "direction", -1, -1, 1)
+    limit = int_param(request, "limit", 1000, 1, MAX_PAGE)
+    offset = int_param(request, "cursor", 0, 0, 10**9)
+    direction = int_param(request, "direction", -1, -1, 1)
     expand = qp.getlist("expand")
     _check_expand(repo_type, expand)
     gated = qp.get("gated")
@@ -392,8 +379,8 @@ def list_tree(plural: str, ns: str, name: str, rest: str, request: Request,
     revision, path = segments[0], "/".join(s for s in segments[1:] if s)
     recursive = _truthy(request.query_params.get("recursive"))
     expand = _truthy(request.query_params.get("expand"))
-    limit = _int_param(request, "limit", DEFAULT_PAGE if not expand else 100, 1, MAX_PAGE)
-    offset = _int_param(request, "cursor", 0, 0, 10**9)
+    limit = int_param(request, "limit", DEFAULT_PAGE if not expand else 100, 1, MAX_PAGE)
+    offset = int_param(request, "cursor", 0, 0, 10**9)
     with transaction(hub.sessions, readonly=True) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
         git = hub.git(repo.storage_key)
@@ -470,8 +457,8 @@ def list_refs(plural: str, ns: str, name: str, request: Request,
 def list_commits(plural: str, ns: str, name: str, revision: str, request: Request,
                  principal: Principal = Depends(current_principal)) -> JSONResponse:
     hub = hub_of(request)
-    limit = _int_param(request, "limit", 50, 1, 1000)
-    page = _int_param(request, "p", 0, 0, 10**7)
+    limit = int_param(request, "limit", 50, 1, 1000)
+    page = int_param(request, "p", 0, 0, 10**7)
     formatted = "formatted" in request.query_params.getlist("expand[]") + request.query_params.getlist("expand")
     with transaction(hub.sessions, readonly=True) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)

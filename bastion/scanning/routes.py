@@ -8,12 +8,11 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object, parse_json
-from bastion.api.urls import next_link
+from bastion.api.urls import int_param, next_link
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest
 from bastion.repos.routes import DEFAULT_PAGE, MAX_PAGE, load_repo
-from bastion.repos.routes import _int_param as int_param
 from bastion.scanning import leaks, service
 
 router = APIRouter()
