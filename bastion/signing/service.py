@@ -2,12 +2,15 @@
 
 The verdict on a commit follows Gitea's order (models/asymkey/gpg_key_commit_verification.go):
 find the key by the signature's issuer, check the signature, then require that the committer's
-e-mail is a verified e-mail of the key's owner (and, for GPG, one of the key's user IDs).
+e-mail is a verified e-mail of the key's owner (and, for GPG, one of the key's user IDs). A commit
+the signer committed but authored as someone else is `partially_verified` (GitHub's name): the
+signature vouches for the committer, not for the author it names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ from bastion.signing.verify import (
 )
 
 VERIFIED, UNVERIFIED, UNSIGNED = "verified", "unverified", "unsigned"
+PARTIALLY_VERIFIED = "partially_verified"  # signed by its committer, authored as someone else
 INSTANCE_SIGNER = "Bastion (instance key)"  # a space: no account can be called this
 MAX_KEYS_PER_USER = 50
 RULE_SETTING = REPO_FLAGS["requireSignedCommits"]
@@ -270,6 +274,19 @@ class Verifier:
         return self._emails[user_id]
 
     def verify(self, commit: pygit2.Commit) -> Verdict:
+        return self._authorship(self._signature_verdict(commit), (commit.author.email or "").strip().lower())
+
+    def _authorship(self, verdict: Verdict, author: str) -> Verdict:
+        """`verified` only when the signer's account is the author too (by a verified e-mail), as it is the
+        committer: a signature does not vouch for the author a commit names."""
+        if verdict.status != VERIFIED or verdict.signer_user_id is None:
+            return verdict  # the instance key signs only commits Bastion wrote for their author
+        if author and author in self._verified(verdict.signer_user_id):
+            return verdict
+        return dataclasses.replace(verdict, status=PARTIALLY_VERIFIED,
+                                   reason=f"authored by {author or '(no e-mail)'}, not by the signer")
+
+    def _signature_verdict(self, commit: pygit2.Commit) -> Verdict:
         committer = (commit.committer.email or "").strip().lower()
         signature, payload = commit.gpg_signature
         if not signature:
