@@ -46,6 +46,8 @@ from bastion.signing.verify import (
 VERIFIED, UNVERIFIED, UNSIGNED = "verified", "unverified", "unsigned"
 PARTIALLY_VERIFIED = "partially_verified"  # signed by its committer, authored as someone else
 INSTANCE_SIGNER = "Bastion (instance key)"  # a space: no account can be called this
+INSTANCE_KEY_REFUSED = ("This is the instance's own signing key (it signs the commits Bastion writes): it cannot "
+                        "be added to an account")
 MAX_KEYS_PER_USER = 50
 RULE_SETTING = REPO_FLAGS["requireSignedCommits"]
 RULE_BRANCHES = SIGNED_BRANCHES
@@ -134,6 +136,9 @@ def add_ssh_key(session: Session, user: User, text: str, title: str = "") -> Ssh
     if not isinstance(title, str) or len(title) > 100:
         raise BadRequest("'title' must be a string of at most 100 characters")
     info = parse_ssh_key(text)
+    inst = _instance
+    if inst is not None and info.fingerprint == inst.fingerprint:
+        raise BadRequest(INSTANCE_KEY_REFUSED)
     if session.scalar(select(SshSigningKey.id).where(SshSigningKey.fingerprint == info.fingerprint)) is not None:
         raise Conflict(f"SSH key {info.fingerprint} has already been added")
     if _count_keys(session, user.id) >= MAX_KEYS_PER_USER:
@@ -196,7 +201,8 @@ def set_vigilant(session: Session, user: User, on: bool) -> None:
 def invalidate_user(session: Session, user_id: int, key_ids: Iterable[str] = ()) -> int:
     """Forget verdicts that depend on `user_id`'s keys, e-mails or preferences (recomputed on read).
 
-    Call it whenever a user's keys, verified e-mails or vigilant mode change.
+    Call it whenever a user's keys, verified e-mails or vigilant mode change. Verdicts of the instance key
+    depend on none of them (no account holds that key) and are kept.
     """
     emails = verified_emails(session, user_id)
     conditions = [CommitSignature.signer_user_id == user_id]
@@ -205,7 +211,8 @@ def invalidate_user(session: Session, user_id: int, key_ids: Iterable[str] = ())
     ids = [k for k in key_ids if k]
     if ids:
         conditions.append(CommitSignature.key_id.in_(ids))
-    result = session.execute(delete(CommitSignature).where(or_(*conditions)))
+    not_instance = or_(CommitSignature.signer.is_(None), CommitSignature.signer != INSTANCE_SIGNER)
+    result = session.execute(delete(CommitSignature).where(or_(*conditions), not_instance))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
