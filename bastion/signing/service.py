@@ -31,7 +31,7 @@ from bastion.hub import Hub
 from bastion.repos import commit as repo_commit
 from bastion.repos.gitstore import GitRepo
 from bastion.repos.models import Repo
-from bastion.repos.service import REPO_FLAGS, SIGNED_BRANCHES
+from bastion.repos.service import REPO_FLAGS, SIGNED_BRANCHES, accepts_instance_commits
 from bastion.signing.models import CommitSignature, GpgKey, GpgSubkey, SigningPreference, SshSigningKey
 from bastion.signing.verify import (
     GpgContext,
@@ -455,10 +455,16 @@ def rule_applies(repo: Repo, ref: str) -> bool:
                                                  for p in patterns)
 
 
-def rule_problems(ref: str, verdicts: Iterable[tuple[str, Verdict]]) -> list[str]:
+def rule_problems(ref: str, verdicts: Iterable[tuple[str, Verdict]], accept_instance: bool = True) -> list[str]:
+    """Why these commits may not enter `ref` under the signed-commits rule: any verdict but `verified`, and a
+    commit the instance key signed (API commits, super-squash) unless the repo accepts those."""
     out = []
     for sha, verdict in verdicts:
-        if verdict.status != VERIFIED:
+        if verdict.status == VERIFIED and verdict.signer == INSTANCE_SIGNER and not accept_instance:
+            out.append(f"{ref}: commit {sha[:12]} is signed by the instance key (an API commit or super-squash); "
+                       "this repository's signed-commits rule does not accept those (requireSignedCommitsAcceptInstance"
+                       " is off): commit with git, signed with your own key (git commit -S), and push")
+        elif verdict.status != VERIFIED:
             why = f" ({verdict.reason})" if verdict.reason else ""
             out.append(f"{ref}: commit {sha[:12]} is {verdict.status}{why}; this repository requires signed "
                        "commits: sign with a GPG or SSH key added in your Bastion settings (git commit -S)")
@@ -511,7 +517,7 @@ def judge_ref(session: Session, repo: Repo, git: GitRepo, ref: str, entering: li
     if not rule_applies(repo, ref) or not entering:
         return []
     verdicts = record_commits(session, repo, git, entering)
-    return rule_problems(ref, ((s, verdicts[s]) for s in entering))
+    return rule_problems(ref, ((s, verdicts[s]) for s in entering), accepts_instance_commits(repo))
 
 
 def check_ref_move(session: Session, repo: Repo, git: GitRepo, ref: str, old: str | None, new: str) -> None:
