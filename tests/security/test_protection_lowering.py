@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from tests.accounts.fixtures import create_password_user, csrf_of, http_login, mail_sink, web_server  # noqa: F401
 from tests.conftest import BastionServer, hf_api
 from tests.gitserver.conftest import Git
 from tests.signing.conftest import git  # noqa: F401
@@ -153,3 +154,23 @@ def test_a_user_repo_owner_decides(server: BastionServer) -> None:
         assert c.put(f"/api/models/{repo_id}/settings", json={"requireSignedCommits": True}).status_code == 200
         assert c.put(f"/api/models/{repo_id}/settings", json={"requireSignedCommits": False}).status_code == 200
     assert _lowered(server, repo_id) == [(owner, {"requireSignedCommits": {"from": True, "to": False}})]
+
+
+def test_the_org_security_page_sets_the_delegation(web_server: BastionServer) -> None:  # noqa: F811
+    admin, admin_token = create_password_user(web_server)
+    org = f"org{secrets.token_hex(3)}"
+    web_server.cli("admin", "create-org", org, "--owner", admin)
+    client = http_login(web_server, admin)
+    try:
+        page = client.get(f"/organizations/{org}/settings/security")
+        assert page.status_code == 200
+        assert '<input type="checkbox" id="delegate-protection-changes" name="delegate_protection_changes">' in page.text
+        resp = client.post(f"/organizations/{org}/settings/security", data={
+            "csrf_token": csrf_of(page.text), "repo_visibility": "public", "delegate_protection_changes": "on"})
+        assert resp.status_code in (200, 303), resp.text[:500]
+        page = client.get(f"/organizations/{org}/settings/security")
+        assert 'name="delegate_protection_changes" checked>' in page.text
+    finally:
+        client.close()
+    with _client(web_server, admin_token) as a:
+        assert a.get(f"/api/organizations/{org}/settings").json()["delegateProtectionChanges"] is True
