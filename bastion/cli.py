@@ -411,6 +411,7 @@ def add_key(user: str, gpg_file: Path | None, ssh_file: Path | None, data_dir: P
     kind, path = ("gpg", gpg_file) if gpg_file is not None else ("ssh", ssh_file)
     assert path is not None
     hub = _admin_hub(data_dir)
+    signing.install(hub)  # the instance key: refused as a user's key
     try:
         with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
             key = signing.add_key(session, accounts.get_user_by_name(session, user), kind,

@@ -35,6 +35,9 @@ class AuditAction(StrEnum):
     REPO_DELETE = "repo.delete"
     REPO_MOVE = "repo.move"
     REPO_UPDATE_SETTINGS = "repo.update_settings"
+    # A protection lowered (switched off or narrowed, instance commits accepted) or set aside (super-squash of
+    # a branch the signed-commit rule covers): who, and before/after (authz REPO_PROTECTION_LOWER).
+    REPO_PROTECTION_LOWER = "repo.protection.lower"
     REPO_UPDATE_VISIBILITY = "repo.update_visibility"
     REPO_UPDATE_GATED = "repo.update_gated"  # gating turned on/off, auto/manual, org members gated or not
     REPO_ACCESS_REQUEST_CREATE = "repo.access_request.create"  # a user asked (accepted at once in auto mode)
@@ -84,6 +87,8 @@ class AuditAction(StrEnum):
     ORG_REPO_VISIBILITY = "org.settings.security.repo_visibility"
     ORG_BLOCK_UNSAFE = "org.settings.security.block_unsafe"
     ORG_SECRET_PUSH_PROTECTION = "org.settings.security.secret_push_protection"
+    # Repo managers (not only org admins) may lower repo protections, or no longer may.
+    ORG_DELEGATE_PROTECTION_CHANGES = "org.settings.security.delegate_protection_changes"
     ORG_MEMBERS_PRIVACY_ENABLE = "org.settings.security.members_privacy.enable"
     ORG_MEMBERS_PRIVACY_DISABLE = "org.settings.security.members_privacy.disable"
     ORG_TOKEN_APPROVAL_ENABLED = "org.token_approval.enabled"

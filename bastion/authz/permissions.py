@@ -32,6 +32,9 @@ class Permission(StrEnum):
     REPO_WRITE = "repo.write"  # commits, branches, tags, LFS uploads
     REPO_CREATE = "repo.create"  # a new repo in a namespace
     REPO_MANAGE = "repo.settings.write"  # visibility, settings, rename/move
+    # Lower a repo's protections: switch off secret push protection, block-unsafe, signed commits, protected refs
+    # (or narrow them), bypass secret push protection, super-squash a branch the signed-commit rule covers
+    REPO_PROTECTION_LOWER = "repo.protection.lower"
     REPO_DELETE = "repo.delete"
     LFS_OBJECT_UPLOAD = "lfs.object.upload"  # a pre-signed upload URL (capability principal)
     XET_CAS_READ = "xet.cas.read"  # a Xet CAS token of one repo: reconstructions, dedupe (capability)

@@ -22,7 +22,7 @@ from bastion.errors import AuthenticationRequired, Forbidden, GatedRepo, Reauthe
 from bastion.timing import timed
 
 WRITE_PERMISSIONS = frozenset({Permission.REPO_WRITE, Permission.REPO_CREATE, Permission.REPO_MANAGE,
-                               Permission.REPO_DELETE, Permission.USER_KEYS_WRITE})
+                               Permission.REPO_PROTECTION_LOWER, Permission.REPO_DELETE, Permission.USER_KEYS_WRITE})
 
 # Granted only by a signed, short-lived claim (never by an account token, so a leaked hub token
 # cannot skip the repo check made when the claim was minted).
@@ -121,6 +121,7 @@ class OrgFacts:
     token_policy: str = "allow"  # allow | fine_grained | approval
     repo_visibility: str = "public"  # public | private | private_only
     hide_members: bool = False
+    delegate_protection_changes: bool = False  # repo managers (not only org admins) may lower protections
 
 
 @dataclass(frozen=True)
@@ -410,6 +411,8 @@ def _may_write(principal: Principal, role: str | None, creator_user_id: int | No
 def _org_repo_may(principal: Principal, perm: Permission, repo: RepoRef, org: OrgFacts) -> Decision:
     if principal.is_admin:
         return ALLOW
+    if perm is Permission.REPO_PROTECTION_LOWER:
+        return _org_protection_lower(principal, repo, org)
     role = _repo_role(principal, repo, org)
     if perm is Permission.REPO_METADATA_READ:
         if not repo.private:
@@ -422,6 +425,20 @@ def _org_repo_may(principal: Principal, perm: Permission, repo: RepoRef, org: Or
         where = f"resource group {repo.group.name!r}" if repo.group else f"organization {org.name!r}"
         return Decision(False, f"your role in the {where} ({role}) does not allow this")
     return _two_factor(principal, org)
+
+
+def _org_protection_lower(principal: Principal, repo: RepoRef, org: OrgFacts) -> Decision:
+    """Lowering an org repo's protections is the org's decision: its admins, or the repo's managers where the
+    org delegated it (`delegate_protection_changes`). Raising them is REPO_MANAGE."""
+    decision = _org_repo_may(principal, Permission.REPO_MANAGE, repo, org)
+    if not decision:
+        return decision
+    if _org_role(principal, org) == "admin" or org.delegate_protection_changes:
+        return ALLOW
+    return Decision(False, f"only administrators of the organization {org.name!r} can lower this repository's "
+                           "protections (switch off or narrow secret push protection, block-unsafe, signed commits "
+                           "or protected refs, bypass secret push protection, super-squash a signed branch)",
+                    disclose=True)
 
 
 # ---- gated repos ------------------------------------------------------------------------------

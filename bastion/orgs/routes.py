@@ -76,7 +76,8 @@ def settings_payload(org: Organization) -> dict[str, Any]:
     return {"name": org.name, "fullname": org.fullname, "description": org.description,
             "defaultRole": org.default_role, "require2fa": org.require_2fa, "repoVisibility": org.repo_visibility,
             "hideMembers": org.hide_members, "tokenPolicy": org.token_policy, "blockUnsafeFiles": org.block_unsafe,
-            "secretPushProtection": org.secret_push_protection}
+            "secretPushProtection": org.secret_push_protection,
+            "delegateProtectionChanges": org.delegate_protection_changes}
 
 
 # ---- organizations --------------------------------------------------------------------------
@@ -258,7 +259,8 @@ def apply_settings(session: Session, org: Organization, data: dict[str, Any]) ->
     orgs.set_security(session, org, require_2fa=_bool(data, "require2fa"),
                       repo_visibility=_str(data, "repoVisibility") if data.get("repoVisibility") is not None else None,
                       hide_members=_bool(data, "hideMembers"), block_unsafe=_bool(data, "blockUnsafeFiles"),
-                      secret_push_protection=_bool(data, "secretPushProtection"))
+                      secret_push_protection=_bool(data, "secretPushProtection"),
+                      delegate_protection_changes=_bool(data, "delegateProtectionChanges"))
     if data.get("tokenPolicy") is not None:
         orgs.set_token_policy(session, org, _str(data, "tokenPolicy"))
 

@@ -89,7 +89,7 @@ def org_facts(session: Session, org: Organization) -> OrgFacts:
                                                                      has_two_factor_clause(User.id))))
     return OrgFacts(id=org.id, name=org.name, roles=roles, two_factor=two_factor, require_2fa=org.require_2fa,
                     token_policy=org.token_policy, repo_visibility=org.repo_visibility,
-                    hide_members=org.hide_members)
+                    hide_members=org.hide_members, delegate_protection_changes=org.delegate_protection_changes)
 
 
 def group_facts(session: Session, group: ResourceGroup) -> GroupFacts:
@@ -394,8 +394,13 @@ def pending_invitations(session: Session, org: Organization) -> list[OrgInvitati
 
 def set_security(session: Session, org: Organization, *, require_2fa: bool | None = None,
                  repo_visibility: str | None = None, hide_members: bool | None = None,
-                 block_unsafe: bool | None = None, secret_push_protection: bool | None = None) -> None:
+                 block_unsafe: bool | None = None, secret_push_protection: bool | None = None,
+                 delegate_protection_changes: bool | None = None) -> None:
     target = ("org", org.name)
+    if delegate_protection_changes is not None and delegate_protection_changes != org.delegate_protection_changes:
+        org.delegate_protection_changes = delegate_protection_changes
+        audit.record(session, AuditAction.ORG_DELEGATE_PROTECTION_CHANGES, target=target, namespace=org.name,
+                     details={"delegateProtectionChanges": delegate_protection_changes})
     if secret_push_protection is not None and secret_push_protection != org.secret_push_protection:
         org.secret_push_protection = secret_push_protection
         audit.record(session, AuditAction.ORG_SECRET_PUSH_PROTECTION, target=target, namespace=org.name,

@@ -341,7 +341,8 @@ async def security(name: str, request: Request, principal: Principal = Depends(c
             orgs.update_profile(session, org, _text(form, "fullname", 200), _text(form, "description", 1000))
         orgs.set_security(session, org, require_2fa=form.get("require_2fa") == "on",
                           repo_visibility=_text(form, "repo_visibility", 16),
-                          hide_members=form.get("hide_members") == "on")
+                          hide_members=form.get("hide_members") == "on",
+                          delegate_protection_changes=form.get("delegate_protection_changes") == "on")
         return "saved"
 
     return await _post(request, principal, Permission.ORG_WRITE, name, _org_resource, act, "security")

@@ -231,6 +231,10 @@ def squash_history(hub: Hub, session: Session, repo: Repo, author: User, branch:
                             (message.strip() or "Super-squash branch") + "\n")
         audit.record(session, AuditAction.REPO_SQUASH, target=("repo", f"{repo.type}/{repo.repo_id}"),
                      namespace=repo.namespace, details={"branch": branch, "from": str(head), "to": str(new)})
+        # The new root commit is judged like any commit entering the branch (the signed-commits rule).
+        result = CommitResult(str(new), str(head), ref_name)
+        for hook in post_commit_hooks:
+            hook(hub, session, repo, result)
         session.flush()
         git.compare_and_swap(ref_name, head, new)
     return str(new)

@@ -262,6 +262,9 @@ async def update_settings(plural: str, ns: str, name: str, request: Request,
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise BadRequest(f"'{key}' must be a boolean")
+    accept_instance = data.get("requireSignedCommitsAcceptInstance")
+    if accept_instance is not None and not isinstance(accept_instance, bool):
+        raise BadRequest("'requireSignedCommitsAcceptInstance' must be a boolean")
     signed_branches = data.get("requireSignedCommitsBranches")
     if signed_branches is not None:
         signed_branches = protection.normalize_patterns(signed_branches, "requireSignedCommitsBranches")
@@ -277,8 +280,10 @@ async def update_settings(plural: str, ns: str, name: str, request: Request,
                 org = service.repo_ref(repo).org
                 assert org is not None
                 orgs.check_visibility_change(org, principal, private)
+            lowered = service.protection_lowerings(repo, flags, signed_branches, protected, accept_instance)
+            service.authorize_protection_lowering(session, principal, repo, lowered)
             service.update_settings(session, repo, private, gated, flags, signed_branches, protected,
-                                    org_members_gated)
+                                    org_members_gated, accept_instance)
 
     await _run(run)
     return JSONResponse({})
@@ -546,6 +551,11 @@ async def super_squash(plural: str, ns: str, name: str, branch: str, request: Re
     def run() -> str:
         with transaction(hub.sessions) as session:
             repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+            ref = hub.git(repo.storage_key).branch_ref_name(branch)
+            if signing.rule_applies(repo, ref):
+                # Replacing a signed branch's history with one instance-signed commit sets the rule aside.
+                service.authorize_protection_lowering(session, principal, repo, {"superSquash": {
+                    "branch": branch, "rule": "requireSignedCommits"}})
             return commit.squash_history(hub, session, repo, _actor(session, principal), branch, message)
 
     return JSONResponse({"commitId": await _run(run)})

@@ -122,15 +122,17 @@ def repo_ref_by_id(session: Session, repo_id: object, viewer_id: int | None) -> 
 def secrets_bypass_options(principal: Principal, repo: Repo, reason: str | None) -> dict[str, str]:
     """Commit options for an explicit bypass of secret push protection (API header or git push option).
 
-    Only those who manage the repo may push a secret past its protection; the follow-up check audits
-    every bypass that let a secret through.
+    Only those who may lower the repo's protections (REPO_PROTECTION_LOWER: a user repo's owner, an org
+    repo's org admins or, where the org delegates it, its managers) may push a secret past its protection;
+    the follow-up check audits every bypass that let a secret through.
     """
     if reason is None:
         return {}
     if not reason.strip():
         raise BadRequest("A secret push-protection bypass needs a reason")
-    if not authorize(principal, Permission.REPO_MANAGE, repo_ref(repo)):
-        raise Forbidden("Only the repository's managers may bypass secret push protection")
+    decision = authorize(principal, Permission.REPO_PROTECTION_LOWER, repo_ref(repo))
+    if not decision:
+        raise Forbidden(f"Bypassing secret push protection is not allowed: {decision.reason}")
     return {"secrets_bypass": reason.strip()[:500]}
 
 
@@ -254,6 +256,9 @@ REPO_FLAGS = {
     "allowCaseCollidingPaths": tree_rules.CASE_SETTING,  # accept `A.txt` beside `a.txt`
 }
 SIGNED_BRANCHES = "require_signed_commits_branches"  # patterns limiting requireSignedCommits to some branches
+# Whether commits Bastion signs with the instance key (API commits, super-squash) satisfy requireSignedCommits:
+# on unless set false (they are made by an authenticated writer, so attributable).
+SIGNED_ACCEPT_INSTANCE = "require_signed_commits_accept_instance"
 ORG_MEMBERS_GATED = "org_members_gated"  # an org repo's gate applies to the org's members too
 
 
@@ -265,15 +270,68 @@ def settings_payload(repo: Repo) -> dict[str, Any]:
         payload["orgMembersGated"] = bool(stored.get(ORG_MEMBERS_GATED))
     payload.update({api_name: bool(stored.get(key)) for api_name, key in REPO_FLAGS.items()})
     payload["requireSignedCommitsBranches"] = list(stored.get(SIGNED_BRANCHES) or [])
+    payload["requireSignedCommitsAcceptInstance"] = accepts_instance_commits(repo)
     payload.update({key: protection.patterns(repo, kind) for kind, key in protection.SETTINGS.items()})
     return payload
 
 
+def accepts_instance_commits(repo: Repo) -> bool:
+    """Whether instance-signed commits satisfy the repo's signed-commits rule (requireSignedCommitsAcceptInstance)."""
+    return (repo.settings or {}).get(SIGNED_ACCEPT_INSTANCE) is not False
+
+
+def _narrowed(before: list[str], after: list[str], empty_is_all: bool) -> bool:
+    if empty_is_all and not before:
+        return bool(after)  # every ref → some refs
+    if empty_is_all and not after:
+        return False  # some refs → every ref
+    return not set(before) <= set(after)
+
+
+def protection_lowerings(repo: Repo, flags: dict[str, bool] | None = None, signed_branches: list[str] | None = None,
+                         protected: dict[str, list[str]] | None = None,
+                         accept_instance: bool | None = None) -> dict[str, dict[str, Any]]:
+    """The changes among these settings that lower a protection, as {API name: {"from": …, "to": …}}: a
+    protection switched off, a rule's or a protected-ref list's patterns narrowed, instance-signed commits
+    accepted by the signed-commits rule. They need REPO_PROTECTION_LOWER; raising one is REPO_MANAGE."""
+    stored = repo.settings or {}
+    out: dict[str, dict[str, Any]] = {}
+    for api_name, value in (flags or {}).items():
+        if bool(stored.get(REPO_FLAGS[api_name])) and not value:
+            out[api_name] = {"from": True, "to": False}
+    if signed_branches is not None:
+        before = list(stored.get(SIGNED_BRANCHES) or [])
+        if _narrowed(before, signed_branches, empty_is_all=True):
+            out["requireSignedCommitsBranches"] = {"from": before, "to": signed_branches}
+    for key, value in (protected or {}).items():
+        before = [p for p in stored.get(key) or [] if isinstance(p, str)]
+        if _narrowed(before, value, empty_is_all=False):
+            out[key] = {"from": before, "to": value}
+    if accept_instance is True and not accepts_instance_commits(repo):
+        out["requireSignedCommitsAcceptInstance"] = {"from": False, "to": True}
+    return out
+
+
+def authorize_protection_lowering(session: Session, principal: Principal, repo: Repo,
+                                  changes: dict[str, Any]) -> None:
+    """Raise Forbidden unless `principal` may lower `repo`'s protections (on an org repo: an org admin, or a
+    repo manager where the org delegates it); else audit what is lowered (REPO_PROTECTION_LOWER)."""
+    if not changes:
+        return
+    decision = authorize(principal, Permission.REPO_PROTECTION_LOWER, repo_ref(repo))
+    if not decision:
+        raise Forbidden(f"Forbidden: {decision.reason}")
+    audit.record(session, AuditAction.REPO_PROTECTION_LOWER, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details=changes)
+
+
 def update_settings(session: Session, repo: Repo, private: bool | None, gated: str | bool | None,
                     flags: dict[str, bool] | None = None, signed_branches: list[str] | None = None,
-                    protected: dict[str, list[str]] | None = None, org_members_gated: bool | None = None) -> None:
+                    protected: dict[str, list[str]] | None = None, org_members_gated: bool | None = None,
+                    accept_instance: bool | None = None) -> None:
     """`protected`: {"protectedBranches": [...], "protectedTags": [...]} (bastion.repos.protection).
-    `org_members_gated`: an org repo's gate applies to the org's members too (bastion.authz, gated repos)."""
+    `org_members_gated`: an org repo's gate applies to the org's members too (bastion.authz, gated repos).
+    `accept_instance`: requireSignedCommitsAcceptInstance. The caller checked protection_lowerings()."""
     target = ("repo", f"{repo.type}/{repo.repo_id}")
     if private is not None and private != repo.private:
         repo.private = private
@@ -306,6 +364,10 @@ def update_settings(session: Session, repo: Repo, private: bool | None, gated: s
         repo.settings = {**(repo.settings or {}), SIGNED_BRANCHES: signed_branches}
         audit.record(session, AuditAction.REPO_UPDATE_SETTINGS, target=target, namespace=repo.namespace,
                      details={"requireSignedCommitsBranches": signed_branches})
+    if accept_instance is not None and accept_instance != accepts_instance_commits(repo):
+        repo.settings = {**(repo.settings or {}), SIGNED_ACCEPT_INSTANCE: accept_instance}
+        audit.record(session, AuditAction.REPO_UPDATE_SETTINGS, target=target, namespace=repo.namespace,
+                     details={"requireSignedCommitsAcceptInstance": accept_instance})
     for key, value in (protected or {}).items():
         if value != (repo.settings or {}).get(key, []):
             repo.settings = {**(repo.settings or {}), key: value}

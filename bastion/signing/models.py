@@ -86,7 +86,7 @@ class CommitSignature(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
     commit_sha: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(16))  # verified | unverified | unsigned
+    status: Mapped[str] = mapped_column(String(24))  # verified | partially_verified | unverified | unsigned
     sig_type: Mapped[str | None] = mapped_column(String(8), nullable=True)  # gpg | ssh
     key_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     signer: Mapped[str | None] = mapped_column(String(200), nullable=True)

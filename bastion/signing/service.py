@@ -2,12 +2,15 @@
 
 The verdict on a commit follows Gitea's order (models/asymkey/gpg_key_commit_verification.go):
 find the key by the signature's issuer, check the signature, then require that the committer's
-e-mail is a verified e-mail of the key's owner (and, for GPG, one of the key's user IDs).
+e-mail is a verified e-mail of the key's owner (and, for GPG, one of the key's user IDs). A commit
+the signer committed but authored as someone else is `partially_verified` (GitHub's name): the
+signature vouches for the committer, not for the author it names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from bastion.mail import Mailer
 from bastion.repos import commit as repo_commit
 from bastion.repos.gitstore import GitRepo
 from bastion.repos.models import Repo
-from bastion.repos.service import REPO_FLAGS, SIGNED_BRANCHES
+from bastion.repos.service import REPO_FLAGS, SIGNED_BRANCHES, accepts_instance_commits
 from bastion.signing.models import CommitSignature, GpgKey, GpgSubkey, SigningPreference, SshSigningKey
 from bastion.signing.verify import (
     GpgContext,
@@ -43,7 +46,10 @@ from bastion.signing.verify import (
 )
 
 VERIFIED, UNVERIFIED, UNSIGNED = "verified", "unverified", "unsigned"
+PARTIALLY_VERIFIED = "partially_verified"  # signed by its committer, authored as someone else
 INSTANCE_SIGNER = "Bastion (instance key)"  # a space: no account can be called this
+INSTANCE_KEY_REFUSED = ("This is the instance's own signing key (it signs the commits Bastion writes): it cannot "
+                        "be added to an account")
 MAX_KEYS_PER_USER = 50
 RULE_SETTING = REPO_FLAGS["requireSignedCommits"]
 RULE_BRANCHES = SIGNED_BRANCHES
@@ -132,6 +138,9 @@ def add_ssh_key(session: Session, user: User, text: str, title: str = "") -> Ssh
     if not isinstance(title, str) or len(title) > 100:
         raise BadRequest("'title' must be a string of at most 100 characters")
     info = parse_ssh_key(text)
+    inst = _instance
+    if inst is not None and info.fingerprint == inst.fingerprint:
+        raise BadRequest(INSTANCE_KEY_REFUSED)
     if session.scalar(select(SshSigningKey.id).where(SshSigningKey.fingerprint == info.fingerprint)) is not None:
         raise Conflict(f"SSH key {info.fingerprint} has already been added")
     if _count_keys(session, user.id) >= MAX_KEYS_PER_USER:
@@ -200,7 +209,8 @@ def set_vigilant(session: Session, user: User, on: bool) -> None:
 def invalidate_user(session: Session, user_id: int, key_ids: Iterable[str] = ()) -> int:
     """Forget verdicts that depend on `user_id`'s keys, e-mails or preferences (recomputed on read).
 
-    Call it whenever a user's keys, verified e-mails or vigilant mode change.
+    Call it whenever a user's keys, verified e-mails or vigilant mode change. Verdicts of the instance key
+    depend on none of them (no account holds that key) and are kept.
     """
     emails = verified_emails(session, user_id)
     conditions = [CommitSignature.signer_user_id == user_id]
@@ -209,7 +219,8 @@ def invalidate_user(session: Session, user_id: int, key_ids: Iterable[str] = ())
     ids = [k for k in key_ids if k]
     if ids:
         conditions.append(CommitSignature.key_id.in_(ids))
-    result = session.execute(delete(CommitSignature).where(or_(*conditions)))
+    not_instance = or_(CommitSignature.signer.is_(None), CommitSignature.signer != INSTANCE_SIGNER)
+    result = session.execute(delete(CommitSignature).where(or_(*conditions), not_instance))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -278,6 +289,19 @@ class Verifier:
         return self._emails[user_id]
 
     def verify(self, commit: pygit2.Commit) -> Verdict:
+        return self._authorship(self._signature_verdict(commit), (commit.author.email or "").strip().lower())
+
+    def _authorship(self, verdict: Verdict, author: str) -> Verdict:
+        """`verified` only when the signer's account is the author too (by a verified e-mail), as it is the
+        committer: a signature does not vouch for the author a commit names."""
+        if verdict.status != VERIFIED or verdict.signer_user_id is None:
+            return verdict  # the instance key signs only commits Bastion wrote for their author
+        if author and author in self._verified(verdict.signer_user_id):
+            return verdict
+        return dataclasses.replace(verdict, status=PARTIALLY_VERIFIED,
+                                   reason=f"authored by {author or '(no e-mail)'}, not by the signer")
+
+    def _signature_verdict(self, commit: pygit2.Commit) -> Verdict:
         committer = (commit.committer.email or "").strip().lower()
         signature, payload = commit.gpg_signature
         if not signature:
@@ -439,10 +463,16 @@ def rule_applies(repo: Repo, ref: str) -> bool:
                                                  for p in patterns)
 
 
-def rule_problems(ref: str, verdicts: Iterable[tuple[str, Verdict]]) -> list[str]:
+def rule_problems(ref: str, verdicts: Iterable[tuple[str, Verdict]], accept_instance: bool = True) -> list[str]:
+    """Why these commits may not enter `ref` under the signed-commits rule: any verdict but `verified`, and a
+    commit the instance key signed (API commits, super-squash) unless the repo accepts those."""
     out = []
     for sha, verdict in verdicts:
-        if verdict.status != VERIFIED:
+        if verdict.status == VERIFIED and verdict.signer == INSTANCE_SIGNER and not accept_instance:
+            out.append(f"{ref}: commit {sha[:12]} is signed by the instance key (an API commit or super-squash); "
+                       "this repository's signed-commits rule does not accept those (requireSignedCommitsAcceptInstance"
+                       " is off): commit with git, signed with your own key (git commit -S), and push")
+        elif verdict.status != VERIFIED:
             why = f" ({verdict.reason})" if verdict.reason else ""
             out.append(f"{ref}: commit {sha[:12]} is {verdict.status}{why}; this repository requires signed "
                        "commits: sign with a GPG or SSH key added in your Bastion settings (git commit -S)")
@@ -495,7 +525,7 @@ def judge_ref(session: Session, repo: Repo, git: GitRepo, ref: str, entering: li
     if not rule_applies(repo, ref) or not entering:
         return []
     verdicts = record_commits(session, repo, git, entering)
-    return rule_problems(ref, ((s, verdicts[s]) for s in entering))
+    return rule_problems(ref, ((s, verdicts[s]) for s in entering), accepts_instance_commits(repo))
 
 
 def check_ref_move(session: Session, repo: Repo, git: GitRepo, ref: str, old: str | None, new: str) -> None:

@@ -45,7 +45,8 @@ SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     # The Hub's rule: reviewing a gated repo's access requests takes write access to it.
     "repo.write": frozenset({Permission.REPO_METADATA_READ, Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST,
                              Permission.REPO_WRITE, Permission.REPO_CREATE, Permission.REPO_MANAGE,
-                             Permission.REPO_DELETE, Permission.REPO_ACCESS_READ, Permission.REPO_ACCESS_WRITE}),
+                             Permission.REPO_PROTECTION_LOWER, Permission.REPO_DELETE, Permission.REPO_ACCESS_READ,
+                             Permission.REPO_ACCESS_WRITE}),
     "repo.access.read": frozenset({Permission.REPO_ACCESS_READ}),  # the requests (names, e-mails), no files
     # Organization permissions (on an `org` entity; resourceGroup.write also on a `resource-group`).
     "org.read": frozenset({Permission.ORG_READ, Permission.ORG_MEMBERS_READ}),

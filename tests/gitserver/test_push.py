@@ -279,7 +279,8 @@ def test_push_protection_rejects_a_pushed_secret_and_a_push_option_bypasses_it_a
     writer, writer_token = server.create_user()
     org = f"o{os.urandom(3).hex()}"
     server.cli("admin", "create-org", org, "--owner", owner)
-    # The org's write role manages its repos (settings included), so it may bypass.
+    # The org's write role manages its repos, but lowering a protection (a bypass) is the org admins'
+    # unless the org delegates it to repo managers (issue 15).
     server.cli("admin", "add-member", org, writer, "--role", "write")
     repo_id = f"{org}/guarded"
     api = hf_api(server, owner_token)
@@ -303,6 +304,10 @@ def test_push_protection_rejects_a_pushed_secret_and_a_push_option_bypasses_it_a
     proc = git("push", "-o", "secrets-bypass", "origin", "main", cwd=work, check=False)
     _rejected(proc.stderr, "-o secrets-bypass needs a reason")
     assert api.model_info(repo_id).sha == head
+    proc = git("push", "-o", "secrets-bypass=this is a test credential", "origin", "main", cwd=work, check=False)
+    _rejected(proc.stderr, "Bypassing secret push protection is not allowed")
+    assert httpx.put(f"{server.url}/api/organizations/{org}/settings", json={"delegateProtectionChanges": True},
+                     headers={"authorization": f"Bearer {owner_token}"}).status_code == 200
 
     git("push", "-o", "secrets-bypass=this is a test credential", "origin", "main", cwd=work)
     assert api.model_info(repo_id).sha == pushed
