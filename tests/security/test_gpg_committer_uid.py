@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from bastion.accounts.models import User, UserEmail
 from bastion.db import utcnow
 from tests.conftest import BastionServer
-from tests.signing.conftest import GpgHome, Work, api, git, gpg_home, repo, signature_of, work  # noqa: F401
+from tests.signing.conftest import GpgHome, Work, api, git, gpg_home, keys_api, repo, signature_of, work  # noqa: F401
 from tests.signing.test_verification import add_gpg
 
 
@@ -48,7 +48,7 @@ def test_gpg_committer_email_must_be_one_of_the_keys_user_ids(server: BastionSer
 
     # The key names the address now: the same kind of commit verifies.
     gpg_home.add_uid(fpr, f"Owner <{other}>")
-    assert api(server, "DELETE", f"/api/settings/gpg-keys/{key['id']}", work.repo.token).status_code == 200
+    assert keys_api(server, work.repo.token, "DELETE", f"/api/settings/gpg-keys/{key['id']}").status_code == 200
     add_gpg(server, work.repo.token, gpg_home.export(fpr))
     sha = work.commit("b.txt")
     work.push()

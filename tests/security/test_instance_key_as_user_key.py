@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from tests.conftest import BastionServer, hf_api
 from tests.gitserver.conftest import make_repo
-from tests.signing.conftest import SshKey, api, signature_of, ssh_key  # noqa: F401
+from tests.signing.conftest import SshKey, api, keys_api, signature_of, ssh_key  # noqa: F401
 
 
 def _stored_verdicts(server: BastionServer, shas: list[str]) -> dict[str, tuple[str, str]]:
@@ -31,7 +31,7 @@ def test_the_instance_key_cannot_be_added_to_a_user(server: BastionServer, tmp_p
     name, token = server.create_user()
     for text in (instance["publicKey"], instance["publicKey"] + " bastion-instance", instance["allowedSigners"]
                  .split(" ", 2)[2]):
-        resp = api(server, "POST", "/api/settings/ssh-signing-keys", token, json={"key": text, "title": "mine"})
+        resp = keys_api(server, token, "POST", "/api/settings/ssh-signing-keys", json={"key": text, "title": "mine"})
         assert resp.status_code == 400, resp.text
         assert resp.headers["x-error-message"] == ("This is the instance's own signing key (it signs the commits "
                                                    "Bastion writes): it cannot be added to an account")
@@ -50,8 +50,8 @@ def test_adding_a_user_key_keeps_instance_verdicts(server: BastionServer, ssh_ke
     assert before[info.oid][0] == "verified"
     # The committer of that API commit adds a key and turns vigilant mode on: nothing the instance's
     # verdict depends on.
-    resp = api(server, "POST", "/api/settings/ssh-signing-keys", repo.token, json={"key": ssh_key.public})
+    resp = keys_api(server, repo.token, "POST", "/api/settings/ssh-signing-keys", json={"key": ssh_key.public})
     assert resp.status_code == 201, resp.text
-    assert api(server, "PUT", "/api/settings/signing", repo.token, json={"vigilantMode": True}).status_code == 200
+    assert keys_api(server, repo.token, "PUT", "/api/settings/signing", json={"vigilantMode": True}).status_code == 200
     assert _stored_verdicts(server, [info.oid]) == before
     assert signature_of(server, repo, info.oid)["status"] == "verified"

@@ -14,7 +14,7 @@ from markupsafe import escape
 
 from tests.conftest import BastionServer
 from tests.gitserver.conftest import RepoHandle
-from tests.signing.conftest import SshKey, Work, api, git, repo, signature_of, ssh_key, work  # noqa: F401
+from tests.signing.conftest import SshKey, Work, api, git, keys_api, repo, signature_of, ssh_key, work  # noqa: F401
 from tests.signing.test_rules_and_instance import head_of, require_signed
 from tests.signing.test_verification import add_ssh
 
@@ -55,7 +55,7 @@ def test_a_commit_authored_as_someone_else_is_partially_verified(server: Bastion
     assert 'class="signature verified"' in _page(server, work.repo, own).text
 
     # Alice's vigilant mode shows it as such, never as verified.
-    assert api(server, "PUT", "/api/settings/signing", alice_token, json={"vigilantMode": True}).status_code == 200
+    assert keys_api(server, alice_token, "PUT", "/api/settings/signing", json={"vigilantMode": True}).status_code == 200
     assert signature_of(server, work.repo, forged)["status"] == "partially_verified"
 
 
