@@ -7,6 +7,7 @@ so a job that ran twice cannot record two different verdicts for the same scan.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import hashlib
 import hmac
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar, copy_context
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -466,19 +467,71 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
         for finding in _added_secrets(scanner, old, new, path):
             if finding.verification != "none" and finding.verified:
                 blocked.append(finding)
+    blocked += [f for f in _message_secrets(scanner, git, result) if f.verification != "none" and f.verified]
     if not blocked:
         return
     described = [{"file": f.file, "line": f.line, "type": f.secret_type, "provider": f.provider} for f in blocked]
     target = ("repo", f"{repo.type}/{repo.repo_id}")
+    # A live Bastion token the push carried is revoked whatever happens to the push: it left its owner.
+    live = [f.raw_secret for f in blocked if f.detector == BASTION_TOKEN_DETECTOR]
+    revoke = partial(leaks.revoke_leaked, hub, live, source="secret push protection",
+                     where=f"{target[1]}: " + ", ".join(sorted({f.file for f in blocked}))[:200]) if live else None
     reason = result.options.get("secrets_bypass")
     if reason:
         audit.record(session, AuditAction.SECRET_PUSH_BYPASS, target=target, namespace=repo.namespace,
                      details={"reason": reason, "commit": result.commit_oid, "findings": described})
+        if revoke is not None:
+            after_commit(session, revoke)
+            after_rollback(session, revoke)
         return
     after_rollback(session, partial(_record_secret_block, hub, target, repo.namespace, described))
+    if revoke is not None:
+        after_rollback(session, revoke)
     where = "; ".join(f"{d['file']}:{d['line']} ({d['type']})" for d in described[:10])
     raise Forbidden(f"Push protection: this commit adds secrets: {where}. Remove them, or, if this is a test "
                     "credential, retry with a bypass reason (repository managers only).")
+
+
+# Messages are scanned in batches of about this many characters (one scan per batch, not per commit).
+_MESSAGE_BATCH = 8 << 20
+
+
+def _message_secrets(scanner: SecretScanner, git: Any, result: CommitResult) -> list[SecretFinding]:
+    """Secrets in the messages of the commits the move brings in and of the annotated tag it writes:
+    findings name "commit <sha> message" (or "tag <ref> message") and the line in that message."""
+    parts: list[tuple[str, str]] = []
+    for sha in result.new_commits:
+        try:
+            parts.append((f"commit {sha[:12]} message", git.repo[sha].message or ""))
+        except (KeyError, ValueError):
+            continue
+    if result.tag_message:
+        parts.append((f"tag {result.ref_name.removeprefix('refs/tags/')} message", result.tag_message))
+    found: list[SecretFinding] = []
+    batch: list[tuple[str, str]] = []
+    size = 0
+    for label, message in parts + [("", "")]:
+        if (size + len(message) > _MESSAGE_BATCH or not label) and batch:
+            found += _scan_messages(scanner, batch)
+            batch, size = [], 0
+        if label:
+            batch.append((label, message.rstrip("\n")))
+            size += len(message)
+    return found
+
+
+def _scan_messages(scanner: SecretScanner, batch: list[tuple[str, str]]) -> list[SecretFinding]:
+    starts: list[int] = []
+    line = 1
+    for _label, message in batch:
+        starts.append(line)
+        line += message.count("\n") + 1
+    out = []
+    for f in scanner.scan_text("\n".join(m for _, m in batch), "commit message"):
+        i = bisect.bisect_right(starts, f.line) - 1
+        out.append(replace(f, file=batch[i][0], line=f.line - starts[i] + 1,
+                           end_line=max(f.end_line, f.line) - starts[i] + 1))
+    return out
 
 
 def _added_secrets(scanner: SecretScanner, old: bytes | None, new: bytes, path: str) -> list[SecretFinding]:
