@@ -11,6 +11,7 @@ import bisect
 import difflib
 import hashlib
 import hmac
+import io
 import logging
 import secrets
 from collections.abc import Iterable
@@ -114,9 +115,6 @@ class PickleScannerAdapter:
 # Where the blob being scanned was found (repo id, path): read by the secrets scanner's revocations.
 scan_location: ContextVar[dict[str, Any] | None] = ContextVar("bastion_scan_location", default=None)
 SECRETS_MAX_BYTES = 256 * 1024 * 1024
-# Push protection reads text inline, before the ref moves: up to this size, LFS-stored text included.
-# Larger files are covered by the scan after the commit (a notice, not a rejection).
-PUSH_PROTECTION_MAX_BYTES = 32 * 1024 * 1024
 
 
 class SecretsScannerAdapter:
@@ -454,17 +452,22 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
     git = hub.git(repo.storage_key)
     parent = git.repo[result.parent_oid] if result.parent_oid else None
     blocked = []
+    diff_max = hub.settings.push_protection_diff_max_bytes
     for path, git_oid in result.changed_blobs:
-        new = _protected_content(hub, session, repo.id, git, git_oid)
-        if new is None:
-            continue  # too large to read inline: the full scan after the commit covers it
-        old = None
-        if parent is not None:
-            try:
-                old = _protected_content(hub, session, repo.id, git, str(parent.tree[path].id))
-            except KeyError:
-                old = None
-        for finding in _added_secrets(scanner, old, new, path):
+        try:
+            old_oid = str(parent.tree[path].id) if parent is not None else None
+        except KeyError:
+            old_oid = None
+        if _content_size(git, git_oid) > diff_max or (old_oid and _content_size(git, old_oid) > diff_max):
+            # Read whole, streamed in bounded memory: a secret counts when the old version lacked it.
+            added = _streamed_added_secrets(hub, session, repo.id, scanner, git, old_oid, git_oid, path)
+        else:
+            new = _protected_content(hub, session, repo.id, git, git_oid)
+            if new is None:
+                continue  # a pointer to nothing this repo holds: the commit path refuses it
+            old = _protected_content(hub, session, repo.id, git, old_oid) if old_oid else None
+            added = _added_secrets(scanner, old, new, path)
+        for finding in added:
             if finding.verification != "none" and finding.verified:
                 blocked.append(finding)
     blocked += [f for f in _message_secrets(scanner, git, result) if f.verification != "none" and f.verified]
@@ -546,27 +549,79 @@ def _added_secrets(scanner: SecretScanner, old: bytes | None, new: bytes, path: 
     return [f for f in found if f.raw_secret not in before]
 
 
-def _protected_content(hub: Hub, session: Session, repo_id: int, git: Any, git_oid: str) -> bytes | None:
-    """The bytes push protection reads for a file: the blob, or the LFS object its pointer names (secrets
-    in a large notebook or JSON file stored with LFS must not slip through); None for a file over
-    PUSH_PROTECTION_MAX_BYTES, or a pointer to an object the repo holds no link to (the commit path
-    refuses such pointers; one in the parent, from before that rule, names nothing readable)."""
+def _content_size(git: Any, git_oid: str) -> int:
+    """The size of a file's content: the blob's, or that of the LFS object its pointer names."""
     _kind, size = git.repo.odb.read_header(git_oid)
-    if size > PUSH_PROTECTION_MAX_BYTES:
-        return None
+    if size <= LFS_POINTER_MAX:
+        pointer = parse_lfs_pointer(git.repo[git_oid].data)
+        if pointer is not None:
+            return int(pointer.size)
+    return int(size)
+
+
+def _content_pieces(hub: Hub, session: Session, repo_id: int, git: Any, git_oid: str) -> Iterable[bytes] | None:
+    """The bytes push protection reads for a file, as pieces: the blob, or the LFS object its pointer
+    names (secrets in a large notebook or JSON file stored with LFS must not slip through); None for a
+    pointer to an object the repo holds no link to (the commit path refuses such pointers; one in the
+    parent, from before that rule, names nothing readable) or no longer stored."""
+    _kind, size = git.repo.odb.read_header(git_oid)
     data: bytes = git.repo[git_oid].data
     pointer = parse_lfs_pointer(data) if size <= LFS_POINTER_MAX else None
-    if pointer is not None:
-        if pointer.size > PUSH_PROTECTION_MAX_BYTES:
-            return None
-        try:
-            pieces = iter_object(hub, repo_id, pointer.oid, PUSH_PROTECTION_MAX_BYTES + 1, session=session)
-        except ObjectNotLinked:
-            return None
-        if pieces is None:
-            return None  # linked but no longer stored
-        data = b"".join(pieces)
-    return data
+    if pointer is None:
+        return [data]
+    try:
+        return iter_object(hub, repo_id, pointer.oid, session=session)
+    except ObjectNotLinked:
+        return None
+
+
+def _protected_content(hub: Hub, session: Session, repo_id: int, git: Any, git_oid: str) -> bytes | None:
+    pieces = _content_pieces(hub, session, repo_id, git, git_oid)
+    return None if pieces is None else b"".join(pieces)
+
+
+class _PieceReader(io.RawIOBase):
+    """A read()-able file over an iterator of byte pieces (an LFS object streamed from storage)."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self.pieces = iter(pieces)
+        self.held = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.held) < n:
+            piece = next(self.pieces, None)
+            if piece is None:
+                break
+            self.held += piece
+        out, self.held = (self.held, b"") if n < 0 else (self.held[:n], self.held[n:])
+        return out
+
+
+def _streamed_secrets(hub: Hub, session: Session, repo_id: int, scanner: SecretScanner, git: Any, git_oid: str,
+                      path: str) -> list[SecretFinding]:
+    pieces = _content_pieces(hub, session, repo_id, git, git_oid)
+    if pieces is None:
+        return []
+    reader = _PieceReader(pieces)
+    head = reader.read(8192)
+    reader.held = head + reader.held
+    if decode_text(head) is None:
+        return scanner.scan_stream(reader, path)  # type: ignore[arg-type]
+    return scanner.scan_text_stream(reader, path)  # type: ignore[arg-type]
+
+
+def _streamed_added_secrets(hub: Hub, session: Session, repo_id: int, scanner: SecretScanner, git: Any,
+                            old_oid: str | None, git_oid: str, path: str) -> list[SecretFinding]:
+    """The secrets a file above the diff bound adds: those the new version holds anywhere and the old
+    one did not (by the secret, not by line: a diff of such files is not computed)."""
+    found = _streamed_secrets(hub, session, repo_id, scanner, git, git_oid, path)
+    if not found or old_oid is None:
+        return found
+    before = {f.raw_secret for f in _streamed_secrets(hub, session, repo_id, scanner, git, old_oid, path)}
+    return [f for f in found if f.raw_secret not in before]
 
 
 def _record_secret_block(hub: Hub, target: tuple[str, str], namespace: str, described: list[dict[str, Any]]) -> None:

@@ -46,6 +46,8 @@ _PRINTABLE_RUN = re.compile(rb"[\t\n\r\x20-\x7e]{%d,}" % STRINGS_MIN_LENGTH)
 # again with the next block (every credential format is far shorter).
 STREAM_BLOCK = 8 << 20
 _STREAM_OVERLAP = 4096
+# Text streams: the lines re-read with the next block (a PEM key or a JSON credential spans lines).
+_TEXT_OVERLAP = 64 << 10
 # Findings kept per file: more are not more informative, and each costs a verification. Bastion's
 # own tokens have a cap of their own, so padding a file with look-alikes cannot save a live token
 # from revocation.
@@ -189,6 +191,46 @@ class SecretScanner:
             lines += data.count(b"\n", 0, tail)
             offset += tail
         return self._finish(findings)
+
+    def scan_text_stream(self, fh: BinaryIO, path: str = "") -> list[SecretFinding]:
+        """scan_text over UTF-8 text of any size, in blocks cut at line breaks: the last lines of a
+        block (at least _TEXT_OVERLAP bytes) are scanned again with the next one, and a finding that
+        starts in them is taken from there, so a secret across a block boundary is found whole.
+        Memory stays a few blocks whatever the size."""
+        findings: list[SecretFinding] = []
+        carry = b""
+        line = 1  # the file line of carry's first byte
+        column = 0  # characters of that line before carry's first byte (a line cut inside)
+        while True:
+            block = fh.read(STREAM_BLOCK)
+            data = carry + block
+            if not block:
+                findings += self._block_findings(data, path, line, column, len(data))
+                break
+            cut = data.rfind(b"\n", 0, max(0, len(data) - _TEXT_OVERLAP)) + 1
+            if cut == 0:  # one line longer than the overlap: cut inside it
+                cut = max(0, len(data) - _TEXT_OVERLAP)
+            findings += self._block_findings(data, path, line, column, cut)
+            findings = _capped(findings)
+            breaks = data.count(b"\n", 0, cut)
+            line_start = data.rfind(b"\n", 0, cut) + 1
+            column = (column if breaks == 0 else 0) + len(data[line_start:cut].decode("utf-8", "replace"))
+            line += breaks
+            carry = data[cut:]
+        return self._finish(findings)
+
+    def _block_findings(self, data: bytes, path: str, line: int, column: int, stop: int) -> list[SecretFinding]:
+        """Findings of one block of a text stream that start before byte `stop`, placed in the file (the
+        block starts on file line `line`, after `column` characters of it)."""
+        stop_line = data.count(b"\n", 0, stop) + 1
+        stop_column = len(data[data.rfind(b"\n", 0, stop) + 1 : stop].decode("utf-8", "replace")) + 1
+        out = []
+        for f in self._text_findings(data.decode("utf-8", "replace"), path, _DECODE_DEPTH):
+            if (f.line, f.column) >= (stop_line, stop_column):
+                continue
+            out.append(replace(f, line=f.line + line - 1, end_line=(f.end_line or f.line) + line - 1,
+                               column=f.column + (column if f.line == 1 else 0)))
+        return out
 
     def scan_file(self, path: Path, name: str, max_in_memory: int) -> SecretScanReport:
         """A file: read whole up to `max_in_memory` bytes, else streamed as printable strings (a text
