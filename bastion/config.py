@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     scan_memory_limit_mb: int = Field(default=2048, ge=64)
     scan_cpu_seconds: int = Field(default=300, ge=1)
     scan_max_attempts: int = 3
+    # Push protection reads every file whole, any size (LFS included). Up to this size, only the lines
+    # a commit adds count (a diff); above it the file is streamed and a secret counts when the old
+    # version of the file did not hold it.
+    push_protection_diff_max_bytes: int = 32 * MiB
     scan_inline_max_bytes: int = 64 * MiB  # "block unsafe files" scans up to this size before the ref moves
     # Third-party secret verification, off unless configured: provider → base URL of its API (e.g.
     # {"github": "https://api.github.com"}). Air-gapped installs leave it empty; Bastion's own

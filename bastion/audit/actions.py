@@ -65,6 +65,8 @@ class AuditAction(StrEnum):
     SECRET_PUSH_BYPASS = "repo.secret_push_bypass"
     SECRET_NOTICE_DISMISS = "repo.secret_notice_dismiss"
     SECRET_NOTICE_RESOLVE = "repo.secret_notice_resolve"
+    SCAN_RELEASE = "repo.scan_release"  # a manager released a file the scanners could not prove safe
+    SCAN_RELEASE_REVOKE = "repo.scan_release_revoke"
     USER_GPG_KEY_ADD = "user.gpg_key_add"
     USER_GPG_KEY_REMOVE = "user.gpg_key_remove"
     USER_SSH_SIGNING_KEY_ADD = "user.ssh_signing_key_add"

@@ -441,6 +441,16 @@ def _record(session: Session, repo: Repo, git: GitRepo, update: RefUpdate, commi
                           "commits": commits, "forced": forced})
 
 
+def _tag_message(git: GitRepo, oid: str) -> str | None:
+    """The messages of the annotated tag objects `oid` names (a tag of a tag: each), or None."""
+    messages = []
+    obj = git.repo[oid]
+    while isinstance(obj, pygit2.Tag) and len(messages) < 100:
+        messages.append(obj.message or "")
+        obj = git.repo[obj.target]
+    return "\n".join(messages) if messages else None
+
+
 def apply_push(hub: Hub, session: Session, repo: Repo, updates: list[RefUpdate], atomic: bool,
                approved: set[RefUpdate], changed_blobs: dict[str, list[tuple[str, str]]],
                options: dict[str, str] | None = None) -> list[RefResult]:
@@ -473,12 +483,13 @@ def apply_push(hub: Hub, session: Session, repo: Repo, updates: list[RefUpdate],
             return [results.get(u.ref) or RefResult(u.ref, False, "atomic push failed") for u in updates]
         for update in todo:
             blobs = changed_blobs.get(update.ref, [])
-            commits = 0 if update.deleted else sum(1 for _ in new_commits(git, [update.new]))
-            _record(session, locked, git, update, commits)
+            shas = [] if update.deleted else [str(c.id) for c in new_commits(git, [update.new])]
+            _record(session, locked, git, update, len(shas))
             if not update.deleted:
                 new_commit = git.repo[update.new].peel(pygit2.Commit)
                 result = repo_commit.CommitResult(str(new_commit.id), None if update.created else update.old,
-                                                  update.ref, None, list(blobs), dict(options or {}))
+                                                  update.ref, None, list(blobs), dict(options or {}),
+                                                  new_commits=shas, tag_message=_tag_message(git, update.new))
                 for hook in repo_commit.post_commit_hooks:
                     hook(hub, session, locked, result)
         if todo:

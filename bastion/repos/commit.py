@@ -63,6 +63,10 @@ class CommitResult:
     changed_blobs: list[tuple[str, str]] = field(default_factory=list)  # (path, git blob oid)
     # What the committer asked of the follow-up checks, e.g. {"secrets_bypass": "test credential"}.
     options: dict[str, str] = field(default_factory=dict)
+    new_commits: list[str] = field(default_factory=list)  # every commit sha this ref move brings in
+    # The message of the annotated tag this move writes (tags of tags: every message, joined), for
+    # checks that read it (secret push protection); None for a branch or a lightweight tag.
+    tag_message: str | None = None
 
 
 # Follow-up work run inside the commit's transaction (scan enqueue, signature checks, ...).
@@ -200,7 +204,8 @@ def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision
         else:
             ref_name = base_ref
         locked.last_modified = utcnow()
-        result = CommitResult(str(new), str(head), ref_name, pr_number, added, dict(options or {}))
+        result = CommitResult(str(new), str(head), ref_name, pr_number, added, dict(options or {}),
+                              new_commits=[str(new)])
         audit.record(session, AuditAction.REPO_COMMIT, target=("repo", f"{repo.type}/{repo.repo_id}"),
                      namespace=repo.namespace,
                      details={"commit": str(new), "parent": str(head), "ref": ref_name, "summary": summary[:200],

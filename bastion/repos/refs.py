@@ -20,10 +20,11 @@ def _target(repo: Repo) -> tuple[str, str]:
     return ("repo", f"{repo.type}/{repo.repo_id}")
 
 
-def _ref_created(hub: Hub, session: Session, repo: Repo, ref: str, commit: str) -> None:
+def _ref_created(hub: Hub, session: Session, repo: Repo, ref: str, commit: str,
+                 tag_message: str | None = None) -> None:
     """A ref created at an existing commit goes through the same follow-up checks as a commit on it
     (e.g. the signed-commits rule for the history it brings under a covered ref), before it is written."""
-    result = CommitResult(commit, None, ref)
+    result = CommitResult(commit, None, ref, tag_message=tag_message or None)
     for hook in post_commit_hooks:
         hook(hub, session, repo, result)
 
@@ -79,7 +80,7 @@ def create_tag(hub: Hub, session: Session, repo: Repo, actor: User, revision: st
         commit = git.resolve(revision)
         audit.record(session, AuditAction.REPO_TAG_CREATE, target=_target(repo), namespace=repo.namespace,
                      details={"tag": tag, "commit": str(commit.id), "annotated": bool(message)})
-        _ref_created(hub, session, repo, f"refs/tags/{tag}", str(commit.id))
+        _ref_created(hub, session, repo, f"refs/tags/{tag}", str(commit.id), tag_message=message)
         session.flush()
         if message:
             # An annotated tag keeps who tagged and why; libgit2 refuses if the ref exists.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.db import Base, UTCDateTime, utcnow
@@ -85,3 +85,21 @@ class SecretNotice(Base):
     decided_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScanRelease(Base):
+    """A file of one repo that "block unsafe files" holds because the scanners could not prove it safe
+    (suspicious, could not open, error), released by someone who manages the repo. Per blob per repo:
+    the same bytes elsewhere stay held, and a file any scanner judges unsafe is never released.
+    """
+
+    __tablename__ = "scan_releases"
+    __table_args__ = (UniqueConstraint("repo_id", "blob_key", name="uq_scan_releases_repo_blob"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    blob_key: Mapped[str] = mapped_column(String(64))  # LFS sha256 or git blob id
+    path: Mapped[str] = mapped_column(String(1024), default="")  # where it was when released, for people
+    reason: Mapped[str] = mapped_column(Text, default="")
+    released_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -47,6 +49,53 @@ def rescan(plural: str, ns: str, name: str, request: Request,
         # history: secret-scan every blob ever committed; otherwise rescan the current files fully.
         queued = service.scan_history(hub, session, repo) if history else service.rescan_repo(hub, session, repo)
     return JSONResponse({"queued": queued})
+
+
+@router.post("/api/{plural}/{ns}/{name}/scan/release")
+@permission(Permission.REPO_MANAGE)
+async def release_file(plural: str, ns: str, name: str, request: Request,
+                       principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """Release a file "block unsafe files" holds because no scanner could prove it safe (suspicious,
+    could not open, error): {"path": str, "revision"?: str} or {"blob": sha256-or-git-oid}, "reason"?: str.
+    Never a file judged unsafe. Audited."""
+    hub = hub_of(request)
+    data = await json_object(request)
+    path, blob, revision, reason = data.get("path"), data.get("blob"), data.get("revision", "main"), \
+        data.get("reason") or ""
+
+    def run() -> dict[str, Any]:
+        with transaction(hub.sessions) as session:
+            # The repo first: a caller who may not manage it learns nothing from how the body is judged.
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
+            if not (isinstance(path, str | None) and isinstance(blob, str | None) and isinstance(revision, str)
+                    and isinstance(reason, str)):
+                raise BadRequest("Expected {'path': str, 'revision'?: str} or {'blob': str}, "
+                                 "with an optional 'reason': str")
+            return service.release_file(hub, session, repo, principal.user_id, blob=blob, path=path,
+                                        revision=revision, reason=reason)
+
+    return JSONResponse(await run_in_threadpool(run))
+
+
+@router.delete("/api/{plural}/{ns}/{name}/scan/release/{blob}")
+@permission(Permission.REPO_MANAGE)
+def revoke_release(plural: str, ns: str, name: str, blob: str, request: Request,
+                   principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    with transaction(hub.sessions) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
+        service.revoke_release(session, repo, blob)
+    return JSONResponse({"blob": blob.lower(), "released": False})
+
+
+@router.get("/api/{plural}/{ns}/{name}/scan-releases")
+@permission(Permission.REPO_MANAGE)
+def list_releases(plural: str, ns: str, name: str, request: Request,
+                  principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
+        return JSONResponse(service.released_files(session, repo))
 
 
 @router.get("/api/{plural}/{ns}/{name}/secrets")

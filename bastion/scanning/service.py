@@ -7,16 +7,18 @@ so a job that ran twice cannot record two different verdicts for the same scan.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import hashlib
 import hmac
+import io
 import logging
 import secrets
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar, copy_context
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -43,7 +45,7 @@ from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
 from bastion.scanning import leaks
 from bastion.scanning.isolation import ProcessLimits, ScanAborted, run_isolated
-from bastion.scanning.models import ScanJob, ScanResultRow, SecretNotice
+from bastion.scanning.models import ScanJob, ScanRelease, ScanResultRow, SecretNotice
 from bastion.scanning.results import ScanResult, Verdict, worst
 from bastion.scanning.scanners import pickles
 from bastion.scanning.scanners import secrets as secret_scanning
@@ -113,9 +115,6 @@ class PickleScannerAdapter:
 # Where the blob being scanned was found (repo id, path): read by the secrets scanner's revocations.
 scan_location: ContextVar[dict[str, Any] | None] = ContextVar("bastion_scan_location", default=None)
 SECRETS_MAX_BYTES = 256 * 1024 * 1024
-# Push protection reads text inline, before the ref moves: up to this size, LFS-stored text included.
-# Larger files are covered by the scan after the commit (a notice, not a rejection).
-PUSH_PROTECTION_MAX_BYTES = 32 * 1024 * 1024
 
 
 class SecretsScannerAdapter:
@@ -290,17 +289,28 @@ def blocks_unsafe(repo: Repo, org: Any) -> bool:
 def _block_unsafe_guard(hub: Hub, session: Session, repo: Repo, key: str, principal: Principal) -> str | None:
     """Block unsafe files, for every size (repos.guards): with the policy on, a file is downloadable only
     once every enabled scanner has judged it safe -- files too large to scan before the ref moves
-    included -- and an unsafe one stays blocked. Those who manage the repo may still fetch it (to look
-    at what was flagged, or prove it harmless). A secret finding is named to managers only."""
+    included -- and an unsafe one stays blocked. A file no scanner could prove safe (suspicious, could
+    not open, error) stays blocked too, until a manager releases it (release_file). Those who manage the
+    repo may still fetch it (to look at what was flagged, or prove it harmless). A secret finding is
+    named to managers only."""
     if not blocks_unsafe(repo, _org_of(session, repo)):
         return None
-    if file_status(hub, session, key, repo.id)["status"] == Verdict.SAFE:
+    status = file_status(hub, session, key, repo.id)
+    if status["status"] == Verdict.SAFE:
         return None
     if authorize(principal, Permission.REPO_MANAGE, repo_ref(repo)):
         return None
-    shown = Verdict(file_status(hub, session, key)["status"])
+    each = [Verdict(status[field]["status"]) for field in STATUS_FIELDS.values() if isinstance(status.get(field), dict)]
+    if all(v is Verdict.SAFE or v in RELEASABLE for v in each) and is_released(session, repo.id, key):
+        return None  # released by a manager: every scanner ran, none found it unsafe
+    shown_status = file_status(hub, session, key)
+    shown = Verdict(shown_status["status"])
     if shown in ISSUE_VERDICTS or shown is Verdict.ERROR:
-        return f"blocked by this repository's policy (block unsafe files): the scanners judged it {shown}"
+        reasons = [shown_status[STATUS_FIELDS[n]]["summary"] for n in PUBLIC_SCANNERS
+                   if isinstance(shown_status.get(STATUS_FIELDS[n]), dict)
+                   and shown_status[STATUS_FIELDS[n]]["status"] == shown and shown_status[STATUS_FIELDS[n]]["summary"]]
+        because = f" ({'; '.join(reasons)})" if reasons else ""
+        return f"blocked by this repository's policy (block unsafe files): the scanners judged it {shown}{because}"
     if shown is Verdict.SAFE:
         return "blocked by this repository's policy (block unsafe files): held for review by its managers"
     return ("blocked by this repository's policy (block unsafe files) until every enabled scanner has judged it "
@@ -329,17 +339,96 @@ def _reuse_secret_verdict(hub: Hub, session: Session, repo: Repo, ref: BlobRef, 
                                                                       Verdict(row.verdict), row.summary, row.details))
 
 
+# With "block unsafe files" on, these verdicts of the content scanners (PUBLIC_SCANNERS) hold a file
+# too: a scanner that could not open or prove the content safe has not found it safe. A manager may
+# release such a file (release_file); UNSAFE is never released.
+RELEASABLE = frozenset({Verdict.SUSPICIOUS, Verdict.ERROR, Verdict.CAUTION})
+
+
 def _scan_inline_or_reject(hub: Hub, session: Session, repo: Repo, ref: BlobRef, path: str,
                            scanners: dict[str, Scanner]) -> None:
+    released: bool | None = None
     for name, scanner in scanners.items():
         result = _run_scanner(hub, scanner, ref, repo.id, path, session)
         _store_result(session, ref.key, name, result)
         if result.verdict is Verdict.UNSAFE:
-            details = {"path": path, "blob": ref.key, "scanner": name, "summary": result.summary}
-            # Plain values: the repo row is expired once the commit's transaction rolls back.
-            target = ("repo", f"{repo.type}/{repo.repo_id}")
-            after_rollback(session, partial(_record_rejection, hub, target, repo.namespace, details))
-            raise Forbidden(f"Commit rejected by this repository's policy: {path} is unsafe ({result.summary})")
+            why = f"{path} is unsafe ({result.summary})"
+        elif result.verdict in RELEASABLE and name in PUBLIC_SCANNERS:
+            if released is None:
+                released = is_released(session, repo.id, ref.key)
+            if released:
+                continue
+            why = (f"{path} could not be proven safe by the {name} scanner ({result.summary}); unknown is not "
+                   f"safe. A repository manager may release this file (blob {ref.key}): "
+                   f"POST /api/{repo.type}s/{repo.repo_id}/scan/release")
+        else:
+            continue
+        details = {"path": path, "blob": ref.key, "scanner": name, "verdict": str(result.verdict),
+                   "summary": result.summary}
+        # Plain values: the repo row is expired once the commit's transaction rolls back.
+        target = ("repo", f"{repo.type}/{repo.repo_id}")
+        after_rollback(session, partial(_record_rejection, hub, target, repo.namespace, details))
+        raise Forbidden(f"Commit rejected by this repository's policy (block unsafe files): {why}")
+
+
+def is_released(session: Session, repo_id: int, key: str) -> bool:
+    return session.scalar(select(ScanRelease.id).where(ScanRelease.repo_id == repo_id,
+                                                       ScanRelease.blob_key == key)) is not None
+
+
+def release_file(hub: Hub, session: Session, repo: Repo, user_id: int | None, *, blob: str | None = None,
+                 path: str | None = None, revision: str = "main", reason: str = "") -> dict[str, Any]:
+    """Release a file "block unsafe files" holds because no scanner could prove it safe: by `path` at
+    `revision`, or by `blob` (its LFS sha256 or git blob id; a file not committed yet may be released
+    ahead, so that a commit of it passes). A file any scanner judged unsafe cannot be released."""
+    if (blob is None) == (path is None):
+        raise BadRequest("Give either 'path' (with an optional 'revision') or 'blob'")
+    if path is not None:
+        git = hub.git(repo.storage_key)
+        try:
+            entry = git.resolve(revision).tree[path.strip("/")]
+        except KeyError:
+            raise NotFound(f"No file {path!r} at {revision!r}") from None
+        if entry.type_str != "blob":
+            raise BadRequest(f"{path!r} is not a file")
+        key = blob_ref(hub, repo.storage_key, str(entry.id)).key
+    else:
+        key = (blob or "").lower()
+        if not (len(key) in (40, 64) and all(c in "0123456789abcdef" for c in key)):
+            raise BadRequest("'blob' must be an LFS sha256 (64 hex digits) or a git blob id (40 hex digits)")
+    status = file_status(hub, session, key, repo.id)
+    verdicts = {name: status[field]["status"] for name, field in STATUS_FIELDS.items()
+                if isinstance(status.get(field), dict)}
+    if Verdict.UNSAFE in verdicts.values():
+        raise Forbidden("This file was judged unsafe: unsafe files cannot be released")
+    if not is_released(session, repo.id, key):
+        try:
+            with session.begin_nested():
+                session.add(ScanRelease(repo_id=repo.id, blob_key=key, path=(path or "")[:1024],
+                                        reason=reason[:2000], released_by=user_id))
+        except IntegrityError:
+            pass  # released concurrently
+        audit.record(session, AuditAction.SCAN_RELEASE, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                     namespace=repo.namespace,
+                     details={"blob": key, "path": path, "revision": revision if path else None,
+                              "verdicts": verdicts, "reason": reason[:500]})
+    return {"blob": key, "released": True, "verdicts": verdicts}
+
+
+def revoke_release(session: Session, repo: Repo, blob: str) -> None:
+    row = session.scalar(select(ScanRelease).where(ScanRelease.repo_id == repo.id,
+                                                   ScanRelease.blob_key == blob.lower()))
+    if row is None:
+        raise NotFound("No such release in this repository")
+    session.delete(row)
+    audit.record(session, AuditAction.SCAN_RELEASE_REVOKE, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"blob": row.blob_key, "path": row.path})
+
+
+def released_files(session: Session, repo: Repo) -> list[dict[str, Any]]:
+    return [{"blob": r.blob_key, "path": r.path, "reason": r.reason, "releasedAt": r.created_at.isoformat()}
+            for r in session.scalars(select(ScanRelease).where(ScanRelease.repo_id == repo.id)
+                                     .order_by(ScanRelease.id))]
 
 
 def added_lines_text(old: bytes | None, new: bytes) -> str:
@@ -363,32 +452,89 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
     git = hub.git(repo.storage_key)
     parent = git.repo[result.parent_oid] if result.parent_oid else None
     blocked = []
+    diff_max = hub.settings.push_protection_diff_max_bytes
     for path, git_oid in result.changed_blobs:
-        new = _protected_content(hub, session, repo.id, git, git_oid)
-        if new is None:
-            continue  # too large to read inline: the full scan after the commit covers it
-        old = None
-        if parent is not None:
-            try:
-                old = _protected_content(hub, session, repo.id, git, str(parent.tree[path].id))
-            except KeyError:
-                old = None
-        for finding in _added_secrets(scanner, old, new, path):
+        try:
+            old_oid = str(parent.tree[path].id) if parent is not None else None
+        except KeyError:
+            old_oid = None
+        if _content_size(git, git_oid) > diff_max or (old_oid and _content_size(git, old_oid) > diff_max):
+            # Read whole, streamed in bounded memory: a secret counts when the old version lacked it.
+            added = _streamed_added_secrets(hub, session, repo.id, scanner, git, old_oid, git_oid, path)
+        else:
+            new = _protected_content(hub, session, repo.id, git, git_oid)
+            if new is None:
+                continue  # a pointer to nothing this repo holds: the commit path refuses it
+            old = _protected_content(hub, session, repo.id, git, old_oid) if old_oid else None
+            added = _added_secrets(scanner, old, new, path)
+        for finding in added:
             if finding.verification != "none" and finding.verified:
                 blocked.append(finding)
+    blocked += [f for f in _message_secrets(scanner, git, result) if f.verification != "none" and f.verified]
     if not blocked:
         return
     described = [{"file": f.file, "line": f.line, "type": f.secret_type, "provider": f.provider} for f in blocked]
     target = ("repo", f"{repo.type}/{repo.repo_id}")
+    # A live Bastion token the push carried is revoked whatever happens to the push: it left its owner.
+    live = [f.raw_secret for f in blocked if f.detector == BASTION_TOKEN_DETECTOR]
+    revoke = partial(leaks.revoke_leaked, hub, live, source="secret push protection",
+                     where=f"{target[1]}: " + ", ".join(sorted({f.file for f in blocked}))[:200]) if live else None
     reason = result.options.get("secrets_bypass")
     if reason:
         audit.record(session, AuditAction.SECRET_PUSH_BYPASS, target=target, namespace=repo.namespace,
                      details={"reason": reason, "commit": result.commit_oid, "findings": described})
+        if revoke is not None:
+            after_commit(session, revoke)
+            after_rollback(session, revoke)
         return
     after_rollback(session, partial(_record_secret_block, hub, target, repo.namespace, described))
+    if revoke is not None:
+        after_rollback(session, revoke)
     where = "; ".join(f"{d['file']}:{d['line']} ({d['type']})" for d in described[:10])
     raise Forbidden(f"Push protection: this commit adds secrets: {where}. Remove them, or, if this is a test "
                     "credential, retry with a bypass reason (repository managers only).")
+
+
+# Messages are scanned in batches of about this many characters (one scan per batch, not per commit).
+_MESSAGE_BATCH = 8 << 20
+
+
+def _message_secrets(scanner: SecretScanner, git: Any, result: CommitResult) -> list[SecretFinding]:
+    """Secrets in the messages of the commits the move brings in and of the annotated tag it writes:
+    findings name "commit <sha> message" (or "tag <ref> message") and the line in that message."""
+    parts: list[tuple[str, str]] = []
+    for sha in result.new_commits:
+        try:
+            parts.append((f"commit {sha[:12]} message", git.repo[sha].message or ""))
+        except (KeyError, ValueError):
+            continue
+    if result.tag_message:
+        parts.append((f"tag {result.ref_name.removeprefix('refs/tags/')} message", result.tag_message))
+    found: list[SecretFinding] = []
+    batch: list[tuple[str, str]] = []
+    size = 0
+    for label, message in parts + [("", "")]:
+        if (size + len(message) > _MESSAGE_BATCH or not label) and batch:
+            found += _scan_messages(scanner, batch)
+            batch, size = [], 0
+        if label:
+            batch.append((label, message.rstrip("\n")))
+            size += len(message)
+    return found
+
+
+def _scan_messages(scanner: SecretScanner, batch: list[tuple[str, str]]) -> list[SecretFinding]:
+    starts: list[int] = []
+    line = 1
+    for _label, message in batch:
+        starts.append(line)
+        line += message.count("\n") + 1
+    out = []
+    for f in scanner.scan_text("\n".join(m for _, m in batch), "commit message"):
+        i = bisect.bisect_right(starts, f.line) - 1
+        out.append(replace(f, file=batch[i][0], line=f.line - starts[i] + 1,
+                           end_line=max(f.end_line, f.line) - starts[i] + 1))
+    return out
 
 
 def _added_secrets(scanner: SecretScanner, old: bytes | None, new: bytes, path: str) -> list[SecretFinding]:
@@ -403,27 +549,79 @@ def _added_secrets(scanner: SecretScanner, old: bytes | None, new: bytes, path: 
     return [f for f in found if f.raw_secret not in before]
 
 
-def _protected_content(hub: Hub, session: Session, repo_id: int, git: Any, git_oid: str) -> bytes | None:
-    """The bytes push protection reads for a file: the blob, or the LFS object its pointer names (secrets
-    in a large notebook or JSON file stored with LFS must not slip through); None for a file over
-    PUSH_PROTECTION_MAX_BYTES, or a pointer to an object the repo holds no link to (the commit path
-    refuses such pointers; one in the parent, from before that rule, names nothing readable)."""
+def _content_size(git: Any, git_oid: str) -> int:
+    """The size of a file's content: the blob's, or that of the LFS object its pointer names."""
     _kind, size = git.repo.odb.read_header(git_oid)
-    if size > PUSH_PROTECTION_MAX_BYTES:
-        return None
+    if size <= LFS_POINTER_MAX:
+        pointer = parse_lfs_pointer(git.repo[git_oid].data)
+        if pointer is not None:
+            return int(pointer.size)
+    return int(size)
+
+
+def _content_pieces(hub: Hub, session: Session, repo_id: int, git: Any, git_oid: str) -> Iterable[bytes] | None:
+    """The bytes push protection reads for a file, as pieces: the blob, or the LFS object its pointer
+    names (secrets in a large notebook or JSON file stored with LFS must not slip through); None for a
+    pointer to an object the repo holds no link to (the commit path refuses such pointers; one in the
+    parent, from before that rule, names nothing readable) or no longer stored."""
+    _kind, size = git.repo.odb.read_header(git_oid)
     data: bytes = git.repo[git_oid].data
     pointer = parse_lfs_pointer(data) if size <= LFS_POINTER_MAX else None
-    if pointer is not None:
-        if pointer.size > PUSH_PROTECTION_MAX_BYTES:
-            return None
-        try:
-            pieces = iter_object(hub, repo_id, pointer.oid, PUSH_PROTECTION_MAX_BYTES + 1, session=session)
-        except ObjectNotLinked:
-            return None
-        if pieces is None:
-            return None  # linked but no longer stored
-        data = b"".join(pieces)
-    return data
+    if pointer is None:
+        return [data]
+    try:
+        return iter_object(hub, repo_id, pointer.oid, session=session)
+    except ObjectNotLinked:
+        return None
+
+
+def _protected_content(hub: Hub, session: Session, repo_id: int, git: Any, git_oid: str) -> bytes | None:
+    pieces = _content_pieces(hub, session, repo_id, git, git_oid)
+    return None if pieces is None else b"".join(pieces)
+
+
+class _PieceReader(io.RawIOBase):
+    """A read()-able file over an iterator of byte pieces (an LFS object streamed from storage)."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self.pieces = iter(pieces)
+        self.held = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.held) < n:
+            piece = next(self.pieces, None)
+            if piece is None:
+                break
+            self.held += piece
+        out, self.held = (self.held, b"") if n < 0 else (self.held[:n], self.held[n:])
+        return out
+
+
+def _streamed_secrets(hub: Hub, session: Session, repo_id: int, scanner: SecretScanner, git: Any, git_oid: str,
+                      path: str) -> list[SecretFinding]:
+    pieces = _content_pieces(hub, session, repo_id, git, git_oid)
+    if pieces is None:
+        return []
+    reader = _PieceReader(pieces)
+    head = reader.read(8192)
+    reader.held = head + reader.held
+    if decode_text(head) is None:
+        return scanner.scan_stream(reader, path)  # type: ignore[arg-type]
+    return scanner.scan_text_stream(reader, path)  # type: ignore[arg-type]
+
+
+def _streamed_added_secrets(hub: Hub, session: Session, repo_id: int, scanner: SecretScanner, git: Any,
+                            old_oid: str | None, git_oid: str, path: str) -> list[SecretFinding]:
+    """The secrets a file above the diff bound adds: those the new version holds anywhere and the old
+    one did not (by the secret, not by line: a diff of such files is not computed)."""
+    found = _streamed_secrets(hub, session, repo_id, scanner, git, git_oid, path)
+    if not found or old_oid is None:
+        return found
+    before = {f.raw_secret for f in _streamed_secrets(hub, session, repo_id, scanner, git, old_oid, path)}
+    return [f for f in found if f.raw_secret not in before]
 
 
 def _record_secret_block(hub: Hub, target: tuple[str, str], namespace: str, described: list[dict[str, Any]]) -> None:

@@ -19,9 +19,17 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import lz4.frame
+
 # -- compression -------------------------------------------------------------------------------
 
 GZIP, BZ2, XZ, LZMA_ALONE, ZLIB, RAW_DEFLATE, LZ4 = "gzip", "bz2", "xz", "lzma", "zlib", "deflate", "lz4"
+ZSTD = "zstd"
+# A zip member's LZMA (method 14): a 4-byte header, the LZMA1 properties, then a raw LZMA1 stream.
+ZIP_LZMA = "zip-lzma"
+# Compressions Bastion cannot read (neither the standard library nor a dependency it already has:
+# lz4 comes with Xet): what they hold cannot be examined.
+UNREADABLE = (ZSTD,)
 
 
 def sniff_compression(head: bytes) -> str | None:
@@ -36,12 +44,32 @@ def sniff_compression(head: bytes) -> str | None:
         return LZMA_ALONE
     if head[:4] == b"\x04\x22\x4d\x18":
         return LZ4
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return ZSTD
     if len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0:
         return ZLIB
     return None
 
 
-def _new_decompressor(kind: str) -> Any:
+def zip_lzma_filter(header: bytes) -> tuple[int, dict[str, int]]:
+    """The length of a zip LZMA member's header and the LZMA1 filter it describes (APPNOTE 5.8.8):
+    version (2 bytes), properties size (2), then lc/lp/pb packed in one byte and the dictionary size."""
+    if len(header) < 4:
+        raise ValueError("truncated LZMA header")
+    (props_size,) = struct.unpack_from("<H", header, 2)
+    if props_size != 5 or len(header) < 4 + props_size:
+        raise ValueError(f"unsupported LZMA properties size {props_size}")
+    packed, dict_size = header[4], struct.unpack_from("<I", header, 5)[0]
+    if packed >= 9 * 5 * 5:
+        raise ValueError("invalid LZMA properties")
+    pb, rest = divmod(packed, 45)
+    lp, lc = divmod(rest, 9)
+    return 4 + props_size, {"id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": lc, "lp": lp, "pb": pb}
+
+
+def _new_decompressor(kind: str, lzma_filter: dict[str, int] | None = None) -> Any:
+    if kind == ZIP_LZMA:
+        return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma_filter or {}])
     if kind == GZIP:
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if kind == ZLIB:
@@ -52,6 +80,8 @@ def _new_decompressor(kind: str) -> Any:
         return bz2.BZ2Decompressor()
     if kind in (XZ, LZMA_ALONE):
         return lzma.LZMADecompressor(lzma.FORMAT_AUTO)
+    if kind == LZ4:
+        return lz4.frame.LZ4FrameDecompressor()  # the bz2/lzma interface: max_length, eof, needs_input
     raise ValueError(f"no decompressor for {kind}")
 
 
@@ -118,26 +148,28 @@ class _Sink:
 
 
 def bounded_decompress(kind: str, buf: Any, lo: int, hi: int, limit: int, deadline: float = math.inf, *,
-                       max_ratio: int = 0, ratio_floor: int = 0, spool_dir: str | None = None) -> Decompressed:
+                       max_ratio: int = 0, ratio_floor: int = 0, spool_dir: str | None = None,
+                       lzma_filter: dict[str, int] | None = None) -> Decompressed:
     """Decompress buf[lo:hi] producing at most `limit` bytes by `deadline` (time.monotonic());
     multi-member streams are followed like the gzip/bz2/lzma readers do.
 
     Streaming, in bounded memory: at most _OUT_CHUNK bytes are inflated per step, and what is kept
     beyond SPOOL_OVER is spooled to disk. With `max_ratio`, inflation stops as soon as the output
-    passes `ratio_floor` bytes and `max_ratio` times the compressed bytes consumed (a bomb)."""
+    passes `ratio_floor` bytes and `max_ratio` times the compressed bytes consumed (a bomb).
+    `lzma_filter`: for ZIP_LZMA, the filter its header describes (zip_lzma_filter)."""
     sink = _Sink(limit, spool_dir)
     try:
-        return _inflate(kind, buf, lo, hi, limit, deadline, max_ratio, ratio_floor, sink)
+        return _inflate(kind, buf, lo, hi, limit, deadline, max_ratio, ratio_floor, sink, lzma_filter)
     except BaseException:
         sink.discard()
         raise
 
 
 def _inflate(kind: str, buf: Any, lo: int, hi: int, limit: int, deadline: float, max_ratio: int,
-             ratio_floor: int, sink: _Sink) -> Decompressed:
+             ratio_floor: int, sink: _Sink, lzma_filter: dict[str, int] | None = None) -> Decompressed:
     total = 0
     pos = lo
-    d = _new_decompressor(kind)
+    d = _new_decompressor(kind, lzma_filter)
     is_zlib = kind in (GZIP, ZLIB, RAW_DEFLATE)
     pending = b""
     try:
@@ -179,9 +211,9 @@ def _inflate(kind: str, buf: Any, lo: int, hi: int, limit: int, deadline: float,
                                                     f"(a decompression bomb): only its first {total} bytes "
                                                     "were examined")
             if d.eof:
-                rest = d.unused_data + (pending if is_zlib else b"")
-                if kind in (GZIP, BZ2, XZ) and (rest or pos < hi):
-                    # gzip/bz2/xz readers continue with the next member, so must we.
+                rest = (d.unused_data or b"") + (pending if is_zlib else b"")
+                if kind in (GZIP, BZ2, XZ, LZ4) and (rest or pos < hi):
+                    # gzip/bz2/xz/lz4 readers continue with the next member (frame), so must we.
                     remaining = rest + bytes(buf[pos:hi]) if len(rest) + (hi - pos) <= _OUT_CHUNK else None
                     if remaining is not None and not remaining.strip(b"\x00"):
                         break
@@ -189,7 +221,7 @@ def _inflate(kind: str, buf: Any, lo: int, hi: int, limit: int, deadline: float,
                     pending = rest
                     continue
                 break
-    except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, RuntimeError) as exc:  # lz4 raises RuntimeError
         return sink.result(total <= limit, f"corrupt {kind} stream: {exc}")
     problem = None if d.eof else f"truncated {kind} stream"
     return sink.result(total <= limit, problem)

@@ -35,7 +35,7 @@ from bastion.scanning.scanners.pickles.zipread import ZipFormatError, list_membe
 SCANNER_NAME = "pickle"
 # Bump on every change to classification or container coverage: stored verdicts keyed by an older
 # version are rescanned.
-SCANNER_VERSION = "1.1.0"
+SCANNER_VERSION = "1.2.0"
 
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PICKLES = 5  # magic, protocol version, sys info, the object, storage keys
@@ -240,7 +240,7 @@ class _Scan:
     @staticmethod
     def _compression(head: bytes, lenient: bool) -> str | None:
         kind = formats.sniff_compression(head)
-        if lenient and kind in (formats.ZLIB, formats.LZMA_ALONE, formats.LZ4):
+        if lenient and kind in (formats.ZLIB, formats.LZMA_ALONE, formats.LZ4, *formats.UNREADABLE):
             return None  # two- or three-byte magics occur by chance in tensor data
         return kind
 
@@ -601,9 +601,11 @@ class _Scan:
 
     def _decompress(self, kind: str, buf: Any, start: int, end: int, where: str, depth: int,
                     lenient: bool) -> None:
-        if kind == formats.LZ4:
+        if kind in formats.UNREADABLE:
+            # Others write .pkl.zst: what a loader decompresses and unpickles here is unknown,
+            # so it is not safe.
             self._label(depth, kind)
-            self.problem(Verdict.SUSPICIOUS, where, "lz4-compressed content cannot be examined")
+            self.problem(Verdict.SUSPICIOUS, where, f"compressed with {kind}: cannot inspect")
             return
         remaining = max(0, self.limits.max_decompressed_bytes - self.decompressed)
         out = formats.bounded_decompress(kind, buf, start, end, remaining, self.budget.deadline,

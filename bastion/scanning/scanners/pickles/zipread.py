@@ -10,7 +10,14 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.scanning.scanners.pickles.formats import BZ2, RAW_DEFLATE, Decompressed, bounded_decompress
+from bastion.scanning.scanners.pickles.formats import (
+    BZ2,
+    RAW_DEFLATE,
+    ZIP_LZMA,
+    Decompressed,
+    bounded_decompress,
+    zip_lzma_filter,
+)
 
 _LOCAL = b"PK\x03\x04"
 _CENTRAL = b"PK\x01\x02"
@@ -190,9 +197,21 @@ def read_member(
     hi = lo + m.compressed_size
     if m.method == 0:
         return Decompressed(buf, hi - lo <= limit, None), lo, min(hi, lo + limit)
-    kind = {8: RAW_DEFLATE, 12: BZ2, 14: None}.get(m.method)
+    # Every method the standard library's zipfile reads (so numpy.load and torch.load read it too);
+    # any other is a member nobody here can examine, which the caller reports as suspicious.
+    kind = {8: RAW_DEFLATE, 12: BZ2, 14: ZIP_LZMA}.get(m.method)
     if kind is None:
         raise ZipFormatError(f"unsupported compression method {m.method}")
+    lzma_filter = None
+    if kind == ZIP_LZMA:
+        try:
+            skip, lzma_filter = zip_lzma_filter(bytes(buf[lo : min(hi, lo + 9)]))
+        except ValueError as exc:
+            raise ZipFormatError(str(exc)) from None
+        lo += skip
     out = bounded_decompress(kind, buf, lo, hi, limit, deadline, max_ratio=max_ratio, ratio_floor=ratio_floor,
-                             spool_dir=spool_dir)
+                             spool_dir=spool_dir, lzma_filter=lzma_filter)
+    if kind == ZIP_LZMA and out.problem == f"truncated {ZIP_LZMA} stream" and len(out.data) >= m.uncompressed_size:
+        # The end-of-stream marker is optional (flag bit 1): without it, the stream ends at the size.
+        out.problem = None
     return out, 0, len(out.data)

@@ -11,6 +11,8 @@ anywhere in any file; files too large to hold are streamed through the same extr
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import re
 from collections import defaultdict
@@ -32,7 +34,7 @@ from bastion.scanning.scanners.secrets.verifiers import BASTION_TOKEN_DETECTOR, 
 
 SCANNER_NAME = "secrets"
 # Bump when detectors change in a way that can change results, so stale results get rescanned.
-SCANNER_VERSION = "1.1.0"
+SCANNER_VERSION = "1.2.0"
 
 # A minified line can be megabytes long; a detector only needs the neighbourhood of a keyword.
 _MAX_WINDOW = 16_384
@@ -44,11 +46,22 @@ _PRINTABLE_RUN = re.compile(rb"[\t\n\r\x20-\x7e]{%d,}" % STRINGS_MIN_LENGTH)
 # again with the next block (every credential format is far shorter).
 STREAM_BLOCK = 8 << 20
 _STREAM_OVERLAP = 4096
+# Text streams: the lines re-read with the next block (a PEM key or a JSON credential spans lines).
+_TEXT_OVERLAP = 64 << 10
 # Findings kept per file: more are not more informative, and each costs a verification. Bastion's
 # own tokens have a cap of their own, so padding a file with look-alikes cannot save a live token
 # from revocation.
 MAX_FINDINGS = 1000
 MAX_BASTION_TOKENS = 100_000
+# Encodings a secret hides in (scan_text): runs of base64 (standard or URL-safe) that decode to text,
+# and JSON string escapes (\uXXXX, \/). Bounded: at most this many runs and decoded characters per
+# text, and base64 inside base64 is followed this deep.
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{20,}={0,2}")
+_JSON_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}|\\/")
+MAX_DECODED_CHARS = 16 << 20
+_DECODE_DEPTH = 2
+# Decoded base64 counts as text when at least this share of it is printable ASCII (tabs, newlines).
+_PRINTABLE_SHARE = 0.9
 
 
 @dataclass
@@ -97,11 +110,48 @@ class SecretScanner:
     # --- public API --------------------------------------------------------------------------
 
     def scan_text(self, text: str, path: str = "") -> list[SecretFinding]:
+        """Findings in text, including secrets hidden in base64 runs and JSON escapes (see _decoded)."""
+        return self._finish(self._text_findings(text, path, _DECODE_DEPTH))
+
+    def _text_findings(self, text: str, path: str, depth: int) -> list[SecretFinding]:
+        found: list[SecretFinding] = []
         if path.endswith(".ipynb"):
             segments = notebook_segments(text, path)
             if segments is not None:
-                return self._finish([f for seg in segments for f in self._scan_segment(seg)])
-        return self._finish(self._scan_segment(Segment(text, path=path)))
+                found = [f for seg in segments for f in self._scan_segment(seg)]
+        if not found:
+            found = self._scan_segment(Segment(text, path=path))
+        if depth > 0:
+            seen = {f.raw_secret for f in found}
+            found += [f for f in self._decoded(text, path, depth) if f.raw_secret not in seen]
+        return found
+
+    def _decoded(self, text: str, path: str, depth: int) -> list[SecretFinding]:
+        """Secrets in the encodings text carries them in: JSON escapes are undone in place (line numbers
+        kept; an escaped line break becomes a space), and each base64 run that decodes to mostly
+        printable text is scanned as text, its findings placed on the run's line."""
+        out: list[SecretFinding] = []
+        budget = MAX_DECODED_CHARS
+        if "\\" in text and _JSON_ESCAPE.search(text):
+            unescaped = _JSON_ESCAPE.sub(_unescape, text[:MAX_DECODED_CHARS])
+            budget -= len(unescaped)
+            out += [replace(f, note=_join_notes(f.note, "JSON-escaped"))
+                    for f in self._text_findings(unescaped, path, 0)]
+        line, pos = 1, 0
+        for m in _B64_RUN.finditer(text):
+            if budget <= 0:
+                break
+            decoded = _b64_text(m.group())
+            if decoded is None:
+                continue
+            budget -= len(decoded)
+            line += text.count("\n", pos, m.start())
+            pos = m.start()
+            column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+            out += [replace(f, line=line, end_line=line, column=column,
+                            note=_join_notes(f.note, "base64-encoded"))
+                    for f in self._text_findings(decoded, path, depth - 1)]
+        return out
 
     def scan_bytes(self, data: bytes, path: str = "") -> list[SecretFinding]:
         return self.scan_blob(data, path).findings
@@ -141,6 +191,46 @@ class SecretScanner:
             lines += data.count(b"\n", 0, tail)
             offset += tail
         return self._finish(findings)
+
+    def scan_text_stream(self, fh: BinaryIO, path: str = "") -> list[SecretFinding]:
+        """scan_text over UTF-8 text of any size, in blocks cut at line breaks: the last lines of a
+        block (at least _TEXT_OVERLAP bytes) are scanned again with the next one, and a finding that
+        starts in them is taken from there, so a secret across a block boundary is found whole.
+        Memory stays a few blocks whatever the size."""
+        findings: list[SecretFinding] = []
+        carry = b""
+        line = 1  # the file line of carry's first byte
+        column = 0  # characters of that line before carry's first byte (a line cut inside)
+        while True:
+            block = fh.read(STREAM_BLOCK)
+            data = carry + block
+            if not block:
+                findings += self._block_findings(data, path, line, column, len(data))
+                break
+            cut = data.rfind(b"\n", 0, max(0, len(data) - _TEXT_OVERLAP)) + 1
+            if cut == 0:  # one line longer than the overlap: cut inside it
+                cut = max(0, len(data) - _TEXT_OVERLAP)
+            findings += self._block_findings(data, path, line, column, cut)
+            findings = _capped(findings)
+            breaks = data.count(b"\n", 0, cut)
+            line_start = data.rfind(b"\n", 0, cut) + 1
+            column = (column if breaks == 0 else 0) + len(data[line_start:cut].decode("utf-8", "replace"))
+            line += breaks
+            carry = data[cut:]
+        return self._finish(findings)
+
+    def _block_findings(self, data: bytes, path: str, line: int, column: int, stop: int) -> list[SecretFinding]:
+        """Findings of one block of a text stream that start before byte `stop`, placed in the file (the
+        block starts on file line `line`, after `column` characters of it)."""
+        stop_line = data.count(b"\n", 0, stop) + 1
+        stop_column = len(data[data.rfind(b"\n", 0, stop) + 1 : stop].decode("utf-8", "replace")) + 1
+        out = []
+        for f in self._text_findings(data.decode("utf-8", "replace"), path, _DECODE_DEPTH):
+            if (f.line, f.column) >= (stop_line, stop_column):
+                continue
+            out.append(replace(f, line=f.line + line - 1, end_line=(f.end_line or f.line) + line - 1,
+                               column=f.column + (column if f.line == 1 else 0)))
+        return out
 
     def scan_file(self, path: Path, name: str, max_in_memory: int) -> SecretScanReport:
         """A file: read whole up to `max_in_memory` bytes, else streamed as printable strings (a text
@@ -293,7 +383,8 @@ class SecretScanner:
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_PRINTABLE = frozenset(b"\t\n\r" + bytes(range(0x20, 0x7F)))
+_PRINTABLE_BYTES = b"\t\n\r" + bytes(range(0x20, 0x7F))
+_PRINTABLE = frozenset(_PRINTABLE_BYTES)
 _SNIFF_BINARY = 8192
 
 
@@ -303,6 +394,31 @@ def _capped(findings: list[SecretFinding]) -> list[SecretFinding]:
     ours = [f for f in findings if f.detector == BASTION_TOKEN_DETECTOR][:MAX_BASTION_TOKENS]
     others = [f for f in findings if f.detector != BASTION_TOKEN_DETECTOR]
     return ours + others[: max(0, MAX_FINDINGS - len(ours))]
+
+
+def _unescape(m: re.Match[str]) -> str:
+    if m.group() == "\\/":
+        return "/"
+    ch = chr(int(m.group()[2:], 16))
+    return " " if ch in "\r\n" else ch
+
+
+def _b64_text(run: str) -> str | None:
+    """`run` decoded as base64 (standard or URL-safe, padding optional) when that gives mostly
+    printable text; None otherwise (a hash, a word, binary data)."""
+    core = run.rstrip("=")
+    if len(core) % 4 == 1:
+        return None
+    padded = core + "=" * (-len(core) % 4)
+    try:
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw:
+        return None
+    if len(raw.translate(None, _PRINTABLE_BYTES)) > (1 - _PRINTABLE_SHARE) * len(raw):
+        return None
+    return raw.decode("ascii", "replace")
 
 
 def _is_printable(byte: int) -> bool:
