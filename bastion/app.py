@@ -55,7 +55,6 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     hub.mailer = app.state.mailer  # services outside a request (scan workers) send mail too
     install_error_handlers(app)
 
-    from bastion.accounts.routes import router as accounts_router
     from bastion.gitserver.routes import router as git_router
     from bastion.lfs.routes import router as lfs_router
     from bastion.repos.downloads import router as downloads_router
@@ -70,7 +69,6 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         require(Principal.anonymous(), Permission.PUBLIC)
         return JSONResponse({"status": "ok", "version": __version__})
 
-    app.include_router(accounts_router)
     app.include_router(tokens_router)
     from bastion.signing.routes import router as signing_router
     app.include_router(signing_router)  # before repos: /api/signing-key is not a repo type listing
