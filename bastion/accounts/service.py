@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -201,12 +202,15 @@ def verify_email(session: Session, key: bytes, token: str) -> UserEmail:
     return row
 
 
-def _invalidate_signatures(session: Session, user_id: int) -> None:
-    """Forget stored commit-signature verdicts that depend on this user's verified e-mails."""
-    # Imported here: bastion.signing builds on accounts (and repos, which imports this module).
-    from bastion.signing import service as signing
+# Called as hook(session, user_id) when the set of a user's verified e-mails changes, in the same
+# transaction. Packages above accounts register here (signing forgets the commit-signature verdicts
+# that depended on those addresses) instead of accounts importing them.
+verified_emails_changed_hooks: list[Callable[[Session, int], None]] = []
 
-    signing.invalidate_user(session, user_id)
+
+def _invalidate_signatures(session: Session, user_id: int) -> None:
+    for hook in verified_emails_changed_hooks:
+        hook(session, user_id)
 
 
 def _email_row(user: User, email_id: int) -> UserEmail:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bastion import audit
+from bastion.accounts import service as accounts_service
 from bastion.accounts.models import User, UserEmail
 from bastion.accounts.service import notify
 from bastion.audit.actions import AuditAction
@@ -222,6 +223,10 @@ def invalidate_user(session: Session, user_id: int, key_ids: Iterable[str] = ())
     not_instance = or_(CommitSignature.signer.is_(None), CommitSignature.signer != INSTANCE_SIGNER)
     result = session.execute(delete(CommitSignature).where(or_(*conditions), not_instance))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# A verified e-mail added or removed changes which commits can verify as this user.
+accounts_service.verified_emails_changed_hooks.append(invalidate_user)
 
 
 def gpg_key_json(key: GpgKey) -> dict[str, Any]:
