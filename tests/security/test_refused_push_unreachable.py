@@ -12,6 +12,7 @@ included -- judges every commit it brings in that no ref reached before, as a pu
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pygit2
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import BastionServer, hf_api
+from tests.conftest import BastionServer, hf_api, wait_for
 from tests.gitserver.conftest import Git, RepoHandle, git, git_binaries  # noqa: F401 - fixtures
 
 # Inert here (never unpickled): would call os.system("true") if loaded.
@@ -142,3 +143,42 @@ def test_a_dangling_commit_is_judged_like_a_push(refs_server: BastionServer) -> 
     tip = bare.create_commit(None, sig, sig, "readme", builder.write(), [first])
     _try_refs_at(server, repo, str(tip), "Push protection")
     _try_refs_at(server, repo, str(first), "Push protection")
+
+
+def test_a_branch_at_an_unreached_commit_is_scanned_and_audited(refs_server: BastionServer) -> None:
+    """Admitted, the commits a new branch brings in are scanned like pushed ones, and the audit event
+    says how many were judged."""
+    server = refs_server
+    repo = _guarded_repo(server, {"secretPushProtection": True})
+    bare = pygit2.Repository(str(_git_dir(server, repo.repo_id)))
+    main = bare.references["refs/heads/main"].peel(pygit2.Commit)
+    sig = pygit2.Signature("Planter", "planter@example.com", 1_700_000_000, 0)
+    parent = main.id
+    for i in range(3):
+        builder = bare.TreeBuilder(bare[parent].peel(pygit2.Commit).tree)
+        builder.insert(f"notes-{i}.txt", bare.create_blob(f"note {i}\n".encode()), pygit2.GIT_FILEMODE_BLOB)
+        parent = bare.create_commit(None, sig, sig, f"note {i}", builder.write(), [parent])
+    resp = httpx.post(f"{server.url}/api/models/{repo.repo_id}/branch/notes", json={"startingPoint": str(parent)},
+                      headers=_auth(repo.token), timeout=120)
+    assert resp.status_code == 200, resp.text
+    tree = httpx.get(f"{server.url}/api/models/{repo.repo_id}/tree/notes", params={"expand": "true"},
+                     headers=_auth(repo.token), timeout=60).json()
+    statuses = {e["path"]: e["securityFileStatus"]["secretsScan"]["status"] for e in tree if e["type"] == "file"}
+    assert {f"notes-{i}.txt" for i in range(3)} <= set(statuses)
+    assert all(statuses[f"notes-{i}.txt"] != "unscanned" for i in range(3)), statuses
+    assert _branch_audit(server, repo.repo_id)["judged"] == 3
+
+
+def _branch_audit(server: BastionServer, repo_id: str) -> dict[str, object]:
+    engine = sa.create_engine(f"sqlite:///{server.data_dir / 'bastion.sqlite3'}")
+
+    def read() -> dict[str, object] | None:
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT details FROM audit_events WHERE action = 'repo.branch_create' "
+                                         "AND target_id = :t"), {"t": f"model/{repo_id}"}).scalar()
+        return None if found is None else (json.loads(found) if isinstance(found, str) else found)
+
+    try:
+        return wait_for(read, timeout=30)  # type: ignore[no-any-return]
+    finally:
+        engine.dispose()
