@@ -344,7 +344,7 @@ def load_approval(hub: Hub, push_id: str) -> tuple[set[RefUpdate], dict[str, adm
     approved = {RefUpdate(*c) for c in body["commands"]}
     return approved, {ref: admission.Incoming(list(inc["commits"]),
                                               [admission.ChangedFile(p, b, m) for p, b, m in inc["files"]])
-                      for ref, inc in body["brought"].items()}
+                      for ref, inc in body.get("brought", {}).items()}
 
 
 def discard_approval(hub: Hub, push_id: str) -> None:
@@ -432,12 +432,15 @@ def apply_push(hub: Hub, session: Session, repo: Repo, updates: list[RefUpdate],
         if atomic and results:
             return [results.get(u.ref) or RefResult(u.ref, False, "atomic push failed") for u in updates]
         for update in todo:
-            incoming = brought.get(update.ref) or admission.Incoming()
-            _record(session, locked, git, update, 0 if update.deleted else len(incoming.commits))
+            judged = 0
             if not update.deleted:
+                # What pre-receive walked (None: walked again here, the objects are in the repo now).
                 with admission.phase(admission.EFFECTS):
-                    admission.admit(hub, session, locked, update.ref, None if update.created else update.old,
-                                    update.new, git=git, options=options, brought=incoming, content_checked=True)
+                    judged = len(admission.admit(hub, session, locked, update.ref,
+                                                 None if update.created else update.old, update.new, git=git,
+                                                 options=options, brought=brought.get(update.ref),
+                                                 content_checked=True).new_commits)
+            _record(session, locked, git, update, judged)
         if todo:
             locked.last_modified = utcnow()
         session.flush()
