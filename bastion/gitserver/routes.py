@@ -226,11 +226,11 @@ def _push_context(claims: dict[str, Any]) -> AuditContext:
                         request_id=claims.get("rid"), via="git")
 
 
-def _pusher(hub: Hub, claims: dict[str, Any], options: object = None) -> tuple[Principal, Repo]:
+def _pusher(hub: Hub, claims: dict[str, Any], options: object = None) -> tuple[Principal, Repo, dict[str, str]]:
     """The pusher, re-checked now (token still live, still allowed): the route's one authz check.
 
     Also checks the push's `-o` options: a mistyped one, or a bypass the pusher may not ask for,
-    ends the push before its objects are walked.
+    ends the push before its objects are walked. Returns the commit options they ask for.
     """
     with transaction(hub.sessions) as session:
         repo = session.get(Repo, claims["repo_id"])
@@ -241,8 +241,8 @@ def _pusher(hub: Hub, claims: dict[str, Any], options: object = None) -> tuple[P
             raise InvalidCredentials("token does not belong to the pusher")
         principal = tokens.principal_for_token(tok)
         require(principal, Permission.REPO_WRITE, repos.repo_ref(repo))
-        repos.secrets_bypass_options(principal, repo, service.parse_push_options(options))
-    return principal, repo
+        commit_options = repos.secrets_bypass_options(principal, repo, service.parse_push_options(options))
+    return principal, repo, commit_options
 
 
 @router.post(f"{HOOK_PREFIX}pre-receive")
@@ -258,21 +258,37 @@ async def pre_receive(request: Request) -> JSONResponse:
 
     def run() -> service.CheckResult:
         try:
-            principal, repo = _pusher(hub, claims, data.get("options"))
+            principal, repo, options = _pusher(hub, claims, data.get("options"))
         except (BadRequest, Forbidden) as exc:
             return service.CheckResult(False, ["Bastion rejected this push:", f"  - {exc.message}"])
+        target = ("repo", f"{repo.type}/{repo.repo_id}")
         with bind_context(_push_context(claims)):
             git = service.open_quarantined(hub, repo, quarantine)
-            # The walk over new commits runs outside any DB transaction (SQLite's lock is global).
-            scan = service.scan_push(hub, repo, git, updates)
-            with transaction(hub.sessions) as session:
-                result = service.judge_push(session, repo, principal.user_id or 0, scan)
-                if not result.ok:
-                    audit_record(session, AuditAction.REPO_PUSH_REJECTED,
-                                 target=("repo", f"{repo.type}/{repo.repo_id}"), namespace=repo.namespace,
-                                 details={"refs": [u.ref for u in updates], "problems": scan.problems[:50]})
+            # Every check reads the quarantined objects: a refused push fails here, and git then deletes
+            # its quarantine, so nothing of it ever becomes part of the repository.
+            with service.quarantine_visible(git, quarantine):
+                # The walk over new commits runs outside any DB transaction (SQLite's lock is global).
+                scan = service.scan_push(hub, repo, git, updates)
+                with transaction(hub.sessions) as session:
+                    result = service.judge_push(session, repo, principal.user_id or 0, scan)
+                    if not result.ok:
+                        audit_record(session, AuditAction.REPO_PUSH_REJECTED, target=target,
+                                     namespace=repo.namespace,
+                                     details={"refs": [u.ref for u in updates], "problems": scan.problems[:50]})
+                if result.ok:
+                    try:
+                        # Its own transaction: a refusal rolls it back, and the refusal's own audit
+                        # (push protection, block unsafe files) is then written.
+                        with transaction(hub.sessions) as session:
+                            result = service.admit_push(hub, session, repo.id, updates, scan, options)
+                    except (BadRequest, Forbidden) as exc:
+                        result = service.CheckResult(False, ["Bastion rejected this push:", f"  - {exc.message}"])
+                        with transaction(hub.sessions) as session:
+                            audit_record(session, AuditAction.REPO_PUSH_REJECTED, target=target,
+                                         namespace=repo.namespace,
+                                         details={"refs": [u.ref for u in updates], "problems": [exc.message[:2000]]})
             if result.ok:
-                service.save_approval(hub, claims["push"], updates, scan.changed_blobs)
+                service.save_approval(hub, claims["push"], updates, scan.brought)
         return result
 
     result = await run_in_threadpool(run)
@@ -289,7 +305,7 @@ async def proc_receive(request: Request) -> JSONResponse:
     atomic = data.get("atomic") is True
 
     def run() -> list[service.RefResult]:
-        approved, changed_blobs = service.load_approval(hub, claims["push"])
+        approved, brought = service.load_approval(hub, claims["push"])
         try:
             with bind_context(_push_context(claims)), transaction(hub.sessions) as session:
                 # Lock order as in repos/commit.py: this transaction first, the repo's flock inside.
@@ -302,7 +318,7 @@ async def proc_receive(request: Request) -> JSONResponse:
                     raise InvalidCredentials("token does not belong to the pusher")
                 require(principal, Permission.REPO_WRITE, repos.repo_ref(repo))
                 options = repos.secrets_bypass_options(principal, repo, service.parse_push_options(data.get("options")))
-                return service.apply_push(hub, session, repo, updates, atomic, approved, changed_blobs, options)
+                return service.apply_push(hub, session, repo, updates, atomic, approved, brought, options)
         except (Conflict, Forbidden) as exc:  # a lost race, or push protection: each ref says why
             return [service.RefResult(u.ref, False, f"not updated: {exc.message}") for u in updates]
         finally:

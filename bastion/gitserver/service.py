@@ -14,10 +14,10 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pygit2
 from sqlalchemy import select
@@ -29,12 +29,9 @@ from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
 from bastion.hub import Hub
 from bastion.lfs import locks as lfs_locks
-from bastion.lfs.service import use_linked_objects
-from bastion.repos import commit as repo_commit
-from bastion.repos import protection
-from bastion.repos.gitstore import DEFAULT_BRANCH, LFS_POINTER_MAX, PR_REF_RE, GitRepo, parse_lfs_pointer, validate_path
+from bastion.repos import admission, protection
+from bastion.repos.gitstore import DEFAULT_BRANCH, PR_REF_RE, GitRepo, objects_visible
 from bastion.repos.models import Repo
-from bastion.repos.tree_rules import TreeLimits, tree_problems
 from bastion.signing import service as signing
 from bastion.tokens import service as tokens
 from bastion.tokens.models import AccessToken
@@ -225,85 +222,33 @@ def open_quarantined(hub: Hub, repo: Repo, quarantine: str | None) -> GitRepo:
     return git
 
 
-def new_commits(git: GitRepo, tips: list[str]) -> Iterator[pygit2.Commit]:
-    """Commits reachable from `tips` and from no existing ref: what this push introduces."""
-    repo = git.repo
-    walker = None
-    for tip in tips:
-        try:
-            commit = repo[tip].peel(pygit2.Commit)
-        except (KeyError, ValueError, pygit2.InvalidSpecError):
-            continue
-        if walker is None:
-            walker = repo.walk(commit.id, pygit2.enums.SortMode.NONE)
-        else:
-            walker.push(commit.id)
-    if walker is None:
+@contextmanager
+def quarantine_visible(git: GitRepo, quarantine: str | None) -> Iterator[None]:
+    """While the push's checks run, every reader of this repo (the post-commit hooks included) sees
+    its quarantined objects; `open_quarantined` validated the directory."""
+    if not quarantine:
+        yield
         return
-    for name in repo.references:
-        try:
-            walker.hide(repo.references[name].peel(pygit2.Commit).id)
-        except (KeyError, ValueError, pygit2.InvalidSpecError, pygit2.GitError):
-            continue  # a ref to a tree or blob hides nothing
-    yield from walker
-
-
-@dataclass(frozen=True)
-class ChangedFile:
-    path: str
-    blob: str  # git blob oid; empty for a deletion
-    mode: int
-
-
-def changed_files(git: GitRepo, commit: pygit2.Commit) -> Iterator[ChangedFile]:
-    """Files a commit adds, changes or deletes relative to its first parent.
-
-    Checking each new commit against its first parent covers every (path, blob) of every new
-    tree: what a commit does not change came from a parent that is either new (checked too) or
-    already held by a ref (checked when it arrived).
-    """
-    repo = git.repo
-    parent_tree = commit.parents[0].tree if commit.parents else None
-    diff = repo.diff(parent_tree, commit.tree) if parent_tree is not None else commit.tree.diff_to_tree(swap=True)
-    for delta in diff.deltas:
-        if delta.status == pygit2.enums.DeltaStatus.DELETED:
-            yield ChangedFile(delta.old_file.path, "", 0)
-        else:
-            yield ChangedFile(delta.new_file.path, str(delta.new_file.id), delta.new_file.mode)
+    with objects_visible(git.path, Path(quarantine).resolve()):
+        yield
 
 
 @dataclass
 class PushScan:
-    problems: list[str] = field(default_factory=list)
-    pointers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # oid -> [(path, size)]
+    checks: admission.FileChecks = field(default_factory=admission.FileChecks)
     touched: set[str] = field(default_factory=set)
-    changed_blobs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # ref -> [(path, blob)]
-    commits: dict[str, list[str]] = field(default_factory=dict)  # ref -> new commit shas (signature checks)
+    brought: dict[str, admission.Incoming] = field(default_factory=dict)  # ref -> what its move brings in
     # ref -> every commit the push makes reachable from it, for refs under "require signed commits"
     entering: dict[str, list[str]] = field(default_factory=dict)
     git: GitRepo | None = None  # the quarantined repo the scan read, for checks that need the database
 
+    @property
+    def problems(self) -> list[str]:
+        return self.checks.problems
 
-def _scan_blob(hub: Hub, git: GitRepo, f: ChangedFile, scan: PushScan, seen: dict[str, Any]) -> None:
-    try:
-        validate_path(f.path, symlink=f.mode == pygit2.GIT_FILEMODE_LINK)
-    except BadRequest as exc:
-        scan.problems.append(exc.message)
-        return
-    if f.mode == pygit2.GIT_FILEMODE_COMMIT:
-        scan.problems.append(f"{f.path!r} is a submodule: submodules are not supported")
-        return
-    if f.blob not in seen:
-        _kind, size = git.repo.odb.read_header(f.blob)
-        pointer = parse_lfs_pointer(git.repo[f.blob].data) if size <= LFS_POINTER_MAX else None
-        seen[f.blob] = (size, pointer)
-    size, pointer = seen[f.blob]
-    if pointer is not None:
-        scan.pointers.setdefault(pointer.oid, []).append((f.path, pointer.size))
-    elif size > hub.settings.max_regular_file_size:
-        scan.problems.append(
-            f"{f.path!r} is {size} bytes: files over {hub.settings.max_regular_file_size} bytes must be "
-            f"stored with Git LFS (git lfs track {f.path!r}; git lfs migrate import --include={f.path!r})")
+    @property
+    def commits(self) -> dict[str, list[str]]:
+        return {ref: inc.commits for ref, inc in self.brought.items()}
 
 
 def scan_push(hub: Hub, repo: Repo, git: GitRepo, updates: list[RefUpdate]) -> PushScan:
@@ -316,26 +261,17 @@ def scan_push(hub: Hub, repo: Repo, git: GitRepo, updates: list[RefUpdate]) -> P
         if reason:
             scan.problems.append(f"{update.ref}: {reason}")
             refused.add(update.ref)
-    seen: dict[str, Any] = {}
-    limits = TreeLimits.of(hub.settings, repo)
     for update in updates:
         if update.deleted:
             continue
-        blobs = scan.changed_blobs.setdefault(update.ref, [])
-        shas = scan.commits.setdefault(update.ref, [])
-        for commit in new_commits(git, [update.new]):
-            shas.append(str(commit.id))
-            written = []
-            for f in changed_files(git, commit):
-                scan.touched.add(f.path)
-                if f.blob:
-                    _scan_blob(hub, git, f, scan, seen)
-                    blobs.append((f.path, f.blob))
-                    written.append(f.path)
-            # The same rules as the commit API: folder sizes, total size, case-colliding names.
-            parent = commit.parents[0].tree if commit.parents else None
-            scan.problems += [f"commit {str(commit.id)[:12]}: {p}"
-                              for p in tree_problems(git, commit.tree, parent, written, limits)]
+        brought = admission.incoming(git, update.new, None if update.created else update.old)
+        scan.brought[update.ref] = brought
+        for f in brought.files:
+            scan.touched.add(f.path)
+            if f.blob:
+                admission.check_file(hub, git, f, scan.checks)
+        # The same tree rules as the commit API: folder sizes, total size, case-colliding names.
+        scan.checks.problems += admission.tree_rule_problems(hub, git, repo, brought)
         if update.ref not in refused and signing.rule_applies(repo, update.ref):
             # Walked here, outside the database transaction.
             scan.entering[update.ref] = signing.entering_ref(git, repo, update.ref, update.new,
@@ -343,29 +279,8 @@ def scan_push(hub: Hub, repo: Repo, git: GitRepo, updates: list[RefUpdate]) -> P
     return scan
 
 
-def judge_push(session: Session, repo: Repo, user_id: int, scan: PushScan) -> CheckResult:
-    """The verdict: the scan's problems plus LFS objects not held by this repo and others' locks."""
-    if scan.git is not None and (scan.commits or scan.entering):
-        # Every pushed commit's signature is verified and stored here, while the objects are
-        # quarantined; the repo's "require signed commits" rule rejects any unverified commit the
-        # push brings into a covered ref, even one another ref (an uncovered branch) already holds.
-        scan.problems += signing.check_push(session, repo, scan.git, scan.commits, scan.entering)
-    if scan.pointers:
-        stored = use_linked_objects(session, repo.id, sorted(scan.pointers))
-        for oid, uses in scan.pointers.items():
-            for path, size in uses:
-                if oid not in stored:
-                    scan.problems.append(
-                        f"{path!r}: LFS object {oid} has not been uploaded to this repository "
-                        "(is git-lfs installed? try: git lfs push --all origin)")
-                elif stored[oid] != size:
-                    scan.problems.append(f"{path!r}: the LFS pointer says {size} bytes but object {oid} "
-                                         f"has {stored[oid]} bytes")
-    for lock in lfs_locks.held_by_others(session, repo.id, user_id, sorted(scan.touched)):
-        scan.problems.append(f"{lock.path!r} is locked by {lock.owner_name} (git lfs locks)")
-    if not scan.problems:
-        return CheckResult(True)
-    shown = list(dict.fromkeys(scan.problems))
+def _refusal(problems: list[str]) -> CheckResult:
+    shown = list(dict.fromkeys(problems))
     more = len(shown) - MAX_MESSAGES
     messages = ["Bastion rejected this push:"] + [f"  - {p}" for p in shown[:MAX_MESSAGES]]
     if more > 0:
@@ -373,24 +288,65 @@ def judge_push(session: Session, repo: Repo, user_id: int, scan: PushScan) -> Ch
     return CheckResult(False, messages)
 
 
+def judge_push(session: Session, repo: Repo, user_id: int, scan: PushScan) -> CheckResult:
+    """The verdict: the scan's problems plus LFS objects not held by this repo and others' locks."""
+    if scan.git is not None and (scan.brought or scan.entering):
+        # Every pushed commit's signature is verified and stored here, while the objects are
+        # quarantined; the repo's "require signed commits" rule rejects any unverified commit the
+        # push brings into a covered ref, even one another ref (an uncovered branch) already holds.
+        scan.problems.extend(signing.check_push(session, repo, scan.git, scan.commits, scan.entering))
+    admission.check_pointers(session, repo, scan.checks)
+    for lock in lfs_locks.held_by_others(session, repo.id, user_id, sorted(scan.touched)):
+        scan.problems.append(f"{lock.path!r} is locked by {lock.owner_name} (git lfs locks)")
+    if not scan.problems:
+        return CheckResult(True)
+    return _refusal(scan.problems)
+
+
+def admit_push(hub: Hub, session: Session, repo_id: int, updates: list[RefUpdate], scan: PushScan,
+               options: dict[str, str] | None) -> CheckResult:
+    """The refusing checks of every ref move of the push (`admission.admit`, JUDGE phase: push
+    protection, block unsafe files, the signed-commits rule), run in pre-receive while the objects are
+    still quarantined: a refused push fails here and git deletes its quarantine, so nothing of it is
+    ever stored. The caller's transaction must roll back on the exception this raises."""
+    repo = session.get(Repo, repo_id)
+    if repo is None:
+        raise RepoNotFound()
+    with admission.phase(admission.JUDGE):
+        for update in updates:
+            if update.deleted:
+                continue
+            try:
+                admission.admit(hub, session, repo, update.ref, None if update.created else update.old, update.new,
+                                git=scan.git, options=options, brought=scan.brought[update.ref],
+                                content_checked=True, tag_message=_tag_message(scan.git, update.new))
+            except (BadRequest, Forbidden) as exc:
+                raise type(exc)(f"{update.ref}: {exc.message}") from exc
+    return CheckResult(True)
+
+
 def save_approval(hub: Hub, push_id: str, updates: list[RefUpdate],
-                  changed_blobs: dict[str, list[tuple[str, str]]]) -> None:
-    """Remember which commands passed pre-receive; proc-receive moves only those."""
+                  brought: dict[str, admission.Incoming]) -> None:
+    """Remember which commands passed pre-receive, and what each brings in; proc-receive moves only those."""
     path = approval_path(hub, push_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"commands": [[u.old, u.new, u.ref] for u in updates], "changed_blobs": changed_blobs}
+    body = {"commands": [[u.old, u.new, u.ref] for u in updates],
+            "brought": {ref: {"commits": inc.commits, "files": [[f.path, f.blob, f.mode] for f in inc.files]}
+                        for ref, inc in brought.items()}}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body))
     os.replace(tmp, path)
 
 
-def load_approval(hub: Hub, push_id: str) -> tuple[set[RefUpdate], dict[str, list[tuple[str, str]]]]:
+def load_approval(hub: Hub, push_id: str) -> tuple[set[RefUpdate], dict[str, admission.Incoming]]:
     try:
         body = json.loads(approval_path(hub, push_id).read_text())
     except FileNotFoundError:
         return set(), {}
     approved = {RefUpdate(*c) for c in body["commands"]}
-    return approved, {ref: [(p, b) for p, b in blobs] for ref, blobs in body["changed_blobs"].items()}
+    return approved, {ref: admission.Incoming(list(inc["commits"]),
+                                              [admission.ChangedFile(p, b, m) for p, b, m in inc["files"]])
+                      for ref, inc in body.get("brought", {}).items()}
 
 
 def discard_approval(hub: Hub, push_id: str) -> None:
@@ -417,6 +373,7 @@ def _target(repo: Repo) -> tuple[str, str]:
 
 
 def _record(session: Session, repo: Repo, git: GitRepo, update: RefUpdate, commits: int) -> None:
+    """The audit event of one ref move; `commits`: how many commits it brought in (each was judged)."""
     ref, short = update.ref, update.ref.split("/", 2)[-1]
     is_tag = ref.startswith("refs/tags/")
     if update.deleted:
@@ -427,18 +384,19 @@ def _record(session: Session, repo: Repo, git: GitRepo, update: RefUpdate, commi
         return
     if is_tag:
         audit.record(session, AuditAction.REPO_TAG_CREATE, target=_target(repo), namespace=repo.namespace,
-                     details={"tag": short, "commit": update.new, "moved_from": None if update.created else update.old})
+                     details={"tag": short, "commit": update.new, "moved_from": None if update.created else update.old,
+                              "judged": commits})
         return
     if update.created and ref.startswith("refs/heads/"):
         audit.record(session, AuditAction.REPO_BRANCH_CREATE, target=_target(repo), namespace=repo.namespace,
-                     details={"branch": short, "commit": update.new})
+                     details={"branch": short, "commit": update.new, "judged": commits})
         if commits == 0:
             return
     forced = not update.created and not git.repo.descendant_of(pygit2.Oid(hex=update.new),
                                                                pygit2.Oid(hex=update.old))
     audit.record(session, AuditAction.REPO_COMMIT, target=_target(repo), namespace=repo.namespace,
                  details={"commit": update.new, "parent": None if update.created else update.old, "ref": ref,
-                          "commits": commits, "forced": forced})
+                          "commits": commits, "judged": commits, "forced": forced})
 
 
 def _tag_message(git: GitRepo, oid: str) -> str | None:
@@ -452,9 +410,13 @@ def _tag_message(git: GitRepo, oid: str) -> str | None:
 
 
 def apply_push(hub: Hub, session: Session, repo: Repo, updates: list[RefUpdate], atomic: bool,
-               approved: set[RefUpdate], changed_blobs: dict[str, list[tuple[str, str]]],
+               approved: set[RefUpdate], brought: dict[str, admission.Incoming],
                options: dict[str, str] | None = None) -> list[RefResult]:
     """Move the pushed refs. The caller's transaction is open (DB first, then the flock).
+
+    The content was judged in pre-receive (`admit_push`); here each move is admitted again in the
+    EFFECTS phase only (scan enqueue; the signed-commits rule, cheap with stored verdicts, is
+    re-applied under the lock) with what pre-receive found it brings in.
 
     Each ref moves by compare-and-swap from the old value the client saw, under the same
     write lock API commits take, so a racing API commit and push are serialised and the loser
@@ -482,16 +444,15 @@ def apply_push(hub: Hub, session: Session, repo: Repo, updates: list[RefUpdate],
         if atomic and results:
             return [results.get(u.ref) or RefResult(u.ref, False, "atomic push failed") for u in updates]
         for update in todo:
-            blobs = changed_blobs.get(update.ref, [])
-            shas = [] if update.deleted else [str(c.id) for c in new_commits(git, [update.new])]
-            _record(session, locked, git, update, len(shas))
+            judged = 0
             if not update.deleted:
-                new_commit = git.repo[update.new].peel(pygit2.Commit)
-                result = repo_commit.CommitResult(str(new_commit.id), None if update.created else update.old,
-                                                  update.ref, None, list(blobs), dict(options or {}),
-                                                  new_commits=shas, tag_message=_tag_message(git, update.new))
-                for hook in repo_commit.post_commit_hooks:
-                    hook(hub, session, locked, result)
+                # What pre-receive walked (None: walked again here, the objects are in the repo now).
+                with admission.phase(admission.EFFECTS):
+                    judged = len(admission.admit(hub, session, locked, update.ref,
+                                                 None if update.created else update.old, update.new, git=git,
+                                                 options=options, brought=brought.get(update.ref),
+                                                 content_checked=True).new_commits)
+            _record(session, locked, git, update, judged)
         if todo:
             locked.last_modified = utcnow()
         session.flush()

@@ -22,8 +22,8 @@ from bastion.db import utcnow
 from bastion.errors import BadRequest, EntryNotFound, Forbidden, PreconditionFailed, RepoNotFound
 from bastion.hub import Hub
 from bastion.lfs.service import use_linked_objects
-from bastion.repos import protection
-from bastion.repos.gitstore import GitRepo, lfs_pointer_bytes, parse_lfs_pointer, signature, validate_path
+from bastion.repos import admission, protection
+from bastion.repos.gitstore import MODE_FILE, GitRepo, lfs_pointer_bytes, parse_lfs_pointer, signature, validate_path
 from bastion.repos.models import Repo
 from bastion.repos.tree_rules import TreeLimits, tree_problems
 
@@ -204,17 +204,20 @@ def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision
         else:
             ref_name = base_ref
         locked.last_modified = utcnow()
-        result = CommitResult(str(new), str(head), ref_name, pr_number, added, dict(options or {}),
-                              new_commits=[str(new)])
+        # The one judgement of every ref move (the files were built from validated operations above).
+        # A new pull request's ref does not exist yet; its commit's parent is the branch head.
+        result = admission.admit(hub, session, locked, ref_name, str(head), str(new), git=git, options=options,
+                                 pr_number=pr_number,
+                                 brought=admission.Incoming([str(new)], [admission.ChangedFile(p, b, MODE_FILE)
+                                                                         for p, b in added]),
+                                 content_checked=True)
         audit.record(session, AuditAction.REPO_COMMIT, target=("repo", f"{repo.type}/{repo.repo_id}"),
                      namespace=repo.namespace,
                      details={"commit": str(new), "parent": str(head), "ref": ref_name, "summary": summary[:200],
-                              "files": len(ops)})
+                              "files": len(ops), "judged": len(result.new_commits)})
         if create_pr:
             audit.record(session, AuditAction.REPO_PR_CREATE, target=("repo", f"{repo.type}/{repo.repo_id}"),
                          namespace=repo.namespace, details={"number": pr_number, "commit": str(new)})
-        for hook in post_commit_hooks:
-            hook(hub, session, locked, result)
         session.flush()
         # Last step: move the ref. If it fails, the caller's transaction rolls back the audit rows.
         git.compare_and_swap(ref_name, None if create_pr else head, new)
@@ -234,12 +237,15 @@ def squash_history(hub: Hub, session: Session, repo: Repo, author: User, branch:
         commit = git.repo[head]
         new = _write_commit(git, commit.tree.id, [], signature(author.name, author.email),
                             (message.strip() or "Super-squash branch") + "\n")
+        locked = session.scalar(select(Repo).where(Repo.id == repo.id).with_for_update())
+        if locked is None:
+            raise RepoNotFound()
+        # A new commit like any other: judged (the signed-commits rule, scans) before the ref moves. Its
+        # tree is the head's, so it brings in no file the branch did not hold.
+        result = admission.admit(hub, session, locked, ref_name, str(head), str(new), git=git)
         audit.record(session, AuditAction.REPO_SQUASH, target=("repo", f"{repo.type}/{repo.repo_id}"),
-                     namespace=repo.namespace, details={"branch": branch, "from": str(head), "to": str(new)})
-        # The new root commit is judged like any commit entering the branch (the signed-commits rule).
-        result = CommitResult(str(new), str(head), ref_name)
-        for hook in post_commit_hooks:
-            hook(hub, session, repo, result)
+                     namespace=repo.namespace, details={"branch": branch, "from": str(head), "to": str(new),
+                                                        "judged": len(result.new_commits)})
         session.flush()
         git.compare_and_swap(ref_name, head, new)
     return str(new)

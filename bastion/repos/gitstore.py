@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -134,6 +135,25 @@ def validate_path(path: str, *, symlink: bool = False) -> str:
     return path
 
 
+# Object directories to read beside a repository's own, by repository path: a push's quarantine while
+# its pre-receive checks run (`objects_visible`). Every GitRepo opened in that context sees them, so the
+# post-commit hooks judge quarantined objects through the same `hub.git(...)` they always use.
+_extra_objects: ContextVar[dict[str, tuple[str, ...]] | None] = ContextVar("bastion_git_extra_objects", default=None)
+
+
+@contextmanager
+def objects_visible(git_dir: Path, objects: Path) -> Iterator[None]:
+    """Within this context (this thread and the work it hands on with its context), every GitRepo of
+    `git_dir` reads the objects in `objects` too (an alternate object directory; nothing is copied)."""
+    key = str(Path(git_dir).resolve())
+    current = _extra_objects.get() or {}
+    token = _extra_objects.set({**current, key: (*current.get(key, ()), str(objects))})
+    try:
+        yield
+    finally:
+        _extra_objects.reset(token)
+
+
 class GitRepo:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -142,7 +162,11 @@ class GitRepo:
     @property
     def repo(self) -> pygit2.Repository:
         if self._repo is None:
-            self._repo = pygit2.Repository(str(self.path))
+            repo = pygit2.Repository(str(self.path))
+            extra = _extra_objects.get()
+            for objects in extra.get(str(Path(self.path).resolve()), ()) if extra else ():
+                repo.odb.add_disk_alternate(objects)
+            self._repo = repo
         return self._repo
 
     # ---- creation --------------------------------------------------------------------------

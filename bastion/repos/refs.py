@@ -10,8 +10,7 @@ from bastion.accounts.models import User
 from bastion.audit.actions import AuditAction
 from bastion.errors import BadRequest, Conflict, Forbidden, RevisionNotFound
 from bastion.hub import Hub
-from bastion.repos import protection
-from bastion.repos.commit import CommitResult, post_commit_hooks
+from bastion.repos import admission, protection
 from bastion.repos.gitstore import DEFAULT_BRANCH, GitRepo, signature
 from bastion.repos.models import Repo
 
@@ -20,13 +19,15 @@ def _target(repo: Repo) -> tuple[str, str]:
     return ("repo", f"{repo.type}/{repo.repo_id}")
 
 
-def _ref_created(hub: Hub, session: Session, repo: Repo, ref: str, commit: str,
-                 tag_message: str | None = None) -> None:
-    """A ref created at an existing commit goes through the same follow-up checks as a commit on it
-    (e.g. the signed-commits rule for the history it brings under a covered ref), before it is written."""
-    result = CommitResult(commit, None, ref, tag_message=tag_message or None)
-    for hook in post_commit_hooks:
-        hook(hub, session, repo, result)
+def _ref_created(hub: Hub, session: Session, repo: Repo, git: GitRepo, ref: str, commit: str,
+                 tag_message: str | None = None) -> int:
+    """A ref created at any commit is judged before it is written, as a push of that commit would be:
+    every commit it brings in that no ref reached (a dangling commit and all its unreached history) has
+    its files checked (paths, sizes, tree limits, LFS links, push protection, block unsafe files), an
+    annotated tag's message is read by push protection, and the signed-commits rule is applied to the
+    history it brings under a covered ref. Returns how many commits were judged."""
+    return len(admission.admit(hub, session, repo, ref, None, commit, git=git,
+                               tag_message=tag_message or None).new_commits)
 
 
 def _refuse_name(repo: Repo, git: GitRepo, kind: str, name: str) -> None:
@@ -45,9 +46,9 @@ def create_branch(hub: Hub, session: Session, repo: Repo, branch: str, starting_
             raise Conflict(f"Branch {branch!r} already exists")
         _refuse_name(repo, git, "branch", branch)
         start = git.resolve(starting_point or DEFAULT_BRANCH)
+        judged = _ref_created(hub, session, repo, git, f"refs/heads/{branch}", str(start.id))
         audit.record(session, AuditAction.REPO_BRANCH_CREATE, target=_target(repo), namespace=repo.namespace,
-                     details={"branch": branch, "commit": str(start.id)})
-        _ref_created(hub, session, repo, f"refs/heads/{branch}", str(start.id))
+                     details={"branch": branch, "commit": str(start.id), "judged": judged})
         session.flush()
         git.compare_and_swap(f"refs/heads/{branch}", None, start.id)
     return str(start.id)
@@ -78,9 +79,9 @@ def create_tag(hub: Hub, session: Session, repo: Repo, actor: User, revision: st
             raise Conflict(f"Tag {tag!r} already exists")
         _refuse_name(repo, git, "tag", tag)
         commit = git.resolve(revision)
+        judged = _ref_created(hub, session, repo, git, f"refs/tags/{tag}", str(commit.id), tag_message=message)
         audit.record(session, AuditAction.REPO_TAG_CREATE, target=_target(repo), namespace=repo.namespace,
-                     details={"tag": tag, "commit": str(commit.id), "annotated": bool(message)})
-        _ref_created(hub, session, repo, f"refs/tags/{tag}", str(commit.id), tag_message=message)
+                     details={"tag": tag, "commit": str(commit.id), "annotated": bool(message), "judged": judged})
         session.flush()
         if message:
             # An annotated tag keeps who tagged and why; libgit2 refuses if the ref exists.

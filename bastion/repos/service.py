@@ -208,7 +208,8 @@ def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef
 
     head = git.repo.head.peel()
     initial = CommitResult(str(head.id), None, "refs/heads/main", None,
-                           [(path, str(entry.id)) for path, entry in git.walk_files(head.tree)])
+                           [(path, str(entry.id)) for path, entry in git.walk_files(head.tree)],
+                           new_commits=[str(head.id)])
     for hook in post_commit_hooks:
         hook(hub, session, repo, initial)
     return repo

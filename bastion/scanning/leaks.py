@@ -18,8 +18,11 @@ log = logging.getLogger("bastion.leaks")
 
 
 def is_live_token(hub: Hub, secret: str) -> bool | None:
-    """Verifier for the secret scanner: True live, False known but dead, None not a Bastion token."""
-    with transaction(hub.sessions) as session:
+    """Verifier for the secret scanner: True live, False known but dead, None not a Bastion token.
+
+    Read-only: push protection asks it inside a commit's writing transaction, and on SQLite a second
+    writer in the same process would wait for that one's lock until it timed out."""
+    with transaction(hub.sessions, readonly=True) as session:
         tok = tokens.find_by_secret(session, secret)
         return None if tok is None else tokens.is_live(tok)
 

@@ -38,6 +38,7 @@ from bastion.config import Settings
 from bastion.db import after_commit, after_rollback, transaction, utcnow
 from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.hub import Hub
+from bastion.repos import admission
 from bastion.repos.commit import CommitResult, post_commit_hooks
 from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, parse_lfs_pointer
 from bastion.repos.guards import download_guards
@@ -268,13 +269,19 @@ def on_commit(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> N
         return
     job_ids: list[int] = []
     org = _org_of(session, repo)
-    blocking = blocks_unsafe(repo, org)
-    if (repo.settings or {}).get("secret_push_protection") or (org is not None and org.secret_push_protection):
+    # A push is judged in pre-receive (its objects quarantined) and applied in proc-receive: the
+    # refusing checks run in the first phase, the scan enqueue in the second (repos.admission).
+    judging, applying = admission.judging(), admission.applying()
+    blocking = judging and blocks_unsafe(repo, org)
+    if judging and ((repo.settings or {}).get("secret_push_protection")
+                    or (org is not None and org.secret_push_protection)):
         _check_new_secrets(hub, session, repo, result)
     for path, git_oid in result.changed_blobs:
         ref = blob_ref(hub, repo.storage_key, git_oid)
         if blocking and ref.size <= hub.settings.scan_inline_max_bytes:
             _scan_inline_or_reject(hub, session, repo, ref, path, scanners)
+        if not applying:
+            continue
         job_ids += enqueue_blob(hub, session, ref, repo.id, path, scanners)
         if "secrets" in scanners:
             _reuse_secret_verdict(hub, session, repo, ref, path, scanners["secrets"])
