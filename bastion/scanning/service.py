@@ -482,7 +482,8 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
         return
     described = [{"file": f.file, "line": f.line, "type": f.secret_type, "provider": f.provider} for f in blocked]
     target = ("repo", f"{repo.type}/{repo.repo_id}")
-    # A live Bastion token the push carried is revoked whatever happens to the push: it left its owner.
+    # A live Bastion token that lands (a bypass) is revoked: it is published. A refused push publishes
+    # nothing (its objects are dropped with the quarantine), so the token stays as its owner left it.
     live = [f.raw_secret for f in blocked if f.detector == BASTION_TOKEN_DETECTOR]
     revoke = partial(leaks.revoke_leaked, hub, live, source="secret push protection",
                      where=f"{target[1]}: " + ", ".join(sorted({f.file for f in blocked}))[:200]) if live else None
@@ -495,8 +496,6 @@ def _check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitRes
             after_rollback(session, revoke)
         return
     after_rollback(session, partial(_record_secret_block, hub, target, repo.namespace, described))
-    if revoke is not None:
-        after_rollback(session, revoke)
     where = "; ".join(f"{d['file']}:{d['line']} ({d['type']})" for d in described[:10])
     raise Forbidden(f"Push protection: this commit adds secrets: {where}. Remove them, or, if this is a test "
                     "credential, retry with a bypass reason (repository managers only).")
