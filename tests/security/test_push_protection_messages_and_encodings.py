@@ -18,7 +18,7 @@ import httpx
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
-from tests.conftest import BastionServer, hf_api
+from tests.conftest import BastionServer, hf_api, wait_for
 from tests.gitserver.conftest import Git, RepoHandle, git, git_binaries  # noqa: F401 - fixtures
 
 
@@ -116,3 +116,17 @@ def test_pushed_commit_and_tag_messages_are_read(server: BastionServer, protecte
     assert proc.returncode != 0 and "tag v2 message" in proc.stderr, proc.stderr
     assert _live(server, victim)
     assert "refs/tags/v2" not in git("ls-remote", "origin", cwd=work).stdout
+
+
+def test_a_bypassed_token_lands_and_is_revoked(server: BastionServer, protected: RepoHandle, git: Git,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    """The owner may push a secret past protection with a reason; a live Bastion token that so lands is
+    published, and revoked."""
+    work = tmp_path / "w"
+    git("clone", "-q", protected.url(), str(work))
+    victim = _victim(server)
+    (work / "fixtures.txt").write_text(f"HF_TOKEN={victim}\n")
+    git.commit_all(work, "fixtures")
+    git("push", "-q", "-o", "secrets-bypass=test fixture", "origin", "main", cwd=work)
+    assert "fixtures.txt" in hf_api(server, protected.token).list_repo_files(protected.repo_id)
+    wait_for(lambda: not _live(server, victim), timeout=30)
