@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import pygit2
-from sqlalchemy import or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -37,7 +37,7 @@ from bastion.db import after_commit, after_rollback, transaction, utcnow
 from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.hub import Hub
 from bastion.repos.commit import CommitResult, post_commit_hooks
-from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, parse_lfs_pointer
+from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, parse_lfs_pointer
 from bastion.repos.guards import download_guards
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
@@ -196,12 +196,15 @@ class BlobRef:
     size: int
 
 
-def blob_ref(hub: Hub, storage_key: str, git_oid: str) -> BlobRef:
-    blob = hub.git(storage_key).repo[git_oid]
-    ptr = parse_lfs_pointer(blob.data) if blob.size <= 200 else None
+def blob_ref(hub: Hub, storage_key: str, git_oid: str, git: GitRepo | None = None) -> BlobRef:
+    """What a blob's verdicts are keyed by and where its bytes are read. `git`: the repository, already
+    open (a commit of many files opens it once). Only pointer-sized blobs are read."""
+    repo = (git or hub.git(storage_key)).repo
+    _kind, size = repo.odb.read_header(git_oid)
+    ptr = parse_lfs_pointer(repo[git_oid].data) if LFS_POINTER_MIN <= size <= LFS_POINTER_MAX else None
     if ptr is not None:
         return BlobRef(ptr.oid, "lfs", None, ptr.size)
-    return BlobRef(git_oid, "git", storage_key, blob.size)
+    return BlobRef(git_oid, "git", storage_key, size)
 
 
 class ContentGone(Exception):
@@ -223,6 +226,45 @@ def _scanners_of(hub: Hub) -> dict[str, Scanner]:
         cached = build_scanners(hub.settings, hub=hub)
         hub._scanners = cached  # type: ignore[attr-defined]
     return cached
+
+
+ENQUEUE_BATCH = 500
+
+
+def enqueue_blobs(hub: Hub, session: Session, blobs: Iterable[tuple[BlobRef, str]], repo_id: int | None,
+                  scanners: dict[str, Scanner]) -> list[int]:
+    """`enqueue_blob` for many (blob, path) pairs with three statements per ENQUEUE_BATCH blobs (a push of
+    100,000 files must not cost 300,000 round trips): jobs and verdicts that exist are looked up per
+    batch, the missing jobs inserted together. A batch that meets a concurrent commit's insert (the
+    unique key) falls back to `enqueue_blob` per blob. A blob at several paths is queued once, for the first."""
+    unique = list({ref.key: (ref, path) for ref, path in reversed(list(blobs))}.values())[::-1]
+    new: list[int] = []
+    for i in range(0, len(unique), ENQUEUE_BATCH):
+        chunk = unique[i:i + ENQUEUE_BATCH]
+        keys = [ref.key for ref, _ in chunk]
+        for name, scanner in scanners.items():
+            version = scanner.version()
+            known = set(session.scalars(select(ScanJob.blob_key).where(
+                ScanJob.blob_key.in_(keys), ScanJob.scanner == name, ScanJob.scanner_version == version)))
+            known.update(session.scalars(select(ScanResultRow.blob_key).where(
+                ScanResultRow.blob_key.in_(keys), ScanResultRow.scanner == name,
+                ScanResultRow.scanner_version == version)))
+            lease = utcnow() + timedelta(seconds=hub.settings.scan_lease_seconds)
+            rows = [{"blob_key": ref.key, "scanner": name, "scanner_version": version, "source_kind": ref.kind,
+                     "storage_key": ref.storage_key, "size": ref.size, "repo_id": repo_id, "path": path[:1024],
+                     "state": "queued", "lease_until": lease}
+                    for ref, path in chunk if ref.key not in known]
+            if not rows:
+                continue
+            try:
+                with session.begin_nested():
+                    new += session.scalars(insert(ScanJob).returning(ScanJob.id, sort_by_parameter_order=True),
+                                           rows).all()
+            except IntegrityError:  # a concurrent commit queued some of them: one at a time
+                for ref, path in chunk:
+                    if ref.key not in known:
+                        new += enqueue_blob(hub, session, ref, repo_id, path, {name: scanner})
+    return new
 
 
 def enqueue_blob(hub: Hub, session: Session, ref: BlobRef, repo_id: int | None, path: str,
@@ -259,7 +301,7 @@ def _dispatch_after_commit(hub: Hub, session: Session, job_ids: list[int]) -> No
     queue = hub.scan_queue
     if queue is None or not job_ids:
         return  # no queue attached (admin commands): the sweeper of any worker picks them up
-    after_commit(session, lambda: [queue.enqueue(job_id) for job_id in job_ids])
+    after_commit(session, lambda: queue.enqueue_many(job_ids))
 
 
 def on_commit(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> None:
@@ -272,13 +314,16 @@ def on_commit(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> N
     blocking = blocks_unsafe(repo, org)
     if (repo.settings or {}).get("secret_push_protection") or (org is not None and org.secret_push_protection):
         _check_new_secrets(hub, session, repo, result)
-    for path, git_oid in result.changed_blobs:
-        ref = blob_ref(hub, repo.storage_key, git_oid)
-        if blocking and ref.size <= hub.settings.scan_inline_max_bytes:
-            _scan_inline_or_reject(hub, session, repo, ref, path, scanners)
-        job_ids += enqueue_blob(hub, session, ref, repo.id, path, scanners)
-        if "secrets" in scanners:
-            _reuse_secret_verdict(hub, session, repo, ref, path, scanners["secrets"])
+    git = hub.git(repo.storage_key)
+    blobs = [(blob_ref(hub, repo.storage_key, git_oid, git), path) for path, git_oid in result.changed_blobs]
+    if blocking:
+        for ref, path in blobs:
+            if ref.size <= hub.settings.scan_inline_max_bytes:
+                _scan_inline_or_reject(hub, session, repo, ref, path, scanners)
+    if "secrets" in scanners:
+        # Verdicts that exist already (scanned elsewhere, or inline just now) notify this repo's owners.
+        _reuse_secret_verdicts(hub, session, repo, blobs, scanners["secrets"])
+    job_ids += enqueue_blobs(hub, session, blobs, repo.id, scanners)
     _dispatch_after_commit(hub, session, job_ids)
 
 
@@ -319,14 +364,21 @@ def _org_of(session: Session, repo: Repo) -> Any:
     return session.get(Organization, repo.owner_org_id)
 
 
-def _reuse_secret_verdict(hub: Hub, session: Session, repo: Repo, ref: BlobRef, path: str, scanner: Scanner) -> None:
-    """Content already scanned elsewhere: this repo still gets its notices (and mail) for it."""
-    row = session.scalar(select(ScanResultRow).where(ScanResultRow.blob_key == ref.key,
-                                                     ScanResultRow.scanner == "secrets",
-                                                     ScanResultRow.scanner_version == scanner.version()))
-    if row is not None and row.details.get("detail"):
-        _notify_owner(hub, session, repo, path, ref.key, "secrets", ScanResult("secrets", row.scanner_version,
-                                                                      Verdict(row.verdict), row.summary, row.details))
+def _reuse_secret_verdicts(hub: Hub, session: Session, repo: Repo, blobs: list[tuple[BlobRef, str]],
+                           scanner: Scanner) -> None:
+    """Content already scanned elsewhere: this repo still gets its notices (and mail) for it. One query
+    per ENQUEUE_BATCH blobs; each path of a blob gets its notice, in the commit's order."""
+    keys = list(dict.fromkeys(ref.key for ref, _ in blobs))
+    rows: dict[str, ScanResultRow] = {}
+    for i in range(0, len(keys), ENQUEUE_BATCH):
+        rows.update((row.blob_key, row) for row in session.scalars(select(ScanResultRow).where(
+            ScanResultRow.blob_key.in_(keys[i:i + ENQUEUE_BATCH]), ScanResultRow.scanner == "secrets",
+            ScanResultRow.scanner_version == scanner.version())))
+    for ref, path in blobs:
+        row = rows.get(ref.key)
+        if row is not None and row.details.get("detail"):
+            _notify_owner(hub, session, repo, path, ref.key, "secrets",
+                          ScanResult("secrets", row.scanner_version, Verdict(row.verdict), row.summary, row.details))
 
 
 def _scan_inline_or_reject(hub: Hub, session: Session, repo: Repo, ref: BlobRef, path: str,
