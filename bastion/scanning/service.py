@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,7 +43,7 @@ from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, pa
 from bastion.repos.guards import download_guards
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
-from bastion.scanning import leaks
+from bastion.scanning import generation, leaks
 from bastion.scanning.isolation import ProcessLimits, ScanAborted, run_isolated
 from bastion.scanning.models import ScanJob, ScanResultRow, SecretNotice
 from bastion.scanning.results import ScanResult, Verdict, worst
@@ -907,8 +909,56 @@ def file_status(hub: Hub, session: Session, key: str, secrets_of: int | None = N
     return file_statuses(hub, session, [key], secrets_of)[key]
 
 
+class _BoundedCache:
+    """A thread-safe LRU bounded by the summed weight of its values (e.g. files listed)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._capacity, self._weight = capacity, 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                return None
+            self._items.move_to_end(key)
+            return found[0]
+
+    def put(self, key: Any, value: Any, weight: int) -> None:
+        if weight > self._capacity:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._weight += weight - (old[1] if old is not None else 0)
+            self._items[key] = (value, weight)
+            while self._weight > self._capacity:
+                _key, (_value, dropped) = self._items.popitem(last=False)
+                self._weight -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._weight = 0
+
+
+# A commit's files never change (its id is its content): listed once per process, up to this many files
+# held in all. Summaries are cached under the verdict generation (bastion.scanning.generation).
+REVISION_FILES_CACHED = 400_000
+SUMMARIES_CACHED = 200_000  # weight: one per summary plus one per listed path with issues
+_revision_files = _BoundedCache(REVISION_FILES_CACHED)
+_summaries = _BoundedCache(SUMMARIES_CACHED)
+# At most this many paths in `filesWithIssues` (those first in tree order); `filesWithIssuesCount`
+# counts them all, and the per-file statuses of GET .../scan list every file, a page at a time.
+MAX_FILES_WITH_ISSUES = 1000
+
+
 def revision_files(hub: Hub, repo: Repo, commit: pygit2.Commit) -> list[tuple[str, str]]:
-    """(path, verdict key) of every file at `commit`. Only pointer-sized blobs are read, each once."""
+    """(path, verdict key) of every file at `commit`, in tree order. Only pointer-sized blobs are read,
+    each once; the list is cached by commit id (read-only: callers must not change it)."""
+    cached: list[tuple[str, str]] | None = _revision_files.get(str(commit.id))
+    if cached is not None:
+        return cached
     git = hub.git(repo.storage_key)
     odb, keys = git.repo.odb, {}
     out = []
@@ -920,6 +970,7 @@ def revision_files(hub: Hub, repo: Repo, commit: pygit2.Commit) -> list[tuple[st
                        if LFS_POINTER_MIN <= size <= LFS_POINTER_MAX else None)
             key = keys[entry.id] = pointer.oid if pointer is not None else str(entry.id)
         out.append((path, key))
+    _revision_files.put(str(commit.id), out, max(1, len(out)))
     return out
 
 
@@ -966,13 +1017,25 @@ def _overall_verdicts(hub: Hub, session: Session, keys: list[str], secrets_of: i
 
 def revision_summary(hub: Hub, session: Session, repo: Repo, commit: pygit2.Commit, secrets_of: int | None = None,
                      files: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """`securityRepoStatus` of a revision: whether every file is scanned, and which have issues."""
-    files = revision_files(hub, repo, commit) if files is None else files
-    overall = _overall_verdicts(hub, session, list(dict.fromkeys(key for _, key in files)), secrets_of)
-    issues = [path for path, key in files if overall[key] in ISSUE_VERDICTS]
-    # A scanner that could not run has not scanned: those files are not done, whatever else ran.
-    done = all(v not in (Verdict.UNSCANNED, Verdict.QUEUED, Verdict.UNAVAILABLE) for v in overall.values())
-    return {"scansDone": done, "filesWithIssues": issues, "commit": str(commit.id)}
+    """`securityRepoStatus` of a revision: whether every file is scanned, and which have issues (at most
+    MAX_FILES_WITH_ISSUES paths, `filesWithIssuesCount` counting all). Cached per (commit, reader's view
+    of secrets, scanner versions, verdict generation): any verdict, job or notice change anywhere makes
+    the next call compute it afresh, so it is never stale."""
+    versions = tuple(sorted((n, s.version()) for n, s in _scanners_of(hub).items()))
+    gen = generation.current(session)  # read first: what follows is at least as new
+    key = (str(commit.id), secrets_of, versions, gen)
+    cached = _summaries.get(key) if gen is not None else None
+    if cached is None:
+        files = revision_files(hub, repo, commit) if files is None else files
+        overall = _overall_verdicts(hub, session, list(dict.fromkeys(key for _, key in files)), secrets_of)
+        issues = [path for path, key in files if overall[key] in ISSUE_VERDICTS]
+        # A scanner that could not run has not scanned: those files are not done, whatever else ran.
+        done = all(v not in (Verdict.UNSCANNED, Verdict.QUEUED, Verdict.UNAVAILABLE) for v in overall.values())
+        cached = {"scansDone": done, "filesWithIssues": issues[:MAX_FILES_WITH_ISSUES],
+                  "filesWithIssuesCount": len(issues), "commit": str(commit.id)}
+        if gen is not None:
+            _summaries.put(key, cached, 1 + len(cached["filesWithIssues"]))
+    return {**cached, "filesWithIssues": list(cached["filesWithIssues"])}
 
 
 def repo_status(hub: Hub, session: Session, repo: Repo, revision: str, secrets_of: int | None = None,
