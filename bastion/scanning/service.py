@@ -12,8 +12,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -25,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import pygit2
-from sqlalchemy import insert, or_, select
+from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -34,6 +32,7 @@ from bastion.accounts.models import User
 from bastion.accounts.service import notify
 from bastion.audit.actions import AuditAction
 from bastion.authz import Permission, Principal, authorize
+from bastion.caches import WeightedLru
 from bastion.config import Settings
 from bastion.db import after_commit, after_rollback, transaction, utcnow
 from bastion.errors import BadRequest, Forbidden, NotFound
@@ -909,45 +908,12 @@ def file_status(hub: Hub, session: Session, key: str, secrets_of: int | None = N
     return file_statuses(hub, session, [key], secrets_of)[key]
 
 
-class _BoundedCache:
-    """A thread-safe LRU bounded by the summed weight of its values (e.g. files listed)."""
-
-    def __init__(self, capacity: int) -> None:
-        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
-        self._capacity, self._weight = capacity, 0
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            found = self._items.get(key)
-            if found is None:
-                return None
-            self._items.move_to_end(key)
-            return found[0]
-
-    def put(self, key: Any, value: Any, weight: int) -> None:
-        if weight > self._capacity:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            self._weight += weight - (old[1] if old is not None else 0)
-            self._items[key] = (value, weight)
-            while self._weight > self._capacity:
-                _key, (_value, dropped) = self._items.popitem(last=False)
-                self._weight -= dropped
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._weight = 0
-
-
 # A commit's files never change (its id is its content): listed once per process, up to this many files
 # held in all. Summaries are cached under the verdict generation (bastion.scanning.generation).
 REVISION_FILES_CACHED = 400_000
 SUMMARIES_CACHED = 200_000  # weight: one per summary plus one per listed path with issues
-_revision_files = _BoundedCache(REVISION_FILES_CACHED)
-_summaries = _BoundedCache(SUMMARIES_CACHED)
+_revision_files = WeightedLru(REVISION_FILES_CACHED)
+_summaries = WeightedLru(SUMMARIES_CACHED)
 # At most this many paths in `filesWithIssues` (those first in tree order); `filesWithIssuesCount`
 # counts them all, and the per-file statuses of GET .../scan list every file, a page at a time.
 MAX_FILES_WITH_ISSUES = 1000
@@ -974,34 +940,54 @@ def revision_files(hub: Hub, repo: Repo, commit: pygit2.Commit) -> list[tuple[st
     return out
 
 
-SUMMARY_BATCH = 2000
+SUMMARY_BATCH = 5000
+
+
+# The summary's lookups, compiled once: the keys and scanners are expanding parameters (a list bound per
+# call), so a batch costs no per-key expression building; rows come back as plain tuples (Core, no ORM).
+_KEYS, _SCANNERS = bindparam("keys", expanding=True), bindparam("scanners", expanding=True)
+_SUMMARY_RESULTS = (select(ScanResultRow.id, ScanResultRow.blob_key, ScanResultRow.scanner,
+                           ScanResultRow.scanner_version, ScanResultRow.verdict)
+                    .where(ScanResultRow.blob_key.in_(_KEYS), ScanResultRow.scanner.in_(_SCANNERS))
+                    .order_by(ScanResultRow.created_at.desc(), ScanResultRow.id.desc()))
 
 
 def _overall_verdicts(hub: Hub, session: Session, keys: list[str], secrets_of: int | None) -> dict[str, Verdict]:
-    """Each blob's `status` exactly as `file_statuses` computes it, reading only verdict columns (a
-    revision summary covers every file; the findings' details are read only for open secret findings)."""
+    """Each blob's `status` as `file_statuses` computes it, except that a blob with no current verdict
+    is UNSCANNED whether or not a job for it is pending (QUEUED in `file_statuses`): the summary treats
+    both alike (not done, no issue), and the pending jobs of a large revision would be most of the rows
+    read. Only verdict columns are read; the findings' details only for open secret findings."""
     shown = (*PUBLIC_SCANNERS, "secrets") if secrets_of is not None else PUBLIC_SCANNERS
     versions = {n: s.version() for n, s in _scanners_of(hub).items() if n in shown}
+    if not versions:
+        return dict.fromkeys(keys, Verdict.UNSCANNED)
+    names = list(versions)
+    conn = session.connection()
     rows: dict[tuple[str, str], list[Any]] = {}
-    pending: set[tuple[str, str]] = set()
     for i in range(0, len(keys), SUMMARY_BATCH):
-        chunk = keys[i:i + SUMMARY_BATCH]
-        for row in session.execute(select(ScanResultRow.id, ScanResultRow.blob_key, ScanResultRow.scanner,
-                                          ScanResultRow.scanner_version, ScanResultRow.verdict).where(
-                ScanResultRow.blob_key.in_(chunk), ScanResultRow.scanner.in_(versions))
-                .order_by(ScanResultRow.created_at.desc(), ScanResultRow.id.desc())):
+        params = {"keys": keys[i:i + SUMMARY_BATCH], "scanners": names}
+        for row in conn.execute(_SUMMARY_RESULTS, params):
             rows.setdefault((row.blob_key, row.scanner), []).append(row)
-        pending.update(tuple(r) for r in session.execute(select(ScanJob.blob_key, ScanJob.scanner).where(
-            ScanJob.blob_key.in_(chunk), ScanJob.scanner.in_(versions), ScanJob.state != "done")))
-    per_key: dict[str, dict[str, Verdict]] = {}
+    out: dict[str, Verdict] = {}
     secret_rows: dict[int, str] = {}  # row id -> blob key, for secret findings that may be dismissed
+    secret_verdicts: dict[str, dict[str, Verdict]] = {}
     for key in keys:
-        verdicts = per_key[key] = {}
-        for name, version in versions.items():
-            verdict, row = _scanner_verdict(rows.get((key, name), []), (key, name) in pending, version)
-            verdicts[name] = verdict
+        if not any((key, name) in rows for name in names):
+            out[key] = Verdict.UNSCANNED  # the common case in a large revision: no scanner has judged it
+            continue
+        verdicts, open_secret = [], False
+        for name in names:
+            found = rows.get((key, name))
+            if found is None:
+                verdicts.append(Verdict.UNSCANNED)
+                continue
+            verdict, row = _scanner_verdict(found, False, versions[name])
+            verdicts.append(verdict)
             if name == "secrets" and row is not None and verdict in ISSUE_VERDICTS:
-                secret_rows[row.id] = key
+                secret_rows[row.id], open_secret = key, True
+        if open_secret:
+            secret_verdicts[key] = dict(zip(names, verdicts, strict=True))
+        out[key] = worst(verdicts)
     if secret_rows:
         closed = set(session.scalars(select(SecretNotice.fingerprint).where(
             SecretNotice.repo_id == secrets_of, SecretNotice.state != "open")))
@@ -1009,10 +995,12 @@ def _overall_verdicts(hub: Hub, session: Session, keys: list[str], secrets_of: i
         for i in range(0, len(ids), SUMMARY_BATCH):
             for row_id, details in session.execute(select(ScanResultRow.id, ScanResultRow.details).where(
                     ScanResultRow.id.in_(ids[i:i + SUMMARY_BATCH]))):
-                found = {d.get("fingerprint") for d in (details or {}).get("detail", [])}
-                if found and found <= closed:
-                    per_key[secret_rows[row_id]]["secrets"] = Verdict.SAFE
-    return {key: worst(list(v.values())) for key, v in per_key.items()}
+                found_fps = {d.get("fingerprint") for d in (details or {}).get("detail", [])}
+                if found_fps and found_fps <= closed:
+                    key = secret_rows[row_id]
+                    secret_verdicts[key]["secrets"] = Verdict.SAFE
+                    out[key] = worst(list(secret_verdicts[key].values()))
+    return out
 
 
 def revision_summary(hub: Hub, session: Session, repo: Repo, commit: pygit2.Commit, secrets_of: int | None = None,
