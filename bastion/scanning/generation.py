@@ -9,7 +9,8 @@ differ, and the cached entry is not used again.
 
 The counter is written only in the commit itself (not when the change is made), so its row lock is
 held for the commit, never for the life of a long transaction: scan workers do not queue behind a push.
-Only plain SQL text that writes those tables would escape this (none does; use the ORM).
+A Core statement run on the session's connection is not seen by those events: its writer calls
+`changed(session)` (enqueue_blobs does).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def current(session: Session) -> int | None:
     may be cached: a counter that cannot be bumped proves nothing)."""
     value = session.scalar(select(ScanGeneration.generation).where(ScanGeneration.id == 1))
     return int(value) if value is not None else None
+
+
+def changed(session: Session) -> None:
+    """For a Core statement (`session.connection().execute(...)`) that writes a watched table: the ORM's
+    events do not see those, so the writer says so."""
+    session.info[_CHANGED] = True
 
 
 def _watched(objects: Any) -> bool:
