@@ -13,6 +13,7 @@ from typing import Any
 
 import pygit2
 
+from bastion.caches import WeightedLru
 from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, commit_datetime, parse_lfs_pointer
 from bastion.repos.models import Repo
 
@@ -87,15 +88,24 @@ def tree_page(git: GitRepo, tree: pygit2.Tree, base: str, recursive: bool, offse
     return list(with_xet_hashes(_entry(git, path, obj) for path, obj in chosen[:limit])), len(chosen) > limit
 
 
+# A tree's entries in reading order, by tree id (content: never stale), up to this many entries in all.
+_reading_order = WeightedLru(400_000)
+
+
 def folder_page(git: GitRepo, tree: pygit2.Tree, base: str, offset: int, limit: int,
                 ) -> tuple[list[dict[str, Any]], int]:
     """One page of a folder as a person reads it (folders first, then files, case-insensitively by
-    name), and how many entries the folder holds."""
-    items = [(obj.type_str != "tree", obj.name.lower(), obj.name, obj) for obj in tree
-             if obj.type_str in ("tree", "blob")]
-    items.sort(key=lambda item: item[:3])
-    page = [(f"{base}/{name}" if base else name, obj) for _, _, name, obj in items[offset:offset + limit]]
-    return list(with_xet_hashes(_entry(git, path, obj) for path, obj in page)), len(items)
+    name), and how many entries the folder holds. The order is computed once per tree per process."""
+    ordered: list[tuple[str, bool, pygit2.Oid]] | None = _reading_order.get(tree.id)
+    if ordered is None:
+        items = sorted((obj.type_str != "tree", obj.name.lower(), obj.name, obj.id) for obj in tree
+                       if obj.type_str in ("tree", "blob"))
+        ordered = [(name, is_file, oid) for is_file, _, name, oid in items]
+        _reading_order.put(tree.id, ordered, max(1, len(ordered)))
+    page = [(f"{base}/{name}" if base else name, is_file, oid) for name, is_file, oid in ordered[offset:offset + limit]]
+    return list(with_xet_hashes(file_entry(git, path, oid) if is_file else
+                                {"type": "directory", "path": path, "oid": str(oid)}
+                                for path, is_file, oid in page)), len(ordered)
 
 
 def _entry(git: GitRepo, path: str, obj: pygit2.Object) -> dict[str, Any]:

@@ -356,7 +356,8 @@ def security_status(hub: Hub, session: Session, repo: Repo, commit_oid: str,
                     secrets_of: int | None = None) -> dict[str, Any]:
     """`securityRepoStatus`: scansDone is true only when every file has a verdict from every scanner."""
     status = scanning.revision_summary(hub, session, repo, hub.git(repo.storage_key).resolve(commit_oid), secrets_of)
-    return {"scansDone": status["scansDone"], "filesWithIssues": status["filesWithIssues"]}
+    return {"scansDone": status["scansDone"], "filesWithIssues": status["filesWithIssues"],
+            "filesWithIssuesCount": status["filesWithIssuesCount"]}
 
 
 @router.get("/api/{plural}/{ns}/{name}")

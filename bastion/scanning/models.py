@@ -103,3 +103,14 @@ class ScanRelease(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     released_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScanGeneration(Base):
+    """One row (id 1): a counter bumped by every transaction that changes scan_jobs, scan_results or
+    secret_notices (bastion.scanning.generation). A summary derived from those tables and cached under
+    the generation it was computed at can never be served stale, by any process sharing the database."""
+
+    __tablename__ = "scan_generation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -35,13 +35,36 @@ class ScanQueue:
             outcome = run_job(hub, job_id)
             log.info("scan job %s: %s", job_id, outcome)
 
+        def scan_jobs(job_ids: list[int]) -> None:
+            from bastion.scanning.service import run_job
+
+            for job_id in job_ids:
+                log.info("scan job %s: %s", job_id, run_job(hub, job_id))
+
         self.task = self.huey.task(name="scan_job")(scan_job)
+        self.batch_task = self.huey.task(name="scan_jobs")(scan_jobs)
 
     def enqueue(self, job_id: int, delay: int | None = None) -> None:
         if delay:
             self.task.schedule(args=(job_id,), delay=delay)
         else:
             self.task(job_id)
+
+    def enqueue_many(self, job_ids: list[int]) -> None:
+        """Hand jobs to the workers: one message each up to MAX_MESSAGES, beyond that as many messages of
+        consecutive jobs (a message costs a queue write: 100,000 of them would take minutes). Workers
+        still share the work; a job of a message whose worker died waits for its lease to expire, and
+        the sweeper queues it again."""
+        if len(job_ids) <= MAX_MESSAGES:
+            for job_id in job_ids:
+                self.task(job_id)
+            return
+        size = -(-len(job_ids) // MAX_MESSAGES)
+        for i in range(0, len(job_ids), size):
+            self.batch_task(list(job_ids[i:i + size]))
+
+
+MAX_MESSAGES = 256  # per commit; see ScanQueue.enqueue_many
 
 
 def attach(hub: Hub) -> ScanQueue:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import pygit2
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -34,17 +34,18 @@ from bastion.accounts.models import User
 from bastion.accounts.service import notify
 from bastion.audit.actions import AuditAction
 from bastion.authz import Permission, Principal, authorize
+from bastion.caches import WeightedLru
 from bastion.config import Settings
 from bastion.db import after_commit, after_rollback, transaction, utcnow
 from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.hub import Hub
 from bastion.repos import admission
 from bastion.repos.commit import CommitResult, post_commit_hooks
-from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, parse_lfs_pointer
+from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, parse_lfs_pointer
 from bastion.repos.guards import download_guards
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
-from bastion.scanning import leaks
+from bastion.scanning import generation, leaks
 from bastion.scanning.isolation import ProcessLimits, ScanAborted, run_isolated
 from bastion.scanning.models import ScanJob, ScanRelease, ScanResultRow, SecretNotice
 from bastion.scanning.results import ScanResult, Verdict, worst
@@ -196,12 +197,15 @@ class BlobRef:
     size: int
 
 
-def blob_ref(hub: Hub, storage_key: str, git_oid: str) -> BlobRef:
-    blob = hub.git(storage_key).repo[git_oid]
-    ptr = parse_lfs_pointer(blob.data) if blob.size <= 200 else None
+def blob_ref(hub: Hub, storage_key: str, git_oid: str, git: GitRepo | None = None) -> BlobRef:
+    """What a blob's verdicts are keyed by and where its bytes are read. `git`: the repository, already
+    open (a commit of many files opens it once). Only pointer-sized blobs are read."""
+    repo = (git or hub.git(storage_key)).repo
+    _kind, size = repo.odb.read_header(git_oid)
+    ptr = parse_lfs_pointer(repo[git_oid].data) if LFS_POINTER_MIN <= size <= LFS_POINTER_MAX else None
     if ptr is not None:
         return BlobRef(ptr.oid, "lfs", None, ptr.size)
-    return BlobRef(git_oid, "git", storage_key, blob.size)
+    return BlobRef(git_oid, "git", storage_key, size)
 
 
 class ContentGone(Exception):
@@ -223,6 +227,51 @@ def _scanners_of(hub: Hub) -> dict[str, Scanner]:
         cached = build_scanners(hub.settings, hub=hub)
         hub._scanners = cached  # type: ignore[attr-defined]
     return cached
+
+
+ENQUEUE_BATCH = 2000
+_INSERT_JOBS = insert(ScanJob.__table__).returning(ScanJob.__table__.c.id, sort_by_parameter_order=True)
+# Which of a batch of blobs a scanner version has a job or a verdict for (compiled once; keys expand).
+_KNOWN_JOBS = select(ScanJob.blob_key).where(
+    ScanJob.blob_key.in_(bindparam("keys", expanding=True)), ScanJob.scanner == bindparam("scanner"),
+    ScanJob.scanner_version == bindparam("version"))
+_KNOWN_RESULTS = select(ScanResultRow.blob_key).where(
+    ScanResultRow.blob_key.in_(bindparam("keys", expanding=True)), ScanResultRow.scanner == bindparam("scanner"),
+    ScanResultRow.scanner_version == bindparam("version"))
+
+
+def enqueue_blobs(hub: Hub, session: Session, blobs: Iterable[tuple[BlobRef, str]], repo_id: int | None,
+                  scanners: dict[str, Scanner]) -> list[int]:
+    """`enqueue_blob` for many (blob, path) pairs, with three statements per ENQUEUE_BATCH blobs and scanner
+    (a push of 100,000 files must not cost 300,000 round trips): jobs and verdicts that exist are looked
+    up per batch, the missing jobs inserted together. A batch that meets a concurrent commit's insert (the
+    unique key) falls back to `enqueue_blob` per blob. A blob at several paths is queued once, for the first."""
+    unique = list({ref.key: (ref, path) for ref, path in reversed(list(blobs))}.values())[::-1]
+    new: list[int] = []
+    conn = session.connection()
+    for i in range(0, len(unique), ENQUEUE_BATCH):
+        chunk = unique[i:i + ENQUEUE_BATCH]
+        keys = [ref.key for ref, _ in chunk]
+        for name, scanner in scanners.items():
+            version = scanner.version()
+            params = {"keys": keys, "scanner": name, "version": version}
+            known = set(conn.scalars(_KNOWN_JOBS, params)) | set(conn.scalars(_KNOWN_RESULTS, params))
+            lease = utcnow() + timedelta(seconds=hub.settings.scan_lease_seconds)
+            rows = [{"blob_key": ref.key, "scanner": name, "scanner_version": version, "source_kind": ref.kind,
+                     "storage_key": ref.storage_key, "size": ref.size, "repo_id": repo_id, "path": path[:1024],
+                     "state": "queued", "lease_until": lease}
+                    for ref, path in chunk if ref.key not in known]
+            if not rows:
+                continue
+            try:
+                with session.begin_nested():
+                    generation.changed(session)  # a Core statement: the ORM's events do not see it
+                    new += conn.scalars(_INSERT_JOBS, rows).all()
+            except IntegrityError:  # a concurrent commit queued some of them: one at a time
+                for ref, path in chunk:
+                    if ref.key not in known:
+                        new += enqueue_blob(hub, session, ref, repo_id, path, {name: scanner})
+    return new
 
 
 def enqueue_blob(hub: Hub, session: Session, ref: BlobRef, repo_id: int | None, path: str,
@@ -259,7 +308,7 @@ def _dispatch_after_commit(hub: Hub, session: Session, job_ids: list[int]) -> No
     queue = hub.scan_queue
     if queue is None or not job_ids:
         return  # no queue attached (admin commands): the sweeper of any worker picks them up
-    after_commit(session, lambda: [queue.enqueue(job_id) for job_id in job_ids])
+    after_commit(session, lambda: queue.enqueue_many(job_ids))
 
 
 def on_commit(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> None:
@@ -276,15 +325,20 @@ def on_commit(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> N
     if judging and ((repo.settings or {}).get("secret_push_protection")
                     or (org is not None and org.secret_push_protection)):
         _check_new_secrets(hub, session, repo, result)
-    for path, git_oid in result.changed_blobs:
-        ref = blob_ref(hub, repo.storage_key, git_oid)
-        if blocking and ref.size <= hub.settings.scan_inline_max_bytes:
-            _scan_inline_or_reject(hub, session, repo, ref, path, scanners)
-        if not applying:
-            continue
-        job_ids += enqueue_blob(hub, session, ref, repo.id, path, scanners)
-        if "secrets" in scanners:
-            _reuse_secret_verdict(hub, session, repo, ref, path, scanners["secrets"])
+    if not (blocking or applying):
+        return
+    git = hub.git(repo.storage_key)
+    blobs = [(blob_ref(hub, repo.storage_key, git_oid, git), path) for path, git_oid in result.changed_blobs]
+    if blocking:
+        for ref, path in blobs:
+            if ref.size <= hub.settings.scan_inline_max_bytes:
+                _scan_inline_or_reject(hub, session, repo, ref, path, scanners)
+    if not applying:
+        return
+    if "secrets" in scanners:
+        # Verdicts that exist already (scanned elsewhere, or inline just now) notify this repo's owners.
+        _reuse_secret_verdicts(hub, session, repo, blobs, scanners["secrets"])
+    job_ids += enqueue_blobs(hub, session, blobs, repo.id, scanners)
     _dispatch_after_commit(hub, session, job_ids)
 
 
@@ -336,14 +390,21 @@ def _org_of(session: Session, repo: Repo) -> Any:
     return session.get(Organization, repo.owner_org_id)
 
 
-def _reuse_secret_verdict(hub: Hub, session: Session, repo: Repo, ref: BlobRef, path: str, scanner: Scanner) -> None:
-    """Content already scanned elsewhere: this repo still gets its notices (and mail) for it."""
-    row = session.scalar(select(ScanResultRow).where(ScanResultRow.blob_key == ref.key,
-                                                     ScanResultRow.scanner == "secrets",
-                                                     ScanResultRow.scanner_version == scanner.version()))
-    if row is not None and row.details.get("detail"):
-        _notify_owner(hub, session, repo, path, ref.key, "secrets", ScanResult("secrets", row.scanner_version,
-                                                                      Verdict(row.verdict), row.summary, row.details))
+def _reuse_secret_verdicts(hub: Hub, session: Session, repo: Repo, blobs: list[tuple[BlobRef, str]],
+                           scanner: Scanner) -> None:
+    """Content already scanned elsewhere: this repo still gets its notices (and mail) for it. One query
+    per ENQUEUE_BATCH blobs; each path of a blob gets its notice, in the commit's order."""
+    keys = list(dict.fromkeys(ref.key for ref, _ in blobs))
+    rows: dict[str, ScanResultRow] = {}
+    for i in range(0, len(keys), ENQUEUE_BATCH):
+        rows.update((row.blob_key, row) for row in session.scalars(select(ScanResultRow).where(
+            ScanResultRow.blob_key.in_(keys[i:i + ENQUEUE_BATCH]), ScanResultRow.scanner == "secrets",
+            ScanResultRow.scanner_version == scanner.version())))
+    for ref, path in blobs:
+        row = rows.get(ref.key)
+        if row is not None and row.details.get("detail"):
+            _notify_owner(hub, session, repo, path, ref.key, "secrets",
+                          ScanResult("secrets", row.scanner_version, Verdict(row.verdict), row.summary, row.details))
 
 
 # With "block unsafe files" on, these verdicts of the content scanners (PUBLIC_SCANNERS) hold a file
@@ -1059,8 +1120,23 @@ def file_status(hub: Hub, session: Session, key: str, secrets_of: int | None = N
     return file_statuses(hub, session, [key], secrets_of)[key]
 
 
+# A commit's files never change (its id is its content): listed once per process, up to this many files
+# held in all. Summaries are cached under the verdict generation (bastion.scanning.generation).
+REVISION_FILES_CACHED = 400_000
+SUMMARIES_CACHED = 200_000  # weight: one per summary plus one per listed path with issues
+_revision_files = WeightedLru(REVISION_FILES_CACHED)
+_summaries = WeightedLru(SUMMARIES_CACHED)
+# At most this many paths in `filesWithIssues` (those first in tree order); `filesWithIssuesCount`
+# counts them all, and the per-file statuses of GET .../scan list every file, a page at a time.
+MAX_FILES_WITH_ISSUES = 1000
+
+
 def revision_files(hub: Hub, repo: Repo, commit: pygit2.Commit) -> list[tuple[str, str]]:
-    """(path, verdict key) of every file at `commit`. Only pointer-sized blobs are read, each once."""
+    """(path, verdict key) of every file at `commit`, in tree order. Only pointer-sized blobs are read,
+    each once; the list is cached by commit id (read-only: callers must not change it)."""
+    cached: list[tuple[str, str]] | None = _revision_files.get(str(commit.id))
+    if cached is not None:
+        return cached
     git = hub.git(repo.storage_key)
     odb, keys = git.repo.odb, {}
     out = []
@@ -1072,37 +1148,58 @@ def revision_files(hub: Hub, repo: Repo, commit: pygit2.Commit) -> list[tuple[st
                        if LFS_POINTER_MIN <= size <= LFS_POINTER_MAX else None)
             key = keys[entry.id] = pointer.oid if pointer is not None else str(entry.id)
         out.append((path, key))
+    _revision_files.put(str(commit.id), out, max(1, len(out)))
     return out
 
 
-SUMMARY_BATCH = 2000
+SUMMARY_BATCH = 5000
+
+
+# The summary's lookups, compiled once: the keys and scanners are expanding parameters (a list bound per
+# call), so a batch costs no per-key expression building; rows come back as plain tuples (Core, no ORM).
+_KEYS, _SCANNERS = bindparam("keys", expanding=True), bindparam("scanners", expanding=True)
+_SUMMARY_RESULTS = (select(ScanResultRow.id, ScanResultRow.blob_key, ScanResultRow.scanner,
+                           ScanResultRow.scanner_version, ScanResultRow.verdict)
+                    .where(ScanResultRow.blob_key.in_(_KEYS), ScanResultRow.scanner.in_(_SCANNERS))
+                    .order_by(ScanResultRow.created_at.desc(), ScanResultRow.id.desc()))
 
 
 def _overall_verdicts(hub: Hub, session: Session, keys: list[str], secrets_of: int | None) -> dict[str, Verdict]:
-    """Each blob's `status` exactly as `file_statuses` computes it, reading only verdict columns (a
-    revision summary covers every file; the findings' details are read only for open secret findings)."""
+    """Each blob's `status` as `file_statuses` computes it, except that a blob with no current verdict
+    is UNSCANNED whether or not a job for it is pending (QUEUED in `file_statuses`): the summary treats
+    both alike (not done, no issue), and the pending jobs of a large revision would be most of the rows
+    read. Only verdict columns are read; the findings' details only for open secret findings."""
     shown = (*PUBLIC_SCANNERS, "secrets") if secrets_of is not None else PUBLIC_SCANNERS
     versions = {n: s.version() for n, s in _scanners_of(hub).items() if n in shown}
+    if not versions:
+        return dict.fromkeys(keys, Verdict.UNSCANNED)
+    names = list(versions)
+    conn = session.connection()
     rows: dict[tuple[str, str], list[Any]] = {}
-    pending: set[tuple[str, str]] = set()
     for i in range(0, len(keys), SUMMARY_BATCH):
-        chunk = keys[i:i + SUMMARY_BATCH]
-        for row in session.execute(select(ScanResultRow.id, ScanResultRow.blob_key, ScanResultRow.scanner,
-                                          ScanResultRow.scanner_version, ScanResultRow.verdict).where(
-                ScanResultRow.blob_key.in_(chunk), ScanResultRow.scanner.in_(versions))
-                .order_by(ScanResultRow.created_at.desc(), ScanResultRow.id.desc())):
+        params = {"keys": keys[i:i + SUMMARY_BATCH], "scanners": names}
+        for row in conn.execute(_SUMMARY_RESULTS, params):
             rows.setdefault((row.blob_key, row.scanner), []).append(row)
-        pending.update(tuple(r) for r in session.execute(select(ScanJob.blob_key, ScanJob.scanner).where(
-            ScanJob.blob_key.in_(chunk), ScanJob.scanner.in_(versions), ScanJob.state != "done")))
-    per_key: dict[str, dict[str, Verdict]] = {}
+    out: dict[str, Verdict] = {}
     secret_rows: dict[int, str] = {}  # row id -> blob key, for secret findings that may be dismissed
+    secret_verdicts: dict[str, dict[str, Verdict]] = {}
     for key in keys:
-        verdicts = per_key[key] = {}
-        for name, version in versions.items():
-            verdict, row = _scanner_verdict(rows.get((key, name), []), (key, name) in pending, version)
-            verdicts[name] = verdict
+        if not any((key, name) in rows for name in names):
+            out[key] = Verdict.UNSCANNED  # the common case in a large revision: no scanner has judged it
+            continue
+        verdicts, open_secret = [], False
+        for name in names:
+            found = rows.get((key, name))
+            if found is None:
+                verdicts.append(Verdict.UNSCANNED)
+                continue
+            verdict, row = _scanner_verdict(found, False, versions[name])
+            verdicts.append(verdict)
             if name == "secrets" and row is not None and verdict in ISSUE_VERDICTS:
-                secret_rows[row.id] = key
+                secret_rows[row.id], open_secret = key, True
+        if open_secret:
+            secret_verdicts[key] = dict(zip(names, verdicts, strict=True))
+        out[key] = worst(verdicts)
     if secret_rows:
         closed = set(session.scalars(select(SecretNotice.fingerprint).where(
             SecretNotice.repo_id == secrets_of, SecretNotice.state != "open")))
@@ -1110,21 +1207,35 @@ def _overall_verdicts(hub: Hub, session: Session, keys: list[str], secrets_of: i
         for i in range(0, len(ids), SUMMARY_BATCH):
             for row_id, details in session.execute(select(ScanResultRow.id, ScanResultRow.details).where(
                     ScanResultRow.id.in_(ids[i:i + SUMMARY_BATCH]))):
-                found = {d.get("fingerprint") for d in (details or {}).get("detail", [])}
-                if found and found <= closed:
-                    per_key[secret_rows[row_id]]["secrets"] = Verdict.SAFE
-    return {key: worst(list(v.values())) for key, v in per_key.items()}
+                found_fps = {d.get("fingerprint") for d in (details or {}).get("detail", [])}
+                if found_fps and found_fps <= closed:
+                    key = secret_rows[row_id]
+                    secret_verdicts[key]["secrets"] = Verdict.SAFE
+                    out[key] = worst(list(secret_verdicts[key].values()))
+    return out
 
 
 def revision_summary(hub: Hub, session: Session, repo: Repo, commit: pygit2.Commit, secrets_of: int | None = None,
                      files: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """`securityRepoStatus` of a revision: whether every file is scanned, and which have issues."""
-    files = revision_files(hub, repo, commit) if files is None else files
-    overall = _overall_verdicts(hub, session, list(dict.fromkeys(key for _, key in files)), secrets_of)
-    issues = [path for path, key in files if overall[key] in ISSUE_VERDICTS]
-    # A scanner that could not run has not scanned: those files are not done, whatever else ran.
-    done = all(v not in (Verdict.UNSCANNED, Verdict.QUEUED, Verdict.UNAVAILABLE) for v in overall.values())
-    return {"scansDone": done, "filesWithIssues": issues, "commit": str(commit.id)}
+    """`securityRepoStatus` of a revision: whether every file is scanned, and which have issues (at most
+    MAX_FILES_WITH_ISSUES paths, `filesWithIssuesCount` counting all). Cached per (commit, reader's view
+    of secrets, scanner versions, verdict generation): any verdict, job or notice change anywhere makes
+    the next call compute it afresh, so it is never stale."""
+    versions = tuple(sorted((n, s.version()) for n, s in _scanners_of(hub).items()))
+    gen = generation.current(session)  # read first: what follows is at least as new
+    key = (str(commit.id), secrets_of, versions, gen)
+    cached = _summaries.get(key) if gen is not None else None
+    if cached is None:
+        files = revision_files(hub, repo, commit) if files is None else files
+        overall = _overall_verdicts(hub, session, list(dict.fromkeys(key for _, key in files)), secrets_of)
+        issues = [path for path, key in files if overall[key] in ISSUE_VERDICTS]
+        # A scanner that could not run has not scanned: those files are not done, whatever else ran.
+        done = all(v not in (Verdict.UNSCANNED, Verdict.QUEUED, Verdict.UNAVAILABLE) for v in overall.values())
+        cached = {"scansDone": done, "filesWithIssues": issues[:MAX_FILES_WITH_ISSUES],
+                  "filesWithIssuesCount": len(issues), "commit": str(commit.id)}
+        if gen is not None:
+            _summaries.put(key, cached, 1 + len(cached["filesWithIssues"]))
+    return {**cached, "filesWithIssues": list(cached["filesWithIssues"])}
 
 
 def repo_status(hub: Hub, session: Session, repo: Repo, revision: str, secrets_of: int | None = None,

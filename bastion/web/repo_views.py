@@ -181,7 +181,7 @@ def _tree(request: Request, principal: Principal, repo_type: str, ns: str, name:
         for entry in files:
             entry["security"] = statuses[scan_key(entry)]
         # The warning covers the whole revision, not only this folder: a bad file anywhere is news.
-        issues = scanning.revision_summary(hub, session, repo, commit, secrets_of)["filesWithIssues"]
+        summary = scanning.revision_summary(hub, session, repo, commit, secrets_of)
         # A gated repo's README is file contents: shown only to those who may read them.
         readme = _readme(git, commit, tree, path) if gate is None or gate["can_read"] else None
         pages = {"page": page, "first": page * ENTRIES_PER_PAGE + 1 if entries else 0,
@@ -190,7 +190,8 @@ def _tree(request: Request, principal: Principal, repo_type: str, ns: str, name:
         return render(request, "repo.html", **context, empty=False, path=path, entries=entries,
                       readme=readme, commit=_commit_view(commit), pages=pages,
                       commits=[_commit_view(c) for c in commits], crumbs=_crumbs(path),
-                      security_issues=issues[:MAX_ISSUES_SHOWN], security_issue_count=len(issues))
+                      security_issues=summary["filesWithIssues"][:MAX_ISSUES_SHOWN],
+                      security_issue_count=summary["filesWithIssuesCount"])
 
 
 def _commit_view(commit: pygit2.Commit) -> dict[str, Any]:
