@@ -85,15 +85,21 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(git_router)  # before downloads: /{ns}/{name}/info/refs is not a file path
     app.include_router(downloads_router)  # its model URLs are a catch-all /{ns}/{name}/resolve/...
     # The web UI after every API and git route: its /{ns} and /{ns}/{name} pages match almost anything.
-    from bastion.orgs.views import router as web_orgs_router
     from bastion.web.key_views import router as web_key_router
+    from bastion.web.org_views import router as web_orgs_router
     from bastion.web.repo_views import router as web_repo_router
+    from bastion.web.settings_views import router as web_settings_router
+    from bastion.web.signin_views import router as web_signin_router
     from bastion.web.token_views import router as web_token_router
+    from bastion.web.twofactor_views import router as web_twofactor_router
     from bastion.web.views import router as web_router
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
-    from bastion.gating.views import router as web_gating_router
+    from bastion.web.gating_views import router as web_gating_router
     app.include_router(web_gating_router)  # before the repo pages: /{ns}/{name}/access-requests
     app.include_router(web_router)
+    app.include_router(web_signin_router)
+    app.include_router(web_settings_router)
+    app.include_router(web_twofactor_router)
     app.include_router(web_token_router)
     app.include_router(web_key_router)
     app.include_router(web_repo_router)
