@@ -35,10 +35,10 @@ from bastion.errors import (
 )
 from bastion.hub import Hub
 from bastion.repos import browse, commit, protection, refs, service, upload_policy
-from bastion.repos.gitstore import validate_path
 from bastion.repos.models import Repo
 from bastion.scanning import service as scanning
 from bastion.signing import service as signing
+from bastion.storage.gitstore import validate_path
 from bastion.storage.regions import check_region
 from bastion.xet import tokens as xet_tokens
 
