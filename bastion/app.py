@@ -54,6 +54,15 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.state.mailer = Mailer(settings.smtp_url, settings.mail_from, public_url=settings.public_url)
     hub.mailer = app.state.mailer  # services outside a request (scan workers) send mail too
     install_error_handlers(app)
+    # Credentials → principals: the API layer asks the features that own them.
+    from bastion.accounts import sessions as web_sessions
+    from bastion.api import auth
+    from bastion.tokens import authn as token_authn
+    from bastion.tokens import service as tokens_service
+    auth.install(auth.Authenticators(token=token_authn.principal_from_secret, cookie=web_sessions.cookie_principal,
+                                     token_by_id=tokens_service.principal_for_token_id,
+                                     session_by_id=web_sessions.session_id_principal,
+                                     failed=tokens_service.note_failed_authentication))
 
     from bastion.gitserver.routes import router as git_router
     from bastion.lfs.routes import router as lfs_router

@@ -16,8 +16,7 @@ from bastion.accounts import service as accounts
 from bastion.accounts import sessions, twofactor
 from bastion.accounts.models import User, WebSession
 from bastion.accounts.ratelimit import TooManyAttempts
-from bastion.accounts.sessions import DEVICE_COOKIE, SESSION_COOKIE
-from bastion.api.auth import current_principal
+from bastion.api.auth import DEVICE_COOKIE, SESSION_COOKIE, current_principal
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest, BastionError, MailLinksUnavailable

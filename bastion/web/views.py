@@ -19,8 +19,8 @@ from starlette.datastructures import FormData
 
 from bastion.accounts import sessions, twofactor
 from bastion.accounts.models import RecoveryCode, User, WebSession
-from bastion.accounts.sessions import SESSION_COOKIE, Timeouts
-from bastion.api.auth import current_principal
+from bastion.accounts.sessions import Timeouts
+from bastion.api.auth import SESSION_COOKIE, current_principal
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import AuthenticationRequired, NotFound
