@@ -81,9 +81,9 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(tokens_router)
     from bastion.signing.routes import router as signing_router
     app.include_router(signing_router)  # before repos: /api/signing-key is not a repo type listing
-    from bastion.orgs import service as orgs_service
     from bastion.orgs.routes import router as orgs_router
-    orgs_service.install(hub.engine, app.state.mailer)  # token approval requests are e-mailed
+    from bastion.tokens import governance as token_governance
+    token_governance.install(hub.engine, app.state.mailer)  # token approval requests are e-mailed
     app.include_router(orgs_router)  # before repos: /api/{plural}/{ns}/{name}/resource-group
     from bastion.gating.routes import router as gating_router
     app.include_router(gating_router)  # access requests: /{ns}/{name}/ask-access, …/user-access-request/…
