@@ -54,6 +54,15 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.state.mailer = Mailer(settings.smtp_url, settings.mail_from, public_url=settings.public_url)
     hub.mailer = app.state.mailer  # services outside a request (scan workers) send mail too
     install_error_handlers(app)
+    # Credentials → principals: the API layer asks the features that own them.
+    from bastion.accounts import sessions as web_sessions
+    from bastion.api import auth
+    from bastion.tokens import authn as token_authn
+    from bastion.tokens import service as tokens_service
+    auth.install(auth.Authenticators(token=token_authn.principal_from_secret, cookie=web_sessions.cookie_principal,
+                                     token_by_id=tokens_service.principal_for_token_id,
+                                     session_by_id=web_sessions.session_id_principal,
+                                     failed=tokens_service.note_failed_authentication))
 
     from bastion.gitserver.routes import router as git_router
     from bastion.lfs.routes import router as lfs_router
@@ -72,9 +81,9 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(tokens_router)
     from bastion.signing.routes import router as signing_router
     app.include_router(signing_router)  # before repos: /api/signing-key is not a repo type listing
-    from bastion.orgs import service as orgs_service
     from bastion.orgs.routes import router as orgs_router
-    orgs_service.install(hub.engine, app.state.mailer)  # token approval requests are e-mailed
+    from bastion.tokens import governance as token_governance
+    token_governance.install(hub.engine, app.state.mailer)  # token approval requests are e-mailed
     app.include_router(orgs_router)  # before repos: /api/{plural}/{ns}/{name}/resource-group
     from bastion.gating.routes import router as gating_router
     app.include_router(gating_router)  # access requests: /{ns}/{name}/ask-access, …/user-access-request/…
@@ -85,15 +94,21 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(git_router)  # before downloads: /{ns}/{name}/info/refs is not a file path
     app.include_router(downloads_router)  # its model URLs are a catch-all /{ns}/{name}/resolve/...
     # The web UI after every API and git route: its /{ns} and /{ns}/{name} pages match almost anything.
-    from bastion.orgs.views import router as web_orgs_router
     from bastion.web.key_views import router as web_key_router
+    from bastion.web.org_views import router as web_orgs_router
     from bastion.web.repo_views import router as web_repo_router
+    from bastion.web.settings_views import router as web_settings_router
+    from bastion.web.signin_views import router as web_signin_router
     from bastion.web.token_views import router as web_token_router
+    from bastion.web.twofactor_views import router as web_twofactor_router
     from bastion.web.views import router as web_router
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
-    from bastion.gating.views import router as web_gating_router
+    from bastion.web.gating_views import router as web_gating_router
     app.include_router(web_gating_router)  # before the repo pages: /{ns}/{name}/access-requests
     app.include_router(web_router)
+    app.include_router(web_signin_router)
+    app.include_router(web_settings_router)
+    app.include_router(web_twofactor_router)
     app.include_router(web_token_router)
     app.include_router(web_key_router)
     app.include_router(web_repo_router)

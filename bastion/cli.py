@@ -213,10 +213,10 @@ def create_token(user: str, name: str, role: str, scopes: tuple[str, ...], can_r
         raise click.BadParameter("--scope needs --role fineGrained", param_hint="--scope")
     hub = _admin_hub(data_dir)
     from bastion.mail import Mailer
-    from bastion.orgs import service as orgs
+    from bastion.tokens import governance as token_governance
 
     mailer = Mailer(hub.settings.smtp_url, hub.settings.mail_from, public_url=hub.settings.public_url)
-    orgs.install(hub.engine, mailer)  # org admins are e-mailed about tokens awaiting approval
+    token_governance.install(hub.engine, mailer)  # org admins are e-mailed about tokens awaiting approval
     try:
         with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
             issued = tokens.create_token(session, accounts.get_user_by_name(session, user), name, role,

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.config import Settings
 from bastion.db import make_engine, make_session_factory, migrate
-from bastion.repos.gitstore import GitRepo
 from bastion.storage import LocalBlobStore
+from bastion.storage.gitstore import GitRepo
 
 
 @dataclass

@@ -22,11 +22,10 @@ from bastion.accounts.service import find_login_user, notify
 from bastion.audit.actions import AuditAction
 from bastion.authz import Principal
 from bastion.config import Settings
-from bastion.db import utcnow
+from bastion.db import transaction, utcnow
+from bastion.hub import Hub
 from bastion.mail import Mailer
 
-SESSION_COOKIE = "bastion_session"
-DEVICE_COOKIE = "bastion_device"
 PENDING_TTL = timedelta(minutes=10)  # to enter the second factor after the password
 TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most this often
 
@@ -259,3 +258,13 @@ def last_seen_text(when: datetime) -> str:
     if seconds < 2 * 86400:
         return f"{seconds // 3600} hours ago"
     return f"{seconds // 86400} days ago"
+
+
+def cookie_principal(hub: Hub, cookie: str) -> Principal | None:
+    """The session cookie authenticator `bastion.api.auth` calls (installed by the app)."""
+    with transaction(hub.sessions) as session:
+        return principal_for_cookie(session, cookie, Timeouts.from_settings(hub.settings))
+
+
+def session_id_principal(hub: Hub, session: Session, session_id: int) -> Principal | None:
+    return principal_for_session_id(session, session_id, Timeouts.from_settings(hub.settings))

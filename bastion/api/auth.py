@@ -3,28 +3,61 @@
 Bearer tokens for the API; HTTP Basic with a token as password for git clients; the web session
 cookie for browsers (only when no Authorization header is sent). Account passwords are never
 accepted here.
+
+This module reads credentials off the request; the features that own them (tokens, accounts'
+web sessions) turn them into a Principal through the `Authenticators` the app installs at start-up
+(`install`), so the API layer imports no feature.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
 from sqlalchemy.orm import Session
 
-from bastion.accounts import sessions as web_sessions
 from bastion.api.urls import base_url
 from bastion.audit.context import set_actor
 from bastion.authz import Principal
-from bastion.db import transaction
 from bastion.errors import Forbidden, UnknownCredentials
 from bastion.hub import Hub
 from bastion.timing import timed
-from bastion.tokens import service as tokens
+
+SESSION_COOKIE = "bastion_session"  # the browser's session (accounts.sessions)
+DEVICE_COOKIE = "bastion_device"  # a browser seen before (new-sign-in notices)
+
+
+@dataclass(frozen=True)
+class Authenticators:
+    """How presented credentials become principals; each raises UnknownCredentials for a bad one."""
+    # (request, secret) -> the token's principal; may leave the token row on request.state.access_token
+    token: Callable[[Request, str], Principal]
+    # (hub, cookie) -> the signed-in browser, None for a stale or unknown cookie
+    cookie: Callable[[Hub, str], Principal | None]
+    # (session, token id) / (hub, session, web session id) -> that credential's principal as it is now
+    token_by_id: Callable[[Session, int], Principal | None]
+    session_by_id: Callable[[Hub, Session, int], Principal | None]
+    # (client ip, reason, method, path): a request with unknown or malformed credentials (audited)
+    failed: Callable[[str | None, str, str, str], None]
+
+
+_installed: Authenticators | None = None
+
+
+def install(authenticators: Authenticators) -> None:
+    global _installed
+    _installed = authenticators
+
+
+def _authenticators() -> Authenticators:
+    if _installed is None:
+        raise RuntimeError("no authenticators installed (bastion.app.create_app installs them)")
+    return _installed
 
 
 def hub_of(request: Request) -> Hub:
@@ -73,13 +106,11 @@ def refuse_cross_site(request: Request) -> None:
 
 def session_principal(request: Request) -> Principal:
     """The signed-in browser behind the session cookie, else anonymous (a stale cookie is no error)."""
-    cookie = request.cookies.get(web_sessions.SESSION_COOKIE)
+    cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return Principal.anonymous()
     refuse_cross_site(request)
-    hub = hub_of(request)
-    with transaction(hub.sessions) as session:
-        found = web_sessions.principal_for_cookie(session, cookie, web_sessions.Timeouts.from_settings(hub.settings))
+    found = _authenticators().cookie(hub_of(request), cookie)
     if found is None:
         return Principal.anonymous()
     set_actor(found.user_id, found.username, None)  # audit events name the signed-in user
@@ -102,7 +133,7 @@ def _authenticate(request: Request) -> Principal:
         return _principal_of(request)
     except UnknownCredentials as exc:
         # Revoked and expired tokens are audited as uses of their token (tokens.authenticate).
-        tokens.note_failed_authentication(request.state.client_ip, exc.detail, request.method, request.url.path)
+        _authenticators().failed(request.state.client_ip, exc.detail, request.method, request.url.path)
         raise
 
 
@@ -111,18 +142,7 @@ def _principal_of(request: Request) -> Principal:
     if secret is None:
         principal = session_principal(request)
     else:
-        hub = hub_of(request)
-        ip, agent = request.state.client_ip, request.headers.get("user-agent")
-        # A read: every API request passes here, so it must not take SQLite's write lock.
-        with transaction(hub.sessions, readonly=True) as session:
-            tok = tokens.authenticate(session, secret, ip, agent, touch=False)
-            principal = tokens.principal_for_token(tok)
-            touch = tokens.needs_touch(tok)
-        # The token row (and its user) as read just now, for routes that report it (whoami-v2).
-        request.state.access_token = tok
-        if touch:  # at most once a minute per token
-            with transaction(hub.sessions) as session:
-                tokens.touch_last_used(session, tok.id, ip, agent)
+        principal = _authenticators().token(request, secret)
         set_actor(principal.user_id, principal.username, principal.token_id)
     return principal
 
@@ -148,10 +168,9 @@ def bound_principal(hub: Hub, session: Session, claims: Mapping[str, Any]) -> Pr
         return Principal.anonymous() if claims.get("user_id") is None else None
     token_id, session_id = claims.get("token_id"), claims.get("session_id")
     if via == "token" and isinstance(token_id, int):
-        found = tokens.principal_for_token_id(session, token_id)
+        found = _authenticators().token_by_id(session, token_id)
     elif via == "session" and isinstance(session_id, int):
-        found = web_sessions.principal_for_session_id(session, session_id,
-                                                      web_sessions.Timeouts.from_settings(hub.settings))
+        found = _authenticators().session_by_id(hub, session, session_id)
     else:
         return None
     return found if found is not None and found.user_id == claims.get("user_id") else None

@@ -60,7 +60,7 @@ METHOD_GRANTS: dict[str, frozenset[Permission]] = {
     # admin stay with tokens until the UI has CSRF-protected forms for them.
     # Own signing keys too (in sudo mode): the keys settings page posts CSRF-checked forms
     # (bastion.web.key_views), and so do the gated-access forms (asking for access; reviewing requests:
-    # bastion.gating.views).
+    # bastion.web.gating_views).
     "session": frozenset({Permission.PUBLIC, Permission.USER_READ, Permission.REPO_LIST, Permission.REPO_METADATA_READ,
                           Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST, Permission.REPO_ACCESS_READ,
                           Permission.REPO_ACCESS_WRITE, *BROWSER_ONLY_PERMISSIONS, *ORG_PERMISSIONS}),

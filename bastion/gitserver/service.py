@@ -30,9 +30,9 @@ from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
 from bastion.hub import Hub
 from bastion.lfs import locks as lfs_locks
 from bastion.repos import admission, protection
-from bastion.repos.gitstore import DEFAULT_BRANCH, PR_REF_RE, GitRepo, objects_visible
 from bastion.repos.models import Repo
 from bastion.signing import service as signing
+from bastion.storage.gitstore import DEFAULT_BRANCH, PR_REF_RE, GitRepo, objects_visible
 from bastion.tokens import service as tokens
 from bastion.tokens.models import AccessToken
 

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from bastion.accounts.models import User
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
 from bastion.lfs.models import LfsLock
-from bastion.repos.gitstore import validate_path
 from bastion.repos.models import Repo
+from bastion.storage.gitstore import validate_path
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

@@ -30,8 +30,8 @@ from sqlalchemy import delete, exists, select
 from bastion.db import transaction, utcnow
 from bastion.hub import Hub
 from bastion.lfs.models import LfsObject, RepoLfsObject
-from bastion.repos.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
 from bastion.repos.models import Repo
+from bastion.storage.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
 from bastion.xet import service as xet
 from bastion.xet.models import XetFile, XetFileXorb
 

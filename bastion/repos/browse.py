@@ -14,8 +14,8 @@ from typing import Any
 import pygit2
 
 from bastion.caches import WeightedLru
-from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, commit_datetime, parse_lfs_pointer
 from bastion.repos.models import Repo
+from bastion.storage.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, commit_datetime, parse_lfs_pointer
 
 LAST_COMMIT_WALK_LIMIT = 5000
 

@@ -20,8 +20,8 @@ from bastion.db import transaction
 from bastion.errors import BastionError, EntryNotFound
 from bastion.hub import Hub
 from bastion.repos import guards
-from bastion.repos.gitstore import parse_lfs_pointer, validate_path
 from bastion.repos.routes import load_repo, raw_tail
+from bastion.storage.gitstore import parse_lfs_pointer, validate_path
 from bastion.xet.content import object_response
 from bastion.xet.service import xet_hash_for_repo_file
 

@@ -11,8 +11,8 @@ from bastion.audit.actions import AuditAction
 from bastion.errors import BadRequest, Conflict, Forbidden, RevisionNotFound
 from bastion.hub import Hub
 from bastion.repos import admission, protection
-from bastion.repos.gitstore import DEFAULT_BRANCH, GitRepo, signature
 from bastion.repos.models import Repo
+from bastion.storage.gitstore import DEFAULT_BRANCH, GitRepo, signature
 
 
 def _target(repo: Repo) -> tuple[str, str]:

@@ -35,10 +35,10 @@ from bastion.errors import (
 )
 from bastion.hub import Hub
 from bastion.repos import browse, commit, protection, refs, service, upload_policy
-from bastion.repos.gitstore import validate_path
 from bastion.repos.models import Repo
 from bastion.scanning import service as scanning
 from bastion.signing import service as signing
+from bastion.storage.gitstore import validate_path
 from bastion.storage.regions import check_region
 from bastion.xet import tokens as xet_tokens
 
@@ -344,10 +344,10 @@ def _info(plural: str, ns: str, name: str, revision: str, request: Request, prin
                                    scanning.secrets_visible(principal, repo)) if wants_security else None
         group = None
         if repo.resource_group_id is not None:
-            from bastion.orgs.models import ResourceGroup
-            from bastion.orgs.service import resource_group_payload
+            from bastion.orgs.service import find_group, resource_group_payload
 
-            group = resource_group_payload(session, session.get(ResourceGroup, repo.resource_group_id))
+            found = find_group(session, repo.owner_org_id, repo.resource_group_id)
+            group = resource_group_payload(session, found) if found is not None else None
         return JSONResponse(browse.repo_info(repo, git, head, expand=expand, blobs=_truthy(qp.get("blobs")),
                                              security_status=security, resource_group=group))
 

@@ -25,8 +25,8 @@ from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
 from bastion.hub import Hub
 from bastion.repos import protection, tree_rules
-from bastion.repos.gitstore import GitRepo, signature
 from bastion.repos.models import REPO_TYPES, Repo
+from bastion.storage.gitstore import GitRepo, signature
 
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}$")
 TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pygit2
 
 from bastion.config import Settings
-from bastion.repos.gitstore import GitRepo
 from bastion.repos.models import Repo
+from bastion.storage.gitstore import GitRepo
 
 CASE_SETTING = "allow_case_colliding_paths"  # repos.settings key of allowCaseCollidingPaths
 

@@ -15,7 +15,7 @@ import pathspec
 import pygit2
 
 from bastion.errors import BadRequest
-from bastion.repos.gitstore import GitRepo, parse_lfs_pointer, validate_path
+from bastion.storage.gitstore import GitRepo, parse_lfs_pointer, validate_path
 
 MAX_PREUPLOAD_FILES = 1000
 

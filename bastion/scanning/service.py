@@ -41,7 +41,6 @@ from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.hub import Hub
 from bastion.repos import admission
 from bastion.repos.commit import CommitResult, post_commit_hooks
-from bastion.repos.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, parse_lfs_pointer
 from bastion.repos.guards import download_guards
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
@@ -65,6 +64,7 @@ from bastion.scanning.scanners.secrets import (
 from bastion.scanning.scanners.secrets import SCANNER_VERSION as SECRETS_VERSION
 from bastion.scanning.scanners.secrets import to_scan_result as to_secrets_result
 from bastion.scanning.scanners.secrets.formats import decode_text
+from bastion.storage.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, parse_lfs_pointer
 from bastion.xet.content import ANY_HOLDER, ObjectNotLinked, as_file, iter_object, locate
 
 log = logging.getLogger("bastion.scanning")

@@ -32,7 +32,6 @@ from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
 from bastion.hub import Hub
 from bastion.mail import Mailer
 from bastion.repos import commit as repo_commit
-from bastion.repos.gitstore import GitRepo
 from bastion.repos.models import Repo
 from bastion.repos.service import REPO_FLAGS, SIGNED_BRANCHES, accepts_instance_commits
 from bastion.signing.models import CommitSignature, GpgKey, GpgSubkey, SigningPreference, SshSigningKey
@@ -45,6 +44,7 @@ from bastion.signing.verify import (
     ssh_signature_key,
     ssh_verify,
 )
+from bastion.storage.gitstore import GitRepo
 
 VERIFIED, UNVERIFIED, UNSIGNED = "verified", "unverified", "unsigned"
 PARTIALLY_VERIFIED = "partially_verified"  # signed by its committer, authored as someone else

@@ -283,7 +283,7 @@ GROUP_NAME_SCOPE_RE = re.compile(r"^[^/]+/[^/]+$")
 
 def parse_scope(entity_type: Any, name: Any, permissions: Any, *, group_by_name: bool = False) -> Scope:
     """One scope. Stored scopes name a resource group `org/<24-hex id>` (a group can be renamed); input
-    from people may name it `org/group-name` (`group_by_name`), which orgs.resolve_group_scopes turns
+    from people may name it `org/group-name` (`group_by_name`), which tokens.governance.resolve_group_scopes turns
     into the id form before the token is stored."""
     if entity_type not in ENTITY_TYPES:
         raise InvalidRestriction(f"unknown entity type {entity_type!r}: expected one of {', '.join(ENTITY_TYPES)}")

@@ -21,7 +21,7 @@ from bastion.db import utcnow
 from bastion.errors import BadRequest, InvalidCredentials, NotFound, UnknownCredentials
 from bastion.mail import Mailer
 from bastion.tokens import format as token_format
-from bastion.tokens import restrictions
+from bastion.tokens import governance, restrictions
 from bastion.tokens.models import AccessToken
 from bastion.tokens.restrictions import OrgTokenPolicy, ReadOnly, Scope, Scoped
 
@@ -57,10 +57,8 @@ def create_token(session: Session, user: User, name: str, role: str = "read",
     owner's primary address is told (a token is a sensitive account change)."""
     if role not in ROLES:
         raise BadRequest(f"Invalid token role {role!r}: expected one of {', '.join(ROLES)}")
-    from bastion.orgs import service as orgs
-
     name = _valid_name(name)
-    scopes = orgs.resolve_group_scopes(session, scopes) if scopes else scopes
+    scopes = governance.resolve_group_scopes(session, scopes) if scopes else scopes
     if expires_at is not None and expires_at <= utcnow():
         raise BadRequest("The expiry date must be in the future")
     secret = token_format.generate()
@@ -73,7 +71,7 @@ def create_token(session: Session, user: User, name: str, role: str = "read",
                  details={"name": name, "role": role, "user": user.name, "scopes": scopes_payload(tok)["scoped"],
                           "expires": expires_at.isoformat() if expires_at else None,
                           **({"canReadGatedRepos": True} if can_read_gated else {})})
-    orgs.token_created(session, tok)  # org token governance: pending approval, or approved for org admins
+    governance.token_created(session, tok)  # org token governance: pending approval, or approved for org admins
     _tell_owner(session, mailer, tok, "created", f"An access token named {name!r} ({role}) was created")
     return IssuedToken(tok, secret)
 
@@ -92,8 +90,6 @@ def _valid_name(name: str) -> str:
 
 def principal_for_token(tok: AccessToken) -> Principal:
     """The Principal a live token acts as: its owner's current rights, narrowed by its restrictions."""
-    from bastion.orgs import service as orgs
-
     stored = restrictions.load_all(tok.restrictions or [])
     if tok.role == "read" and not any(isinstance(r, ReadOnly) for r in stored):
         stored += (ReadOnly(),)  # whatever the row says, a read token never writes
@@ -102,7 +98,7 @@ def principal_for_token(tok: AccessToken) -> Principal:
     if session is None:  # the approval states cannot be read: fail closed
         return Principal(method="token", user_id=tok.user_id, username=tok.user.name, token_id=tok.id,
                          token_role=tok.role, restrictions=(restrictions.DenyAll("token state unavailable"),))
-    stored += (OrgTokenPolicy(tok.user_id, tok.role == "fineGrained", orgs.approval_states(session, tok.id)),)
+    stored += (OrgTokenPolicy(tok.user_id, tok.role == "fineGrained", governance.approval_states(session, tok.id)),)
     return Principal(method="token", user_id=tok.user_id, username=tok.user.name, is_admin=tok.user.is_admin,
                      token_id=tok.id, token_role=tok.role, restrictions=stored)
 

@@ -19,8 +19,8 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.datastructures import FormData
 
-from bastion.accounts.sessions import DEVICE_COOKIE, SESSION_COOKIE
 from bastion.accounts.twofactor import RelyingParty
+from bastion.api.auth import DEVICE_COOKIE, SESSION_COOKIE
 from bastion.api.urls import base_url
 from bastion.authz import Principal
 from bastion.errors import (

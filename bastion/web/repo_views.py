@@ -31,11 +31,11 @@ from bastion.authz.policy import RepoRef
 from bastion.db import transaction
 from bastion.errors import BadRequest, EntryNotFound, NotFound, RepoNotFound, RevisionNotFound
 from bastion.repos import browse, guards, service
-from bastion.repos.gitstore import GitRepo, commit_datetime, parse_lfs_pointer
 from bastion.repos.models import Repo
 from bastion.repos.routes import raw_tail, scan_key
 from bastion.scanning import service as scanning
 from bastion.signing import service as signing
+from bastion.storage.gitstore import GitRepo, commit_datetime, parse_lfs_pointer
 from bastion.web.pages import HtmlRoute, hub_of, redirect, render
 
 router = APIRouter(route_class=HtmlRoute)

@@ -11,7 +11,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from bastion.accounts import service as accounts
-from bastion.accounts.sessions import SESSION_COOKIE
+from bastion.api.auth import SESSION_COOKIE
 from bastion.app import create_app
 from bastion.config import Settings
 from bastion.db import transaction

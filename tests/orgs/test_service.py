@@ -24,6 +24,7 @@ from bastion.mail import Mailer, Message
 from bastion.orgs import service as orgs
 from bastion.orgs.models import OrgInvitation
 from bastion.repos import service as repos
+from bastion.tokens import governance
 from bastion.tokens import service as tokens
 from bastion.tokens.restrictions import InvalidRestriction, parse_scope
 
@@ -192,7 +193,7 @@ def test_token_governance_states(hub: Hub) -> None:
         assert _events(s, start) == ["org.token_approval.enabled", "token.create",
                                      "org.token_approval.authorization_request", "token.create",
                                      "org.token_approval.authorized"]
-        listed = {t.token.id: t.state for t in orgs.tokens_reaching(s, org)}
+        listed = {t.token.id: t.state for t in governance.tokens_reaching(s, org)}
         assert listed[bob_tok.id] == "pending" and listed[alice_tok.id] == "approved"
 
         def decide(tok_id: int) -> tuple[bool, str]:
@@ -203,24 +204,24 @@ def test_token_governance_states(hub: Hub) -> None:
 
         assert decide(bob_tok.id) == (False, TOKEN_APPROVAL_REQUIRED)
         assert decide(alice_tok.id)[0]
-        orgs.decide_token(s, None, org, bob_tok, alice, "approve")
+        governance.decide_token(s, None, org, bob_tok, alice, "approve")
         assert decide(bob_tok.id)[0]
-        orgs.decide_token(s, None, org, bob_tok, alice, "deny")  # reversible both ways
+        governance.decide_token(s, None, org, bob_tok, alice, "deny")  # reversible both ways
         assert decide(bob_tok.id) == (False, TOKEN_APPROVAL_REQUIRED)
-        orgs.decide_token(s, None, org, bob_tok, alice, "approve")
-        orgs.decide_token(s, None, org, bob_tok, alice, "revoke")
+        governance.decide_token(s, None, org, bob_tok, alice, "approve")
+        governance.decide_token(s, None, org, bob_tok, alice, "revoke")
         assert decide(bob_tok.id) == (False, TOKEN_REVOKED_BY_ORG)
         with pytest.raises(Conflict):
-            orgs.decide_token(s, None, org, bob_tok, alice, "approve")  # revocation is permanent
+            governance.decide_token(s, None, org, bob_tok, alice, "approve")  # revocation is permanent
         orgs.set_token_policy(s, org, "allow")
         assert decide(bob_tok.id) == (False, TOKEN_REVOKED_BY_ORG)  # whatever the policy
-        assert bob_tok.id not in {t.token.id for t in orgs.tokens_reaching(s, org)}  # hidden by default
-        assert bob_tok.id in {t.token.id for t in orgs.tokens_reaching(s, org, include_revoked=True)}
+        assert bob_tok.id not in {t.token.id for t in governance.tokens_reaching(s, org)}  # hidden by default
+        assert bob_tok.id in {t.token.id for t in governance.tokens_reaching(s, org, include_revoked=True)}
         # the token still works outside the org
         mine = repos.create_repo(hub, s, bob, repos.namespace_ref(s, "bob"), "own", "model", True)
         own_scope = tokens.create_token(s, bob, "both", "fineGrained", None,
                                         [*scope, parse_scope("user", "bob", ["repo.write"])]).token
-        orgs.decide_token(s, None, org, own_scope, alice, "revoke")
+        governance.decide_token(s, None, org, own_scope, alice, "revoke")
         p = tokens.principal_for_token(own_scope)
         assert authorize(p, Permission.REPO_WRITE, repos.repo_ref(mine))
         assert not authorize(p, Permission.REPO_WRITE, repos.repo_ref(repo))
@@ -237,12 +238,12 @@ def test_fine_grained_policy_and_tokens_of_non_members(hub: Hub) -> None:
         orgs.set_token_policy(s, org, "fine_grained")
         d = authorize(tokens.principal_for_token(write), Permission.REPO_READ, repos.repo_ref(repo))
         assert not d and "only fine-grained tokens" in d.reason and d.disclose
-        ids = {t.token.id for t in orgs.tokens_reaching(s, org)}
+        ids = {t.token.id for t in governance.tokens_reaching(s, org)}
         assert write.id in ids and carol_tok.id not in ids
         with pytest.raises(NotFound):
-            orgs.decide_token(s, None, org, carol_tok, alice, "revoke")
+            governance.decide_token(s, None, org, carol_tok, alice, "revoke")
         with pytest.raises(BadRequest):
-            orgs.decide_token(s, None, org, write, alice, "approve")  # approvals need the approval policy
+            governance.decide_token(s, None, org, write, alice, "approve")  # approvals need the approval policy
 
 
 def test_two_factor_requirement_message(hub: Hub) -> None:
@@ -301,7 +302,7 @@ class _Outbox(Mailer):
 
 def test_pending_tokens_mail_the_admins_of_that_database_only(hub: Hub, tmp_path: Path) -> None:
     outbox = _Outbox()
-    orgs.install(hub.engine, outbox)
+    governance.install(hub.engine, outbox)
     other = Hub.open(Settings(data_dir=tmp_path / "other", scanners=[]))
     try:
         for h in (hub, other):

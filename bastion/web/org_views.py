@@ -22,6 +22,7 @@ from bastion.errors import AuthenticationRequired, BadRequest, BastionError
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, ResourceGroup
 from bastion.repos import service as repos
+from bastion.tokens import governance
 from bastion.web.pages import HtmlRoute, check_csrf, redirect, render
 
 router = APIRouter(route_class=HtmlRoute)
@@ -69,7 +70,7 @@ def _settings_page(request: Request, principal: Principal, session: Session, org
         ctx["group_roles"] = orgs.GROUP_ROLES
         ctx["can_create"] = bool(authorize(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts)))
     elif tab == "tokens":
-        ctx["tokens"] = [orgs.org_token_payload(org, t) for t in orgs.tokens_reaching(
+        ctx["tokens"] = [governance.org_token_payload(org, t) for t in governance.tokens_reaching(
             session, org, include_revoked=request.query_params.get("revoked") == "1")]
     return render(request, f"orgs/settings_{tab.replace('-', '_')}.html", status, **ctx)
 
@@ -391,7 +392,7 @@ async def token_decision(name: str, token_id: int, verb: str, request: Request,
     mailer = request.app.state.mailer
 
     def act(session: Session, org: Organization, _form: FormData) -> str | None:
-        orgs.decide_token(session, mailer, org, orgs.get_reaching_token(session, org, token_id),
+        governance.decide_token(session, mailer, org, governance.get_reaching_token(session, org, token_id),
                           _me(session, principal), verb)
         return verb
 
