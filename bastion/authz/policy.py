@@ -3,6 +3,9 @@
 Pure: it reads only the principal and the resource handed to it (loaded by the caller).
 `require()` turns a denial into the error the client must see; a private repo the caller may
 not read is reported exactly like a missing one.
+
+Over 500 lines on purpose: the whole policy (method table, users' rights, token restrictions, listing
+clause) is one file so it is read, reviewed and tested as one decision.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
-"""Organizations: create/delete, members and roles, invitations, resource groups, security settings
-and token governance. Every change records its audit event in the caller's transaction.
+"""Organizations: create/delete, members and roles, invitations, resource groups, security settings.
+Every change records its audit event in the caller's transaction. (Token governance, which reads
+orgs, is tokens/governance.py.)
+
+Over 500 lines on purpose: members, invitations and resource groups share the role rules and the
+facts the policy reads (`org_facts`, `group_facts`), defined once here.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Revisions and paths arrive URL-quoted (`refs%2Fpr%2F1`); where a route has both, they are
 split on the raw path so a revision containing '/' is never confused with a file path.
+
+Over 500 lines on purpose: the Hub's repository routes overlap (`/api/models/{ns}/{name}/tree/...`
+beside catch-all revision paths), and registering them from one module keeps their order visible.
 """
 
 from __future__ import annotations

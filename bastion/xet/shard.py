@@ -2,6 +2,9 @@
 
 A shard lists file reconstructions (file info section) and xorb chunk listings (CAS info section);
 clients upload them to register files (api.md §4), and the server returns them for dedupe (§2).
+
+Over 500 lines on purpose: one binary format (parse, serialize, verify), laid out section by section
+as shard.md specifies it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """A static pickle virtual machine: walks opcodes (protocols 0-5) with a symbolic stack and memo.
 
 It never imports, calls or unpickles anything; it reports every global the stream would import.
+
+Over 500 lines on purpose: a virtual machine, one branch per opcode of protocols 0-5.
 """
 
 from __future__ import annotations
