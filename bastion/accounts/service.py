@@ -17,9 +17,9 @@ from bastion import audit
 from bastion.accounts import passwords, ratelimit
 from bastion.accounts.models import User, UserEmail, WebSession
 from bastion.audit.actions import AuditAction
-from bastion.authz import capability
+from bastion.authz import Principal, capability
 from bastion.db import utcnow
-from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
+from bastion.errors import AuthenticationRequired, BadRequest, Conflict, Forbidden, NotFound
 from bastion.mail import Mailer, Message
 
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}$")
@@ -367,4 +367,12 @@ def reset_password(session: Session, mailer: Mailer, key: bytes, token: str, new
     audit.record(session, AuditAction.USER_PASSWORD_RESET, target=("user", user.name), namespace=user.name)
     notify(session, mailer, user, "Your password was reset",
            "the password of your Bastion account was just reset by e-mail; all sessions were signed out.")
+    return user
+
+
+def acting_user(session: Session, principal: Principal) -> User:
+    """The user a request acts as; 401 if it is anonymous or the account is gone."""
+    user = session.get(User, principal.user_id) if principal.user_id is not None else None
+    if user is None:
+        raise AuthenticationRequired("Authentication required")
     return user

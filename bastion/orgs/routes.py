@@ -12,31 +12,19 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from bastion.accounts.models import User
+from bastion.accounts import service as accounts
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
 from bastion.authz import Permission, Principal, authorize, permission, require
-from bastion.authz.policy import GroupRef, OrgFacts
+from bastion.authz.policy import GroupRef
 from bastion.db import transaction
-from bastion.errors import AuthenticationRequired, BadRequest, NotFound
+from bastion.errors import BadRequest, NotFound
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, ResourceGroup
 from bastion.repos import service as repos
 
 router = APIRouter()
 T = TypeVar("T")
-
-
-def _actor(session: Session, principal: Principal) -> User:
-    user = session.get(User, principal.user_id) if principal.user_id is not None else None
-    if user is None:
-        raise AuthenticationRequired("Authentication required")
-    return user
-
-
-def _org(session: Session, name: str) -> tuple[Organization, OrgFacts]:
-    org = orgs.get_org(session, name)
-    return org, orgs.org_facts(session, org)
 
 
 def _str(data: dict[str, Any], key: str, *, required: bool = True) -> str:
@@ -90,7 +78,7 @@ async def create_org(request: Request, principal: Principal = Depends(current_pr
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
-            org = orgs.create_org(session, _actor(session, principal), _str(data, "name"),
+            org = orgs.create_org(session, accounts.acting_user(session, principal), _str(data, "name"),
                                   _str(data, "fullname", required=False))
             return settings_payload(org)
 
@@ -102,7 +90,7 @@ async def create_org(request: Request, principal: Principal = Depends(current_pr
 def overview(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
     require(principal, Permission.PUBLIC)  # an org's profile is public, as on the Hub
     with transaction(hub_of(request).sessions, readonly=True) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         return JSONResponse({"type": "org", "id": f"{org.id:024x}", "name": org.name, "fullname": org.fullname,
                              "description": org.description,
                              "numUsers": None if org.hide_members else len(facts.roles)})
@@ -112,7 +100,7 @@ def overview(name: str, request: Request, principal: Principal = Depends(current
 @permission(Permission.ORG_MEMBERS_READ)
 def members(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
     with transaction(hub_of(request).sessions, readonly=True) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         require(principal, Permission.ORG_MEMBERS_READ, facts)
         return JSONResponse([{"user": u.name, "fullname": u.fullname, "type": "user", "role": m.role}
                              for u, m in orgs.list_members(session, org)])
@@ -125,7 +113,7 @@ async def add_member(name: str, request: Request, principal: Principal = Depends
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.ORG_MEMBERS_WRITE, facts)
             user = orgs.user_by_name(session, _str(data, "username"))
             row = orgs.add_member(session, org, user, _str(data, "role", required=False) or None)
@@ -139,7 +127,7 @@ async def add_member(name: str, request: Request, principal: Principal = Depends
 def remove_member(name: str, username: str, request: Request,
                   principal: Principal = Depends(current_principal)) -> JSONResponse:
     with transaction(hub_of(request).sessions) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         require(principal, Permission.ORG_MEMBERS_WRITE, facts)
         orgs.remove_member(session, org, orgs.user_by_name(session, username))
     return JSONResponse({})
@@ -158,7 +146,7 @@ async def change_role(name: str, username: str, request: Request,
 
     def run() -> None:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.ORG_MEMBERS_WRITE, facts)
             groups = None
             if raw_groups is not None:
@@ -179,7 +167,7 @@ async def change_role(name: str, username: str, request: Request,
 def leave(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
     require(principal, Permission.ORG_MEMBERSHIP_SELF)
     with transaction(hub_of(request).sessions) as session:
-        orgs.leave(session, orgs.get_org(session, name), _actor(session, principal))
+        orgs.leave(session, orgs.get_org(session, name), accounts.acting_user(session, principal))
     return JSONResponse({})
 
 
@@ -192,9 +180,9 @@ async def invite(name: str, request: Request, principal: Principal = Depends(cur
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.ORG_MEMBERS_WRITE, facts)
-            inv, _secret = orgs.invite(session, request.app.state.mailer, org, _actor(session, principal),
+            inv, _secret = orgs.invite(session, request.app.state.mailer, org, accounts.acting_user(session, principal),
                                        _str(data, "email"), _str(data, "role", required=False) or None)
             return {"id": inv.id, "email": inv.email, "role": inv.role, "expiresAt": orgs.iso(inv.expires_at)}
 
@@ -205,7 +193,7 @@ async def invite(name: str, request: Request, principal: Principal = Depends(cur
 @permission(Permission.ORG_MEMBERS_WRITE)
 def invitations(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
     with transaction(hub_of(request).sessions, readonly=True) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         require(principal, Permission.ORG_MEMBERS_WRITE, facts)
         return JSONResponse([{"id": i.id, "email": i.email, "role": i.role, "expiresAt": orgs.iso(i.expires_at)}
                              for i in orgs.pending_invitations(session, org)])
@@ -219,7 +207,7 @@ def answer_invitation(secret: str, verb: str, request: Request,
     if verb not in ("accept", "decline"):
         raise BadRequest("Expected accept or decline")
     with transaction(hub_of(request).sessions) as session:
-        user = _actor(session, principal)
+        user = accounts.acting_user(session, principal)
         org = (orgs.accept_invitation if verb == "accept" else orgs.decline_invitation)(session, secret, user)
         return JSONResponse({"organization": org.name})
 
@@ -230,7 +218,7 @@ def answer_invitation(secret: str, verb: str, request: Request,
 @permission(Permission.ORG_READ)
 def get_settings(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
     with transaction(hub_of(request).sessions, readonly=True) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         require(principal, Permission.ORG_READ, facts)
         return JSONResponse(settings_payload(org))
 
@@ -242,7 +230,7 @@ async def put_settings(name: str, request: Request, principal: Principal = Depen
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.ORG_WRITE, facts)
             apply_settings(session, org, data)
             return settings_payload(org)
@@ -271,7 +259,7 @@ def apply_settings(session: Session, org: Organization, data: dict[str, Any]) ->
 @permission(Permission.ORG_READ)
 def list_groups(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
     with transaction(hub_of(request).sessions, readonly=True) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         require(principal, Permission.ORG_READ, facts)
         return JSONResponse([group_payload(session, g, principal) for g in orgs.list_groups(session, org)])
 
@@ -286,7 +274,7 @@ async def create_group(name: str, request: Request, principal: Principal = Depen
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts))
             users = [(orgs.user_by_name(session, _str(u, "user")), _str(u, "role")) for u in raw_users
                      if isinstance(u, dict)]
@@ -302,7 +290,7 @@ async def create_group(name: str, request: Request, principal: Principal = Depen
 def get_group(name: str, group_id: str, request: Request,
               principal: Principal = Depends(current_principal)) -> JSONResponse:
     with transaction(hub_of(request).sessions, readonly=True) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         require(principal, Permission.ORG_READ, facts)
         return JSONResponse(group_payload(session, orgs.get_group(session, org, group_id), principal, detail=True))
 
@@ -315,7 +303,7 @@ async def rename_group(name: str, group_id: str, request: Request,
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts))  # renaming: org admins
             group = orgs.get_group(session, org, group_id)
             orgs.rename_group(session, org, group, _str(data, "name") if "name" in data else group.name,
@@ -330,7 +318,7 @@ async def rename_group(name: str, group_id: str, request: Request,
 def delete_group(name: str, group_id: str, request: Request,
                  principal: Principal = Depends(current_principal)) -> JSONResponse:
     with transaction(hub_of(request).sessions) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts))  # deleting: org admins
         orgs.delete_group(session, org, orgs.get_group(session, org, group_id))
     return JSONResponse({})
@@ -347,7 +335,7 @@ async def add_group_users(name: str, group_id: str, request: Request,
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             group = orgs.get_group(session, org, group_id)
             require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts, orgs.group_facts(session, group)))
             for u in raw_users:
@@ -368,7 +356,7 @@ async def change_group_role(name: str, group_id: str, username: str, request: Re
 
     def run() -> None:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             group = orgs.get_group(session, org, group_id)
             require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts, orgs.group_facts(session, group)))
             orgs.set_group_member(session, org, group, orgs.user_by_name(session, username), _str(data, "role"))
@@ -382,7 +370,7 @@ async def change_group_role(name: str, group_id: str, username: str, request: Re
 def remove_group_user(name: str, group_id: str, username: str, request: Request,
                       principal: Principal = Depends(current_principal)) -> JSONResponse:
     with transaction(hub_of(request).sessions) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         group = orgs.get_group(session, org, group_id)
         require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts, orgs.group_facts(session, group)))
         orgs.remove_group_member(session, org, group, orgs.user_by_name(session, username))

@@ -80,6 +80,12 @@ def has_two_factor_clause(user_id: Any) -> ColumnElement[bool]:
     return or_(totp, key)
 
 
+def org_with_facts(session: Session, name: str) -> tuple[Organization, OrgFacts]:
+    """The org `name` (404 if missing) and the facts the policy decides on for it."""
+    org = get_org(session, name)
+    return org, org_facts(session, org)
+
+
 def org_facts(session: Session, org: Organization) -> OrgFacts:
     roles = dict(session.execute(select(OrgMember.user_id, OrgMember.role).where(OrgMember.org_id == org.id)).all())
     two_factor: frozenset[int] = frozenset()

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from bastion.accounts import service as accounts
@@ -19,16 +18,15 @@ from bastion.accounts.models import User
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
 from bastion.authz import Permission, Principal, permission, require
-from bastion.authz.policy import OrgFacts
 from bastion.db import transaction
-from bastion.errors import AuthenticationRequired, BadRequest, InvalidCredentials
+from bastion.errors import BadRequest, InvalidCredentials
 from bastion.orgs import service as orgs
 from bastion.tokens import governance, service
 from bastion.tokens.models import AccessToken
 from bastion.tokens.restrictions import InvalidRestriction, Scope, parse_scope
 
 if TYPE_CHECKING:
-    from bastion.orgs.models import Organization
+    pass
 
 router = APIRouter()
 
@@ -164,18 +162,6 @@ def whoami(request: Request, principal: Principal = Depends(current_principal)) 
 
 # ---- org token governance: the org's admins review the tokens that reach it ----------------------
 
-def _org(session: Session, name: str) -> tuple[Organization, OrgFacts]:
-    org = orgs.get_org(session, name)
-    return org, orgs.org_facts(session, org)
-
-
-def _actor(session: Session, principal: Principal) -> User:
-    user = session.get(User, principal.user_id) if principal.user_id is not None else None
-    if user is None:
-        raise AuthenticationRequired("Authentication required")
-    return user
-
-
 def _token_value(data: dict[str, Any]) -> str:
     value = data.get("token")
     if not isinstance(value, str):
@@ -188,7 +174,7 @@ def _token_value(data: dict[str, Any]) -> str:
 def org_tokens(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
     include_revoked = request.query_params.get("revoked") in ("1", "true")
     with transaction(hub_of(request).sessions, readonly=True) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         require(principal, Permission.ORG_WRITE, facts)
         return JSONResponse([governance.org_token_payload(org, t)
                              for t in governance.tokens_reaching(session, org, include_revoked=include_revoked)])
@@ -199,10 +185,11 @@ def org_tokens(name: str, request: Request, principal: Principal = Depends(curre
 def decide_token(name: str, token_id: int, verb: str, request: Request,
                  principal: Principal = Depends(current_principal)) -> JSONResponse:
     with transaction(hub_of(request).sessions) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         require(principal, Permission.ORG_WRITE, facts)
         tok = governance.get_reaching_token(session, org, token_id)
-        state = governance.decide_token(session, request.app.state.mailer, org, tok, _actor(session, principal), verb)
+        actor = accounts.acting_user(session, principal)
+        state = governance.decide_token(session, request.app.state.mailer, org, tok, actor, verb)
         return JSONResponse({"id": tok.id, "state": state})
 
 
@@ -215,15 +202,15 @@ async def revoke_by_value(name: str, request: Request,
 
     def run() -> dict[str, Any]:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.ORG_WRITE, facts)
             tok = service.find_by_secret(session, _token_value(data))
             if tok is None or not governance.reaches_org(session, org, tok):
                 raise BadRequest("This token cannot access the organization")
             if tok.user_id == principal.user_id:
                 raise BadRequest("You cannot revoke your own token this way: delete it from your token settings")
-            state = governance.decide_token(session, request.app.state.mailer, org, tok, _actor(session, principal),
-                                      "revoke")
+            actor = accounts.acting_user(session, principal)
+            state = governance.decide_token(session, request.app.state.mailer, org, tok, actor, "revoke")
             return {"id": tok.id, "state": state}
 
     return JSONResponse(await run_in_threadpool(run))

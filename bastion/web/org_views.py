@@ -42,11 +42,6 @@ def _me(session: Session, principal: Principal) -> User:
     return user
 
 
-def _org(session: Session, name: str) -> tuple[Organization, OrgFacts]:
-    org = orgs.get_org(session, name)
-    return org, orgs.org_facts(session, org)
-
-
 def _settings_page(request: Request, principal: Principal, session: Session, org: Organization, facts: OrgFacts,
                    tab: str, status: int = 200, **extra: Any) -> Response:
     ctx: dict[str, Any] = {"org": org, "tab": tab, "tabs": SETTINGS_TABS, **extra}
@@ -84,7 +79,7 @@ async def _post(request: Request, principal: Principal, perm: Permission, name: 
 
     def run() -> Response:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             require(principal, perm, resource(session, org, facts))
             check_csrf(request, form)
             try:
@@ -137,7 +132,7 @@ async def create_org(request: Request, principal: Principal = Depends(current_pr
 def org_page(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
     require(principal, Permission.REPO_LIST)  # the listing below is filtered by the same policy
     with transaction(hub_of(request).sessions, readonly=True) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         listings = {t: repos.list_repos(session, principal, t, author=org.name, search=[], sort=None, direction=-1,
                                         limit=200, offset=0).repos for t in ("model", "dataset", "space")}
         show_members = bool(authorize(principal, Permission.ORG_MEMBERS_READ, facts))
@@ -205,7 +200,7 @@ def settings_page(name: str, tab: str, request: Request, principal: Principal = 
     perm = Permission.ORG_READ if tab == "resource-groups" else (
         Permission.ORG_MEMBERS_WRITE if tab == "members" else Permission.ORG_WRITE)
     with transaction(hub_of(request).sessions, readonly=True) as session:
-        org, facts = _org(session, name)
+        org, facts = orgs.org_with_facts(session, name)
         if tab == "resource-groups" and not authorize(principal, perm, facts):
             # Administering a group (whatever the org role, no_access included) opens that group's page.
             administered = _administered_groups(session, org, principal)
@@ -357,7 +352,7 @@ async def delete_org(name: str, request: Request, principal: Principal = Depends
 
     def run() -> Response:
         with transaction(hub_of(request).sessions) as session:
-            org, facts = _org(session, name)
+            org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.ORG_DELETE, facts)
             check_csrf(request, form)
             if _text(form, "confirm", 96) != org.name:
