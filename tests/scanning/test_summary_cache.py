@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from huggingface_hub import CommitOperationAdd
 
+import bastion.scanning.enqueue  # noqa: F401  (registers the post-commit hook)
 from bastion.accounts import service as accounts
 from bastion.config import Settings
 from bastion.db import transaction
