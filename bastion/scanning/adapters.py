@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextvars import ContextVar, copy_context
+from contextvars import copy_context
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,7 +40,7 @@ from bastion.scanning.scanners.secrets import (
 from bastion.scanning.scanners.secrets import SCANNER_VERSION as SECRETS_VERSION
 from bastion.scanning.scanners.secrets import to_scan_result as to_secrets_result
 from bastion.storage.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, parse_lfs_pointer
-from bastion.xet.content import ObjectNotLinked, as_file, locate
+from bastion.xet.content import ObjectNotLinked, XetObject, as_file, locate
 
 ISSUE_VERDICTS = frozenset({Verdict.UNSAFE, Verdict.SUSPICIOUS, Verdict.CAUTION})
 
@@ -88,13 +88,12 @@ class PickleScannerAdapter:
         return result
 
 
-# Where the blob being scanned was found (repo id, path): read by the secrets scanner's revocations.
-scan_location: ContextVar[dict[str, Any] | None] = ContextVar("bastion_scan_location", default=None)
 SECRETS_MAX_BYTES = 256 * 1024 * 1024
 
 
 class SecretsScannerAdapter:
-    """Secrets: findings are owner-only notices; a live Bastion token is revoked on sight."""
+    """Secrets: findings are owner-only notices; a live Bastion token is revoked on sight (the result names
+    it in `leaked`: whoever records the verdict revokes it in the same transaction)."""
 
     name = "secrets"
 
@@ -118,19 +117,15 @@ class SecretsScannerAdapter:
 
     def scan_isolated(self, source: Path | bytes, name: str, limits: ProcessLimits) -> ScanResult:
         # The scan process reads the content; verification (a database lookup for Bastion's own
-        # tokens, provider APIs) and revocation happen here, on its findings.
+        # tokens, provider APIs) happens here, on its findings.
         report: SecretScanReport = run_isolated(secret_scanning.scan_source, (source, name, SECRETS_MAX_BYTES),
                                                 limits)
         report.findings = self.scanner.verify(report.findings)
         return self._judge(report, name)
 
     def _judge(self, report: SecretScanReport, name: str) -> ScanResult:
-        live = [f.raw_secret for f in report.findings if f.detector == BASTION_TOKEN_DETECTOR and f.verified]
-        if live and self.hub is not None:
-            where = scan_location.get() or {}
-            leaks.revoke_leaked(self.hub, live, source="secret scanning",
-                                where=f"{where.get('repo', '?')}/{where.get('path', name)}")
         result = to_secrets_result(report.findings, report.skipped, binary=report.binary, partial=report.partial)
+        result.leaked = [f.raw_secret for f in report.findings if f.detector == BASTION_TOKEN_DETECTOR and f.verified]
         if self.hub is not None:
             # A keyed fingerprint identifies the same secret across files and edits without storing it.
             key = self.hub.settings.secret_key
@@ -205,26 +200,32 @@ def scan_limits(settings: Settings) -> ProcessLimits:
     return ProcessLimits(settings.scan_memory_limit_mb, settings.scan_cpu_seconds, settings.scan_timeout_seconds)
 
 
-def run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, repo_id: int | None, path: str = "",
-                 session: Session | None = None) -> ScanResult:
-    """One scanner on one blob, as a file of repository `repo_id` (ANY_HOLDER: of whichever repositories
-    hold it, when the one that queued the scan is gone): an LFS object is read only if that repository
-    holds a link (`session`: the caller's transaction, for an inline scan during a commit). A scanner
-    that parses the content runs in a scan process of its own under the OS limits in the settings;
-    over one, the verdict is `error` saying which."""
+def locate_content(hub: Hub, ref: BlobRef, repo_id: int | None, session: Session) -> Path | XetObject | None:
+    """Where an LFS object's bytes are, as a file of repository `repo_id` (ANY_HOLDER: of whichever
+    repositories hold it, when the one that queued the scan is gone): it is read only if that repository
+    holds a link. None for a git blob (read from its repository). In the caller's transaction: a scan
+    job's claim, or the commit of an inline scan."""
+    if ref.kind != "lfs":
+        return None
+    try:
+        found = locate(hub, repo_id, ref.key, session)
+    except ObjectNotLinked:
+        raise ContentGone(f"LFS object {ref.key} is not linked to the repository it is scanned for") from None
+    if found is None:
+        # Collected by storage GC (no ref reached it) after the commit queued it: like a git blob gone
+        # with its repo, no verdict is stored, so the same bytes uploaded again are scanned afresh
+        # instead of inheriting an error.
+        raise ContentGone(f"LFS object {ref.key} is no longer stored")
+    return found
+
+
+def run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, found: Path | XetObject | None, path: str = "",
+                ) -> ScanResult:
+    """One scanner on one blob: the LFS object `locate_content` found, or the git blob `ref` names. No
+    transaction is held. A scanner that parses the content runs in a scan process of its own under the
+    OS limits in the settings; over one, the verdict is `error` saying which."""
     isolated = isinstance(scanner, IsolatedScanner)
     limits = scan_limits(hub.settings)
-    found = None
-    if ref.kind == "lfs":
-        try:
-            found = locate(hub, repo_id, ref.key, session)
-        except ObjectNotLinked:
-            raise ContentGone(f"LFS object {ref.key} is not linked to the repository it is scanned for") from None
-        if found is None:
-            # Collected by storage GC (no ref reached it) after the commit queued it: like a git blob gone
-            # with its repo, no verdict is stored, so the same bytes uploaded again are scanned afresh
-            # instead of inheriting an error.
-            raise ContentGone(f"LFS object {ref.key} is no longer stored")
 
     def work() -> ScanResult:
         if found is not None:
@@ -245,7 +246,7 @@ def run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, repo_id: int | None, p
             return result
     pool = ThreadPoolExecutor(1, thread_name_prefix=f"scan-{scanner.name}")
     try:
-        # The worker thread sees the caller's context (scan_location, audit context).
+        # The worker thread sees the caller's context (the audit context).
         return pool.submit(copy_context().run, work).result(timeout=hub.settings.scan_timeout_seconds)
     except FutureTimeout:
         return ScanResult(scanner.name, scanner.version(), Verdict.ERROR,

@@ -22,7 +22,16 @@ from bastion.hub import Hub
 from bastion.repos.guards import download_guards
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
-from bastion.scanning.adapters import ISSUE_VERDICTS, PUBLIC_SCANNERS, BlobRef, Scanner, blob_ref, run_scanner
+from bastion.scanning import leaks
+from bastion.scanning.adapters import (
+    ISSUE_VERDICTS,
+    PUBLIC_SCANNERS,
+    BlobRef,
+    Scanner,
+    blob_ref,
+    locate_content,
+    run_scanner,
+)
 from bastion.scanning.models import ScanRelease
 from bastion.scanning.results import Verdict
 from bastion.scanning.verdicts import STATUS_FIELDS, file_status, store_result
@@ -85,9 +94,13 @@ RELEASABLE = frozenset({Verdict.SUSPICIOUS, Verdict.ERROR, Verdict.CAUTION})
 def scan_inline_or_reject(hub: Hub, session: Session, repo: Repo, ref: BlobRef, path: str,
                            scanners: dict[str, Scanner]) -> None:
     released: bool | None = None
+    found = locate_content(hub, ref, repo.id, session)
     for name, scanner in scanners.items():
-        result = run_scanner(hub, scanner, ref, repo.id, path, session)
+        result = run_scanner(hub, scanner, ref, found, path)
         store_result(session, ref.key, name, result)
+        if result.leaked:  # revoked if the commit lands (a refused one publishes nothing)
+            leaks.revoke_leaked_in(session, hub, result.leaked, source="secret scanning",
+                                   where=f"{repo.type}/{repo.repo_id}/{path}")
         if result.verdict is Verdict.UNSAFE:
             why = f"{path} is unsafe ({result.summary})"
         elif result.verdict in RELEASABLE and name in PUBLIC_SCANNERS:
