@@ -92,7 +92,7 @@ def scan(paths: tuple[Path, ...], as_json: bool, only: str | None) -> None:
     """Scan files or directories offline with every enabled scanner. Exit 0 only if all are safe."""
     import json
 
-    from bastion.scanning.service import build_scanners, scan_file_offline
+    from bastion.scanning.adapters import build_scanners, scan_file_offline
 
     settings = Settings()
     scanners = build_scanners(settings, [SCAN_CHOICES[only]] if only else None)
@@ -378,8 +378,8 @@ def storage_fsck(as_json: bool, data_dir: Path | None) -> None:
 def admin_rescan(repo_id: str, repo_type: str, data_dir: Path | None) -> None:
     """Scan every file of a repository again with the current scanners (history is kept)."""
     from bastion.repos import service as repos
+    from bastion.scanning.enqueue import rescan_repo
     from bastion.scanning.queue import attach
-    from bastion.scanning.service import rescan_repo
 
     hub = _admin_hub(data_dir)
     attach(hub)

@@ -39,7 +39,7 @@ from bastion.errors import (
 from bastion.hub import Hub
 from bastion.repos import browse, commit, protection, refs, service, upload_policy
 from bastion.repos.models import Repo
-from bastion.scanning import service as scanning
+from bastion.scanning import verdicts
 from bastion.signing import service as signing
 from bastion.storage.gitstore import validate_path
 from bastion.storage.regions import check_region
@@ -344,7 +344,7 @@ def _info(plural: str, ns: str, name: str, revision: str, request: Request, prin
         head = git.resolve(revision)
         wants_security = _truthy(qp.get("securityStatus")) or "securityRepoStatus" in expand
         security = security_status(hub, session, repo, str(head.id),
-                                   scanning.secrets_visible(principal, repo)) if wants_security else None
+                                   verdicts.secrets_visible(principal, repo)) if wants_security else None
         group = None
         if repo.resource_group_id is not None:
             from bastion.orgs.service import find_group, resource_group_payload
@@ -358,7 +358,7 @@ def _info(plural: str, ns: str, name: str, revision: str, request: Request, prin
 def security_status(hub: Hub, session: Session, repo: Repo, commit_oid: str,
                     secrets_of: int | None = None) -> dict[str, Any]:
     """`securityRepoStatus`: scansDone is true only when every file has a verdict from every scanner."""
-    status = scanning.revision_summary(hub, session, repo, hub.git(repo.storage_key).resolve(commit_oid), secrets_of)
+    status = verdicts.revision_summary(hub, session, repo, hub.git(repo.storage_key).resolve(commit_oid), secrets_of)
     return {"scansDone": status["scansDone"], "filesWithIssues": status["filesWithIssues"],
             "filesWithIssuesCount": status["filesWithIssuesCount"]}
 
@@ -409,8 +409,8 @@ def list_tree(plural: str, ns: str, name: str, rest: str, request: Request,
 def _expand_entries(hub: Hub, session: Session, repo: Repo, git: Any, head: Any, entries: list[dict[str, Any]],
                     principal: Principal) -> None:
     last = browse.last_commits(git, head, [e["path"] for e in entries])
-    statuses = scanning.file_statuses(hub, session, [scan_key(e) for e in entries if e["type"] == "file"],
-                                      scanning.secrets_visible(principal, repo))
+    statuses = verdicts.file_statuses(hub, session, [scan_key(e) for e in entries if e["type"] == "file"],
+                                      verdicts.secrets_visible(principal, repo))
     for entry in entries:
         if entry["path"] in last:
             entry["lastCommit"] = browse.commit_summary(last[entry["path"]])

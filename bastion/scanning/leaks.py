@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from sqlalchemy.orm import Session
+
 from bastion.accounts.service import notify
 from bastion.db import transaction
 from bastion.hub import Hub
@@ -28,19 +30,25 @@ def is_live_token(hub: Hub, secret: str) -> bool | None:
 
 
 def revoke_leaked(hub: Hub, secrets: Iterable[str], *, source: str, where: str) -> int:
-    """Revoke every live Bastion token among `secrets`; each owner is told once. Returns the count."""
-    revoked = 0
+    """`revoke_leaked_in` in a transaction of its own."""
     with transaction(hub.sessions) as session:
-        for secret in dict.fromkeys(secrets):
-            tok = tokens.find_by_secret(session, secret)
-            if tok is None or not tokens.is_live(tok):
-                continue
-            tokens.revoke_token(session, tok, reason=f"leaked ({source}): {where}"[:300])
-            notify(session, hub.mailer, tok.user, f"Your access token {tok.name!r} was revoked",
-                   f"Bastion found your access token {tok.name!r} (ending in …{tok.last4}) exposed "
-                   f"({source}: {where}) and revoked it so nobody can use it.\n\n"
-                   "Create a new token, and remove the old one from wherever it was published.")
-            revoked += 1
+        return revoke_leaked_in(session, hub, secrets, source=source, where=where)
+
+
+def revoke_leaked_in(session: Session, hub: Hub, secrets: Iterable[str], *, source: str, where: str) -> int:
+    """Revoke every live Bastion token among `secrets`, in the caller's transaction (a scan job's verdict
+    and the revocations it calls for land together); each owner is told once. Returns the count."""
+    revoked = 0
+    for secret in dict.fromkeys(secrets):
+        tok = tokens.find_by_secret(session, secret)
+        if tok is None or not tokens.is_live(tok):
+            continue
+        tokens.revoke_token(session, tok, reason=f"leaked ({source}): {where}"[:300])
+        notify(session, hub.mailer, tok.user, f"Your access token {tok.name!r} was revoked",
+               f"Bastion found your access token {tok.name!r} (ending in …{tok.last4}) exposed "
+               f"({source}: {where}) and revoked it so nobody can use it.\n\n"
+               "Create a new token, and remove the old one from wherever it was published.")
+        revoked += 1
     if revoked:
         log.warning("revoked %d leaked token(s) found by %s", revoked, source)
     return revoked

@@ -30,13 +30,13 @@ class ScanQueue:
         self.hub = hub
 
         def scan_job(job_id: int) -> None:
-            from bastion.scanning.service import run_job
+            from bastion.scanning.jobs import run_job
 
             outcome = run_job(hub, job_id)
             log.info("scan job %s: %s", job_id, outcome)
 
         def scan_jobs(job_ids: list[int]) -> None:
-            from bastion.scanning.service import run_job
+            from bastion.scanning.jobs import run_job
 
             for job_id in job_ids:
                 log.info("scan job %s: %s", job_id, run_job(hub, job_id))
@@ -68,7 +68,7 @@ MAX_MESSAGES = 256  # per commit; see ScanQueue.enqueue_many
 
 
 def attach(hub: Hub) -> ScanQueue:
-    import bastion.scanning.service  # noqa: F401  (registers the post-commit hook)
+    import bastion.scanning.enqueue  # noqa: F401  (registers the post-commit hook and the download guard)
 
     queue = ScanQueue(hub)
     hub.scan_queue = queue
@@ -94,7 +94,8 @@ class Workers:
         self._sweeper = threading.Thread(target=self._sweep_loop, name="scan-sweeper", daemon=True)
 
     def _sweep_loop(self) -> None:
-        from bastion.scanning.service import rescan_outdated, scanner_versions, sweep
+        from bastion.scanning.enqueue import rescan_outdated
+        from bastion.scanning.jobs import scanner_versions, sweep
 
         hub = self.queue.hub
         interval = max(1.0, min(30.0, hub.settings.scan_lease_seconds / 3))

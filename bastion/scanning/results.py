@@ -54,3 +54,6 @@ class ScanResult:
     # False when running the same scan again cannot change the outcome (e.g. the file is over clamd's
     # size limits): the job ends at once instead of being retried. Not stored with the verdict.
     retryable: bool = True
+    # Live Bastion tokens the secrets scanner found (never stored): whoever records the verdict revokes
+    # them in the same transaction (bastion.scanning.leaks.revoke_leaked_in).
+    leaked: list[str] = field(default_factory=list)

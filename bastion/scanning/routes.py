@@ -15,7 +15,7 @@ from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest
 from bastion.repos.routes import DEFAULT_PAGE, MAX_PAGE, load_repo
-from bastion.scanning import leaks, service
+from bastion.scanning import enqueue, leaks, notices, policy, verdicts
 
 router = APIRouter()
 
@@ -32,7 +32,7 @@ def scan_status(plural: str, ns: str, name: str, request: Request, revision: str
     offset = int_param(request, "cursor", 0, 0, 10**9)
     with transaction(hub.sessions, readonly=True) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
-        status, more = service.repo_status(hub, session, repo, revision, service.secrets_visible(principal, repo),
+        status, more = verdicts.repo_status(hub, session, repo, revision, verdicts.secrets_visible(principal, repo),
                                            offset=offset, limit=limit)
     headers = {"Link": next_link(request, cursor=offset + limit)} if more else {}
     return JSONResponse(status, headers=headers)
@@ -47,7 +47,7 @@ def rescan(plural: str, ns: str, name: str, request: Request,
     with transaction(hub.sessions) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
         # history: secret-scan every blob ever committed; otherwise rescan the current files fully.
-        queued = service.scan_history(hub, session, repo) if history else service.rescan_repo(hub, session, repo)
+        queued = enqueue.scan_history(hub, session, repo) if history else enqueue.rescan_repo(hub, session, repo)
     return JSONResponse({"queued": queued})
 
 
@@ -71,7 +71,7 @@ async def release_file(plural: str, ns: str, name: str, request: Request,
                     and isinstance(reason, str)):
                 raise BadRequest("Expected {'path': str, 'revision'?: str} or {'blob': str}, "
                                  "with an optional 'reason': str")
-            return service.release_file(hub, session, repo, principal.user_id, blob=blob, path=path,
+            return policy.release_file(hub, session, repo, principal.user_id, blob=blob, path=path,
                                         revision=revision, reason=reason)
 
     return JSONResponse(await run_in_threadpool(run))
@@ -84,7 +84,7 @@ def revoke_release(plural: str, ns: str, name: str, blob: str, request: Request,
     hub = hub_of(request)
     with transaction(hub.sessions) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
-        service.revoke_release(session, repo, blob)
+        policy.revoke_release(session, repo, blob)
     return JSONResponse({"blob": blob.lower(), "released": False})
 
 
@@ -95,7 +95,7 @@ def list_releases(plural: str, ns: str, name: str, request: Request,
     hub = hub_of(request)
     with transaction(hub.sessions, readonly=True) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
-        return JSONResponse(service.released_files(session, repo))
+        return JSONResponse(policy.released_files(session, repo))
 
 
 @router.get("/api/{plural}/{ns}/{name}/secrets")
@@ -107,7 +107,7 @@ def list_secret_notices(plural: str, ns: str, name: str, request: Request,
     with transaction(hub.sessions, readonly=True) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
         history = request.query_params.get("history", "").lower() in ("1", "true")
-        return JSONResponse(service.secret_notices(hub, session, repo, request.query_params.get("revision", "main"),
+        return JSONResponse(notices.secret_notices(hub, session, repo, request.query_params.get("revision", "main"),
                                                    history=history))
 
 
@@ -124,7 +124,7 @@ async def set_secret_notice_state(plural: str, ns: str, name: str, request: Requ
     def run() -> None:
         with transaction(hub.sessions) as session:
             repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
-            service.set_notice_state(session, repo, principal.user_id, fingerprint, state, reason)
+            notices.set_notice_state(session, repo, principal.user_id, fingerprint, state, reason)
 
     await run_in_threadpool(run)
     return JSONResponse({"state": state})

@@ -33,7 +33,7 @@ from bastion.errors import BadRequest, EntryNotFound, NotFound, RepoNotFound, Re
 from bastion.repos import browse, guards, service
 from bastion.repos.models import Repo
 from bastion.repos.routes import raw_tail, scan_key
-from bastion.scanning import service as scanning
+from bastion.scanning import verdicts
 from bastion.signing import service as signing
 from bastion.storage.gitstore import GitRepo, commit_datetime, parse_lfs_pointer
 from bastion.web.pages import HtmlRoute, hub_of, redirect, render
@@ -176,12 +176,12 @@ def _tree(request: Request, principal: Principal, repo_type: str, ns: str, name:
         entries, total = browse.folder_page(git, tree, path, page * ENTRIES_PER_PAGE, ENTRIES_PER_PAGE)
         commits, _ = browse.history(git, commit, 0, 5)
         files = [e for e in entries if e["type"] == "file"]
-        secrets_of = scanning.secrets_visible(principal, repo)  # secret findings: for managers only
-        statuses = scanning.file_statuses(hub, session, [scan_key(e) for e in files], secrets_of)
+        secrets_of = verdicts.secrets_visible(principal, repo)  # secret findings: for managers only
+        statuses = verdicts.file_statuses(hub, session, [scan_key(e) for e in files], secrets_of)
         for entry in files:
             entry["security"] = statuses[scan_key(entry)]
         # The warning covers the whole revision, not only this folder: a bad file anywhere is news.
-        summary = scanning.revision_summary(hub, session, repo, commit, secrets_of)
+        summary = verdicts.revision_summary(hub, session, repo, commit, secrets_of)
         # A gated repo's README is file contents: shown only to those who may read them.
         readme = _readme(git, commit, tree, path) if gate is None or gate["can_read"] else None
         pages = {"page": page, "first": page * ENTRIES_PER_PAGE + 1 if entries else 0,
@@ -224,8 +224,8 @@ def _blob(request: Request, principal: Principal, repo_type: str, ns: str, name:
                 text = None
         readme = render_markdown(text) if text is not None and path.lower().endswith(".md") else None
         download = f"{_base(repo)}/resolve/{quote(rev, safe='')}/{quote(path, safe='/')}"
-        security = scanning.file_status(hub, session, pointer.oid if pointer else str(blob.id),
-                                        scanning.secrets_visible(principal, repo))
+        security = verdicts.file_status(hub, session, pointer.oid if pointer else str(blob.id),
+                                        verdicts.secrets_visible(principal, repo))
         return render(request, "blob.html", **_common(repo, git, rev), path=path, crumbs=_crumbs(path),
                       size=pointer.size if pointer else blob.size, lfs=pointer, text=text, rendered=readme,
                       download=download, commit=_commit_view(commit), security=security, blocked=blocked)

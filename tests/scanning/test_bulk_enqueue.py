@@ -14,8 +14,8 @@ from bastion.config import Settings
 from bastion.db import transaction
 from bastion.hub import Hub
 from bastion.repos import commit, service
+from bastion.scanning import adapters
 from bastion.scanning import queue as scan_queue
-from bastion.scanning import service as scanning
 from bastion.scanning.models import ScanJob, ScanResultRow
 
 
@@ -42,8 +42,8 @@ def test_a_large_commit_queues_each_new_blob_once_in_few_messages(hub: Hub) -> N
         repo = service.create_repo(hub, s, user, service.namespace_ref(s, "bulk"), "m", "model", False)
     queue.huey.flush()  # the repo's first commit
     with transaction(hub.sessions) as s:
-        judged = scanning.blob_ref(hub, repo.storage_key, str(hub.git(repo.storage_key).repo.create_blob(b"old\n")))
-        s.add(ScanResultRow(blob_key=judged.key, scanner="pickle", scanner_version=scanning.PICKLE_VERSION,
+        judged = adapters.blob_ref(hub, repo.storage_key, str(hub.git(repo.storage_key).repo.create_blob(b"old\n")))
+        s.add(ScanResultRow(blob_key=judged.key, scanner="pickle", scanner_version=adapters.PICKLE_VERSION,
                             verdict="safe", summary="", details={}))
     files = scan_queue.MAX_MESSAGES * 3 + 7
     # Every tenth file repeats an earlier one's content; one file holds content judged before.

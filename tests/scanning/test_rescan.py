@@ -13,7 +13,7 @@ from bastion.config import Settings
 from bastion.db import transaction
 from bastion.hub import Hub
 from bastion.repos import commit, service
-from bastion.scanning import service as scanning
+from bastion.scanning import adapters, enqueue, jobs, verdicts
 from bastion.scanning.models import ScanJob, ScanResultRow
 
 
@@ -27,7 +27,7 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
 def _run_all(hub: Hub) -> list[str]:
     with transaction(hub.sessions) as s:
         ids = list(s.scalars(sa.select(ScanJob.id).where(ScanJob.state != "done")))
-    return [scanning.run_job(hub, i) for i in ids]
+    return [jobs.run_job(hub, i) for i in ids]
 
 
 def test_version_change_queues_rescan_and_keeps_history(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,20 +39,20 @@ def test_version_change_queues_rescan_and_keeps_history(hub: Hub, monkeypatch: p
     assert set(_run_all(hub)) == {"safe"}
     with transaction(hub.sessions) as s:
         before = s.execute(sa.select(ScanResultRow.blob_key, ScanResultRow.scanner_version)).all()
-    assert before and {v for _, v in before} == {scanning.PICKLE_VERSION}
+    assert before and {v for _, v in before} == {adapters.PICKLE_VERSION}
 
     # Nothing is outdated while the version is unchanged.
-    assert scanning.rescan_outdated(hub) == 0
-    monkeypatch.setattr(scanning.PickleScannerAdapter, "version", lambda self: "99.0.0-test")
-    queued = scanning.rescan_outdated(hub)
+    assert enqueue.rescan_outdated(hub) == 0
+    monkeypatch.setattr(adapters.PickleScannerAdapter, "version", lambda self: "99.0.0-test")
+    queued = enqueue.rescan_outdated(hub)
     assert queued == len(before)  # .gitattributes and a.txt
     assert set(_run_all(hub)) == {"safe"}
     with transaction(hub.sessions) as s:
         after = s.execute(sa.select(ScanResultRow.blob_key, ScanResultRow.scanner_version)).all()
-        status = scanning.file_status(hub, s, before[0][0])
+        status = verdicts.file_status(hub, s, before[0][0])
     assert set(after) == set(before) | {(k, "99.0.0-test") for k, _ in before}  # history kept
     assert status["pickleImportScan"]["version"] == "99.0.0-test"
-    assert scanning.rescan_outdated(hub) == 0
+    assert enqueue.rescan_outdated(hub) == 0
 
 
 def test_scanner_crash_becomes_retry_then_error_never_safe(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,8 +65,8 @@ def test_scanner_crash_becomes_retry_then_error_never_safe(hub: Hub, monkeypatch
         raise RuntimeError("scanner bug")
 
     # The pipeline runs the pickle scanner in a scan process (scan_isolated), other paths in-process.
-    monkeypatch.setattr(scanning.PickleScannerAdapter, "scan_bytes", boom)
-    monkeypatch.setattr(scanning.PickleScannerAdapter, "scan_isolated", boom)
+    monkeypatch.setattr(adapters.PickleScannerAdapter, "scan_bytes", boom)
+    monkeypatch.setattr(adapters.PickleScannerAdapter, "scan_isolated", boom)
     with transaction(hub.sessions) as s:
         commit.create_commit(hub, s, s.get(type(repo), repo.id), user, "main", [commit.AddFile("b.txt", b"b")], "b")
     with transaction(hub.sessions) as s:
@@ -75,11 +75,11 @@ def test_scanner_crash_becomes_retry_then_error_never_safe(hub: Hub, monkeypatch
     for _ in range(hub.settings.scan_max_attempts):
         with transaction(hub.sessions) as s:  # skip the backoff wait: the lease is the retry timer
             s.get(ScanJob, job_id).lease_until = None
-        outcomes.append(scanning.run_job(hub, job_id))
+        outcomes.append(jobs.run_job(hub, job_id))
     assert outcomes == ["retry", "retry", "error"]
     with transaction(hub.sessions) as s:
         key = s.get(ScanJob, job_id).blob_key
-        status = scanning.file_status(hub, s, key)
+        status = verdicts.file_status(hub, s, key)
     assert status["status"] == "error" and "scanner bug" in status["pickleImportScan"]["summary"]
 
 

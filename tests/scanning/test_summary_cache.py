@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 from huggingface_hub import CommitOperationAdd
 
+import bastion.scanning.enqueue  # noqa: F401  (registers the post-commit hook)
 from bastion.accounts import service as accounts
 from bastion.config import Settings
 from bastion.db import transaction
 from bastion.hub import Hub
 from bastion.repos import commit, service
-from bastion.scanning import generation
-from bastion.scanning import service as scanning
+from bastion.scanning import adapters, generation, notices, verdicts
 from bastion.scanning.models import ScanJob, ScanResultRow, SecretNotice
 from bastion.scanning.results import ScanResult, Verdict
 from tests.conftest import BastionServer, hf_api, wait_for
@@ -49,7 +49,7 @@ def test_every_kind_of_verdict_write_bumps_the_generation(hub: Hub) -> None:
         repo = service.create_repo(hub, s, user, service.namespace_ref(s, "gen"), "m", "model", False)
     start = _generation(hub)
     with transaction(hub.sessions, readonly=True) as s:  # reading bumps nothing
-        scanning.revision_summary(hub, s, repo, hub.git(repo.storage_key).resolve("main"))
+        verdicts.revision_summary(hub, s, repo, hub.git(repo.storage_key).resolve("main"))
     assert _generation(hub) == start
     with transaction(hub.sessions) as s:  # a commit queues jobs with one INSERT statement (enqueue_blobs)
         commit.create_commit(hub, s, s.get(type(repo), repo.id), user, "main", [commit.AddFile("a.txt", b"a")], "a")
@@ -61,12 +61,12 @@ def test_every_kind_of_verdict_write_bumps_the_generation(hub: Hub) -> None:
     assert _generation(hub) > after_commit
     before = _generation(hub)
     with transaction(hub.sessions) as s:  # a verdict, then a SAVEPOINT rolled back: the verdict still counts
-        scanning._store_result(s, job.blob_key, "pickle", ScanResult("pickle", scanning.PICKLE_VERSION,
+        verdicts.store_result(s, job.blob_key, "pickle", ScanResult("pickle", adapters.PICKLE_VERSION,
                                                                      Verdict.UNSAFE, "test"))
         s.flush()
         try:
             with s.begin_nested():
-                s.add(ScanResultRow(blob_key=job.blob_key, scanner="pickle", scanner_version=scanning.PICKLE_VERSION,
+                s.add(ScanResultRow(blob_key=job.blob_key, scanner="pickle", scanner_version=adapters.PICKLE_VERSION,
                                     verdict="safe", summary="", details={}))
         except sa.exc.IntegrityError:
             pass
@@ -76,7 +76,7 @@ def test_every_kind_of_verdict_write_bumps_the_generation(hub: Hub) -> None:
         s.add(SecretNotice(repo_id=repo.id, fingerprint="f" * 40, provider="p", secret_type="t", detector="d",
                            verification="none", first_path="a.txt", first_line=1, first_blob=job.blob_key))
     with transaction(hub.sessions) as s:
-        scanning.set_notice_state(s, s.get(type(repo), repo.id), None, "f" * 40, "dismissed", "test")
+        notices.set_notice_state(s, s.get(type(repo), repo.id), None, "f" * 40, "dismissed", "test")
     assert _generation(hub) >= before + 2
     before = _generation(hub)
     with pytest.raises(RuntimeError), transaction(hub.sessions) as s:  # rolled back: no bump
@@ -97,16 +97,16 @@ def test_the_next_summary_shows_a_changed_verdict(hub: Hub) -> None:
 
     def summary() -> dict[str, object]:
         with transaction(hub.sessions, readonly=True) as s:
-            return scanning.revision_summary(hub, s, repo, head)
+            return verdicts.revision_summary(hub, s, repo, head)
 
     assert summary() == summary() == {"scansDone": False, "filesWithIssues": [], "filesWithIssuesCount": 0,
                                       "commit": str(head.id)}
-    key = dict(scanning.revision_files(hub, repo, head))["w.pkl"]
+    key = dict(verdicts.revision_files(hub, repo, head))["w.pkl"]
     with transaction(hub.sessions) as s:
-        scanning._store_result(s, key, "pickle", ScanResult("pickle", scanning.PICKLE_VERSION, Verdict.UNSAFE, "x"))
+        verdicts.store_result(s, key, "pickle", ScanResult("pickle", adapters.PICKLE_VERSION, Verdict.UNSAFE, "x"))
     assert summary()["filesWithIssues"] == ["w.pkl"]
     with transaction(hub.sessions) as s:
-        scanning._store_result(s, key, "pickle", ScanResult("pickle", scanning.PICKLE_VERSION, Verdict.SAFE, "ok"))
+        verdicts.store_result(s, key, "pickle", ScanResult("pickle", adapters.PICKLE_VERSION, Verdict.SAFE, "ok"))
     assert summary()["filesWithIssues"] == []
 
 
