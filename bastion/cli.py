@@ -81,7 +81,7 @@ def worker(workers: int, data_dir: Path | None) -> None:
         hub.close()
 
 
-SCAN_CHOICES = {"pickle": "pickle", "malware": "av", "av": "av", "secrets": "secrets"}
+SCAN_CHOICES = {"pickle": "pickle", "malware": "av", "av": "av", "format": "format", "secrets": "secrets"}
 
 
 @main.command()

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
 
     # Scanning. clamd: "unix:///path/clamd.ctl" or "tcp://host:port"; unset: the Debian socket if it exists.
     clamd_address: str | None = None
-    scanners: list[str] = Field(default_factory=lambda: ["av", "pickle", "secrets"])
+    scanners: list[str] = Field(default_factory=lambda: ["av", "pickle", "format", "secrets"])
     # Queue transport: unset = SQLite file in the data dir (embedded); "redis://…" for scale-out.
     queue_url: str | None = None
     queue_name: str = "bastion"  # instances sharing one Redis keep apart by name

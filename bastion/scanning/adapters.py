@@ -25,7 +25,7 @@ from bastion.hub import Hub
 from bastion.scanning import leaks
 from bastion.scanning.isolation import ProcessLimits, ScanAborted, run_isolated
 from bastion.scanning.results import ScanResult, Verdict, worst
-from bastion.scanning.scanners import pickles
+from bastion.scanning.scanners import model_formats, pickles
 from bastion.scanning.scanners import secrets as secret_scanning
 from bastion.scanning.scanners.malware import MalwareScanner
 from bastion.scanning.scanners.pickles import SCANNER_VERSION as PICKLE_VERSION
@@ -88,6 +88,28 @@ class PickleScannerAdapter:
         return result
 
 
+class FormatScannerAdapter:
+    """The format scanners (safetensors, GGUF, ONNX, NumPy, ...: bastion.scanning.scanners.model_formats),
+    one scanner to the pipeline: each file is judged by the one format it is, in a scan process."""
+
+    name = "format"
+
+    def __init__(self, spool_dir: Path | None = None) -> None:
+        self.spool_dir = str(spool_dir) if spool_dir is not None else None
+
+    def version(self) -> str:
+        return model_formats.SCANNER_VERSION
+
+    def scan_path(self, path: Path) -> ScanResult:
+        return model_formats.scan_path(path)
+
+    def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
+        return model_formats.scan_source(data, name, self.spool_dir)
+
+    def scan_isolated(self, source: Path | bytes, name: str, limits: ProcessLimits) -> ScanResult:
+        return run_isolated(model_formats.scan_source, (source, name, self.spool_dir), limits)
+
+
 SECRETS_MAX_BYTES = 256 * 1024 * 1024
 
 
@@ -137,7 +159,7 @@ class SecretsScannerAdapter:
 
 # Scanner verdicts shown to anyone who can read the repo. Secret findings are not: a notice that a
 # file holds a secret (and where) is for the repo's owners only.
-PUBLIC_SCANNERS = ("av", "pickle")
+PUBLIC_SCANNERS = ("av", "pickle", "format")
 
 
 def build_scanners(settings: Settings, only: Iterable[str] | None = None, hub: Hub | None = None,
@@ -153,8 +175,10 @@ def build_scanners(settings: Settings, only: Iterable[str] | None = None, hub: H
             out[name] = PickleScannerAdapter(settings.tmp_dir if hub is not None else None)
         elif name == "secrets":
             out[name] = SecretsScannerAdapter(hub)
+        elif name == "format":
+            out[name] = FormatScannerAdapter(settings.tmp_dir if hub is not None else None)
         else:
-            raise ValueError(f"unknown scanner {name!r} (known: av, pickle, secrets)")
+            raise ValueError(f"unknown scanner {name!r} (known: av, pickle, format, secrets)")
     return out
 
 
@@ -231,7 +255,8 @@ def run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, found: Path | XetObjec
         if found is not None:
             with as_file(hub, found) as local:  # a Xet-stored file is reconstructed for the scan
                 if isinstance(scanner, IsolatedScanner):
-                    return scanner.scan_isolated(local, local.name, limits)
+                    # Named by its path in the repository, like a git blob, not by its storage name.
+                    return scanner.scan_isolated(local, path or local.name, limits)
                 return scanner.scan_path(local)
         if isinstance(scanner, IsolatedScanner):
             return scanner.scan_isolated(read_bytes(hub, ref), path, limits)

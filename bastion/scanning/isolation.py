@@ -34,7 +34,9 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 # Imported once by each zygote, so a scan's fork starts with the scanners loaded. Keep this list
 # small: the zygote's heap is inherited by every scan and counts toward its memory limit.
-PRELOAD = ("bastion.scanning.scanners.pickles", "bastion.scanning.scanners.secrets")
+# The format scanners' heavy parsers (onnx, gguf, safetensors) are imported by the scan that needs one.
+PRELOAD = ("bastion.scanning.scanners.pickles", "bastion.scanning.scanners.secrets",
+           "bastion.scanning.scanners.model_formats")
 MAX_RESULT_BYTES = 64 * MiB  # a result larger than this is not a scanner's result
 IDLE_ZYGOTES = 4
 _HEADER = struct.Struct("!BQ")

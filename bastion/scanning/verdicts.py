@@ -63,7 +63,7 @@ def _scanner_verdict(rows: list[ScanResultRow], pending: bool, version: str) -> 
 STATUS_BATCH = 500
 
 
-STATUS_FIELDS = {"av": "avScan", "pickle": "pickleImportScan", "secrets": "secretsScan"}
+STATUS_FIELDS = {"av": "avScan", "pickle": "pickleImportScan", "format": "formatScan", "secrets": "secretsScan"}
 
 
 def secrets_visible(principal: Principal, repo: Repo) -> int | None:

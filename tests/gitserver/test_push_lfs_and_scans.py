@@ -83,7 +83,7 @@ def test_pushed_files_get_scan_verdicts_even_in_an_intermediate_commit(server: B
     for blob_key, scanner, path in jobs:
         by_blob.setdefault(blob_key, set()).add(scanner)
         assert path in (".gitattributes", "payload.dat", "README.md")
-    assert by_blob[payload_blob] == by_blob[readme_blob] == {"av", "pickle", "secrets"}
+    assert by_blob[payload_blob] == by_blob[readme_blob] == {"av", "pickle", "format", "secrets"}
 
     def status(revision: str, path: str):  # type: ignore[no-untyped-def]
         tree = {e.path: e for e in api.list_repo_tree(repo.repo_id, revision=revision, expand=True)}

@@ -104,7 +104,7 @@ def test_identical_content_is_scanned_once(server: BastionServer, user: tuple[st
     git_oid = next(e.blob_id for e in api.list_repo_tree(f"{name}/twin0") if e.path == "f0.txt")
     with _db(server).connect() as conn:
         jobs = conn.execute(sa.text("SELECT count(*) FROM scan_jobs WHERE blob_key = :k"), {"k": git_oid}).scalar()
-    assert jobs == 3  # one per scanner (av, pickle, secrets), not one per repo
+    assert jobs == 4  # one per scanner (av, pickle, format, secrets), not one per repo
 
 
 def test_unavailable_scanner_is_never_safe(tmp_path: Path) -> None:

@@ -758,6 +758,27 @@ class PickleScanner:
         return ScanResult(SCANNER_NAME, SCANNER_VERSION, Verdict.ERROR, f"error: {message}", details)
 
 
+def scan_embedded(buf: Any, start: int, end: int, name: str, limits: ScanLimits | None = None,
+                  spool_dir: str | None = None) -> ScanResult:
+    """The verdict on the pickle stored at buf[start:end] that a loader unpickles as a whole (what
+    numpy.load(allow_pickle=True) reads after an object array's header): for format scanners that find
+    a pickle inside their format. Never raises, like the entry points above (MemoryError aside)."""
+    scan = _Scan(limits or ScanLimits(), spool_dir)
+    try:
+        scan._pickles(buf, start, end, name, 0, lenient=False, expect_pickle=True)
+    except WalkError as exc:
+        scan.problem(Verdict.ERROR, name, f"scan incomplete: {exc}")
+    except RecursionError:
+        scan.problem(Verdict.ERROR, name, "scan incomplete: structure nested too deeply")
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a verdict, never a crash
+        scan.problem(Verdict.ERROR, name, f"scanner failure: {type(exc).__name__}: {exc}")
+    result = scan.finish()
+    result.details["file"] = name
+    return result
+
+
 def scan_source(source: Path | bytes, name: str, spool_dir: str | None = None) -> ScanResult:
     """One scan of a file or of bytes: what a scan process runs (bastion.scanning.isolation)."""
     scanner = PickleScanner(spool_dir=spool_dir)

@@ -1,0 +1,130 @@
+"""The format scanners, one per model file format, behind one scanner (`format`, shown as `formatScan`).
+
+A file is matched to at most one format: by its content first (each format's `sniff` on the file's first
+bytes), then by its name's extension (a format without a magic, or a file whose name says what its
+content does not show). The chosen scanner's `scan(path) -> ScanResult` runs in the scan process; its
+findings become the `formatScan` entry. A file no format matches gets `safe` with `format: null`: there
+is nothing of this kind in it to judge (the pickle and malware scanners still judge it).
+
+Adding a format is one entry in FORMATS (see `Format`). The scanner's version is the framework's
+version joined with every format's own, so changing any format scanner (bump its VERSION) makes the
+sweeper rescan stored verdicts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.scanning.results import ScanResult, Verdict
+from bastion.scanning.scanners import gguf_format, numpy_format, onnx_format, safetensors_format
+from bastion.scanning.scanners.format_report import SCANNER_NAME, FormatReport, NotThisFormat, failed
+
+FRAMEWORK_VERSION = "1"
+HEAD_BYTES = 1 << 16  # what `sniff` sees
+
+
+@dataclass(frozen=True)
+class Format:
+    """One format scanner. `scan` reads a file on disk (never loads the model) and returns a ScanResult
+    with the format-report shape (`bastion.scanning.scanners.format_report`); it may raise, which makes
+    the verdict `error`. `sniff(head)`: True when the first HEAD_BYTES bytes are this format (None:
+    matched by extension only). `version`: bump it whenever the scanner's judgement changes."""
+
+    name: str
+    version: str
+    scan: Callable[[Path], ScanResult]
+    extensions: tuple[str, ...] = ()
+    sniff: Callable[[bytes], bool] | None = None
+
+
+# Checked in this order: the first whose sniff matches wins (a .npz is a zip; ONNX's sniff is the loosest).
+FORMATS: tuple[Format, ...] = (
+    Format(gguf_format.NAME, gguf_format.VERSION, gguf_format.scan_path, (".gguf",), gguf_format.sniff),
+    Format(numpy_format.NAME, numpy_format.VERSION, numpy_format.scan_path, (".npy", ".npz"), numpy_format.sniff),
+    Format(safetensors_format.NAME, safetensors_format.VERSION, safetensors_format.scan_path, (".safetensors",),
+           safetensors_format.sniff),
+    Format(onnx_format.NAME, onnx_format.VERSION, onnx_format.scan_path, (".onnx",), onnx_format.sniff),
+)
+
+
+def scanner_version(formats: tuple[Format, ...] = FORMATS) -> str:
+    return FRAMEWORK_VERSION + ":" + ",".join(f"{f.name}-{f.version}" for f in sorted(formats, key=lambda f: f.name))
+
+
+SCANNER_VERSION = scanner_version()
+
+
+def choose(head: bytes, name: str, formats: tuple[Format, ...] = FORMATS) -> tuple[Format | None, Format | None]:
+    """(the format the content shows, the format the name claims); either may be None."""
+    by_content = next((f for f in formats if f.sniff is not None and f.sniff(head)), None)
+    lowered = name.lower()
+    by_name = next((f for f in formats if f.extensions and lowered.endswith(f.extensions)), None)
+    return by_content, by_name
+
+
+def scan_path(path: Path, name: str | None = None, formats: tuple[Format, ...] = FORMATS) -> ScanResult:
+    """The format verdict on one file; `name` (default: the file's) is its path in the repository.
+    Never raises, MemoryError aside (in a scan process, that is its memory limit's verdict)."""
+    name = path.name if name is None else name
+    version = scanner_version(formats)
+    if not path.is_file():
+        return failed("unknown", version, f"not a regular file: {name}")
+    with path.open("rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    by_content, by_name = choose(head, name, formats)
+    chosen, result = None, None
+    for candidate in dict.fromkeys(f for f in (by_content, by_name) if f is not None):
+        chosen = candidate
+        try:
+            result = candidate.scan(path)
+        except NotThisFormat as exc:
+            if candidate is not by_name:
+                continue  # the content only looked like it; the name may still claim a format
+            result = FormatReport(candidate.name).result(version)
+            _flag(result, f"the name says {candidate.name} but the content is not: {exc}")
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the worker must get a verdict, never a crash
+            result = failed(candidate.name, version, f"{candidate.name} scanner failure: {type(exc).__name__}: {exc}")
+            result.details["trace"] = traceback.format_exc(limit=5)
+        break
+    if chosen is None or result is None:
+        return _no_format(version, name)
+    if chosen is by_content and by_name is not None and by_name is not chosen:
+        # Loaders go by the name: content of another format under it is a disguise or a broken file.
+        _flag(result, f"the name says {by_name.name} but the content is {chosen.name}")
+    result.scanner, result.scanner_version = SCANNER_NAME, version
+    result.details["scanner"] = f"{chosen.name}-{chosen.version}"
+    result.details["file"] = name
+    return result
+
+
+def _no_format(version: str, name: str) -> ScanResult:
+    return ScanResult(SCANNER_NAME, version, Verdict.SAFE, "safe: not a model format the format scanners read",
+                      {"format": None, "findings": [], "file": name})
+
+
+def _flag(result: ScanResult, message: str) -> None:
+    if result.verdict.rank < Verdict.SUSPICIOUS.rank:
+        result.verdict = Verdict.SUSPICIOUS
+        result.summary = f"suspicious: {message}"
+    result.details.setdefault("findings", []).append({"level": "suspicious", "location": "", "message": message})
+
+
+def scan_source(source: Path | bytes, name: str, spool_dir: str | None = None) -> ScanResult:
+    """One scan of a file or of bytes: what a scan process runs (bastion.scanning.isolation). Bytes (a git
+    blob) are written to a temporary file first: the format parsers read files."""
+    if isinstance(source, Path):
+        return scan_path(source, name)
+    fd, tmp = tempfile.mkstemp(prefix="bastion-format-", dir=spool_dir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(source)
+        return scan_path(Path(tmp), name or "")
+    finally:
+        os.unlink(tmp)
