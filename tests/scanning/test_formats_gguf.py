@@ -95,6 +95,14 @@ def test_benign_template_constructs_raise_nothing() -> None:
     assert jinja_templates.check_template(template) == []
 
 
+def test_names_the_template_binds_itself_are_its_own_variables() -> None:
+    template = ("{% set config = {'sep': ', '} %}{{ config.sep }}"
+                "{% for g in groups %}{{ g.name }}{% endfor %}{% macro m(self) %}{{ self.x }}{% endmacro %}")
+    assert jinja_templates.check_template(template) == []
+    # ... while the host's globals of those names are probes.
+    assert jinja_templates.check_template("{{ g.x }}")[0].unsafe
+
+
 def _hand_built(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "h.gguf"
     path.write_bytes(data)
@@ -132,7 +140,43 @@ def test_tensor_data_past_the_end_is_suspicious(tmp_path: Path) -> None:
     path.write_bytes(data[: int(last.data_offset) + 4])  # the last tensor's bytes are cut short
     result = model_formats.scan_path(path)
     assert result.verdict is Verdict.SUSPICIOUS, result.details
-    assert "the gguf reader refuses the file" in _messages(result)[0]
+    assert "runs past the end of the file" in _messages(result)[0]
+
+
+def _tensor(name: bytes, elements: int, kind: int = 0, offset: int = 0) -> bytes:
+    return gguf_string(name) + struct.pack("<IQIQ", 1, elements, kind, offset)
+
+
+def _with_data(header: bytes, data: bytes) -> bytes:
+    return header + bytes(-len(header) % 32) + data
+
+
+@pytest.mark.parametrize(("tensors", "data", "expected"), [
+    ([_tensor(b"a", 4), _tensor(b"b", 4, offset=0)], bytes(16), "data overlaps tensor 'a'"),
+    ([_tensor(b"a", 4, kind=99)], bytes(16), "unknown type 99"),
+    ([_tensor(b"a", 4)], bytes(8), "runs past the end of the file"),
+    ([_tensor(b"a", 4, offset=8)], bytes(32), "not aligned to 32"),
+    ([_tensor(b"a", 33, kind=2)], bytes(64), "not whole blocks of 32"),  # Q4_0
+])
+def test_tensor_data_problems_are_suspicious(tmp_path: Path, tensors: list[bytes], data: bytes,
+                                             expected: str) -> None:
+    raw = _with_data(gguf_bytes([], n_tensors=len(tensors), tensors=b"".join(tensors)), data)
+    result = model_formats.scan_path(_hand_built(tmp_path, raw))
+    assert result.verdict is Verdict.SUSPICIOUS, result.details
+    assert any(expected in m for m in _messages(result)), _messages(result)
+
+
+def test_a_template_is_judged_even_when_tensor_data_is_broken(tmp_path: Path) -> None:
+    kv = [("tokenizer.chat_template", STRING, gguf_string(b"{{ x.__class__ }}"))]
+    raw = _with_data(gguf_bytes(kv, n_tensors=1, tensors=_tensor(b"a", 4)), bytes(4))
+    result = model_formats.scan_path(_hand_built(tmp_path, raw))
+    assert result.verdict is Verdict.UNSAFE, result.details
+
+
+def test_hand_built_tensors_in_place_are_valid(tmp_path: Path) -> None:
+    raw = _with_data(gguf_bytes([], n_tensors=2, tensors=_tensor(b"a", 4) + _tensor(b"b", 4, offset=32)), bytes(48))
+    result = model_formats.scan_path(_hand_built(tmp_path, raw))
+    assert result.verdict is Verdict.SAFE, result.details
 
 
 def test_a_hand_built_header_without_tensors_is_valid(tmp_path: Path) -> None:

@@ -101,6 +101,18 @@ def test_escaping_external_data_in_a_local_function_is_found(tmp_path: Path) -> 
     assert result.details["customDomains"] == []
 
 
+def test_escaping_external_data_in_a_training_graph_is_found(tmp_path: Path) -> None:
+    init = helper.make_graph([], "init", [], [helper.make_tensor_value_info("w", TensorProto.FLOAT, [2])],
+                             initializer=[_external("w", "../../../../home/user/.aws/credentials")])
+    algo = helper.make_graph([helper.make_node("Identity", ["x"], ["z"])], "algo", [],
+                             [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])])
+    model = _model([helper.make_node("Identity", ["x"], ["y"])])
+    model.training_info.append(helper.make_training_info(algo, [], init, []))
+    result = model_formats.scan_path(_save(tmp_path, model))
+    assert result.verdict is Verdict.UNSAFE, result.details
+    assert result.details["findings"][0]["location"] == "training_info[0]/initialization/initializer w"
+
+
 def test_a_custom_operator_domain_is_suspicious(tmp_path: Path) -> None:
     model = _model([helper.make_node("Backdoor", ["x"], ["y"], domain="com.attacker.ops")],
                    opsets=(("", 17), ("com.attacker.ops", 1)))

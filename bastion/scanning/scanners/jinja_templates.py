@@ -88,6 +88,9 @@ class _Walk:
         all_nodes = list(_bounded(tree))
         if len(all_nodes) >= MAX_NODES:
             self.add(False, f"template has more than {MAX_NODES} syntax nodes: not examined whole")
+        # A name the template binds itself ({% for g in ... %}, {% set config = ... %}, a macro's
+        # argument) is its own variable, not the host's global of that name.
+        self.bound = {n.name for n in all_nodes if isinstance(n, nodes.Name) and n.ctx in ("store", "param")}
         for node in all_nodes:
             if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name):
                 folded = self.fold(node.node)
@@ -163,13 +166,13 @@ class _Walk:
             self.add(True, "{% import %}: loads another template into this one")
         elif isinstance(node, nodes.Include | nodes.Extends):
             self.add(False, f"{{% {type(node).__name__.lower()} %}}: reads another template")
-        elif isinstance(node, nodes.Name) and node.ctx == "load" and node.name in NEVER_USED:
+        elif isinstance(node, nodes.Name) and node.ctx == "load" and node.name in NEVER_USED - self.bound:
             self.add(False, f"names the global {node.name!r}, which no chat template needs (a known gadget)")
         elif isinstance(node, nodes.Const) and isinstance(node.value, str) and _DUNDER_PIECE.search(node.value):
             self.add(False, f"string constant {node.value[:40]!r} holds a piece of a dunder name")
 
     def attribute(self, name: str, base: nodes.Node | None, how: str) -> None:
-        on = f" of {base.name!r}" if isinstance(base, nodes.Name) and base.name in GADGETS else ""
+        on = f" of {base.name!r}" if isinstance(base, nodes.Name) and base.name in GADGETS - self.bound else ""
         if _DUNDER.match(name) or (name.startswith("__") and len(name) > 2):
             self.add(True, f"{how} to {name!r}{on}: reaches Python internals (template injection)")
         elif name in ESCAPE_ATTRIBUTES:

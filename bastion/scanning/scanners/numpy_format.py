@@ -65,7 +65,7 @@ def _array(buf: Any, lo: int, hi: int, stored: int, where: str, report: FormatRe
     except ValueError as exc:
         report.suspicious(where, f"malformed .npy header: {exc}")
         return
-    problem, expected = _check_header(buf, lo, header)
+    problem, expected = _check_header(header)
     if problem:
         report.suspicious(where, problem)
         return
@@ -93,17 +93,12 @@ def _array(buf: Any, lo: int, hi: int, stored: int, where: str, report: FormatRe
                         "imports": verdict.details.get("imports", [])[:50]})
 
 
-def _check_header(buf: Any, lo: int, header: NpyHeader) -> tuple[str | None, int | None]:
+def _check_header(header: NpyHeader) -> tuple[str | None, int | None]:
     """What is wrong with a parsed header, and how many data bytes it needs (None for object arrays)."""
-    import ast
-
     import numpy as np
     from numpy.lib import format as npformat
 
-    major = buf[lo + 6]
-    width = 2 if major == 1 else 4
-    text = bytes(buf[lo + 8 + width : header.data_offset]).decode("utf-8" if major == 3 else "latin-1")
-    fields = ast.literal_eval(text)  # parsed once already by parse_npy_header; a literal, never evaluated
+    fields = header.fields or {}
     if set(fields) != {"descr", "fortran_order", "shape"}:
         return f"header keys {sorted(map(str, fields))} are not numpy's (descr, fortran_order, shape)", None
     shape = fields["shape"]

@@ -1,10 +1,11 @@
 """The ONNX scanner: external data that points outside the model's folder, and operators from custom domains.
 
-The model is read with the `onnx` package (`onnx.load(..., load_external_data=False)`: the protobuf only,
-no external file is opened) and never run. Every tensor that can carry external data is checked
-(initializers, sparse initializers, tensor attributes of nodes, in the main graph, in every subgraph
-of If/Loop/Scan and in model-local functions): an absolute location or one that climbs out of the
-model's folder (`..`) makes a loader read any file on the machine into the model (`unsafe`).
+The model is read with the `onnx` package (its ModelProto parsed as `onnx.load(...,
+load_external_data=False)` does: the protobuf only, no external file is opened) and never run. Every
+tensor that can carry external data is checked (initializers, sparse initializers, tensor attributes
+of nodes, in the main graph, in every subgraph of If/Loop/Scan, in training graphs and in model-local
+functions): an absolute location or one that climbs out of the model's folder (`..`) makes a loader
+read any file on the machine into the model (`unsafe`).
 
 Operator domains: the ONNX standard's (`''`/`ai.onnx`, `ai.onnx.ml`, `ai.onnx.training`,
 `ai.onnx.preview.training`) and `com.microsoft` (ONNX Runtime's contrib operators, built into every
@@ -15,6 +16,7 @@ model -- native code the file asks for -- so the file is `suspicious` with the d
 
 from __future__ import annotations
 
+import mmap
 import ntpath
 import posixpath
 from pathlib import Path
@@ -49,8 +51,16 @@ def scan_path(path: Path) -> ScanResult:
     import onnx
     from google.protobuf.message import DecodeError
 
+    if size == 0:
+        raise NotThisFormat("empty file")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        # What onnx.load(path, load_external_data=False) does (parse the protobuf, open no other file),
+        # from a read-only map of the file instead of a copy: the scan's memory limit counts only the
+        # parsed model, so a model twice as large fits.
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            model = onnx.ModelProto()
+            with memoryview(buf) as view:
+                model.ParseFromString(view)
     except (DecodeError, ValueError, RuntimeError, TypeError) as exc:
         raise NotThisFormat(f"not a readable ONNX model: {type(exc).__name__}: {exc}") from None
     if not model.HasField("graph") or not model.opset_import:
@@ -73,6 +83,10 @@ class _Walk:
         for opset in model.opset_import:
             self.domain(opset.domain, "opset_import")
         stack: list[tuple[Any, str]] = [(model.graph, "graph")]
+        for i, training in enumerate(model.training_info):
+            # Training graphs carry initializers and nodes of their own.
+            stack += [(training.initialization, f"training_info[{i}]/initialization"),
+                      (training.algorithm, f"training_info[{i}]/algorithm")]
         for function in model.functions:
             for opset in function.opset_import:
                 self.domain(opset.domain, f"function {function.domain}.{function.name}")
@@ -96,6 +110,10 @@ class _Walk:
                         self.tensor(attr.t, f"{at}/{attr.name}")
                     for t in attr.tensors:
                         self.tensor(t, f"{at}/{attr.name}")
+                    sparse = [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
+                    for st in [*sparse, *attr.sparse_tensors]:
+                        self.tensor(st.values, f"{at}/{attr.name}")
+                        self.tensor(st.indices, f"{at}/{attr.name}")
                     if attr.HasField("g"):
                         stack.append((attr.g, f"{at}/{attr.name}"))
                     stack.extend((g, f"{at}/{attr.name}") for g in attr.graphs)

@@ -238,6 +238,7 @@ class NpyHeader:
     data_offset: int
     has_object: bool
     descr: Any
+    fields: dict[Any, Any] | None = None  # the whole header literal
 
 
 def parse_npy_header(buf: Any, start: int, end: int) -> NpyHeader:
@@ -262,7 +263,7 @@ def parse_npy_header(buf: Any, start: int, end: int) -> NpyHeader:
         raise ValueError(f"unreadable .npy header: {exc}") from exc
     if not isinstance(header, dict) or "descr" not in header:
         raise ValueError(".npy header without descr")
-    return NpyHeader(hstart + hlen, _descr_has_object(header["descr"]), header["descr"])
+    return NpyHeader(hstart + hlen, _descr_has_object(header["descr"]), header["descr"], header)
 
 
 def _descr_has_object(descr: Any) -> bool:
