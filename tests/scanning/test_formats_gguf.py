@@ -9,7 +9,14 @@ import pytest
 
 from bastion.scanning.results import Verdict
 from bastion.scanning.scanners import jinja_templates, model_formats
-from tests.scanning.format_samples import BENIGN_TEMPLATE, gguf_bytes, gguf_file, gguf_string
+from tests.scanning.format_samples import (
+    BENIGN_TEMPLATE,
+    LLAMA_STYLE_TEMPLATE,
+    QWEN_STYLE_TEMPLATE,
+    gguf_bytes,
+    gguf_file,
+    gguf_string,
+)
 
 STRING, ARRAY, UINT32 = 8, 9, 4
 
@@ -18,8 +25,9 @@ def _messages(result) -> list[str]:  # type: ignore[no-untyped-def]
     return [f["message"] for f in result.details["findings"]]
 
 
-def test_a_model_with_a_real_world_chat_template_is_safe(tmp_path: Path) -> None:
-    result = model_formats.scan_path(gguf_file(tmp_path / "tiny.gguf"))
+@pytest.mark.parametrize("template", [BENIGN_TEMPLATE, LLAMA_STYLE_TEMPLATE, QWEN_STYLE_TEMPLATE])
+def test_a_model_with_a_real_world_chat_template_is_safe(tmp_path: Path, template: str) -> None:
+    result = model_formats.scan_path(gguf_file(tmp_path / "tiny.gguf", template))
     assert result.verdict is Verdict.SAFE, result.details
     assert result.details["format"] == "gguf" and result.details["version"] == 3
     assert result.details["tensors"] == 2 and result.details["chatTemplates"] == ["tokenizer.chat_template"]
