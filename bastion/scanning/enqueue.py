@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 import pygit2
-from sqlalchemy import bindparam, insert, or_, select
+from sqlalchemy import and_, bindparam, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -163,7 +163,8 @@ post_commit_hooks.append(on_commit)
 
 
 def rescan_outdated(hub: Hub, limit: int = 10_000) -> int:
-    """Queue scans for blobs whose newest verdict came from an older scanner or signature version.
+    """Queue scans for blobs whose newest verdict came from an older scanner or signature version, and
+    for blobs other scanners scanned that an enabled scanner never did (it was enabled later).
 
     Safe to run from every worker at once: a blob that already has a job for the current version, or
     a pending job of any version (it will be scanned, and labelled, with the version current then), is
@@ -183,9 +184,12 @@ def rescan_outdated(hub: Hub, limit: int = 10_000) -> int:
             other = aliased(ScanJob)
             handled = select(other.blob_key).where(other.scanner == name, or_(
                 other.scanner_version == version, other.state != "done"))
-            stale = session.execute(select(ScanJob).where(
-                ScanJob.scanner == name, ScanJob.scanner_version != version, ScanJob.blob_key.not_in(done),
-                ScanJob.blob_key.not_in(handled))
+            ever = select(other.blob_key).where(other.scanner == name)
+            stale = session.execute(select(ScanJob).where(ScanJob.blob_key.not_in(done), or_(
+                and_(ScanJob.scanner == name, ScanJob.scanner_version != version, ScanJob.blob_key.not_in(handled)),
+                # A scanner enabled after these blobs were scanned by the others (the format scanner on
+                # an upgraded instance): without a job of its own, their status would stay unscanned.
+                and_(ScanJob.scanner != name, ScanJob.blob_key.not_in(ever))))
                 .order_by(ScanJob.id).limit(limit)).scalars()
             seen: set[str] = set()
             job_ids: list[int] = []

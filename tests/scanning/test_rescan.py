@@ -55,6 +55,40 @@ def test_version_change_queues_rescan_and_keeps_history(hub: Hub, monkeypatch: p
     assert enqueue.rescan_outdated(hub) == 0
 
 
+def test_a_scanner_enabled_later_scans_what_the_others_scanned(tmp_path: Path) -> None:
+    """An instance upgraded to a new scanner (the format scanner): the sweeper queues it for every blob
+    the other scanners judged, so no old file stays unscanned."""
+    before = Hub.open(Settings(data_dir=tmp_path, clamd_address=f"unix://{tmp_path}/none.sock", scanners=["pickle"]))
+    try:
+        with transaction(before.sessions) as s:
+            user = accounts.create_user(s, "uma", "uma@example.com")
+            repo = service.create_repo(before, s, user, service.namespace_ref(s, "uma"), "m", "model", False)
+        with transaction(before.sessions) as s:
+            commit.create_commit(before, s, s.get(type(repo), repo.id), user, "main",
+                                 [commit.AddFile("a.npy", b"\x93NUMPY\x01\x00\x02\x00{}")], "a")
+        assert len(_run_all(before)) == 2
+    finally:
+        before.close()
+    after = Hub.open(Settings(data_dir=tmp_path, clamd_address=f"unix://{tmp_path}/none.sock",
+                              scanners=["pickle", "format"]))
+    try:
+        with transaction(after.sessions) as s:
+            keys = set(s.scalars(sa.select(ScanResultRow.blob_key)))
+            assert {verdicts.file_status(after, s, k)["formatScan"]["status"] for k in keys} == {"unscanned"}
+        assert enqueue.rescan_outdated(after) == len(keys)  # .gitattributes and a.npy, for the format scanner
+        assert enqueue.rescan_outdated(after) == 0  # queued once
+        _run_all(after)
+        with transaction(after.sessions) as s:
+            statuses = {k: verdicts.file_status(after, s, k) for k in keys}
+        formats = sorted(str(st["formatScan"]["format"]) for st in statuses.values())
+        assert formats == ["None", "npy"]
+        npy = next(st for st in statuses.values() if st["formatScan"]["format"] == "npy")
+        assert npy["formatScan"]["status"] == "suspicious" and npy["status"] == "suspicious"
+        assert enqueue.rescan_outdated(after) == 0
+    finally:
+        after.close()
+
+
 def test_scanner_crash_becomes_retry_then_error_never_safe(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     with transaction(hub.sessions) as s:
         user = accounts.create_user(s, "sam", "sam@example.com")
