@@ -162,6 +162,7 @@ class WalkHooks:
     on_anomaly: Callable[[str, int], None]
     persistent_ids: list[Any] = field(default_factory=list)  # what persistent_load would receive
     notes: list[str] = field(default_factory=list)
+    on_build: Callable[[Any, Any], None] | None = None  # BUILD: the object and the state it is given
 
     def note(self, message: str) -> None:
         if len(self.notes) < MAX_NOTES:
@@ -195,7 +196,7 @@ def _utf8(raw: Any, offset: int) -> str:
         raise WalkError(f"invalid UTF-8 in string: {exc.reason}", offset) from None
 
 
-def _class_of(obj: Any) -> tuple[str, str] | None:
+def class_of(obj: Any) -> tuple[str, str] | None:
     """The class a symbolic object was instantiated from, as isinstance() would see it."""
     if not isinstance(obj, Call):
         return None
@@ -735,9 +736,11 @@ class PickleWalker:
                 # Real objects are built from instances; BUILD on an imported class or function
                 # sets attributes on shared code, which no benign pickle does.
                 self.hooks.on_anomaly("BUILD sets attributes on an imported object", offset)
+            if self.hooks.on_build is not None:
+                self.hooks.on_build(obj, state)
             if isinstance(obj, Call):
                 obj.state = state
-                if _class_of(obj) == _JOBLIB_WRAPPER:
+                if class_of(obj) == _JOBLIB_WRAPPER:
                     self._joblib_payload(obj, offset)
         elif op in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
             size = {0x82: 1, 0x83: 2, 0x84: 4}[op]
