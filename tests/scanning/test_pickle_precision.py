@@ -97,6 +97,17 @@ def test_any_callable_that_is_not_a_data_constructor_makes_the_bytes_run_on_load
     assert own_imports(result)[("os", "system")] == "dangerous"
 
 
+def test_bytes_handed_to_a_computed_callable_run_on_load(scanner: PickleScanner) -> None:
+    # getattr(OrderedDict, "fromkeys")(b"..."): the callable is computed at load time, not imported,
+    # so nothing says it leaves the bytes alone.
+    data = (pc.proto(3) + pc.glob("builtins", "getattr") + pc.glob("collections", "OrderedDict")
+            + pc.uni("fromkeys") + b"\x86R" + pc.binbytes(OS_SYSTEM) + b"\x85R.")
+    result = scanner.scan_bytes(data)
+    assert result.verdict is Verdict.UNSAFE
+    assert own_imports(result)[("os", "system")] == "dangerous"
+    assert result.details["carried"] == []
+
+
 def test_bytes_given_to_a_data_constructor_stay_data(scanner: PickleScanner) -> None:
     # bytearray(b"...") and OrderedDict's state hold bytes without unpickling them.
     data = (pc.proto(3) + pc.glob("collections", "OrderedDict") + b")R" + b"}" + pc.uni("k")

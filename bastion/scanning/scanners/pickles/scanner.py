@@ -167,13 +167,15 @@ class _Scan:
         self.loader_calls = 0
         self.loader_unverified = False
         self.formats: list[str] = []
-        # Pickles carried as data: the record being filled (None: findings run on load) and the
-        # records by id() of their bytes, until the walk hands those bytes to a callable.
+        # Pickles carried as data: the bytes being examined as such (None: findings run on load), their
+        # record (made on their first import), and the records by id() of their bytes, until the walk
+        # that pushed those bytes ends or hands them to a callable.
+        self.carrying: tuple[str, Any] | None = None
         self.carrier: _Carried | None = None
         self.carried: dict[int, _Carried] = {}
         self.carried_flagged: list[_Carried] = []
         self.carried_more = 0
-        self.safety_cache: dict[tuple[Any, Any], ImportSafety] = {}
+        self.classified: dict[tuple[str, str], Classification] = {}
 
     # -- recording -------------------------------------------------------------------------------
     def problem(self, level: Verdict, where: str, message: str) -> None:
@@ -185,12 +187,12 @@ class _Scan:
                    count: int = 1) -> None:
         mod = module if isinstance(module, str) else f"<computed {type(module).__name__}>"
         nm = name if isinstance(name, str) else f"<computed {type(name).__name__}>"
-        target = self.imports if self.carrier is None else self.carrier.imports
+        target = self._target()
         rec = target.get((mod, nm))
         if rec is None:
             if len(target) >= self.limits.max_imports:
                 raise WalkError(f"more than {self.limits.max_imports} distinct imports", 0, limit=True)
-            c = classify(module, name)
+            c = self._classify(module, name)
             if opcode == "EXT":
                 c = Classification(ImportSafety.SUSPICIOUS, "EXT opcode: imports whatever the loading process "
                                    "registered under this code with copyreg.add_extension")
@@ -202,6 +204,25 @@ class _Scan:
         if rec.safety is not ImportSafety.INNOCUOUS:
             self.flags += count
 
+    def _classify(self, module: Any, name: Any) -> Classification:
+        """classify(), remembered per scan: carried pickles record the same imports over and over."""
+        if not (isinstance(module, str) and isinstance(name, str)):
+            return classify(module, name)
+        c = self.classified.get((module, name))
+        if c is None:
+            c = classify(module, name)
+            if len(self.classified) < self.limits.max_imports:
+                self.classified[(module, name)] = c
+        return c
+
+    def _target(self) -> dict[tuple[str, str], _Import]:
+        """Where an import found now is recorded: the file's own, or the carried pickle's record."""
+        if self.carrying is None:
+            return self.imports
+        if self.carrier is None:
+            self.carrier = _Carried(*self.carrying)
+        return self.carrier.imports
+
     def note(self, message: str) -> None:
         if len(self.notes) < MAX_NOTES:
             self.notes.append(message)
@@ -212,8 +233,7 @@ class _Scan:
             c = classify(module, name)
             if c.safety is ImportSafety.DANGEROUS:
                 safety, reason = c.safety, f"{reason}; {c.reason}"
-        target = self.imports if self.carrier is None else self.carrier.imports
-        rec = target.setdefault((module, name), _Import(module, name, safety, reason))
+        rec = self._target().setdefault((module, name), _Import(module, name, safety, reason))
         rec.count += 1
         if len(rec.locations) < 20:
             rec.locations.append(where)
@@ -334,15 +354,16 @@ class _Scan:
                 raise WalkError(f"not a pickle: {message}", offset)
             self.problem(Verdict.SUSPICIOUS, f"{where}@{offset}", message)
 
-        def on_build(obj: Any, state: Any) -> None:
-            # BUILD hands the state to the object's __setstate__; a class that is not a known data
-            # constructor may unpickle bytes found there.
+        def on_handover(receiver: Any, value: Any) -> None:
+            # BUILD hands a state to the object's __setstate__, a computed callable gets its arguments:
+            # unless that is a known data constructor, it may unpickle bytes found there.
             if self.carried:
-                cls = class_of(obj)
+                cls = class_of(receiver)
                 if cls is None or not self._innocuous(Global(cls[0], cls[1], 0)):
-                    self._promote_reachable(state)
+                    self._promote_reachable(value)
 
-        hooks = WalkHooks(on_import, on_bytes, on_call, on_nested, on_anomaly, notes=self.notes, on_build=on_build)
+        hooks = WalkHooks(on_import, on_bytes, on_call, on_nested, on_anomaly, notes=self.notes,
+                          on_handover=on_handover)
         return hooks, pending
 
     def _walk(
@@ -386,19 +407,19 @@ class _Scan:
         flags, pickles = self.flags, self.pickles
         # Bytes a loader is called on (force) run on load; any other bytes are data until the walk
         # hands them to a callable (see _promote_reachable).
-        record = _Carried(where, data) if not force and self.carrier is None else None
-        if record is not None:
-            self.carrier = record
+        carried = not force and self.carrying is None
+        if carried:
+            self.carrying = (where, data)
         try:
             if isinstance(data, BytesRef):
                 self.examine(data.buf, data.lo, data.hi, f"{where}!bytes", depth + 1, lenient=True)
             else:
                 self.examine(data, 0, len(data), f"{where}!bytes", depth + 1, lenient=True)
         finally:
-            if record is not None:
-                self.carrier = None
-        if record is not None and record.imports:
-            self._keep_carried(record)
+            if carried:
+                record, self.carrying, self.carrier = self.carrier, None, None
+                if record is not None:
+                    self._keep_carried(record)
         clean = self.flags == flags and self.pickles > pickles
         if len(self.probed) >= 10_000:
             self.probed.clear()
@@ -432,7 +453,7 @@ class _Scan:
         if record.promoted:
             return
         record.promoted = True
-        target = self.imports if self.carrier is None else self.carrier.imports
+        target = self._target()
         for key, rec in record.imports.items():
             if key in target:
                 target[key].merge(rec)
@@ -443,15 +464,7 @@ class _Scan:
 
     def _innocuous(self, func: Any) -> bool:
         """True when `func` is a Global on the allowlist (a data constructor that unpickles nothing)."""
-        if not isinstance(func, Global):
-            return False
-        key = (func.module, func.name)
-        safety = self.safety_cache.get(key)
-        if safety is None:
-            safety = classify(func.module, func.name).safety
-            if len(self.safety_cache) < self.limits.max_imports:
-                self.safety_cache[key] = safety
-        return safety is ImportSafety.INNOCUOUS
+        return isinstance(func, Global) and self._classify(func.module, func.name).safety is ImportSafety.INNOCUOUS
 
     def _promote_reachable(self, value: Any) -> None:
         """Promote every carried record whose bytes are reachable from `value` (a call's arguments or a

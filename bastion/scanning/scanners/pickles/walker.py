@@ -162,7 +162,9 @@ class WalkHooks:
     on_anomaly: Callable[[str, int], None]
     persistent_ids: list[Any] = field(default_factory=list)  # what persistent_load would receive
     notes: list[str] = field(default_factory=list)
-    on_build: Callable[[Any, Any], None] | None = None  # BUILD: the object and the state it is given
+    # A value handed to code the walker cannot see: BUILD's state given to an object's __setstate__,
+    # or the arguments of a call of a computed callable (not an imported global).
+    on_handover: Callable[[Any, Any], None] | None = None
 
     def note(self, message: str) -> None:
         if len(self.notes) < MAX_NOTES:
@@ -342,6 +344,8 @@ class PickleWalker:
             if isinstance(value, bytes):
                 self.budget.hold(len(value), offset)
                 self.hooks.on_bytes(value, offset)
+        elif self.hooks.on_handover is not None:
+            self.hooks.on_handover(func, args)
         return Call(func, args, value)
 
     @staticmethod
@@ -736,8 +740,8 @@ class PickleWalker:
                 # Real objects are built from instances; BUILD on an imported class or function
                 # sets attributes on shared code, which no benign pickle does.
                 self.hooks.on_anomaly("BUILD sets attributes on an imported object", offset)
-            if self.hooks.on_build is not None:
-                self.hooks.on_build(obj, state)
+            if self.hooks.on_handover is not None:
+                self.hooks.on_handover(obj, state)
             if isinstance(obj, Call):
                 obj.state = state
                 if class_of(obj) == _JOBLIB_WRAPPER:
