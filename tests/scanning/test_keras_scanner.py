@@ -201,6 +201,21 @@ def test_bytecode_hidden_outside_a_lambda_is_unsafe() -> None:
     assert [(f.level, f.kind) for f in found] == [(Verdict.UNSAFE, "bytecode")]
 
 
+def test_ordinary_base64_is_not_taken_for_bytecode() -> None:
+    rng = np.random.default_rng(7)
+    strings = [base64.b64encode(rng.bytes(48)).decode() for _ in range(2000)]
+    strings += ["Yolo detection head, layer 12", "Y" * 40, base64.b64encode(b"c" + b"\xff" * 30).decode()]
+    assert config_findings({"class_name": "Dense", "config": {"notes": strings}}, "config.json") == []
+
+
+@pytest.mark.parametrize("module,name,verdict", [("tensorflow.io", "write_file", Verdict.UNSAFE),
+                                                 ("tensorflow", "py_function", Verdict.UNSAFE),
+                                                 ("tensorflow.math", "add", Verdict.SUSPICIOUS)])
+def test_tensorflow_objects_are_judged_by_what_they_do(module: str, name: str, verdict: Verdict) -> None:
+    found = config_findings(obj(module, "function", name, "function"), "config.json")
+    assert [f.level for f in found] == [verdict]
+
+
 def test_every_config_json_is_read_even_a_duplicate(scanner: KerasScanner) -> None:
     evil = sequential(obj("keras.layers", "Lambda", {"name": "x", "function": obj(
         "builtins", "__lambda__", {"code": LAMBDA_CODE})}))

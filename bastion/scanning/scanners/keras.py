@@ -54,7 +54,7 @@ _TF_OP_DANGEROUS = frozenset({
     "print", "Print", "saved_model", "summary", "debugging", "data", "distribute", "tpu", "lite", "keras",
     "train", "system", "sysconfig",
 })
-_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]{24,}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 _MAX_NODES = 1_000_000
 _MAX_FINDINGS = 200
 
@@ -74,14 +74,15 @@ class Finding:
 
 def _looks_marshalled(text: str) -> bool:
     """True when `text` is base64 of a marshalled code object (how Keras stores a lambda's bytecode)."""
-    if len(text) < 24 or not _BASE64.fullmatch(text[:4096]):
+    if len(text) < 24 or text[0] not in "Y4" or not _BASE64.fullmatch(text[:4096] if len(text) > 4096 else text):
         return False
     try:
-        head = base64.b64decode(text.strip()[:16] + "=" * (-len(text.strip()[:16]) % 4), validate=False)
+        head = base64.b64decode(text[:24], validate=True)
     except (binascii.Error, ValueError):
         return False
-    # marshal TYPE_CODE is "c" (0x63), with the FLAG_REF bit 0xE3.
-    return bool(head) and head[0] in (0x63, 0xE3)
+    # marshal's TYPE_CODE is "c" (0x63), 0xE3 with the FLAG_REF bit; then argcount and
+    # posonlyargcount as little-endian int32s, which are small in any real function.
+    return head[0] in (0x63, 0xE3) and head[2:5] == b"\0\0\0" and head[6:9] == b"\0\0\0"
 
 
 def _object_name(node: dict[str, Any]) -> tuple[str | None, str]:
@@ -106,6 +107,13 @@ def _judge_object(module: str | None, name: str, registered: Any) -> tuple[Verdi
         return None
     if _KERAS_OWN.match(module):
         return None
+    if module == "tensorflow" or module.startswith("tensorflow."):
+        # The pickle policy calls any TensorFlow import dangerous; in a Keras config a TensorFlow
+        # function is judged like a TFOpLambda's.
+        if {*module.split("."), *name.split(".")} & _TF_OP_DANGEROUS:
+            return Verdict.UNSAFE, "tf-op", f"{module}.{name} reads or writes files, runs Python or reaches outside"
+        return (Verdict.SUSPICIOUS, "custom-object",
+                f"TensorFlow object {module}.{name} is imported when the model loads")
     c = classify(module, name)
     if c.safety is ImportSafety.DANGEROUS:
         return Verdict.UNSAFE, "custom-object", f"imports {module}.{name} when the model loads: {c.reason}"
