@@ -805,6 +805,8 @@ class _Scan:
         imports = sorted(self.imports.values(), key=lambda r: (-_RANK[r.safety], r.module, r.name))
         highest = max((r.safety for r in imports), key=_RANK.__getitem__, default=None)
         verdicts = [Verdict(p["level"]) for p in self.problems]
+        if carried or self.carried_more:
+            verdicts.append(Verdict.SUSPICIOUS)  # even when the problem list was already full
         if highest is ImportSafety.DANGEROUS:
             verdicts.append(Verdict.UNSAFE)
         elif highest is ImportSafety.SUSPICIOUS:
