@@ -107,6 +107,7 @@ class _Wire:
 
     def fields_of(self, lo: int, hi: int) -> Any:
         """(field number, wire type, value): an int for varints and fixed, (start, end) for bytes."""
+        buf = self.buf
         pos = lo
         while pos < hi:
             self.fields += 1
@@ -114,7 +115,11 @@ class _Wire:
                 raise ProtoError(f"more than {self.max_fields} protobuf fields", limit=True)
             if not self.fields & 0xFFF and time.monotonic() > self.deadline:
                 raise ProtoError("time limit exceeded", limit=True)
-            key, pos = self.varint(pos, hi)
+            key = buf[pos]  # one-byte varints first: field numbers under 16, lengths under 128
+            if key < 0x80:
+                pos += 1
+            else:
+                key, pos = self.varint(pos, hi)
             number, wire = key >> 3, key & 7
             if number == 0:
                 raise ProtoError(f"field number 0 at offset {pos}")
@@ -122,7 +127,11 @@ class _Wire:
                 value, pos = self.varint(pos, hi)
                 yield number, wire, value
             elif wire == 2:
-                n, pos = self.varint(pos, hi)
+                n = buf[pos] if pos < hi else 0x80
+                if n < 0x80:
+                    pos += 1
+                else:
+                    n, pos = self.varint(pos, hi)
                 if pos + n > hi:
                     raise ProtoError(f"length-delimited field runs past its message at offset {pos}")
                 yield number, wire, (pos, pos + n)
@@ -217,7 +226,7 @@ class _Scan:
     def node(self, lo: int, hi: int, where: str, function: str | None) -> None:
         self.nodes += 1
         name = op = ""
-        attrs: dict[str, tuple[int, int]] = {}
+        entries: list[tuple[int, int]] = []
         for number, wire, value in self.wire.fields_of(lo, hi):
             if wire != 2:
                 continue
@@ -225,17 +234,21 @@ class _Scan:
                 name = self.wire.text(value)
             elif number == 2:
                 op = self.wire.text(value)
-            elif number == 5:  # NodeDef.attr: map entries of key (1) and AttrValue (2)
+            elif number == 5:  # NodeDef.attr: map entries, read only for the ops whose attrs are judged
+                entries.append(value)
+        if not op:
+            return
+        attrs: dict[str, tuple[int, int]] = {}
+        if op == "PrintV2":
+            for entry in entries:
                 key, attr = "", None
-                for n2, w2, v2 in self.wire.fields_of(*value):
+                for n2, w2, v2 in self.wire.fields_of(*entry):
                     if n2 == 1 and w2 == 2:
                         key = self.wire.text(v2)
                     elif n2 == 2 and w2 == 2:
                         attr = v2
-                if attr is not None and key in ("output_stream", "memory_region_name"):
+                if attr is not None and key == "output_stream":
                     attrs[key] = attr
-        if not op:
-            return
         if len(self.ops) < 10_000 or op in self.ops:
             self.ops[op] = self.ops.get(op, 0) + 1
         self.judge(op, name, f"{where}:{name}", function, attrs)
