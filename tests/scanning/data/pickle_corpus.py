@@ -342,7 +342,25 @@ def corpus() -> list[Sample]:
         Sample("nested", "load-from-bytes", proto(2) + glob("torch.storage", "_load_from_bytes")
                + binbytes(legacy_torch(inner)) + b"\x85R.", "unsafe",
                (("torch.storage", "_load_from_bytes"), ("os", "system"))),
-        Sample("nested", "inert-bytes-holding-pickle", proto(3) + b"]" + binbytes(inner) + b"a.", "unsafe", os_sys),
+        # Bytes handed to a class that is not a known data constructor (its constructor or
+        # __setstate__ may unpickle them), through the memo, or through bytearray() first.
+        Sample("nested", "bytes-to-custom-class", proto(3) + glob("mypkg.models", "Wrapper") + binbytes(inner)
+               + b"\x85R.", "unsafe", (("mypkg.models", "Wrapper"), ("os", "system"))),
+        Sample("nested", "bytes-to-custom-setstate", proto(3) + glob("mypkg.models", "Wrapper") + b")\x81"
+               + b"}" + uni("blob") + binbytes(inner) + b"sb.", "unsafe", (("mypkg.models", "Wrapper"), ("os", "system"))),
+        Sample("nested", "memo-then-loads", proto(3) + b"]" + binbytes(inner) + b"q\x00a0"
+               + glob("pickle", "loads") + b"h\x00\x85R.", "unsafe", (("pickle", "loads"), ("os", "system"))),
+        Sample("nested", "bytearray-then-loads", proto(3) + glob("pickle", "loads") + glob("builtins", "bytearray")
+               + binbytes(inner) + b"\x85R\x85R.", "unsafe", (("pickle", "loads"), ("os", "system"))),
+        # Carried as data: nothing in the file unpickles these bytes, so loading it runs nothing; they are
+        # suspicious (someone may unpickle them later), reported apart from the file's own imports.
+        Sample("nested", "inert-bytes-holding-pickle", proto(3) + b"]" + binbytes(inner) + b"a.", "suspicious"),
+        Sample("nested", "inert-py2-string-holding-pickle", b"(lp0\nS" + repr(inner.decode("latin-1")).encode()
+               + b"\naa.", "suspicious"),
+        Sample("nested", "inert-codecs-built-bytes", proto(2) + glob("_codecs", "encode") + uni(inner.decode("latin-1"))
+               + uni("latin1") + b"\x86R.", "suspicious"),
+        Sample("nested", "inert-bytes-in-torch-zip", torch_zip(proto(3) + b"}" + uni("blob") + binbytes(inner) + b"s."),
+               "suspicious"),
     ]
 
     # Several pickles in one stream; the malicious one after a benign one, after junk, or truncated.

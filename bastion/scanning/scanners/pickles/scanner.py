@@ -32,13 +32,14 @@ from bastion.scanning.scanners.pickles.walker import (
     PickleWalker,
     WalkError,
     WalkHooks,
+    class_of,
 )
 from bastion.scanning.scanners.pickles.zipread import ZipFormatError, list_members, looks_like_zip, read_member
 
 SCANNER_NAME = "pickle"
 # Bump on every change to classification or container coverage: stored verdicts keyed by an older
 # version are rescanned.
-SCANNER_VERSION = "1.2.0"
+SCANNER_VERSION = "1.3.0"
 
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PICKLES = 5  # magic, protocol version, sys info, the object, storage keys
@@ -54,6 +55,11 @@ _STORAGE_ELEMENT_SIZE = {
 # Every byte the Unpickler accepts as an opcode (protocols 0-5), from the stdlib's opcode table.
 _OPCODE_BYTES = frozenset(ord(op.code) for op in pickletools.opcodes)
 _RANK = {ImportSafety.INNOCUOUS: 0, ImportSafety.SUSPICIOUS: 1, ImportSafety.DANGEROUS: 2}
+CARRIED_REASON = "nested pickle carried as data (would run only if unpickled again)"
+# Bounds of the bookkeeping for pickles carried as data: records kept for promotion, and how much of a
+# call's arguments is searched for carried bytes.
+_MAX_CARRIED_RECORDS = 10_000
+_MAX_ARG_NODES = 2_000
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,28 @@ class _Import:
     locations: list[str] = field(default_factory=list)
     count: int = 0
 
+    def merge(self, other: _Import) -> None:
+        self.count += other.count
+        self.locations.extend(other.locations[: max(0, 20 - len(self.locations))])
+
+
+@dataclass
+class _Carried:
+    """What a pickle held as a bytes/str value would import if some code unpickled it a second time.
+
+    Loading the file does not run it, so it is reported apart from the file's own imports, as
+    suspicious; it is promoted to the file's own imports when the file hands those bytes to a
+    callable that is not a known data constructor (pickle.loads, torch.storage._load_from_bytes, a
+    custom class's constructor or __setstate__): then loading the file may well run it."""
+
+    location: str
+    data: Any  # the bytes object itself: keeps its id() unique while the record is kept
+    imports: dict[tuple[str, str], _Import] = field(default_factory=dict)
+    promoted: bool = False
+
+    def flagged(self) -> bool:
+        return any(r.safety is not ImportSafety.INNOCUOUS for r in self.imports.values())
+
 
 class _Scan:
     """The state of one scan: every import seen, every problem, the shared limits."""
@@ -139,6 +167,15 @@ class _Scan:
         self.loader_calls = 0
         self.loader_unverified = False
         self.formats: list[str] = []
+        # Pickles carried as data: the bytes being examined as such (None: findings run on load), their
+        # record (made on their first import), and the records by id() of their bytes, until the walk
+        # that pushed those bytes ends or hands them to a callable.
+        self.carrying: tuple[str, Any] | None = None
+        self.carrier: _Carried | None = None
+        self.carried: dict[int, _Carried] = {}
+        self.carried_flagged: list[_Carried] = []
+        self.carried_more = 0
+        self.classified: dict[tuple[str, str], Classification] = {}
 
     # -- recording -------------------------------------------------------------------------------
     def problem(self, level: Verdict, where: str, message: str) -> None:
@@ -150,21 +187,41 @@ class _Scan:
                    count: int = 1) -> None:
         mod = module if isinstance(module, str) else f"<computed {type(module).__name__}>"
         nm = name if isinstance(name, str) else f"<computed {type(name).__name__}>"
-        rec = self.imports.get((mod, nm))
+        target = self._target()
+        rec = target.get((mod, nm))
         if rec is None:
-            if len(self.imports) >= self.limits.max_imports:
+            if len(target) >= self.limits.max_imports:
                 raise WalkError(f"more than {self.limits.max_imports} distinct imports", 0, limit=True)
-            c = classify(module, name)
+            c = self._classify(module, name)
             if opcode == "EXT":
                 c = Classification(ImportSafety.SUSPICIOUS, "EXT opcode: imports whatever the loading process "
                                    "registered under this code with copyreg.add_extension")
-            rec = self.imports[(mod, nm)] = _Import(mod, nm, c.safety, c.reason)
+            rec = target[(mod, nm)] = _Import(mod, nm, c.safety, c.reason)
         rec.count += count
         for location in [where] if isinstance(where, str) else where:
             if len(rec.locations) < 20:
                 rec.locations.append(location)
         if rec.safety is not ImportSafety.INNOCUOUS:
             self.flags += count
+
+    def _classify(self, module: Any, name: Any) -> Classification:
+        """classify(), remembered per scan: carried pickles record the same imports over and over."""
+        if not (isinstance(module, str) and isinstance(name, str)):
+            return classify(module, name)
+        c = self.classified.get((module, name))
+        if c is None:
+            c = classify(module, name)
+            if len(self.classified) < self.limits.max_imports:
+                self.classified[(module, name)] = c
+        return c
+
+    def _target(self) -> dict[tuple[str, str], _Import]:
+        """Where an import found now is recorded: the file's own, or the carried pickle's record."""
+        if self.carrying is None:
+            return self.imports
+        if self.carrier is None:
+            self.carrier = _Carried(*self.carrying)
+        return self.carrier.imports
 
     def note(self, message: str) -> None:
         if len(self.notes) < MAX_NOTES:
@@ -176,7 +233,7 @@ class _Scan:
             c = classify(module, name)
             if c.safety is ImportSafety.DANGEROUS:
                 safety, reason = c.safety, f"{reason}; {c.reason}"
-        rec = self.imports.setdefault((module, name), _Import(module, name, safety, reason))
+        rec = self._target().setdefault((module, name), _Import(module, name, safety, reason))
         rec.count += 1
         if len(rec.locations) < 20:
             rec.locations.append(where)
@@ -271,6 +328,9 @@ class _Scan:
 
         def on_call(func: Global, args: Any, offset: int) -> None:
             pending.called = True
+            if self.carried and not self._innocuous(func):
+                # Whatever it does with bytes it is given, it may unpickle them (pickle.loads).
+                self._promote_reachable(args)
             if func.key() != _NESTED_LOADER:
                 return
             self.loader_calls += 1
@@ -294,7 +354,16 @@ class _Scan:
                 raise WalkError(f"not a pickle: {message}", offset)
             self.problem(Verdict.SUSPICIOUS, f"{where}@{offset}", message)
 
-        hooks = WalkHooks(on_import, on_bytes, on_call, on_nested, on_anomaly, notes=self.notes)
+        def on_handover(receiver: Any, value: Any) -> None:
+            # BUILD hands a state to the object's __setstate__, a computed callable gets its arguments:
+            # unless that is a known data constructor, it may unpickle bytes found there.
+            if self.carried:
+                cls = class_of(receiver)
+                if cls is None or not self._innocuous(Global(cls[0], cls[1], 0)):
+                    self._promote_reachable(value)
+
+        hooks = WalkHooks(on_import, on_bytes, on_call, on_nested, on_anomaly, notes=self.notes,
+                          on_handover=on_handover)
         return hooks, pending
 
     def _walk(
@@ -307,10 +376,13 @@ class _Scan:
         pending.called = False
         walker = PickleWalker(buf, pos, end, self.budget, hooks)
         error: WalkError | None = None
+        carried = len(self.carried)
         try:
             walker.run()
         except WalkError as exc:
             error = exc
+        finally:
+            self._settle_carried(carried)
         committed = 0
         for (module, name, opcode), (count, locations) in pending.imports.items():
             if error is None or pending.called or classify(module, name).safety is ImportSafety.DANGEROUS:
@@ -333,15 +405,93 @@ class _Scan:
             return False
         self.nested_probes += 1
         flags, pickles = self.flags, self.pickles
-        if isinstance(data, BytesRef):
-            self.examine(data.buf, data.lo, data.hi, f"{where}!bytes", depth + 1, lenient=True)
-        else:
-            self.examine(data, 0, len(data), f"{where}!bytes", depth + 1, lenient=True)
+        # Bytes a loader is called on (force) run on load; any other bytes are data until the walk
+        # hands them to a callable (see _promote_reachable).
+        carried = not force and self.carrying is None
+        if carried:
+            self.carrying = (where, data)
+        try:
+            if isinstance(data, BytesRef):
+                self.examine(data.buf, data.lo, data.hi, f"{where}!bytes", depth + 1, lenient=True)
+            else:
+                self.examine(data, 0, len(data), f"{where}!bytes", depth + 1, lenient=True)
+        finally:
+            if carried:
+                record, self.carrying, self.carrier = self.carrier, None, None
+                if record is not None:
+                    self._keep_carried(record)
         clean = self.flags == flags and self.pickles > pickles
         if len(self.probed) >= 10_000:
             self.probed.clear()
         self.probed[id(data)] = (data, clean)
         return clean
+
+    def _keep_carried(self, record: _Carried) -> None:
+        if len(self.carried) >= _MAX_CARRIED_RECORDS:
+            # No room to remember these bytes until a call might consume them: judged as if they
+            # ran on load (never the other way round). Known-safe imports lose nothing by waiting.
+            if record.flagged():
+                self._promote(record)
+            return
+        self.carried[id(record.data)] = record
+
+    def _settle_carried(self, keep: int) -> None:
+        """A walk ended: no later opcode can reach the bytes it pushed, so the records it made (those
+        after the first `keep`) are final: carried as data unless promoted."""
+        while len(self.carried) > keep:
+            _, record = self.carried.popitem()
+            record.data = None
+            if record.promoted or not record.flagged():
+                continue
+            if len(self.carried_flagged) < 1000:
+                self.carried_flagged.append(record)
+            else:
+                self.carried_more += 1
+
+    def _promote(self, record: _Carried) -> None:
+        """The file hands carried bytes to a callable: what they import counts as run on load."""
+        if record.promoted:
+            return
+        record.promoted = True
+        target = self._target()
+        for key, rec in record.imports.items():
+            if key in target:
+                target[key].merge(rec)
+            elif len(target) >= self.limits.max_imports:
+                raise WalkError(f"more than {self.limits.max_imports} distinct imports", 0, limit=True)
+            else:
+                target[key] = rec
+
+    def _innocuous(self, func: Any) -> bool:
+        """True when `func` is a Global on the allowlist (a data constructor that unpickles nothing)."""
+        return isinstance(func, Global) and self._classify(func.module, func.name).safety is ImportSafety.INNOCUOUS
+
+    def _promote_reachable(self, value: Any) -> None:
+        """Promote every carried record whose bytes are reachable from `value` (a call's arguments or a
+        BUILD state), searching a bounded number of nodes; past the bound, every record still waiting
+        is promoted, so a large argument cannot hide the bytes it passes."""
+        if not self.carried:
+            return
+        stack = [value]
+        seen = 0
+        while stack:
+            node = stack.pop()
+            seen += 1
+            if seen > _MAX_ARG_NODES:
+                for record in self.carried.values():
+                    if record.flagged():
+                        self._promote(record)
+                return
+            if isinstance(node, bytes | BytesRef):
+                record = self.carried.get(id(node))
+                if record is not None and record.data is node:
+                    self._promote(record)
+            elif isinstance(node, tuple | list):
+                stack.extend(node)  # a PDict is a list of (key, value) tuples
+            elif isinstance(node, Call):
+                stack.append(node.value)
+                stack.append(node.args)
+                stack.append(node.state)
 
     def _pickles(self, buf: Any, start: int, end: int, where: str, depth: int, lenient: bool,
                  expect_pickle: bool = False) -> int:
@@ -634,16 +784,29 @@ class _Scan:
 
     # -- result ----------------------------------------------------------------------------------
     def finish(self) -> ScanResult:
-        loader = self.imports.get(_NESTED_LOADER)
-        if loader is not None and self.loader_calls and not self.loader_unverified:
-            loader.safety = ImportSafety.INNOCUOUS
-            loader.reason = "torch.load of embedded bytes that were scanned here and are clean"
-            self.flags -= loader.count
-        elif loader is not None:
-            loader.reason = "calls torch.load on embedded bytes that could not be proven clean"
+        self._settle_carried(0)
+        verified = self.loader_calls and not self.loader_unverified
+        for table in [self.imports, *(r.imports for r in self.carried_flagged)]:
+            loader = table.get(_NESTED_LOADER)
+            if loader is not None and verified:
+                loader.safety = ImportSafety.INNOCUOUS
+                loader.reason = "torch.load of embedded bytes that were scanned here and are clean"
+            elif loader is not None:
+                loader.reason = "calls torch.load on embedded bytes that could not be proven clean"
+        carried = [r for r in self.carried_flagged if r.flagged()]
+        for record in carried[:20]:
+            bad = sorted(f"{i.module}.{i.name}" for i in record.imports.values()
+                         if i.safety is not ImportSafety.INNOCUOUS)
+            self.problem(Verdict.SUSPICIOUS, record.location,
+                         f"{CARRIED_REASON}: it imports {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}")
+        if more := max(0, len(carried) - 20) + self.carried_more:
+            self.problem(Verdict.SUSPICIOUS, carried[20].location if len(carried) > 20 else "",
+                         f"{more} more nested pickles carried as data")
         imports = sorted(self.imports.values(), key=lambda r: (-_RANK[r.safety], r.module, r.name))
         highest = max((r.safety for r in imports), key=_RANK.__getitem__, default=None)
         verdicts = [Verdict(p["level"]) for p in self.problems]
+        if carried or self.carried_more:
+            verdicts.append(Verdict.SUSPICIOUS)  # even when the problem list was already full
         if highest is ImportSafety.DANGEROUS:
             verdicts.append(Verdict.UNSAFE)
         elif highest is ImportSafety.SUSPICIOUS:
@@ -653,17 +816,26 @@ class _Scan:
             # "not-pickle" only describes files in which nothing else was recognised.
             "format": "+".join([f for f in self.formats if f != "not-pickle"] or self.formats) or "unknown",
             "highestSafetyLevel": highest.value if highest else None,
-            "imports": [
-                {"module": r.module, "name": r.name, "safety": r.safety.value, "locations": r.locations,
-                 **({"reason": r.reason} if r.safety is not ImportSafety.INNOCUOUS else {})}
-                for r in imports
-            ],
+            "imports": [_import_entry(r) for r in imports],
             "pickles": self.pickles,
             "problems": self.problems,
+            # Pickles held as bytes values that loading the file does not unpickle: what they would
+            # import if someone did (their own classification), apart from the file's own imports.
+            "carried": [
+                {"location": r.location, "reason": CARRIED_REASON,
+                 "imports": [_import_entry(i) for i in sorted(r.imports.values(),
+                                                              key=lambda i: (-_RANK[i.safety], i.module, i.name))][:50]}
+                for r in carried[:50]
+            ],
             "notes": self.notes[:50],
             "opcodes": self.budget.opcodes,
         }
         return ScanResult(SCANNER_NAME, SCANNER_VERSION, verdict, _summary(verdict, imports, self.problems), details)
+
+
+def _import_entry(r: _Import) -> dict[str, Any]:
+    return {"module": r.module, "name": r.name, "safety": r.safety.value, "locations": r.locations,
+            **({"reason": r.reason} if r.safety is not ImportSafety.INNOCUOUS else {})}
 
 
 def _summary(verdict: Verdict, imports: list[_Import], problems: list[dict[str, str]]) -> str:

@@ -162,6 +162,9 @@ class WalkHooks:
     on_anomaly: Callable[[str, int], None]
     persistent_ids: list[Any] = field(default_factory=list)  # what persistent_load would receive
     notes: list[str] = field(default_factory=list)
+    # A value handed to code the walker cannot see: BUILD's state given to an object's __setstate__,
+    # or the arguments of a call of a computed callable (not an imported global).
+    on_handover: Callable[[Any, Any], None] | None = None
 
     def note(self, message: str) -> None:
         if len(self.notes) < MAX_NOTES:
@@ -195,7 +198,7 @@ def _utf8(raw: Any, offset: int) -> str:
         raise WalkError(f"invalid UTF-8 in string: {exc.reason}", offset) from None
 
 
-def _class_of(obj: Any) -> tuple[str, str] | None:
+def class_of(obj: Any) -> tuple[str, str] | None:
     """The class a symbolic object was instantiated from, as isinstance() would see it."""
     if not isinstance(obj, Call):
         return None
@@ -341,6 +344,8 @@ class PickleWalker:
             if isinstance(value, bytes):
                 self.budget.hold(len(value), offset)
                 self.hooks.on_bytes(value, offset)
+        elif self.hooks.on_handover is not None:
+            self.hooks.on_handover(func, args)
         return Call(func, args, value)
 
     @staticmethod
@@ -735,9 +740,11 @@ class PickleWalker:
                 # Real objects are built from instances; BUILD on an imported class or function
                 # sets attributes on shared code, which no benign pickle does.
                 self.hooks.on_anomaly("BUILD sets attributes on an imported object", offset)
+            if self.hooks.on_handover is not None:
+                self.hooks.on_handover(obj, state)
             if isinstance(obj, Call):
                 obj.state = state
-                if _class_of(obj) == _JOBLIB_WRAPPER:
+                if class_of(obj) == _JOBLIB_WRAPPER:
                     self._joblib_payload(obj, offset)
         elif op in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
             size = {0x82: 1, 0x83: 2, 0x84: 4}[op]
