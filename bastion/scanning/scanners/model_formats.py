@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.scanning.results import ScanResult, Verdict
-from bastion.scanning.scanners import gguf_format, numpy_format, onnx_format, safetensors_format
+from bastion.scanning.scanners import gguf_format, keras, numpy_format, onnx_format, safetensors_format, savedmodel
 from bastion.scanning.scanners.format_report import SCANNER_NAME, FormatReport, NotThisFormat, failed
 
 FRAMEWORK_VERSION = "1"
@@ -42,13 +42,64 @@ class Format:
     sniff: Callable[[bytes], bool] | None = None
 
 
+def _as_report(fmt: str, result: ScanResult, version: str) -> ScanResult:
+    """A Keras or SavedModel scanner's result in the format-report shape (findings: level, location,
+    message), its verdict kept: an error or a problem without a finding still counts."""
+    details = result.details
+    report = FormatReport(fmt)
+    for f in details.get("findings", []):
+        if "op" in f:  # SavedModel: one finding per flagged op, with where it is used
+            where = ", ".join(f.get("locations", [])[:3])
+            report.add(Verdict(f["level"]), where, f"op {f['op']} (x{f.get('count', 1)}): {f['reason']}")
+        else:  # Keras: one per flagged object
+            _keras_finding(report, f)
+    for f in details.get("kerasFindings", []):  # SavedModel: its Keras metadata, judged by the Keras walk
+        _keras_finding(report, f)
+    for p in details.get("problems", []):
+        report.add(Verdict(p["level"]), p.get("location", ""), p.get("message", ""))
+    if result.verdict.rank > report.verdict.rank:
+        report.add(result.verdict, "", details.get("error") or result.summary)
+    report.info.update({k: details[k] for k in ("kerasVersion", "configs", "notes", "metaGraphs", "nodes",
+                                                "functions", "ops") if k in details})
+    report.info["container"] = details.get("format")
+    return report.result(version)
+
+
+def _keras_finding(report: FormatReport, f: dict[str, str]) -> None:
+    report.add(Verdict(f["level"]), f.get("location", ""), f"{f.get('kind')} {f.get('name')}: {f.get('reason')}")
+
+
+def _keras_scan(path: Path) -> ScanResult:
+    result = keras.KerasScanner().scan_path(path)
+    if result.details.get("format") == "not-keras":
+        raise NotThisFormat("neither a Keras zip nor HDF5")
+    return _as_report("keras", result, keras.SCANNER_VERSION)
+
+
+def _keras_sniff(head: bytes) -> bool:
+    """HDF5 (with or without a user block), or a zip whose first member is one a Keras v3 archive holds."""
+    if any(head[o:o + 8] == keras.HDF5_MAGIC for o in (0, 512, 1024, 2048, 4096, 8192, 16384, 32768)):
+        return True
+    if head[:4] != b"PK\x03\x04" or len(head) < 30:
+        return False
+    name_len = int.from_bytes(head[26:28], "little")
+    return head[30:30 + name_len] in (b"metadata.json", b"config.json", b"model.weights.h5")
+
+
+def _savedmodel_scan(path: Path) -> ScanResult:
+    return _as_report("savedmodel", savedmodel.SavedModelScanner().scan_path(path), savedmodel.SCANNER_VERSION)
+
+
 # Checked in this order: the first whose sniff matches wins (a .npz is a zip; ONNX's sniff is the loosest).
 FORMATS: tuple[Format, ...] = (
     Format(gguf_format.NAME, gguf_format.VERSION, gguf_format.scan_path, (".gguf",), gguf_format.sniff),
     Format(numpy_format.NAME, numpy_format.VERSION, numpy_format.scan_path, (".npy", ".npz"), numpy_format.sniff),
     Format(safetensors_format.NAME, safetensors_format.VERSION, safetensors_format.scan_path, (".safetensors",),
            safetensors_format.sniff),
+    Format("keras", keras.SCANNER_VERSION, _keras_scan, (".keras", ".h5", ".hdf5"), _keras_sniff),
     Format(onnx_format.NAME, onnx_format.VERSION, onnx_format.scan_path, (".onnx",), onnx_format.sniff),
+    # No magic: a SavedModel, frozen GraphDef or Keras metadata protobuf is known by its name.
+    Format("savedmodel", savedmodel.SCANNER_VERSION, _savedmodel_scan, (".pb", ".pbtxt")),
 )
 
 
