@@ -172,8 +172,9 @@ class Settings(BaseSettings):
 
     @property
     def clamav_dir(self) -> Path:
-        """The embedded clamd's folder: clamd.conf, freshclam.conf, the socket, logs, status.json."""
-        return self.resolved_data_dir / "clamav"
+        """The embedded clamd's folder: clamd.conf, freshclam.conf, the socket, logs, status.json. Not created
+        here: `bastion scan` names the socket without making a data dir where it runs."""
+        return self.data_dir.expanduser().resolve() / "clamav"
 
     @property
     def resolved_clamd_database_dir(self) -> Path:

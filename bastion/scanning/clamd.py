@@ -10,10 +10,14 @@ signatures dropped in later or fetched by freshclam bring clamd up. A clamd that
 back-off (1 s, doubling to 60 s while it keeps dying within a minute); scans in the gap are `unavailable`.
 freshclam failing (no network) is recorded and retried, never fatal. Several `bastion serve` processes on one
 data dir share one clamd: the one holding `supervisor.lock` supervises it.
+
+(Over 500 lines on purpose: the supervisor, the configuration files it writes and the status it publishes are
+one contract; split, each half would have to restate the other's file formats.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -154,11 +158,29 @@ def parse_version(reply: str) -> dict[str, Any]:
 
 
 def read_status(settings: Settings) -> dict[str, Any] | None:
+    """The supervisor's last account of itself; None when there is none, or its process is gone (a status left
+    by a `bastion serve` that was killed says nothing about now)."""
     try:
         status = json.loads((settings.clamav_dir / "status.json").read_text())
     except (OSError, ValueError):
         return None
-    return status if isinstance(status, dict) else None
+    if not isinstance(status, dict):
+        return None
+    if status.get("state") != "stopped" and not _alive(status.get("supervisorPid")):
+        return None
+    return status
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def unavailable_reason(settings: Settings) -> str:
@@ -175,11 +197,10 @@ def unavailable_reason(settings: Settings) -> str:
 
 
 def _die_with_parent() -> None:
-    # clamd dies with the supervisor thread's process, even if that is killed (SIGKILL leaves no `finally`).
-    try:
+    # clamd (and freshclam) get SIGTERM when the thread that started them ends, which is when `bastion serve`
+    # ends, even by SIGKILL (which leaves no `finally` to stop them).
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _ping(socket_path: Path, command: str = "PING", timeout: float = 5.0) -> str:
@@ -304,6 +325,9 @@ class ClamdSupervisor:
 
     def stop(self) -> None:
         self._stop.set()
+        fetching = self._freshclam
+        if fetching is not None and fetching.poll() is None:
+            fetching.terminate()  # its thread waits on it
         for thread in self._threads:
             thread.join(10)
         for proc in (self._freshclam, self._proc):
@@ -386,7 +410,7 @@ class ClamdSupervisor:
             with self.paths.clamd_stderr.open("wb") as stderr:
                 proc = subprocess.Popen([binary, "-c", str(self.paths.clamd_conf)], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=stderr,
-                                        preexec_fn=_die_with_parent)  # noqa: PLW1509 (a libc call, no locks)
+                                        preexec_fn=_die_with_parent)  # one libc call, no locks taken
         except OSError as exc:
             self._fails += 1
             self._next_start = now + min(MAX_BACKOFF, 2.0 ** (self._fails - 1))
@@ -473,7 +497,7 @@ class ClamdSupervisor:
             self._freshclam = subprocess.Popen(
                 [binary, f"--config-file={self.paths.freshclam_conf}", "--stdout", "--no-warnings"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent)  # noqa: PLW1509
+                preexec_fn=_die_with_parent)
             out, _ = self._freshclam.communicate(timeout=FRESHCLAM_TIMEOUT)
             code = self._freshclam.returncode
         except subprocess.TimeoutExpired:
