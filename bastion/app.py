@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         require(Principal.anonymous(), Permission.PUBLIC)
         return JSONResponse({"status": "ok", "version": __version__})
 
+    from bastion.scanning.routes import admin_router as scanning_admin_router
+    app.include_router(scanning_admin_router)  # /api/admin/…: before any /api/{plural}/… pattern
     app.include_router(tokens_router)
     from bastion.signing.routes import router as signing_router
     app.include_router(signing_router)  # before repos: /api/signing-key is not a repo type listing
@@ -105,6 +107,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
     from bastion.web.gating_views import router as web_gating_router
     app.include_router(web_gating_router)  # before the repo pages: /{ns}/{name}/access-requests
+    from bastion.web.admin_views import router as web_admin_router
+    app.include_router(web_admin_router)  # before the user pages: /admin is a reserved name
     app.include_router(web_router)
     app.include_router(web_signin_router)
     app.include_router(web_settings_router)

@@ -58,8 +58,19 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
                     "reset, invitations) is refused, and absolute URLs in answers follow each request's Host "
                     "header%s. Set it to the URL users reach this server at.",
                     "" if settings.allowed_hosts else " (any host: BASTION_ALLOWED_HOSTS is not set either)")
-    Granian("bastion.app:app_from_env", factory=True, address=host, port=port, interface=Interfaces.ASGI,
-            workers=workers, blocking_threads=1, log_access=False).serve()
+    supervisor = None
+    if settings.embedded_clamd and "av" in settings.scanners:
+        # No BASTION_CLAMD_ADDRESS: this process starts and watches a clamd of its own (never blocking here).
+        from bastion.scanning.clamd import ClamdSupervisor, audit_to
+
+        supervisor = ClamdSupervisor(settings, audit_hook=audit_to(settings.resolved_database_url))
+        supervisor.start()
+    try:
+        Granian("bastion.app:app_from_env", factory=True, address=host, port=port, interface=Interfaces.ASGI,
+                workers=workers, blocking_threads=1, log_access=False).serve()
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
 
 
 @main.command()

@@ -71,8 +71,14 @@ class Settings(BaseSettings):
     xet_max_shard_bytes: int = 64 * MiB  # upload-protocol.md: larger shards must be split
     xet_gc_grace_hours: float = 24.0  # unreferenced xorbs younger than this may belong to an upload in flight
 
-    # Scanning. clamd: "unix:///path/clamd.ctl" or "tcp://host:port"; unset: the Debian socket if it exists.
+    # Scanning. clamd: "unix:///path/clamd.ctl" or "tcp://host:port"; unset: `bastion serve` starts and
+    # supervises a clamd of its own (bastion.scanning.clamd) with its socket and config in the data dir.
     clamd_address: str | None = None
+    clamd_database_dir: Path | None = None  # the embedded clamd's signatures (freshclam writes them); default data dir
+    # freshclam for the embedded clamd: hours between updates (0: never), and an optional private mirror
+    # (freshclam's PrivateMirror, e.g. "http://mirror.internal/clamav"; unset: ClamAV's public mirrors).
+    freshclam_interval_hours: float = Field(default=4.0, ge=0)
+    freshclam_mirror: str | None = None
     scanners: list[str] = Field(default_factory=lambda: ["av", "pickle", "format", "secrets"])
     # Queue transport: unset = SQLite file in the data dir (embedded); "redis://…" for scale-out.
     queue_url: str | None = None
@@ -160,11 +166,26 @@ class Settings(BaseSettings):
         return self.resolved_data_dir / "xet"
 
     @property
-    def resolved_clamd_address(self) -> str | None:
+    def embedded_clamd(self) -> bool:
+        """No clamd configured: `bastion serve` runs its own (an explicit address always wins)."""
+        return not self.clamd_address
+
+    @property
+    def clamav_dir(self) -> Path:
+        """The embedded clamd's folder: clamd.conf, freshclam.conf, the socket, logs, status.json. Not created
+        here: `bastion scan` names the socket without making a data dir where it runs."""
+        return self.data_dir.expanduser().resolve() / "clamav"
+
+    @property
+    def resolved_clamd_database_dir(self) -> Path:
+        return (self.clamd_database_dir.expanduser().resolve() if self.clamd_database_dir
+                else self.clamav_dir / "db")
+
+    @property
+    def resolved_clamd_address(self) -> str:
         if self.clamd_address:
             return self.clamd_address
-        debian = Path("/var/run/clamav/clamd.ctl")
-        return f"unix://{debian}" if debian.exists() else None
+        return f"unix://{self.clamav_dir / 'clamd.sock'}"
 
     @property
     def tmp_dir(self) -> Path:

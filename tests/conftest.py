@@ -47,7 +47,9 @@ class BastionServer:
         # The public URL as a deployment sets it: links in mail come from it, and the Host check is on.
         self.env.update({"BASTION_DATA_DIR": str(data_dir), "BASTION_STRICT_AUTHZ": "1",
                          "BASTION_PUBLIC_URL": self.url, "BASTION_MULTIPART_THRESHOLD": str(24 * MiB),
-                         "BASTION_MULTIPART_CHUNK_SIZE": str(10 * MiB)})
+                         "BASTION_MULTIPART_CHUNK_SIZE": str(10 * MiB),
+                         # Tests never reach the internet: no freshclam unless a test points it at a mirror.
+                         "BASTION_FRESHCLAM_INTERVAL_HOURS": "0"})
         if database_url:
             self.env["BASTION_DATABASE_URL"] = database_url
         self.env.update(env or {})
@@ -166,6 +168,38 @@ EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 CUSTOM_MALWARE_MARKER = b"BASTION-MALWARE-TEST-MARKER-7f3a"
 
 
+def write_test_signatures(db: Path) -> None:
+    """A ClamAV signature database of two signatures: EICAR (by hash) and CUSTOM_MALWARE_MARKER (by body)."""
+    import hashlib
+
+    db.mkdir(parents=True, exist_ok=True)
+    (db / "bastion-test.hdb").write_text(f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Bastion.Test.EICAR\n")
+    (db / "bastion-test.ndb").write_text(f"Bastion.Test.Custom:0:*:{CUSTOM_MALWARE_MARKER.hex()}\n")
+
+
+def write_daily(db: Path, version: int, signatures: dict[str, bytes]) -> None:
+    """What freshclam writes: a `daily` database (here unsigned, `.cud`) with this version, dated now, and
+    these body signatures (name -> bytes); clamd's VERSION then names the version and the date."""
+    import hashlib
+    import io
+    import tarfile
+
+    stime = int(time.time())
+    header = f"ClamAV-VDB:{time.strftime('%d %b %Y %H-%M %z')}:{version}:{len(signatures)}:90:X:X:bastion:{stime}"
+    ndb = "".join(f"{name}:0:*:{data.hex()}\n" for name, data in signatures.items()).encode()
+    info = f"{header}\ndaily.ndb:{len(ndb)}:{hashlib.sha256(ndb).hexdigest()}\n".encode()
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w:gz", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (("COPYING", b"test signatures\n"), ("daily.info", info), ("daily.ndb", ndb)):
+            member = tarfile.TarInfo(name)
+            member.size, member.mtime = len(data), stime
+            tar.addfile(member, io.BytesIO(data))
+    db.mkdir(parents=True, exist_ok=True)
+    tmp = db / "daily.cud.tmp"
+    tmp.write_bytes(header.encode().ljust(512, b" ") + body.getvalue())
+    tmp.rename(db / "daily.cud")
+
+
 class ClamdServer:
     """A private clamd with a signature database written here (EICAR + one custom signature).
 
@@ -177,16 +211,13 @@ class ClamdServer:
 
     def __init__(self, root: Path, max_size: str = "400M", stream_max_length: str | None = None,
                  max_scan_size: str = "4G") -> None:
-        import hashlib
         import shutil
 
         self.root = root
         self.binary = shutil.which("clamd") or "/usr/sbin/clamd"
         self.socket = root / "clamd.sock"
         self.db = db = root / "db"
-        db.mkdir(parents=True, exist_ok=True)
-        (db / "bastion-test.hdb").write_text(f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Bastion.Test.EICAR\n")
-        (db / "bastion-test.ndb").write_text(f"Bastion.Test.Custom:0:*:{CUSTOM_MALWARE_MARKER.hex()}\n")
+        write_test_signatures(db)
         (root / "clamd.conf").write_text(
             f"LocalSocket {self.socket}\nDatabaseDirectory {db}\nForeground yes\nLogFile {root / 'clamd.log'}\n"
             f"StreamMaxLength {stream_max_length or max_size}\nMaxFileSize {max_size}\nMaxScanSize {max_scan_size}\nAlertExceedsMax yes\n")
@@ -205,23 +236,7 @@ class ClamdServer:
     def publish_daily(self, version: int, signatures: dict[str, bytes]) -> str:
         """What freshclam does: a new `daily` database (here unsigned, `.cud`) with this version and
         these body signatures (name -> bytes), then RELOAD. Returns clamd's new VERSION reply."""
-        import hashlib
-        import io
-        import tarfile
-
-        stime = int(time.time())
-        header = f"ClamAV-VDB:{time.strftime('%d %b %Y %H-%M %z')}:{version}:{len(signatures)}:90:X:X:bastion:{stime}"
-        ndb = "".join(f"{name}:0:*:{data.hex()}\n" for name, data in signatures.items()).encode()
-        info = f"{header}\ndaily.ndb:{len(ndb)}:{hashlib.sha256(ndb).hexdigest()}\n".encode()
-        body = io.BytesIO()
-        with tarfile.open(fileobj=body, mode="w:gz", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in (("COPYING", b"test signatures\n"), ("daily.info", info), ("daily.ndb", ndb)):
-                member = tarfile.TarInfo(name)
-                member.size, member.mtime = len(data), stime
-                tar.addfile(member, io.BytesIO(data))
-        tmp = self.root / "daily.cud.tmp"
-        tmp.write_bytes(header.encode().ljust(512, b" ") + body.getvalue())
-        tmp.rename(self.db / "daily.cud")
+        write_daily(self.db, version, signatures)
         assert self.command("RELOAD") == "RELOADING"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -61,6 +61,12 @@ class AuditAction(StrEnum):
     SCAN_RESCAN = "repo.rescan"
     STORAGE_GC = "instance.storage_gc"  # an administrator freed unreachable LFS objects and xorbs
     STORAGE_FSCK = "instance.storage_fsck"  # an administrator re-verified every stored object
+    # The embedded clamd (bastion.scanning.clamd): started, restarted after it died, signatures updated by
+    # freshclam, and an update failing (once per run of failures, not per retry).
+    CLAMD_START = "instance.clamd_start"
+    CLAMD_RESTART = "instance.clamd_restart"
+    SIGNATURES_UPDATE = "instance.signatures_update"
+    SIGNATURES_UPDATE_FAILED = "instance.signatures_update_failed"
     SECRET_PUSH_BLOCKED = "repo.secret_push_blocked"
     SECRET_PUSH_BYPASS = "repo.secret_push_bypass"
     SECRET_NOTICE_DISMISS = "repo.secret_notice_dismiss"

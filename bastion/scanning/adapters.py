@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from bastion.config import Settings
 from bastion.hub import Hub
-from bastion.scanning import leaks
+from bastion.scanning import clamd, leaks
 from bastion.scanning.isolation import ProcessLimits, ScanAborted, run_isolated
 from bastion.scanning.results import ScanResult, Verdict, worst
 from bastion.scanning.scanners import model_formats, pickles
@@ -169,7 +169,10 @@ def build_scanners(settings: Settings, only: Iterable[str] | None = None, hub: H
     out: dict[str, Scanner] = {}
     for name in wanted:
         if name == "av":
-            out[name] = MalwareScanner(settings.resolved_clamd_address, settings.scan_timeout_seconds)
+            # Without BASTION_CLAMD_ADDRESS: the clamd `bastion serve` supervises, and its account of why
+            # it cannot scan (no signatures yet, restarting) is the reason a scan is `unavailable`.
+            explain = partial(clamd.unavailable_reason, settings) if settings.embedded_clamd else None
+            out[name] = MalwareScanner(settings.resolved_clamd_address, settings.scan_timeout_seconds, explain)
         elif name == "pickle":
             # Large inflated members are spooled next to the server's other temporary files.
             out[name] = PickleScannerAdapter(settings.tmp_dir if hub is not None else None)

@@ -15,9 +15,18 @@ from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest
 from bastion.repos.routes import DEFAULT_PAGE, MAX_PAGE, load_repo
-from bastion.scanning import enqueue, leaks, notices, policy, verdicts
+from bastion.scanning import clamd, enqueue, leaks, notices, policy, verdicts
 
 router = APIRouter()
+admin_router = APIRouter()  # mounted before the repo routes, whose /api/{plural}/… patterns would take /api/admin/…
+
+
+@admin_router.get("/api/admin/clamd")
+@permission(Permission.INSTANCE_STATUS_READ)
+def clamd_status(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """The malware scanner's health: clamd's state, pid and restarts, signature version and age, freshclam."""
+    require(principal, Permission.INSTANCE_STATUS_READ)
+    return JSONResponse(clamd.instance_status(hub_of(request).settings))
 
 
 @router.get("/api/{plural}/{ns}/{name}/scan")

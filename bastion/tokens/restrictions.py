@@ -35,7 +35,7 @@ from bastion.authz.policy import (
 
 READ_PERMISSIONS = frozenset({Permission.REPO_METADATA_READ, Permission.REPO_READ, Permission.REPO_LIST,
                               Permission.USER_READ, Permission.PUBLIC, Permission.ORG_READ,
-                              Permission.ORG_MEMBERS_READ})
+                              Permission.ORG_MEMBERS_READ, Permission.INSTANCE_STATUS_READ})
 
 # Fine-grained permission names (the Hub's where they apply to Bastion) → what they allow.
 SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
