@@ -192,38 +192,42 @@ class AwsKeyDetector(Detector):
                 yield Candidate(self, m.start(), url.end("s"), f"{key_id}:{secret}", STRUCTURE,
                                 f"{key_id[:8]}… + secret key", True)
                 continue
-            secret_m = self._near_secret(text, m.start(), m.end())
-            if secret_m is not None:
-                start, end = min(m.start(), secret_m.start()), max(m.end(), secret_m.end())
-                yield Candidate(self, start, end, f"{key_id}:{secret_m.group(0)}", STRUCTURE,
-                                f"{key_id[:8]}… + secret key", True)
-                continue
-            named = self._named_secret(text, m.start(), m.end())
-            if named is not None:
-                # The id's line only: a span over dozens of lines would hide other findings on them (the
-                # secret's own line is reported by aws.secret_key too).
-                yield Candidate(self, m.start(), m.end(), f"{key_id}:{named}", STRUCTURE,
-                                f"{key_id[:8]}… + secret key", True)
+            pair = self._paired_secret(text, m.start(), m.end())
+            if pair is not None:
+                start, end, secret = pair
+                yield Candidate(self, start, end, f"{key_id}:{secret}", STRUCTURE, f"{key_id[:8]}… + secret key",
+                                True)
                 continue
             # A key id alone still identifies the account and invites a credential hunt.
             yield Candidate(self, m.start(), m.end(), key_id, STRUCTURE, redact(key_id, key_id[:4]))
 
-    def _near_secret(self, text: str, start: int, end: int) -> re.Match[str] | None:
-        """The secret nearest after the id, else nearest before it: with several profiles in one file,
-        each id is followed by its own secret, and the one before belongs to the previous profile."""
-        near_lo = _line_start(text, start, back=self.NEAR_LINES)
-        near_hi = _line_end(text, end, forward=self.NEAR_LINES)
-        after = next((s for s in self._SECRET.finditer(text, end, near_hi) if _aws_secret_ok(s.group(0))), None)
-        if after is not None:
-            return after
-        before = [s for s in self._SECRET.finditer(text, near_lo, start) if _aws_secret_ok(s.group(0))]
-        return before[-1] if before else None
+    def _paired_secret(self, text: str, start: int, end: int) -> tuple[int, int, str] | None:
+        """The id's secret, and the span the pair's finding covers. After the id first (up to the next
+        id: with several profiles in one file each id is followed by its own secret), then before it (a
+        secret no other id claims). Unnamed 40-character strings count within NEAR_LINES; under an AWS
+        secret-key name within NAMED_LINES, and then the finding spans the id only: a span over dozens
+        of lines would hide other findings on them (aws.secret_key reports the secret's own line)."""
+        searches = ((self.NEAR_LINES, self._SECRET, 0), (self.NAMED_LINES, AWS_SECRET_NAMED, "s"))
+        for lines, pattern, group in searches:
+            hi = _line_end(text, end, forward=lines)
+            next_id = self.pattern.search(text, end, hi)
+            found = next((s for s in pattern.finditer(text, end, next_id.start() if next_id else hi)
+                          if _aws_secret_ok(s.group(group))), None)
+            if found is not None:
+                return self._pair_span(start, end, found, group)
+        for lines, pattern, group in searches:
+            lo = _line_start(text, start, back=lines)
+            before = [s for s in pattern.finditer(text, lo, start) if _aws_secret_ok(s.group(group))
+                      and self.pattern.search(text, _line_start(text, s.start(), back=self.NEAR_LINES), start) is None]
+            if before:
+                return self._pair_span(start, end, before[-1], group)
+        return None
 
-    def _named_secret(self, text: str, start: int, end: int) -> str | None:
-        far_lo = _line_start(text, start, back=self.NAMED_LINES)
-        far_hi = _line_end(text, end, forward=self.NAMED_LINES)
-        found = [s.group("s") for s in AWS_SECRET_NAMED.finditer(text, far_lo, far_hi) if _aws_secret_ok(s.group("s"))]
-        return found[0] if found else None
+    @staticmethod
+    def _pair_span(start: int, end: int, found: re.Match[str], group: int | str) -> tuple[int, int, str]:
+        if group == 0:
+            return min(start, found.start()), max(end, found.end()), found.group()
+        return start, end, found.group(group)
 
 
 def _aws_secret_ok(value: str) -> bool:
