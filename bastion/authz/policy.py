@@ -21,7 +21,14 @@ from sqlalchemy import ColumnElement, and_, false, not_, or_, true
 from bastion.audit import aggregate
 from bastion.audit.actions import AuditAction
 from bastion.authz.permissions import Permission
-from bastion.errors import AuthenticationRequired, Forbidden, GatedRepo, ReauthenticationRequired, RepoNotFound
+from bastion.errors import (
+    AuthenticationRequired,
+    BadRequest,
+    Forbidden,
+    GatedRepo,
+    ReauthenticationRequired,
+    RepoNotFound,
+)
 from bastion.timing import timed
 
 WRITE_PERMISSIONS = frozenset({Permission.REPO_WRITE, Permission.REPO_CREATE, Permission.REPO_MANAGE,
@@ -103,6 +110,23 @@ WRITE_ROLES = frozenset({"write", "admin"})
 CREATE_ROLES = frozenset({"contributor", "write", "admin"})
 TOKEN_POLICIES = ("allow", "fine_grained", "approval")
 REPO_VISIBILITY_POLICIES = ("public", "private", "private_only")
+# What secret push protection refuses, loosest first (scanning.protection): secrets verified live or by
+# their checksum; also high-confidence formats (distinctive provider tokens, AWS id + secret pairs);
+# every finding of the secret scanner.
+SECRET_PUSH_PROTECTION_MODES = ("verified-only", "high-confidence", "all")
+DEFAULT_SECRET_PUSH_PROTECTION_MODE = "high-confidence"
+
+
+def stricter_secret_mode(a: str, b: str) -> str:
+    """The stricter of two secret push protection modes."""
+    return max(a, b, key=SECRET_PUSH_PROTECTION_MODES.index)
+
+
+def check_secret_mode(value: object, name: str = "secretPushProtectionMode") -> str:
+    """`value` as a secret push protection mode, or BadRequest naming the valid ones."""
+    if value not in SECRET_PUSH_PROTECTION_MODES:
+        raise BadRequest(f"Invalid '{name}' {value!r}: expected one of {', '.join(SECRET_PUSH_PROTECTION_MODES)}")
+    return str(value)
 
 # The Hub's texts for tokens its organization's policy refuses (clients show them verbatim).
 TOKEN_APPROVAL_REQUIRED = ("Due to the organization token policy, your token needs to be approved by the organization "

@@ -33,6 +33,9 @@ class Organization(Base):
     block_unsafe: Mapped[bool] = mapped_column(Boolean, default=False)
     # Secret push protection for every org repo (a repo may also turn it on for itself).
     secret_push_protection: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What it refuses (authz.policy.SECRET_PUSH_PROTECTION_MODES): the default mode of every org repo, and
+    # while the org's protection is on, the loosest mode one of them may use.
+    secret_push_protection_mode: Mapped[str] = mapped_column(String(16), default="high-confidence")
     # Lowering a repo's protections (secret push protection, block-unsafe, signed commits, protected refs,
     # secrets-bypass, super-squash under the signed-commit rule) is for org admins; on: repo managers too.
     delegate_protection_changes: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -65,6 +65,7 @@ def settings_payload(org: Organization) -> dict[str, Any]:
             "defaultRole": org.default_role, "require2fa": org.require_2fa, "repoVisibility": org.repo_visibility,
             "hideMembers": org.hide_members, "tokenPolicy": org.token_policy, "blockUnsafeFiles": org.block_unsafe,
             "secretPushProtection": org.secret_push_protection,
+            "secretPushProtectionMode": org.secret_push_protection_mode,
             "delegateProtectionChanges": org.delegate_protection_changes}
 
 
@@ -248,7 +249,8 @@ def apply_settings(session: Session, org: Organization, data: dict[str, Any]) ->
                       repo_visibility=_str(data, "repoVisibility") if data.get("repoVisibility") is not None else None,
                       hide_members=_bool(data, "hideMembers"), block_unsafe=_bool(data, "blockUnsafeFiles"),
                       secret_push_protection=_bool(data, "secretPushProtection"),
-                      delegate_protection_changes=_bool(data, "delegateProtectionChanges"))
+                      delegate_protection_changes=_bool(data, "delegateProtectionChanges"),
+                      secret_push_protection_mode=data.get("secretPushProtectionMode"))
     if data.get("tokenPolicy") is not None:
         orgs.set_token_policy(session, org, _str(data, "tokenPolicy"))
 

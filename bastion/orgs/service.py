@@ -31,6 +31,7 @@ from bastion.authz.policy import (
     OrgFacts,
     Principal,
     RepoGroupMove,
+    check_secret_mode,
 )
 from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -382,8 +383,15 @@ def pending_invitations(session: Session, org: Organization) -> list[OrgInvitati
 def set_security(session: Session, org: Organization, *, require_2fa: bool | None = None,
                  repo_visibility: str | None = None, hide_members: bool | None = None,
                  block_unsafe: bool | None = None, secret_push_protection: bool | None = None,
-                 delegate_protection_changes: bool | None = None) -> None:
+                 delegate_protection_changes: bool | None = None,
+                 secret_push_protection_mode: str | None = None) -> None:
     target = ("org", org.name)
+    if secret_push_protection_mode is not None:
+        mode = check_secret_mode(secret_push_protection_mode)
+        if mode != org.secret_push_protection_mode:
+            audit.record(session, AuditAction.ORG_SECRET_PUSH_PROTECTION, target=target, namespace=org.name,
+                         details={"secretPushProtectionMode": mode, "from": org.secret_push_protection_mode})
+            org.secret_push_protection_mode = mode
     if delegate_protection_changes is not None and delegate_protection_changes != org.delegate_protection_changes:
         org.delegate_protection_changes = delegate_protection_changes
         audit.record(session, AuditAction.ORG_DELEGATE_PROTECTION_CHANGES, target=target, namespace=org.name,

@@ -27,6 +27,7 @@ from bastion.api.auth import credential_claims, current_principal, hub_of
 from bastion.api.bodies import json_object, parse_json
 from bastion.api.urls import base_url, int_param, next_link, repo_url
 from bastion.authz import Permission, Principal, permission, require
+from bastion.authz.policy import check_secret_mode
 from bastion.db import transaction
 from bastion.errors import (
     BadRequest,
@@ -265,6 +266,9 @@ async def update_settings(plural: str, ns: str, name: str, request: Request,
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise BadRequest(f"'{key}' must be a boolean")
+    secret_mode = data.get("secretPushProtectionMode")
+    if secret_mode is not None:
+        secret_mode = check_secret_mode(secret_mode)
     accept_instance = data.get("requireSignedCommitsAcceptInstance")
     if accept_instance is not None and not isinstance(accept_instance, bool):
         raise BadRequest("'requireSignedCommitsAcceptInstance' must be a boolean")
@@ -283,10 +287,11 @@ async def update_settings(plural: str, ns: str, name: str, request: Request,
                 org = service.repo_ref(repo).org
                 assert org is not None
                 orgs.check_visibility_change(org, principal, private)
-            lowered = service.protection_lowerings(repo, flags, signed_branches, protected, accept_instance)
+            lowered = service.protection_lowerings(repo, flags, signed_branches, protected, accept_instance,
+                                                   secret_mode)
             service.authorize_protection_lowering(session, principal, repo, lowered)
             service.update_settings(session, repo, private, gated, flags, signed_branches, protected,
-                                    org_members_gated, accept_instance)
+                                    org_members_gated, accept_instance, secret_mode)
 
     await _run(run)
     return JSONResponse({})

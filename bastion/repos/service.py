@@ -20,7 +20,13 @@ from bastion.accounts.models import User
 from bastion.accounts.service import RESERVED_NAMES
 from bastion.audit.actions import AuditAction
 from bastion.authz import NamespaceRef, Permission, Principal, RepoRef, authorize, readable_repos_clause
-from bastion.authz.policy import RepoColumns, RepoTransfer
+from bastion.authz.policy import (
+    DEFAULT_SECRET_PUSH_PROTECTION_MODE,
+    SECRET_PUSH_PROTECTION_MODES,
+    RepoColumns,
+    RepoTransfer,
+    stricter_secret_mode,
+)
 from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
 from bastion.hub import Hub
@@ -261,6 +267,40 @@ SIGNED_BRANCHES = "require_signed_commits_branches"  # patterns limiting require
 # on unless set false (they are made by an authenticated writer, so attributable).
 SIGNED_ACCEPT_INSTANCE = "require_signed_commits_accept_instance"
 ORG_MEMBERS_GATED = "org_members_gated"  # an org repo's gate applies to the org's members too
+# What secret push protection refuses on this repo (authz.policy.SECRET_PUSH_PROTECTION_MODES); unset: the
+# org's mode for an org repo, else the default.
+SECRET_MODE = "secret_push_protection_mode"
+
+
+def _org_row(repo: Repo) -> Any:
+    if repo.owner_org_id is None:
+        return None
+    from bastion.orgs.models import Organization
+
+    session = object_session(repo)
+    assert session is not None, "needs a repo loaded in a session"
+    return session.get(Organization, repo.owner_org_id)
+
+
+def secret_mode_setting(repo: Repo, org: Any = None) -> str:
+    """The repo's secretPushProtectionMode as set: its own, else (org repo) the org's, else the default."""
+    own = (repo.settings or {}).get(SECRET_MODE)
+    if own in SECRET_PUSH_PROTECTION_MODES:
+        return str(own)
+    org = org if org is not None else _org_row(repo)
+    return org.secret_push_protection_mode if org is not None else DEFAULT_SECRET_PUSH_PROTECTION_MODE
+
+
+def secret_push_protection_mode(repo: Repo, org: Any) -> str | None:
+    """What secret push protection refuses on `repo` (None: it is off). On when the repo or its org turns it
+    on, as `secretPushProtection` always was; while the org has it on, the org's mode is the loosest an org
+    repo gets (a repo may be stricter than its org, never looser: the org's protection cannot be lowered
+    from a repo, as the flag cannot be switched off from one)."""
+    org_on = org is not None and org.secret_push_protection
+    if not ((repo.settings or {}).get("secret_push_protection") or org_on):
+        return None
+    mode = secret_mode_setting(repo, org)
+    return stricter_secret_mode(mode, org.secret_push_protection_mode) if org_on else mode
 
 
 def settings_payload(repo: Repo) -> dict[str, Any]:
@@ -270,6 +310,7 @@ def settings_payload(repo: Repo) -> dict[str, Any]:
     if repo.owner_org_id is not None:
         payload["orgMembersGated"] = bool(stored.get(ORG_MEMBERS_GATED))
     payload.update({api_name: bool(stored.get(key)) for api_name, key in REPO_FLAGS.items()})
+    payload["secretPushProtectionMode"] = secret_mode_setting(repo)
     payload["requireSignedCommitsBranches"] = list(stored.get(SIGNED_BRANCHES) or [])
     payload["requireSignedCommitsAcceptInstance"] = accepts_instance_commits(repo)
     payload.update({key: protection.patterns(repo, kind) for kind, key in protection.SETTINGS.items()})
@@ -291,7 +332,8 @@ def _narrowed(before: list[str], after: list[str], empty_is_all: bool) -> bool:
 
 def protection_lowerings(repo: Repo, flags: dict[str, bool] | None = None, signed_branches: list[str] | None = None,
                          protected: dict[str, list[str]] | None = None,
-                         accept_instance: bool | None = None) -> dict[str, dict[str, Any]]:
+                         accept_instance: bool | None = None,
+                         secret_mode: str | None = None) -> dict[str, dict[str, Any]]:
     """The changes among these settings that lower a protection, as {API name: {"from": …, "to": …}}: a
     protection switched off, a rule's or a protected-ref list's patterns narrowed, instance-signed commits
     accepted by the signed-commits rule. They need REPO_PROTECTION_LOWER; raising one is REPO_MANAGE."""
@@ -310,6 +352,9 @@ def protection_lowerings(repo: Repo, flags: dict[str, bool] | None = None, signe
             out[key] = {"from": before, "to": value}
     if accept_instance is True and not accepts_instance_commits(repo):
         out["requireSignedCommitsAcceptInstance"] = {"from": False, "to": True}
+    before_mode = secret_mode_setting(repo)
+    if secret_mode is not None and stricter_secret_mode(before_mode, secret_mode) != secret_mode:
+        out["secretPushProtectionMode"] = {"from": before_mode, "to": secret_mode}
     return out
 
 
@@ -329,10 +374,11 @@ def authorize_protection_lowering(session: Session, principal: Principal, repo: 
 def update_settings(session: Session, repo: Repo, private: bool | None, gated: str | bool | None,
                     flags: dict[str, bool] | None = None, signed_branches: list[str] | None = None,
                     protected: dict[str, list[str]] | None = None, org_members_gated: bool | None = None,
-                    accept_instance: bool | None = None) -> None:
+                    accept_instance: bool | None = None, secret_mode: str | None = None) -> None:
     """`protected`: {"protectedBranches": [...], "protectedTags": [...]} (bastion.repos.protection).
     `org_members_gated`: an org repo's gate applies to the org's members too (bastion.authz, gated repos).
-    `accept_instance`: requireSignedCommitsAcceptInstance. The caller checked protection_lowerings()."""
+    `accept_instance`: requireSignedCommitsAcceptInstance. `secret_mode`: secretPushProtectionMode (checked by
+    the caller against SECRET_PUSH_PROTECTION_MODES). The caller checked protection_lowerings()."""
     target = ("repo", f"{repo.type}/{repo.repo_id}")
     if private is not None and private != repo.private:
         repo.private = private
@@ -360,6 +406,11 @@ def update_settings(session: Session, repo: Repo, private: bool | None, gated: s
             repo.settings = {**(repo.settings or {}), key: value}
             audit.record(session, AuditAction.REPO_UPDATE_SETTINGS, target=target, namespace=repo.namespace,
                          details={api_name: value})
+    if secret_mode is not None and secret_mode != (repo.settings or {}).get(SECRET_MODE):
+        before = secret_mode_setting(repo)
+        repo.settings = {**(repo.settings or {}), SECRET_MODE: secret_mode}
+        audit.record(session, AuditAction.REPO_UPDATE_SETTINGS, target=target, namespace=repo.namespace,
+                     details={"secretPushProtectionMode": secret_mode, "from": before})
     if signed_branches is not None and signed_branches != (repo.settings or {}).get(SIGNED_BRANCHES):
         # Branch patterns the signed-commits rule covers; empty: every ref (bastion.signing reads it).
         repo.settings = {**(repo.settings or {}), SIGNED_BRANCHES: signed_branches}

@@ -21,6 +21,7 @@ from bastion.hub import Hub
 from bastion.repos import admission
 from bastion.repos.commit import CommitResult, post_commit_hooks
 from bastion.repos.models import Repo
+from bastion.repos.service import secret_push_protection_mode
 from bastion.scanning import generation
 from bastion.scanning.adapters import BlobRef, Scanner, blob_ref, scanners_of
 from bastion.scanning.models import ScanJob, ScanResultRow
@@ -122,9 +123,9 @@ def on_commit(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> N
     # refusing checks run in the first phase, the scan enqueue in the second (repos.admission).
     judging, applying = admission.judging(), admission.applying()
     blocking = judging and blocks_unsafe(repo, org)
-    if judging and ((repo.settings or {}).get("secret_push_protection")
-                    or (org is not None and org.secret_push_protection)):
-        check_new_secrets(hub, session, repo, result)
+    secret_mode = secret_push_protection_mode(repo, org) if judging else None
+    if secret_mode is not None:
+        check_new_secrets(hub, session, repo, result, secret_mode)
     if not (blocking or applying):
         return
     git = hub.git(repo.storage_key)

@@ -1,7 +1,12 @@
-"""Secret push protection: a commit that adds a verified or checksum-valid secret does not land.
+"""Secret push protection: a commit that adds a secret the repo's mode refuses does not land.
 
 Runs while a push is judged (its objects quarantined): added lines of text, new strings of binaries,
 files above the diff bound streamed whole, and the messages of the commits and tag it brings in.
+The mode (repo or org setting `secretPushProtectionMode`, repos.service.secret_push_protection_mode)
+says which findings refuse it: `verified-only`, secrets verified live or by their checksum;
+`high-confidence` (the default), also formats whose match alone is strong evidence (a distinctive
+provider token, an AWS key id found with its secret key: detectors.HIGH_CONFIDENCE); `all`, every
+finding of the secret scanner. A secret its provider says is revoked refuses nothing in any mode.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from bastion import audit
 from bastion.audit.actions import AuditAction
+from bastion.authz.policy import DEFAULT_SECRET_PUSH_PROTECTION_MODE
 from bastion.db import after_commit, after_rollback, transaction
 from bastion.errors import Forbidden
 from bastion.hub import Hub
@@ -48,8 +54,18 @@ def added_lines_text(old: bytes | None, new: bytes) -> str:
     return "\n".join(keep)
 
 
-def check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitResult) -> None:
-    """Push protection: a commit that adds a verified or checksum-valid secret does not land."""
+def refuses(finding: SecretFinding, mode: str) -> bool:
+    """Whether push protection in `mode` refuses a commit that adds `finding`."""
+    if finding.verification != "none":
+        return finding.verified  # checked (checksum, or the provider's API): live refuses, revoked never
+    if mode == "all":
+        return True
+    return mode == "high-confidence" and finding.confidence == "high"
+
+
+def check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitResult,
+                      mode: str = DEFAULT_SECRET_PUSH_PROTECTION_MODE) -> None:
+    """Push protection: a commit that adds a secret `mode` refuses does not land."""
     scanners = scanners_of(hub)
     adapter = scanners.get("secrets")
     scanner = adapter.scanner if isinstance(adapter, SecretsScannerAdapter) else SecretScanner()
@@ -71,10 +87,8 @@ def check_new_secrets(hub: Hub, session: Session, repo: Repo, result: CommitResu
                 continue  # a pointer to nothing this repo holds: the commit path refuses it
             old = _protected_content(hub, session, repo.id, git, old_oid) if old_oid else None
             added = _added_secrets(scanner, old, new, path)
-        for finding in added:
-            if finding.verification != "none" and finding.verified:
-                blocked.append(finding)
-    blocked += [f for f in _message_secrets(scanner, git, result) if f.verification != "none" and f.verified]
+        blocked += [f for f in added if refuses(f, mode)]
+    blocked += [f for f in _message_secrets(scanner, git, result) if refuses(f, mode)]
     if not blocked:
         return
     described = [{"file": f.file, "line": f.line, "type": f.secret_type, "provider": f.provider} for f in blocked]

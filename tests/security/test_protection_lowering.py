@@ -61,7 +61,7 @@ def _org_repo(server: BastionServer) -> tuple[str, str, str, str, str]:
 LOWERINGS: list[dict[str, Any]] = [
     {"requireSignedCommits": False}, {"secretPushProtection": False}, {"blockUnsafeFiles": False},
     {"requireSignedCommitsBranches": ["release/*"]}, {"protectedTags": []},
-    {"requireSignedCommitsAcceptInstance": True},
+    {"requireSignedCommitsAcceptInstance": True}, {"secretPushProtectionMode": "verified-only"},
 ]
 
 

@@ -6,6 +6,8 @@ tests and the benchmark write the corpus into a temporary or gitignored director
 checksum-valid look-alikes would (rightly) trip other hosts' push protection.
 
     python tests/scanning/secrets_corpus/make_corpus.py OUT_DIR
+
+Over 500 lines on purpose: one labelled corpus, a builder per kind of file; its length is its list.
 """
 
 from __future__ import annotations
@@ -281,6 +283,9 @@ class Label:
     end_line: int
     provider: str
     diff_target: dict[str, object] | None = None
+    # What the label is, where a test needs more than "found": "aws_pair" (an AWS key id with its secret
+    # key, a high-confidence finding), "aws_secret" (a secret key alone), "password".
+    kind: str = ""
 
 
 @dataclass
@@ -300,10 +305,10 @@ class Doc:
             self.lines.extend(text.split("\n"))
         return self
 
-    def plant(self, provider: str, text: str) -> Doc:
+    def plant(self, provider: str, text: str, kind: str = "") -> Doc:
         start = len(self.lines) + 1
         self.add(text)
-        self.corpus.labels.append(Label(self.path, start, len(self.lines), provider))
+        self.corpus.labels.append(Label(self.path, start, len(self.lines), provider, kind=kind))
         return self
 
     def done(self) -> None:
@@ -655,7 +660,179 @@ def build(seed: int = 8) -> Corpus:
     c.files["patches/serve.diff"] = "\n".join(diff_lines)
     c.labels.append(Label("patches/serve.diff", 10, 10, "groq", {"file": "serve.py", "line": 13}))
     c.labels.append(Label("patches/serve.diff", 15, 15, "generic", {"file": "serve.py", "line": 42}))
+    add_aws_and_password_layouts(c, f)
     return c
+
+
+def _aws_secret_with_slash(f: Fakes) -> str:
+    while True:
+        s = f.aws_secret()
+        if "/" in s:
+            return s
+
+
+def add_aws_and_password_layouts(c: Corpus, f: Fakes) -> None:
+    """AWS keys in every layout real repos hold them in, passwords in connection strings and config keys,
+    and their benign look-alikes (issue 22). Labels of kind "aws_pair" must be found as a pair."""
+    # --- AWS: an id and its secret ---------------------------------------------------------------
+    d = Doc(c, "aws/.env")
+    d.add("# staging", "AWS_DEFAULT_REGION=eu-central-1")
+    d.plant("aws", f"AWS_ACCESS_KEY_ID={f.aws_id()}\nAWS_SECRET_ACCESS_KEY={f.aws_secret()}", "aws_pair")
+    d.add("S3_BUCKET=acme-ml-artifacts")
+    d.plant("aws", f'export AWS_ACCESS_KEY_ID="{f.aws_id()}"\nexport AWS_SECRET_ACCESS_KEY="{f.aws_secret()}"',
+            "aws_pair")
+    d.done()
+
+    d = Doc(c, "aws/credentials")  # ~/.aws/credentials, several profiles, one with the secret further down
+    d.plant("aws", f"[default]\naws_access_key_id = {f.aws_id()}\naws_secret_access_key = {f.aws_secret()}",
+            "aws_pair")
+    d.add("")
+    d.plant("aws", f"[training]\naws_access_key_id={f.aws_id()}\naws_secret_access_key={f.aws_secret()}",
+            "aws_pair")
+    d.add("")
+    d.plant("aws", "\n".join([
+        "[prod]", f"aws_access_key_id = {f.aws_id()}", "region = us-east-1", "output = json",
+        "cli_pager =", "s3 =", "  max_concurrent_requests = 20", "  multipart_threshold = 64MB",
+        f"aws_secret_access_key = {f.aws_secret()}"]), "aws_pair")
+    d.done()
+
+    d = Doc(c, "aws/config.yaml")
+    d.add("storage:", "  backend: s3", "  bucket: acme-datasets")
+    d.plant("aws", f"  access_key_id: {f.aws_id()}\n  secret_access_key: {f.aws_secret()}", "aws_pair")
+    d.add("mirror:", "  backend: s3")
+    d.plant("aws", f'  aws_access_key_id: "{f.aws_id()}"\n  aws_secret_access_key: "{f.aws_secret()}"',
+            "aws_pair")
+    d.done()
+
+    aws_id, aws_secret = f.aws_id(), f.aws_secret()
+    text = json.dumps({"region": "us-west-2", "credentials": {"accessKeyId": aws_id, "secretAccessKey": aws_secret},
+                       "bucket": "acme-logs"}, indent=2) + "\n"
+    c.files["aws/settings.json"] = text
+    lines = text.split("\n")
+    c.labels.append(Label("aws/settings.json", next(i for i, ln in enumerate(lines, 1) if aws_id in ln),
+                          next(i for i, ln in enumerate(lines, 1) if aws_secret in ln), "aws", kind="aws_pair"))
+    d = Doc(c, "aws/compact.json")
+    d.plant("aws", json.dumps({"AccessKeyId": f.aws_id(), "SecretAccessKey": f.aws_secret(),
+                               "SessionToken": None}), "aws_pair")
+    d.done()
+
+    d = Doc(c, "aws/storage.toml")
+    d.add("[storage]", 'endpoint = "https://s3.eu-central-1.amazonaws.com"')
+    d.plant("aws", f'access_key_id = "{f.aws_id()}"\nsecret_access_key = "{f.aws_secret()}"', "aws_pair")
+    d.done()
+
+    d = Doc(c, "aws/upload.py")
+    d.add("import boto3", "", "")
+    d.plant("aws", f"s3 = boto3.client('s3', aws_access_key_id='{f.aws_id()}', "
+                   f"aws_secret_access_key='{f.aws_secret()}')", "aws_pair")
+    d.add("", "session = boto3.Session(", '    region_name="eu-west-1",')
+    d.plant("aws", f'    aws_access_key_id="{f.aws_id()}",\n    aws_secret_access_key="{f.aws_secret()}",',
+            "aws_pair")
+    d.add(")", "s3.upload_file('model.safetensors', 'acme-models', 'v1/model.safetensors')")
+    d.done()
+
+    d = Doc(c, "aws/s3.js")
+    d.add("import { S3Client } from '@aws-sdk/client-s3';", "", "export const s3 = new S3Client({",
+          "  region: 'us-east-1',", "  credentials: {")
+    d.plant("aws", f"    accessKeyId: '{f.aws_id()}',\n    secretAccessKey: '{f.aws_secret()}',", "aws_pair")
+    d.add("  },", "});")
+    d.plant("aws", f'AWS.config.update({{ accessKeyId: "{f.aws_id()}", secretAccessKey: "{f.aws_secret()}" }});',
+            "aws_pair")
+    d.done()
+
+    d = Doc(c, "aws/urls.txt")
+    d.plant("aws", f"s3://{f.aws_id()}:{f.aws_secret()}@acme-raw/2024/", "aws_pair")
+    encoded = _aws_secret_with_slash(f).replace("/", "%2F").replace("+", "%2B")
+    d.plant("aws", f"s3a://{f.aws_id()}:{encoded}@acme-spark/warehouse", "aws_pair")
+    d.done()
+
+    # Notebooks: a cell's source as one JSON string (escaped "\n" between lines) and as a list of lines.
+    nb_pairs = [(f.aws_id(), f.aws_secret()), (f.aws_id(), f.aws_secret())]
+    cells = [
+        {"cell_type": "code", "execution_count": 1, "metadata": {}, "outputs": [],
+         "source": f"import boto3\nkey_id = '{nb_pairs[0][0]}'\nsecret = '{nb_pairs[0][1]}'\n"
+                   "s3 = boto3.client('s3', aws_access_key_id=key_id, aws_secret_access_key=secret)"},
+        {"cell_type": "code", "execution_count": 2, "metadata": {}, "outputs": [],
+         "source": ["import os\n", f"os.environ['AWS_ACCESS_KEY_ID'] = '{nb_pairs[1][0]}'\n",
+                    f"os.environ['AWS_SECRET_ACCESS_KEY'] = '{nb_pairs[1][1]}'\n"]},
+    ]
+    text = json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, indent=1) + "\n"
+    c.files["aws/s3.ipynb"] = text
+    lines = text.split("\n")
+    for key_id, secret in nb_pairs:
+        c.labels.append(Label("aws/s3.ipynb", next(i for i, ln in enumerate(lines, 1) if key_id in ln),
+                              next(i for i, ln in enumerate(lines, 1) if secret in ln), "aws", kind="aws_pair"))
+
+    # A secret key alone, under its name (the id elsewhere, or none): found, not a pair.
+    d = Doc(c, "aws/fragment.env")
+    d.plant("aws", f"AWS_SECRET_ACCESS_KEY={f.aws_secret()}", "aws_secret")
+    d.done()
+
+    # --- passwords: connection strings and config keys -----------------------------------------------
+    d = Doc(c, "db/settings.py")
+    d.add('"""Database settings."""', "")
+    d.plant("database", f'DATABASE_URL = "postgres://app:{f.password()}@db.internal:5432/app"', "password")
+    d.plant("database", f'ANALYTICS = "postgresql+psycopg2://etl:{f.password()}@10.0.3.7/analytics"', "password")
+    d.plant("database", f"LEGACY = 'mysql://reporting:{f.password()}@mysql.internal:3306/reports'", "password")
+    d.plant("database", f'MONGO = "mongodb+srv://svc:{f.password()}@cluster0.q1w2e.mongodb.net/app"', "password")
+    d.plant("database", f'CACHE = "redis://:{f.password()}@cache.internal:6379/0"', "password")
+    d.plant("database", f'BROKER_URL = "amqp://celery:{f.password()}@rabbit.internal:5672/ml"', "password")
+    d.done()
+
+    d = Doc(c, "db/application.properties")
+    d.add("spring.application.name=ranker")
+    d.plant("generic", f"spring.datasource.url=jdbc:postgresql://db:5432/rank?user=rank&password={f.password()}"
+                       "&ssl=true", "password")
+    d.plant("generic", f"spring.datasource.password={f.password()}", "password")
+    d.add("spring.jpa.hibernate.ddl-auto=validate")
+    d.done()
+
+    d = Doc(c, "db/database.yml")
+    d.add("production:", "  adapter: postgresql", "  host: db.internal", "  username: rails")
+    d.plant("generic", f"  password: {f.password()}", "password")
+    d.add("ftp:", "  host: ftp.internal")
+    d.plant("generic", f"  passwd: '{f.password()}'", "password")
+    d.done()
+
+    d = Doc(c, "db/.env.production")
+    d.add("DB_HOST=db.internal", "DB_USER=app")
+    d.plant("generic", f"DB_PASSWORD={f.password()}", "password")
+    d.plant("generic", f"passwd={f.password()}", "password")
+    d.done()
+
+    # --- benign look-alikes: none of these is a finding ----------------------------------------------
+    c.files["docs/aws-setup.md"] = "\n".join([
+        "# Configuring S3", "",
+        "AWS's own example credentials (never valid, published in its documentation):", "", "```ini", "[default]",
+        "aws_access_key_id = AKIAIOSFODNN7EXAMPLE", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "```", "", "Or in the environment:", "", "```sh",
+        "export AWS_ACCESS_KEY_ID=<your-access-key-id>", "export AWS_SECRET_ACCESS_KEY=<your-secret-access-key>",
+        "```", "", "In code, read them from the environment: `secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY`,",
+        "`aws_secret_access_key=os.environ['AWS_SECRET_ACCESS_KEY']`.", "",
+        "Database: `postgres://USER:PASSWORD@HOST:5432/DB`; locally `postgres://postgres:postgres@localhost/dev`.", "",
+    ])
+    c.files["config/example.env"] = "\n".join([
+        "AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID}", "AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY}",
+        "AWS_SECRET_ACCESS_KEY_2=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "AWS_SECRET_ACCESS_KEY_MASKED=****************************************",
+        "DB_PASSWORD=changeme", "DB_PASSWORD_2=<password>", "DB_PASSWORD_3=${DB_PASSWORD}", "DB_PASSWORD_4=xxxxxxxx",
+        "DB_PASSWORD_5=********", "DB_PASSWORD_6=", "REDIS_URL=redis://:${REDIS_PASSWORD}@cache:6379/0",
+        "MONGO_URL=mongodb+srv://<user>:<password>@cluster0.mongodb.net/",
+        "JDBC_URL=jdbc:postgresql://db:5432/app?user=app&password=${DB_PASS}", "",
+    ])
+    c.files["docker-compose.yml"] = "\n".join([
+        "services:", "  db:", "    image: postgres:16", "    environment:", "      POSTGRES_PASSWORD: postgres",
+        "      POSTGRES_USER: postgres", "  queue:", "    image: rabbitmq:3",
+        "    command: ['--url', 'amqp://guest:guest@localhost:5672//']", "  app:", "    environment:",
+        "      DATABASE_URL: postgres://postgres:postgres@db:5432/postgres",
+        "      DB_PASSWORD: ${DB_PASSWORD:?set it}", "      password: '{{ vault_db_password }}'", "",
+    ])
+    c.files["app/auth.py"] = "\n".join([
+        "import getpass", "import os", "", "password = getpass.getpass()", "password = None",
+        "PASSWORD_MIN_LENGTH = 12", "db_password = os.environ['DB_PASSWORD']",
+        "password_hash = '$2b$12$KIXQJQ4u7eG8qC1Fz2m5LuXyZb7VqS3tY6wD0rA9hE1nM4oP2jK8i'",
+        "DSN = 'host=%(host)s password=%(db_password)s'", "s3_prefix = 's3://acme-raw/AKIAIOSFODNN7EXAMPLE/'", "",
+    ])
 
 
 @dataclass

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from urllib.parse import unquote
 
 from bastion.scanning.scanners.secrets import context, validators
 from bastion.scanning.scanners.secrets.validators import STRUCTURE, Validation
@@ -41,6 +42,9 @@ class Candidate:
     secret: str
     validation: Validation
     preview: str
+    # The match alone is strong evidence of a real credential (see HIGH_CONFIDENCE): push protection
+    # in its default mode refuses it even unverified.
+    high_confidence: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +69,8 @@ class Detector:
     placeholder_check: bool = True
     # A lookahead appended to every keyword in the prefilter (regex syntax, lowercase text).
     keyword_guard: str = ""
+    # Set from HIGH_CONFIDENCE when the registry is built: a checksum or a distinctive structure.
+    high_confidence: bool = False
 
     def candidates(self, text: str, lo: int, hi: int) -> Iterator[Candidate]:
         group = "s" if "s" in self.pattern.groupindex else 0
@@ -78,7 +84,8 @@ class Detector:
             validation = self.validator(secret) if self.validator else STRUCTURE
             if validation is None:
                 continue
-            yield Candidate(self, start, end, secret, validation, self.redact(secret))
+            yield Candidate(self, start, end, secret, validation, self.redact(secret),
+                            self.high_confidence or validation.checksum)
 
     def plausible(self, secret: str, text: str, start: int) -> bool:
         if context.is_documented_example(secret):
@@ -159,38 +166,87 @@ def contextual(
 
 
 class AwsKeyDetector(Detector):
-    """An access key id, paired with the 40-character secret key found near it."""
+    """An access key id, paired with the 40-character secret key found with it.
 
-    _SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+    Where the pair lies, in the layouts real repos use: on the next lines (.env, INI profiles, YAML,
+    TOML, JSON, code; notebooks once their cells are decoded), on the lines before, on one line (a
+    call's arguments, `s3://ID:SECRET@bucket`, percent-encoded or not), or further away under an
+    AWS secret-key name (`aws_secret_access_key`, `secretAccessKey`, …). A pair is a credential by
+    itself (high confidence); an id alone only names the account.
+    """
+
+    # `=` may precede a secret (`KEY=…`) but not follow it: base64 padding means a longer blob.
+    _SECRET = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+    _URL_SECRET = re.compile(r":(?P<s>[A-Za-z0-9/+%]{40,80})@")
+    NEAR_LINES = 4  # an unnamed 40-character string pairs with an id this many lines away at most
+    NAMED_LINES = 40  # a secret under an AWS secret-key name, this many
 
     def candidates(self, text: str, lo: int, hi: int) -> Iterator[Candidate]:
         for m in self.pattern.finditer(text, lo, hi):
             key_id = m.group(0)
             if (m.start() > 0 and text[m.start() - 1] in _ALNUM) or not self.plausible(key_id, text, 0):
                 continue
-            near_lo = _line_start(text, m.start(), back=4)
-            near_hi = _line_end(text, m.end(), forward=4)
-            secret_m = next(
-                (s for s in self._SECRET.finditer(text, near_lo, near_hi) if _aws_secret_ok(s.group(0))),
-                None,
-            )
-            if secret_m is None:
-                # A key id alone still identifies the account and invites a credential hunt.
-                yield Candidate(self, m.start(), m.end(), key_id, STRUCTURE, redact(key_id, key_id[:4]))
+            url = self._URL_SECRET.match(text, m.end())
+            if url is not None and _aws_secret_ok(unquote(url.group("s"))):
+                secret = unquote(url.group("s"))
+                yield Candidate(self, m.start(), url.end("s"), f"{key_id}:{secret}", STRUCTURE,
+                                f"{key_id[:8]}… + secret key", True)
                 continue
-            secret = secret_m.group(0)
-            start, end = min(m.start(), secret_m.start()), max(m.end(), secret_m.end())
-            yield Candidate(
-                self, start, end, f"{key_id}:{secret}", STRUCTURE, f"{key_id[:8]}… + secret key"
-            )
+            pair = self._paired_secret(text, m.start(), m.end())
+            if pair is not None:
+                start, end, secret = pair
+                yield Candidate(self, start, end, f"{key_id}:{secret}", STRUCTURE, f"{key_id[:8]}… + secret key",
+                                True)
+                continue
+            # A key id alone still identifies the account and invites a credential hunt.
+            yield Candidate(self, m.start(), m.end(), key_id, STRUCTURE, redact(key_id, key_id[:4]))
+
+    def _paired_secret(self, text: str, start: int, end: int) -> tuple[int, int, str] | None:
+        """The id's secret, and the span the pair's finding covers. After the id first (up to the next
+        id: with several profiles in one file each id is followed by its own secret), then before it (a
+        secret no other id claims). Unnamed 40-character strings count within NEAR_LINES; under an AWS
+        secret-key name within NAMED_LINES, and then the finding spans the id only: a span over dozens
+        of lines would hide other findings on them (aws.secret_key reports the secret's own line)."""
+        searches = ((self.NEAR_LINES, self._SECRET, 0), (self.NAMED_LINES, AWS_SECRET_NAMED, "s"))
+        for lines, pattern, group in searches:
+            hi = _line_end(text, end, forward=lines)
+            next_id = self.pattern.search(text, end, hi)
+            found = next((s for s in pattern.finditer(text, end, next_id.start() if next_id else hi)
+                          if _aws_secret_ok(s.group(group))), None)
+            if found is not None:
+                return self._pair_span(start, end, found, group)
+        for lines, pattern, group in searches:
+            lo = _line_start(text, start, back=lines)
+            before = [s for s in pattern.finditer(text, lo, start) if _aws_secret_ok(s.group(group))
+                      and self.pattern.search(text, _line_start(text, s.start(), back=self.NEAR_LINES), start) is None]
+            if before:
+                return self._pair_span(start, end, before[-1], group)
+        return None
+
+    @staticmethod
+    def _pair_span(start: int, end: int, found: re.Match[str], group: int | str) -> tuple[int, int, str]:
+        if group == 0:
+            return min(start, found.start()), max(end, found.end()), found.group()
+        return start, end, found.group(group)
 
 
 def _aws_secret_ok(value: str) -> bool:
-    if context.is_documented_example(value) or context.HEX_RE.match(value):
+    if len(value) != 40 or context.is_documented_example(value) or context.HEX_RE.match(value):
         return False
     if not (any(c.isupper() for c in value) and any(c.islower() for c in value)):
         return False
     return context.shannon_entropy(value) >= 4.2 and not context.is_placeholder(value)
+
+
+# An AWS secret key under its name: `aws_secret_access_key = …` (INI, .env, Python keyword), YAML/TOML
+# `secret_access_key: …`, JSON and JS `"secretAccessKey": "…"`, Java properties `aws.secretKey=…`,
+# quoted or not. "secret key" alone is not enough (Django's SECRET_KEY): the name says AWS or "access".
+AWS_SECRET_NAMED = re.compile(
+    r"(?i:aws[_.-]?secret(?:[_.-]?access)?[_.-]?key|secret[_.-]?access[_.-]?key)[\"'\]]?\s*(?::=|=>|[:=])\s*"
+    r"[\"'`]?(?P<s>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
+)
+AWS_SECRET_KEYWORDS = ("secret_access_key", "secretaccesskey", "secret-access-key", "secret.access.key",
+                       "aws_secret", "awssecret", "aws.secret", "aws-secret")
 
 
 class AwsSecretDetector(Detector):
@@ -220,7 +276,8 @@ class PrivateKeyDetector(Detector):
                 validation = validators.private_key(block)
             if validation is None:
                 continue
-            yield Candidate(self, m.start(), end, block, validation, f"-----BEGIN {kind}-----…")
+            yield Candidate(self, m.start(), end, block, validation, f"-----BEGIN {kind}-----…",
+                            validation.checksum)
 
 
 class ServiceAccountDetector(Detector):
@@ -257,6 +314,7 @@ class ServiceAccountDetector(Detector):
                     json.dumps(obj),
                     validation,
                     f"service account {email.split('@')[0][:24]}@…",
+                    validation.checksum,
                 )
                 break
 
@@ -267,7 +325,7 @@ _GENERIC_KEY = re.compile(
 )
 _GENERIC_VALUE = re.compile(
     r"""\\?["']?\]?[ \t]*(?P<op>:=|=>|==|=|:)[ \t]*"""
-    r"""(?:(?P<q>\\?["'`])(?P<v>[^"'`\s\\]{6,256})(?P=q)|(?P<u>[^\s"'`,;#)\]}{(]{8,256})(?=[\s,;#)\]}]|$))"""
+    r"""(?:(?P<q>\\?["'`])(?P<v>[^"'`\s\\]{6,256})(?P=q)|(?P<u>[^\s"'`,;&#)\]}{(]{8,256})(?=[\s,;&#)\]}]|$))"""
 )
 # `_key`/`-key`/`apikey` rather than `key`: the bare word is in every JSON document and dict.
 _GENERIC_HINTS = ("pass", "secret", "token", "_key", "-key", "apikey", "accesskey", "credential")
@@ -364,7 +422,8 @@ class TwilioDetector(Detector):
                 if context.shannon_entropy(secret) < 3.0:
                     continue
                 start, end = min(m.start(), s.start()), max(m.end(), s.end())
-                yield Candidate(self, start, end, f"{sid}:{secret}", STRUCTURE, f"{sid[:6]}… + secret")
+                yield Candidate(self, start, end, f"{sid}:{secret}", STRUCTURE, f"{sid[:6]}… + secret",
+                                self.high_confidence)
                 break
 
 
@@ -390,7 +449,34 @@ _A = "A-Za-z0-9"
 _W = "A-Za-z0-9_-"
 
 
+# Detectors whose match alone is strong evidence of a real credential, so push protection in its
+# default mode ("high-confidence") refuses it without a live check: a provider prefix and an exact
+# structure no other text has (README lists them). Checksum-valid findings (GitHub classic, npm, PyPI,
+# Bastion, age, parsed private keys, GCP service-account files, Azure storage keys, Sentry org tokens)
+# are high-confidence whatever this list says. Not here: formats recognised only by a provider's name
+# nearby (`contextual`: 32 hex next to "mistral"), JWTs (public anon keys are JWTs), URLs with
+# passwords, the generic rule, and short or shared prefixes (`sk_`, `fw_`, `secret_`). For AWS only an
+# id found with its secret key is high-confidence (AwsKeyDetector decides): an id alone is no credential.
+HIGH_CONFIDENCE = frozenset({
+    "huggingface.user_token", "huggingface.org_token", "bastion.token", "aws.access_key", "github.token",
+    "github.fine_grained_pat", "gitlab.token", "slack.token", "slack.webhook", "stripe.secret_key",
+    "stripe.webhook_secret", "openai.api_key", "anthropic.api_key", "google.api_key",
+    "google.oauth_client_secret", "azure.ad_client_secret", "twilio.credentials", "sendgrid.api_key",
+    "npm.token", "pypi.token", "wandb.api_key_v1", "replicate.api_token", "databricks.token", "groq.api_key",
+    "kaggle.api_token", "digitalocean.token", "pinecone.api_key", "langsmith.api_key", "together.api_key",
+    "perplexity.api_key", "xai.api_key", "openrouter.api_key", "nvidia.api_key", "tavily.api_key",
+    "cloudflare.origin_ca_key", "heroku.api_key", "shopify.token", "discord.webhook", "atlassian.api_token",
+    "linear.api_key", "postman.api_key", "terraform.api_token", "docker.pat", "supabase.token",
+    "sentry.user_token", "newrelic.key", "age.secret_key", "vault.token", "tailscale.key", "doppler.token",
+    "planetscale.token", "grafana.token",
+})
+
+
 def _build() -> tuple[Detector, ...]:
+    return tuple(replace(d, high_confidence=True) if d.id in HIGH_CONFIDENCE else d for d in _registry())
+
+
+def _registry() -> tuple[Detector, ...]:
     v = validators
     return (
         # Hugging Face: hf_ + 34 letters; org tokens api_org_ + 34 letters. No checksum.
@@ -405,11 +491,8 @@ def _build() -> tuple[Detector, ...]:
         AwsKeyDetector("aws.access_key", "aws", "AWS access key",
                        _rx(r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}(?![A-Z0-9])"),
                        ("AKIA", "ASIA", "ABIA", "ACCA"), prefix="AKIA"),
-        AwsSecretDetector("aws.secret_key", "aws", "AWS secret access key",
-                          _rx(r"(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*[:=]\s*[\"']?"
-                              r"(?P<s>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"),
-                          ("secret_access_key", "aws_secret"), left=frozenset(),
-                          priority=PRIORITY_CONTEXT),
+        AwsSecretDetector("aws.secret_key", "aws", "AWS secret access key", AWS_SECRET_NAMED,
+                          AWS_SECRET_KEYWORDS, left=frozenset(), priority=PRIORITY_CONTEXT),
         # GitHub: prefix + 30 random + base62(CRC32) in the last 6 characters.
         token("github.token", "github", "GitHub token",
               rf"gh[pousr]_[{_A}]{{36}}(?![{_A}_])", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
@@ -500,7 +583,7 @@ def _build() -> tuple[Detector, ...]:
                                r"(?: BLOCK)?)-----"), ("PRIVATE KEY",), priority=PRIORITY_KEY),
         token("database.url", "database", "Database URL with password",
               r"(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|clickhouse"
-              r"|cockroachdb)(?:\+[a-z0-9]+)?://[^:/?#@\s\"']{1,64}:(?P<s>[^@/?#\s\"']{6,128})@"
+              r"|cockroachdb)(?:\+[a-z0-9]+)?://[^:/?#@\s\"']{0,64}:(?P<s>[^@/?#\s\"']{6,128})@"
               r"[A-Za-z0-9._-]{1,253}", ("postgres", "mysql", "mariadb", "mongodb", "redis", "amqp",
                                          "mssql", "sqlserver", "clickhouse", "cockroach"),
               left=frozenset(), priority=40, extra_check=lambda s: s.lower() not in _DEFAULT_PASSWORDS),

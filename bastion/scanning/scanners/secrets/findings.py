@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 VerificationMethod = Literal["checksum", "api", "none"]
+# "high": the match alone is strong evidence (a checksum, a distinctive provider format, an AWS key id
+# found with its secret key: detectors.HIGH_CONFIDENCE); "low": a pattern that also fits other text.
+Confidence = Literal["high", "low"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class SecretFinding:
     end_line: int = 0
     encrypted: bool = False  # private keys that parsed as encrypted: a finding, but less urgent
     note: str = ""
+    confidence: Confidence = "low"
     # RAW SECRET — for verifiers and revocation only. Never log, display or store it; it is kept
     # out of repr(), ==, hashing and to_dict() on purpose.
     raw_secret: str = field(default="", repr=False, compare=False)
@@ -53,4 +57,5 @@ class SecretFinding:
             "detector": self.detector,
             "preview": self.preview,
             "encrypted": self.encrypted,
+            "confidence": self.confidence,
         }

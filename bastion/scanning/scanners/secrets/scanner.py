@@ -37,7 +37,7 @@ from bastion.scanning.scanners.secrets.verifiers import BASTION_TOKEN_DETECTOR, 
 
 SCANNER_NAME = "secrets"
 # Bump when detectors change in a way that can change results, so stale results get rescanned.
-SCANNER_VERSION = "1.2.0"
+SCANNER_VERSION = "1.3.0"
 
 # A minified line can be megabytes long; a detector only needs the neighbourhood of a keyword.
 _MAX_WINDOW = 16_384
@@ -447,6 +447,7 @@ def _finding(c: Candidate, path: str, line: int, column: int, end_line: int) -> 
         end_line=end_line,
         encrypted=v.encrypted,
         note=v.note,
+        confidence="high" if c.high_confidence or v.checksum else "low",
         raw_secret=c.secret,
     )
 
