@@ -10,7 +10,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from bastion import __version__
+from bastion import __version__, wiring
 from bastion.api.errors import install_error_handlers
 from bastion.api.middleware import AllowedHostsMiddleware, RequestContextMiddleware
 from bastion.audit.aggregate import Flusher
@@ -26,6 +26,7 @@ log = logging.getLogger("bastion")
 def create_app(settings: Settings | None = None, hub: Hub | None = None) -> FastAPI:
     settings = settings or Settings()
     hub = hub or Hub.open(settings)
+    wiring.load()  # every feature's hooks and ports filled before the first request
     from bastion.scanning.queue import Workers, attach
 
     queue = attach(hub)  # commits hand scan jobs to this queue
@@ -88,7 +89,9 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     token_governance.install(hub.engine, app.state.mailer)  # token approval requests are e-mailed
     app.include_router(orgs_router)  # before repos: /api/{plural}/{ns}/{name}/resource-group
     from bastion.gating.routes import router as gating_router
-    app.include_router(gating_router)  # access requests: /{ns}/{name}/ask-access, …/user-access-request/…
+    app.include_router(gating_router)  # access requests: …/user-access-request/…
+    from bastion.web.gating_views import form_router as gate_form_router
+    app.include_router(gate_form_router)  # the gate form's POST /{ns}/{name}/ask-access (JSON or form)
     app.include_router(repos_router)
     app.include_router(lfs_router)
     app.include_router(scanning_router)

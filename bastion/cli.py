@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from bastion import __version__
+from bastion import __version__, wiring
 from bastion.audit.context import AuditContext, bind_context
 from bastion.config import Settings
 from bastion.db import transaction
@@ -28,6 +28,7 @@ def _settings(data_dir: Path | None) -> Settings:
 @click.version_option(__version__, prog_name="bastion")
 def main() -> None:
     """Bastion: a self-hosted, security-first hub for ML models and datasets."""
+    wiring.load()  # every feature's hooks and ports filled, whichever command runs
 
 
 data_dir_option = click.option("--data-dir", type=click.Path(path_type=Path), default=None,

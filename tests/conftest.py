@@ -26,6 +26,11 @@ os.environ.update({
     "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1", "HF_HOME": _HF_HOME, "HF_HUB_DISABLE_PROGRESS_BARS": "1",
 })
 
+from bastion import wiring  # noqa: E402
+
+# Tests that call services directly get the same hooks and ports the app and the CLI fill.
+wiring.load()
+
 PG_ADMIN_URL = os.environ.get("BASTION_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MiB = 1024 * 1024
 

@@ -93,6 +93,11 @@ def create_user(session: Session, name: str, email: str, fullname: str = "", is_
     return user
 
 
+def user_by_id(session: Session, user_id: int | None) -> User | None:
+    """The account with this id, None when there is none (principals and rows name users by id)."""
+    return session.get(User, user_id) if user_id is not None else None
+
+
 def get_user_by_name(session: Session, name: str) -> User:
     user = session.scalar(select(User).where(User.name_lower == name.lower()))
     if user is None:
@@ -372,7 +377,7 @@ def reset_password(session: Session, mailer: Mailer, key: bytes, token: str, new
 
 def acting_user(session: Session, principal: Principal) -> User:
     """The user a request acts as; 401 if it is anonymous or the account is gone."""
-    user = session.get(User, principal.user_id) if principal.user_id is not None else None
+    user = user_by_id(session, principal.user_id)
     if user is None:
         raise AuthenticationRequired("Authentication required")
     return user

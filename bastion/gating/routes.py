@@ -1,36 +1,38 @@
-"""Gated repos over HTTP at the Hub's URLs: `POST /{repo}/ask-access` (the gate form, or a token) and
-`/api/{type}s/{repo}/user-access-request/…` (list, handle, grant for managers; cancel for the requester).
+"""Gated repos over HTTP at the Hub's URLs: `/api/{type}s/{repo}/user-access-request/…` (list, handle,
+grant for managers; cancel for the requester). The gate form's `POST /{repo}/ask-access` is in
+bastion.web.gating_views (a browser's form as well as a token's JSON).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from bastion.accounts.models import User
-from bastion.accounts.service import get_user_by_name
+from bastion.accounts.service import get_user_by_name, user_by_id
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
-from bastion.api.urls import next_link, repo_url
+from bastion.api.urls import next_link
 from bastion.authz import Permission, Principal, permission
 from bastion.db import transaction
-from bastion.errors import BadRequest, BastionError, NotFound, PayloadTooLarge, RepoNotFound
+from bastion.errors import BadRequest, NotFound, RepoNotFound
 from bastion.gating import service
-from bastion.repos.models import Repo
 from bastion.repos.routes import load_repo
 from bastion.repos.service import TYPE_BY_PLURAL
 
+if TYPE_CHECKING:
+    from bastion.accounts.models import User
+    from bastion.repos.models import Repo
+
 router = APIRouter()
-MAX_FORM_BYTES = 256 << 10
 MAX_PAGE = 1000
 
 
 def _actor(session: Session, principal: Principal) -> User:
-    user = session.get(User, principal.user_id)
+    user = user_by_id(session, principal.user_id)
     if user is None:
         raise RepoNotFound()
     return user
@@ -45,64 +47,12 @@ def _user(session: Session, data: dict[str, Any], repo: Repo) -> User:
         if not isinstance(request_id, str):
             raise BadRequest("'requestId' must be a string")
         row = service.request_by_public_id(session, repo, request_id)
-        user = session.get(User, row.user_id)
+        user = user_by_id(session, row.user_id)
         assert user is not None
         return user
     if not isinstance(name, str) or not name:
         raise BadRequest("'user' must be a username")
     return get_user_by_name(session, name)
-
-
-# ---- the requester ------------------------------------------------------------------------------
-
-async def _form_fields(request: Request) -> tuple[dict[str, Any], Any]:
-    """The gate form as a JSON object or a form post (the Hub takes both); the form's csrf_token apart."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-        raise PayloadTooLarge(f"Request body larger than {MAX_FORM_BYTES} bytes")
-    if request.headers.get("content-type", "").startswith("application/json"):
-        return await json_object(request, MAX_FORM_BYTES), None
-    form = await request.form(max_files=0, max_fields=service.MAX_FIELDS + 1)
-    fields = {k: v for k, v in form.multi_items() if k != "csrf_token"}
-    return fields, form
-
-
-def _register(prefix: str, plural: str) -> None:
-    @router.post(f"/{prefix}{{ns}}/{{name}}/ask-access", name=f"ask_access_{plural}")
-    @permission(Permission.REPO_ACCESS_REQUEST)
-    async def ask_access(ns: str, name: str, request: Request,
-                         principal: Principal = Depends(current_principal)) -> Response:
-        """The gate form: the caller shares their name and e-mail (and the form's fields) with those who
-        manage the repo; 303 back to the repo page, as on the Hub."""
-        from bastion.web.pages import check_csrf, error_page
-
-        hub = hub_of(request)
-        try:
-            raw, form = await _form_fields(request)
-            fields = service.parse_fields(raw)
-
-            def run() -> str:
-                with transaction(hub.sessions) as session:
-                    repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_ACCESS_REQUEST)
-                    if principal.method == "session":
-                        # A browser posts the form of our page: a cross-site form must not ask in its name.
-                        if form is None:
-                            raise BadRequest("Send the access request form")
-                        check_csrf(request, form)
-                    service.ask(session, hub.mailer, hub.settings.public_url, repo, _actor(session, principal),
-                                fields)
-                    return repo_url(request, repo.type, repo.repo_id)
-
-            location = await run_in_threadpool(run)
-        except BastionError as exc:
-            if principal.method == "session":
-                return error_page(request, exc)
-            raise
-        return Response(status_code=303, headers={"Location": location})
-
-
-for _prefix, _plural in (("datasets/", "datasets"), ("spaces/", "spaces"), ("", "models")):
-    _register(_prefix, _plural)
 
 
 def _plural(plural: str) -> str:

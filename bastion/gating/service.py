@@ -23,6 +23,7 @@ from bastion.db import utcnow
 from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.gating.models import STATUSES, AccessRequest
 from bastion.mail import Mailer, Message
+from bastion.repos import service as repos_service
 from bastion.repos.browse import iso
 from bastion.repos.models import Repo
 from bastion.repos.service import ORG_MEMBERS_GATED
@@ -50,6 +51,9 @@ def gate_facts(session: Session, repo: Repo, viewer_id: int | None) -> GateFacts
             statuses[viewer_id] = status
     return GateFacts(mode=repo.gated, org_members_gated=bool((repo.settings or {}).get(ORG_MEMBERS_GATED)),
                      statuses=statuses)
+
+
+repos_service.gate_facts = gate_facts
 
 
 def find_request(session: Session, repo: Repo, user_id: int) -> AccessRequest | None:

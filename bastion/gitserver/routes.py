@@ -5,7 +5,7 @@ loopback endpoints the receive hooks call back into.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -35,8 +35,11 @@ from bastion.errors import (
 from bastion.gitserver import service, transport
 from bastion.hub import Hub
 from bastion.repos import service as repos
-from bastion.repos.models import Repo
+from bastion.repos.service import repo_by_id
 from bastion.tokens import service as tokens
+
+if TYPE_CHECKING:
+    from bastion.repos.models import Repo
 
 log = logging.getLogger("bastion.gitserver")
 router = APIRouter()
@@ -233,7 +236,7 @@ def _pusher(hub: Hub, claims: dict[str, Any], options: object = None) -> tuple[P
     ends the push before its objects are walked. Returns the commit options they ask for.
     """
     with transaction(hub.sessions) as session:
-        repo = session.get(Repo, claims["repo_id"])
+        repo = repo_by_id(session, claims["repo_id"])
         if repo is None:
             raise RepoNotFound()
         tok = service.live_token(session, claims["token_id"])
@@ -309,7 +312,7 @@ async def proc_receive(request: Request) -> JSONResponse:
         try:
             with bind_context(_push_context(claims)), transaction(hub.sessions) as session:
                 # Lock order as in repos/commit.py: this transaction first, the repo's flock inside.
-                repo = session.get(Repo, claims["repo_id"])
+                repo = repo_by_id(session, claims["repo_id"])
                 if repo is None:
                     raise RepoNotFound()
                 tok = service.live_token(session, claims["token_id"])

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from bastion.accounts.models import User
+from bastion.accounts.service import user_by_id
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
 from bastion.api.urls import base_url
@@ -21,11 +21,11 @@ from bastion.db import transaction
 from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.lfs import locks, service
 from bastion.lfs.audit_events import object_stored
+from bastion.lfs.content import object_response
 from bastion.lfs.models import LfsMultipartUpload
 from bastion.repos import guards
 from bastion.repos.routes import load_repo
 from bastion.storage import BlobMismatch
-from bastion.xet.content import object_response
 
 router = APIRouter()
 LFS_JSON = "application/vnd.git-lfs+json"
@@ -128,7 +128,7 @@ def _register_locks(prefix: str, plural: str) -> None:
         def run() -> dict[str, Any]:
             with transaction(hub.sessions) as session:
                 repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
-                owner = session.get(User, principal.user_id)
+                owner = user_by_id(session, principal.user_id)
                 if owner is None:
                     raise Forbidden("Unknown user")
                 return locks.create(session, repo, owner, path, _ref_name(data)).as_json()

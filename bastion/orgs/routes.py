@@ -15,13 +15,12 @@ from starlette.concurrency import run_in_threadpool
 from bastion.accounts import service as accounts
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
-from bastion.authz import Permission, Principal, authorize, permission, require
+from bastion.authz import Permission, Principal, permission, require
 from bastion.authz.policy import GroupRef
 from bastion.db import transaction
-from bastion.errors import BadRequest, NotFound
+from bastion.errors import BadRequest
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, ResourceGroup
-from bastion.repos import service as repos
 
 router = APIRouter()
 T = TypeVar("T")
@@ -53,10 +52,8 @@ def group_payload(session: Session, group: ResourceGroup, principal: Principal, 
                            **{k: v for k, v in orgs.resource_group_payload(session, group).items() if k == "numUsers"}}
     if detail:
         out["users"] = [{"user": u.name, "role": role} for u, role in orgs.group_members(session, group)]
-        # private repos of the group only for those who may read them: the same policy as everywhere
-        out["repos"] = [{"type": r.type, "name": r.repo_id, "private": r.private}
-                        for r in orgs.group_repos(session, group)
-                        if authorize(principal, Permission.REPO_METADATA_READ, repos.repo_ref(r))]
+        for part in orgs.group_detail_parts:  # repos: the group's repos the caller may see
+            out.update(part(session, group, principal))
     return out
 
 
@@ -377,27 +374,3 @@ def remove_group_user(name: str, group_id: str, username: str, request: Request,
         require(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts, orgs.group_facts(session, group)))
         orgs.remove_group_member(session, org, group, orgs.user_by_name(session, username))
     return JSONResponse({})
-
-
-@router.post("/api/{plural}/{ns}/{name}/resource-group")
-@permission(Permission.REPO_RESOURCE_GROUP)
-async def set_repo_group(plural: str, ns: str, name: str, request: Request,
-                         principal: Principal = Depends(current_principal)) -> JSONResponse:
-    """The Hub's `{resourceGroupId: <24-hex> | null}`; null moves the repo to the org root."""
-    data = await json_object(request)
-    if plural not in repos.TYPE_BY_PLURAL:
-        raise BadRequest(f"Unknown repository type {plural!r}")
-    raw = data.get("resourceGroupId")
-    group_pk = orgs.parse_group_id(raw) if raw is not None else None  # the id's form: no repo needed
-
-    def run() -> dict[str, Any]:
-        with transaction(hub_of(request).sessions) as session:
-            repo = repos.find_repo(session, repos.TYPE_BY_PLURAL[plural], ns, name)
-            group, move = orgs.group_move(session, repo, group_pk)
-            require(principal, Permission.REPO_RESOURCE_GROUP, move)
-            if group_pk is not None and group is None:
-                raise NotFound("Resource group not found")  # said only to those who may move the repo
-            orgs.set_repo_group(session, repo, group)
-            return {"resourceGroup": orgs.resource_group_payload(session, group) if group else None}
-
-    return JSONResponse(await _in_thread(run))

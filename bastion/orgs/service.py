@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +31,6 @@ from bastion.authz.policy import (
     GroupFacts,
     OrgFacts,
     Principal,
-    RepoGroupMove,
     check_secret_mode,
 )
 from bastion.db import utcnow
@@ -43,7 +43,6 @@ from bastion.orgs.models import (
     ResourceGroup,
     ResourceGroupMember,
 )
-from bastion.repos.models import Repo
 
 # Roles the CLI and the member forms offer (no_access is set through the role API, as on the Hub).
 MEMBER_ROLES = ("read", "contributor", "write", "admin")
@@ -116,16 +115,6 @@ def find_group(session: Session, org_id: int | None, group_pk: int) -> ResourceG
     return group if group is not None and org_id is not None and group.org_id == org_id else None
 
 
-def group_move(session: Session, repo: Repo, group_pk: int | None) -> tuple[ResourceGroup | None, RepoGroupMove]:
-    """Moving `repo` to the group `group_pk` of its org (None: the org root), for the policy to judge. A group
-    its org does not have is judged as the root, so nothing about the repo or its org is told before the
-    decision; the caller reports the missing group after it."""
-    from bastion.repos.service import repo_ref  # repos.service builds on this module
-
-    group = find_group(session, repo.owner_org_id, group_pk) if group_pk is not None else None
-    return group, RepoGroupMove(repo_ref(repo), group_facts(session, group) if group is not None else None)
-
-
 def get_group(session: Session, org: Organization, public_id: str) -> ResourceGroup:
     group = find_group(session, org.id, parse_group_id(public_id))
     if group is None:
@@ -169,11 +158,20 @@ def update_profile(session: Session, org: Organization, fullname: str, descripti
                  details={"fullname": org.fullname, "description": org.description})
 
 
+# What an org or a resource group holds belongs to the features above orgs (repos): each registers a
+# check that refuses (Conflict) to delete an org or a group still holding something of theirs. The
+# database refuses too (ON DELETE RESTRICT); the checks say what is left, in a 409.
+org_delete_checks: list[Callable[[Session, Organization], None]] = []
+group_delete_checks: list[Callable[[Session, ResourceGroup], None]] = []
+# Parts of a resource group's detail that features above orgs add (repos: the repos it holds that
+# the caller may see): (session, group, principal) -> keys of the payload.
+group_detail_parts: list[Callable[[Session, ResourceGroup, Principal], dict[str, Any]]] = []
+
+
 def delete_org(session: Session, org: Organization) -> None:
     """Only an org without repositories: deleting it must never delete repositories as a side effect."""
-    count = session.scalar(select(func.count(Repo.id)).where(Repo.owner_org_id == org.id)) or 0
-    if count:
-        raise Conflict(f"The organization still owns {count} repositories: delete or move them first")
+    for check in org_delete_checks:
+        check(session, org)
     audit.record(session, AuditAction.ORG_DELETE, target=("org", org.name), namespace=org.name, details={})
     session.delete(org)
     session.flush()
@@ -485,9 +483,8 @@ def rename_group(session: Session, org: Organization, group: ResourceGroup, name
 
 def delete_group(session: Session, org: Organization, group: ResourceGroup) -> None:
     """Only an empty group: its private repos would otherwise land at the org root, seen by more members."""
-    count = session.scalar(select(func.count(Repo.id)).where(Repo.resource_group_id == group.id)) or 0
-    if count:
-        raise Conflict(f"The resource group still holds {count} repositories: move them out first")
+    for check in group_delete_checks:
+        check(session, group)
     audit.record(session, AuditAction.RESOURCE_GROUP_DELETE, target=("resource_group", group.public_id),
                  namespace=org.name, details={"name": group.name})
     session.delete(group)
@@ -527,26 +524,6 @@ def remove_group_member(session: Session, org: Organization, group: ResourceGrou
     session.flush()
     audit.record(session, AuditAction.RESOURCE_GROUP_REMOVE_USERS, target=("resource_group", group.public_id),
                  namespace=org.name, details={"users": [user.name]})
-
-
-def group_repos(session: Session, group: ResourceGroup) -> list[Repo]:
-    return list(session.scalars(select(Repo).where(Repo.resource_group_id == group.id).order_by(Repo.name_lower)))
-
-
-def set_repo_group(session: Session, repo: Repo, group: ResourceGroup | None) -> None:
-    """Put an org repo into `group` (None: the org root); a repo is in at most one group."""
-    if repo.owner_org_id is None:
-        raise BadRequest("Only organization repositories belong to resource groups")
-    if group is not None and group.org_id != repo.owner_org_id:
-        raise BadRequest("The resource group belongs to another organization")
-    before = repo.resource_group_id
-    new = group.id if group is not None else None
-    if before == new:
-        return
-    repo.resource_group_id = new
-    audit.record(session, AuditAction.REPO_UPDATE_RESOURCE_GROUP, target=("repo", f"{repo.type}/{repo.repo_id}"),
-                 namespace=repo.namespace, details={"from": f"{before:024x}" if before else None,
-                                                    "to": group.public_id if group else None})
 
 
 def resource_group_payload(session: Session, group: ResourceGroup) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 
 from bastion.errors import BadRequest
 from bastion.hub import Hub
-from bastion.lfs.service import use_linked_objects
 from bastion.repos import commit as repo_commit  # a module: commit.py calls admit() in turn
 from bastion.repos.models import Repo
+from bastion.repos.objects import use_linked_objects
 from bastion.repos.tree_rules import TreeLimits, tree_problems
 from bastion.storage.gitstore import LFS_POINTER_MAX, GitRepo, parse_lfs_pointer, validate_path
 

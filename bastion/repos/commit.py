@@ -21,9 +21,9 @@ from bastion.audit.actions import AuditAction
 from bastion.db import utcnow
 from bastion.errors import BadRequest, EntryNotFound, Forbidden, PreconditionFailed, RepoNotFound
 from bastion.hub import Hub
-from bastion.lfs.service import use_linked_objects
 from bastion.repos import admission, protection
 from bastion.repos.models import Repo
+from bastion.repos.objects import use_linked_objects
 from bastion.repos.tree_rules import TreeLimits, tree_problems
 from bastion.storage.gitstore import MODE_FILE, GitRepo, lfs_pointer_bytes, parse_lfs_pointer, signature, validate_path
 

@@ -7,6 +7,7 @@ small git blobs from memory. Single HTTP ranges are honoured for all three.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -14,18 +15,21 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.ranges import parse_range
-from bastion.api.urls import base_url
 from bastion.authz import Permission, Principal, permission
 from bastion.db import transaction
 from bastion.errors import BastionError, EntryNotFound
 from bastion.hub import Hub
 from bastion.repos import guards
+from bastion.repos.objects import object_response
 from bastion.repos.routes import load_repo, raw_tail
 from bastion.storage.gitstore import parse_lfs_pointer, validate_path
-from bastion.xet.content import object_response
-from bastion.xet.service import xet_hash_for_repo_file
 
 router = APIRouter()
+
+# Headers a feature above repos adds to an LFS file's download: (request, hub, repo id, plural, ns, name,
+# commit, oid) -> headers. Xet advertises its reconstruction (bastion.xet.routes.install).
+LfsDownloadHeaders = Callable[[Request, Hub, int, str, str, str, str, str], dict[str, str]]
+lfs_download_headers: list[LfsDownloadHeaders] = []
 
 
 class ObjectMissing(BastionError):
@@ -61,7 +65,8 @@ def _resolve(prefix: str, plural: str, ns: str, name: str, request: Request, pri
     }
     if ptr is not None:
         headers.update({"ETag": f'"{ptr.oid}"', "X-Linked-Etag": f'"{ptr.oid}"', "X-Linked-Size": str(ptr.size)})
-        headers.update(_xet_headers(request, hub, repo.id, plural, ns, name, str(commit.id), ptr.oid))
+        for more_headers in lfs_download_headers:
+            headers.update(more_headers(request, hub, repo.id, plural, ns, name, str(commit.id), ptr.oid))
         response = object_response(hub, repo.id, ptr.oid, request, headers)
         if response is None:
             raise ObjectMissing(f"The LFS object for {path} is not available in storage")
@@ -78,18 +83,6 @@ def _resolve(prefix: str, plural: str, ns: str, name: str, request: Request, pri
         headers["Content-Length"] = str(len(data))
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
     return Response(data, status_code=status, headers=headers, media_type="application/octet-stream")
-
-
-def _xet_headers(request: Request, hub: Hub, repo_id: int, plural: str, ns: str, name: str, commit: str,
-                 oid: str) -> dict[str, str]:
-    """Advertise Xet (§6 of the client notes) only for a file this repo's CAS token can reconstruct:
-    a client without hf_xet, or with HF_HUB_DISABLE_XET=1, ignores the headers and GETs the file."""
-    with transaction(hub.sessions) as session:
-        xet_hash = xet_hash_for_repo_file(session, repo_id, oid)
-    if xet_hash is None:
-        return {}
-    refresh = f"{base_url(request)}/api/{plural}/{ns}/{name}/xet-read-token/{commit}"
-    return {"X-Xet-Hash": xet_hash, "Link": f'<{refresh}>; rel="xet-auth"'}
 
 
 def _register(prefix: str, plural: str) -> None:

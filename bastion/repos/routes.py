@@ -13,7 +13,7 @@ import base64
 import binascii
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import yaml
@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from bastion.accounts.models import User
-from bastion.api.auth import credential_claims, current_principal, hub_of
+from bastion.accounts.service import user_by_id
+from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object, parse_json
 from bastion.api.urls import base_url, int_param, next_link, repo_url
 from bastion.authz import Permission, Principal, permission, require
@@ -38,13 +38,14 @@ from bastion.errors import (
     RepoNotFound,
 )
 from bastion.hub import Hub
-from bastion.repos import browse, commit, protection, refs, service, upload_policy
+from bastion.orgs import service as orgs
+from bastion.repos import annotations, browse, commit, protection, refs, service, upload_policy
 from bastion.repos.models import Repo
-from bastion.scanning import verdicts
-from bastion.signing import service as signing
 from bastion.storage.gitstore import validate_path
 from bastion.storage.regions import check_region
-from bastion.xet import tokens as xet_tokens
+
+if TYPE_CHECKING:
+    from bastion.accounts.models import User
 
 router = APIRouter()
 TYPES = service.TYPE_BY_PLURAL
@@ -70,7 +71,7 @@ def load_repo(hub: Hub, session: Session, principal: Principal, plural: str, ns:
 
 
 def _actor(session: Session, principal: Principal) -> User:
-    user = session.get(User, principal.user_id)
+    user = user_by_id(session, principal.user_id)
     if user is None:
         raise RepoNotFound()
     return user
@@ -124,14 +125,12 @@ async def create_repo(request: Request, principal: Principal = Depends(current_p
     group_id = data.get("resourceGroupId")
     group_pk = None
     if group_id is not None:
-        from bastion.orgs.service import parse_group_id
 
-        group_pk = parse_group_id(group_id)
+        group_pk = orgs.parse_group_id(group_id)
     check_region(data.get("region"))
     sdk = _space_fields(data, repo_type)
 
     def run() -> Repo:
-        from bastion.orgs import service as orgs
 
         with transaction(hub.sessions) as session:
             ns = service.namespace_ref(session, ns_name or "")
@@ -282,7 +281,6 @@ async def update_settings(plural: str, ns: str, name: str, request: Request,
         with transaction(hub.sessions) as session:
             repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_MANAGE)
             if private is not None and repo.owner_org_id is not None:
-                from bastion.orgs import service as orgs
 
                 org = service.repo_ref(repo).org
                 assert org is not None
@@ -348,24 +346,15 @@ def _info(plural: str, ns: str, name: str, revision: str, request: Request, prin
         git = hub.git(repo.storage_key)
         head = git.resolve(revision)
         wants_security = _truthy(qp.get("securityStatus")) or "securityRepoStatus" in expand
-        security = security_status(hub, session, repo, str(head.id),
-                                   verdicts.secrets_visible(principal, repo)) if wants_security else None
+        security = annotations.need(annotations.security_status, "security_status")(
+            hub, session, repo, head, principal) if wants_security else None
         group = None
         if repo.resource_group_id is not None:
-            from bastion.orgs.service import find_group, resource_group_payload
 
-            found = find_group(session, repo.owner_org_id, repo.resource_group_id)
-            group = resource_group_payload(session, found) if found is not None else None
+            found = orgs.find_group(session, repo.owner_org_id, repo.resource_group_id)
+            group = orgs.resource_group_payload(session, found) if found is not None else None
         return JSONResponse(browse.repo_info(repo, git, head, expand=expand, blobs=_truthy(qp.get("blobs")),
                                              security_status=security, resource_group=group))
-
-
-def security_status(hub: Hub, session: Session, repo: Repo, commit_oid: str,
-                    secrets_of: int | None = None) -> dict[str, Any]:
-    """`securityRepoStatus`: scansDone is true only when every file has a verdict from every scanner."""
-    status = verdicts.revision_summary(hub, session, repo, hub.git(repo.storage_key).resolve(commit_oid), secrets_of)
-    return {"scansDone": status["scansDone"], "filesWithIssues": status["filesWithIssues"],
-            "filesWithIssuesCount": status["filesWithIssuesCount"]}
 
 
 @router.get("/api/{plural}/{ns}/{name}")
@@ -414,8 +403,8 @@ def list_tree(plural: str, ns: str, name: str, rest: str, request: Request,
 def _expand_entries(hub: Hub, session: Session, repo: Repo, git: Any, head: Any, entries: list[dict[str, Any]],
                     principal: Principal) -> None:
     last = browse.last_commits(git, head, [e["path"] for e in entries])
-    statuses = verdicts.file_statuses(hub, session, [scan_key(e) for e in entries if e["type"] == "file"],
-                                      verdicts.secrets_visible(principal, repo))
+    statuses = annotations.need(annotations.file_statuses, "file_statuses")(
+        hub, session, repo, [scan_key(e) for e in entries if e["type"] == "file"], principal)
     for entry in entries:
         if entry["path"] in last:
             entry["lastCommit"] = browse.commit_summary(last[entry["path"]])
@@ -427,6 +416,30 @@ def _expand_entries(hub: Hub, session: Session, repo: Repo, git: Any, head: Any,
 def scan_key(entry: dict[str, Any]) -> str:
     """What a file's verdicts are keyed by: the LFS sha256, or the git blob id of a regular file."""
     return str(entry["lfs"]["oid"] if "lfs" in entry else entry["oid"])
+
+
+@router.post("/api/{plural}/{ns}/{name}/resource-group")
+@permission(Permission.REPO_RESOURCE_GROUP)
+async def set_repo_group(plural: str, ns: str, name: str, request: Request,
+                         principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """The Hub's `{resourceGroupId: <24-hex> | null}`; null moves the repo to the org root."""
+    data = await json_object(request)
+    if plural not in TYPES:
+        raise BadRequest(f"Unknown repository type {plural!r}")
+    raw = data.get("resourceGroupId")
+    group_pk = orgs.parse_group_id(raw) if raw is not None else None  # the id's form: no repo needed
+
+    def run() -> dict[str, Any]:
+        with transaction(hub_of(request).sessions) as session:
+            repo = service.find_repo(session, TYPES[plural], ns, name)
+            group, move = service.group_move(session, repo, group_pk)
+            require(principal, Permission.REPO_RESOURCE_GROUP, move)
+            if group_pk is not None and group is None:
+                raise NotFound("Resource group not found")  # said only to those who may move the repo
+            service.set_repo_group(session, repo, group)
+            return {"resourceGroup": orgs.resource_group_payload(session, group) if group else None}
+
+    return JSONResponse(await run_in_threadpool(run))
 
 
 @router.post("/api/{plural}/{ns}/{name}/paths-info/{revision:path}")
@@ -480,7 +493,7 @@ def list_commits(plural: str, ns: str, name: str, revision: str, request: Reques
     start = git.resolve(revision)
     commits, has_more = browse.history(git, start, page * limit, limit)
     headers = {"Link": next_link(request, p=page + 1)} if has_more else {}
-    signatures = signing.signatures_for(hub, repo, commits)
+    signatures = annotations.need(annotations.signatures, "signatures")(hub, repo, commits)
     return JSONResponse([browse.history_entry(c, formatted, signatures[str(c.id)]) for c in commits],
                         headers=headers)
 
@@ -561,7 +574,7 @@ async def super_squash(plural: str, ns: str, name: str, branch: str, request: Re
         with transaction(hub.sessions) as session:
             repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
             ref = hub.git(repo.storage_key).branch_ref_name(branch)
-            if signing.rule_applies(repo, ref):
+            if service.signed_commits_required(repo, ref):
                 # Replacing a signed branch's history with one instance-signed commit sets the rule aside.
                 service.authorize_protection_lowering(session, principal, repo, {"superSquash": {
                     "branch": branch, "rule": "requireSignedCommits"}})
@@ -698,34 +711,6 @@ async def create_commit(plural: str, ns: str, name: str, revision: str, request:
     if result.pr_number is not None:
         payload["pullRequestUrl"] = f"{url}/discussions/{result.pr_number}"
     return JSONResponse(payload)
-
-
-@router.get("/api/{plural}/{ns}/{name}/xet-write-token/{revision:path}")
-@permission(Permission.REPO_WRITE)
-def xet_write_token(plural: str, ns: str, name: str, revision: str, request: Request,
-                    principal: Principal = Depends(current_principal)) -> JSONResponse:
-    return _xet_token(plural, ns, name, revision, request, principal, "write")
-
-
-@router.get("/api/{plural}/{ns}/{name}/xet-read-token/{revision:path}")
-@permission(Permission.REPO_READ)
-def xet_read_token(plural: str, ns: str, name: str, revision: str, request: Request,
-                   principal: Principal = Depends(current_principal)) -> JSONResponse:
-    return _xet_token(plural, ns, name, revision, request, principal, "read")
-
-
-def _xet_token(plural: str, ns: str, name: str, revision: str, request: Request, principal: Principal,
-               scope: str) -> JSONResponse:
-    """A short-lived CAS token for this repo (auth.md), after the same check as any read or write."""
-    hub = hub_of(request)
-    perm = Permission.REPO_WRITE if scope == "write" else Permission.REPO_READ
-    with transaction(hub.sessions, readonly=True) as session:
-        repo = load_repo(hub, session, principal, plural, ns, name, perm)
-    # The client asks with revision "None" when it will open a PR (the ref is not known yet).
-    if not (scope == "write" and (revision == "None" or _truthy(request.query_params.get("create_pr")))):
-        hub.git(repo.storage_key).resolve(revision)  # RevisionNotFound for an unknown ref
-    token = xet_tokens.issue(hub.settings, base_url(request), repo.id, scope, revision, credential_claims(principal))
-    return JSONResponse(token.as_json(), headers=token.headers())
 
 
 @router.post("/api/validate-yaml")

@@ -6,9 +6,11 @@ Every write records its audit event in the caller's transaction.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +25,17 @@ from bastion.authz import NamespaceRef, Permission, Principal, RepoRef, authoriz
 from bastion.authz.policy import (
     DEFAULT_SECRET_PUSH_PROTECTION_MODE,
     SECRET_PUSH_PROTECTION_MODES,
+    GateFacts,
     RepoColumns,
+    RepoGroupMove,
     RepoTransfer,
     stricter_secret_mode,
 )
 from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
 from bastion.hub import Hub
+from bastion.orgs import models as orgs_models
+from bastion.orgs import service as orgs
 from bastion.repos import protection, tree_rules
 from bastion.repos.models import REPO_TYPES, Repo
 from bastion.storage.gitstore import GitRepo, signature
@@ -91,13 +97,17 @@ def split_repo_id(repo_id: str) -> tuple[str, str]:
     return ns, name
 
 
+# The gate of a gated repo as the policy needs it (its mode, the viewer's access request): gating, a
+# feature above repos, owns access requests and sets this when imported (bastion.gating.service).
+gate_facts: Callable[[Session, Repo, int | None], GateFacts | None] | None = None
+
+
 def repo_ref(repo: Repo, viewer_id: int | None = None) -> RepoRef:
     """What the policy needs about a repo; for an org repo also the org's and its group's member roles;
     for a gated repo its gate and the access request of `viewer_id` (the caller: without it, reading
     the files is decided as for someone who never asked)."""
     org = group = gate = None
     if repo.owner_org_id is not None:
-        from bastion.orgs import service as orgs
         from bastion.orgs.models import Organization, ResourceGroup
 
         session = object_session(repo)
@@ -108,8 +118,9 @@ def repo_ref(repo: Repo, viewer_id: int | None = None) -> RepoRef:
         group_row = session.get(ResourceGroup, repo.resource_group_id) if repo.resource_group_id else None
         group = orgs.group_facts(session, group_row) if group_row is not None else None
     if repo.gated is not None:
-        from bastion.gating.service import gate_facts
-
+        if gate_facts is None:
+            # Fail closed: a gated repo is never judged as an open one because gating is not loaded.
+            raise RuntimeError("no gate facts provider: bastion.gating.service sets repos.service.gate_facts")
         session = object_session(repo)
         assert session is not None, "repo_ref() needs a repo loaded in a session"
         gate = gate_facts(session, repo, viewer_id)
@@ -118,10 +129,15 @@ def repo_ref(repo: Repo, viewer_id: int | None = None) -> RepoRef:
                    gate=gate)
 
 
+def repo_by_id(session: Session, repo_id: object) -> Repo | None:
+    """The repo with this id, None when there is none (capabilities, tokens and jobs name repos by id)."""
+    return session.get(Repo, repo_id) if isinstance(repo_id, int) else None
+
+
 def repo_ref_by_id(session: Session, repo_id: object, viewer_id: int | None) -> RepoRef | None:
     """repo_ref() of the repo with this id as `viewer_id` sees it, None when there is none (capabilities
     name repos by id)."""
-    repo = session.get(Repo, repo_id) if isinstance(repo_id, int) else None
+    repo = repo_by_id(session, repo_id)
     return repo_ref(repo, viewer_id) if repo is not None else None
 
 
@@ -146,7 +162,6 @@ def namespace_ref(session: Session, namespace: str) -> NamespaceRef:
     """Who owns a namespace: a user or an organization (they share one namespace)."""
     owner = session.scalar(select(User).where(User.name_lower == namespace.lower()))
     if owner is None:
-        from bastion.orgs import service as orgs
 
         org = orgs.find_org(session, namespace)
         if org is not None:
@@ -322,6 +337,20 @@ def accepts_instance_commits(repo: Repo) -> bool:
     return (repo.settings or {}).get(SIGNED_ACCEPT_INSTANCE) is not False
 
 
+def signed_commits_required(repo: Repo, ref: str) -> bool:
+    """Whether `ref` of `repo` accepts only verified commits (requireSignedCommits, on the branches of
+    requireSignedCommitsBranches when that names any)."""
+    settings = repo.settings or {}
+    if settings.get(REPO_FLAGS["requireSignedCommits"]) is not True:
+        return False
+    patterns = settings.get(SIGNED_BRANCHES) or []
+    if not isinstance(patterns, list) or not patterns:
+        return True
+    branch = ref.removeprefix("refs/heads/")
+    return ref.startswith("refs/heads/") and any(isinstance(p, str) and fnmatch.fnmatchcase(branch, p)
+                                                 for p in patterns)
+
+
 def _narrowed(before: list[str], after: list[str], empty_is_all: bool) -> bool:
     if empty_is_all and not before:
         return bool(after)  # every ref → some refs
@@ -454,3 +483,60 @@ def list_repos(session: Session, principal: Principal, repo_type: str, *, author
     query = query.order_by(order, Repo.id.desc() if direction <= 0 else Repo.id.asc())
     rows = list(session.scalars(query.offset(offset).limit(limit + 1)))
     return RepoListing(rows[:limit], len(rows) > limit)
+
+
+# ---- repos in an org's resource groups ----------------------------------------------------------
+# Orgs own the groups; which repos a group holds is repos' (orgs sits below repos and asks through
+# the hooks registered at the end of this section).
+
+def group_move(session: Session, repo: Repo, group_pk: int | None,
+               ) -> tuple[orgs_models.ResourceGroup | None, RepoGroupMove]:
+    """Moving `repo` to the group `group_pk` of its org (None: the org root), for the policy to judge. A group
+    its org does not have is judged as the root, so nothing about the repo or its org is told before the
+    decision; the caller reports the missing group after it."""
+    group = orgs.find_group(session, repo.owner_org_id, group_pk) if group_pk is not None else None
+    return group, RepoGroupMove(repo_ref(repo), orgs.group_facts(session, group) if group is not None else None)
+
+
+def group_repos(session: Session, group: orgs_models.ResourceGroup) -> list[Repo]:
+    return list(session.scalars(select(Repo).where(Repo.resource_group_id == group.id).order_by(Repo.name_lower)))
+
+
+def set_repo_group(session: Session, repo: Repo, group: orgs_models.ResourceGroup | None) -> None:
+    """Put an org repo into `group` (None: the org root); a repo is in at most one group."""
+    if repo.owner_org_id is None:
+        raise BadRequest("Only organization repositories belong to resource groups")
+    if group is not None and group.org_id != repo.owner_org_id:
+        raise BadRequest("The resource group belongs to another organization")
+    before = repo.resource_group_id
+    new = group.id if group is not None else None
+    if before == new:
+        return
+    repo.resource_group_id = new
+    audit.record(session, AuditAction.REPO_UPDATE_RESOURCE_GROUP, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"from": f"{before:024x}" if before else None,
+                                                    "to": group.public_id if group else None})
+
+
+def _org_holds_repos(session: Session, org: orgs_models.Organization) -> None:
+    count = session.scalar(select(func.count(Repo.id)).where(Repo.owner_org_id == org.id)) or 0
+    if count:
+        raise Conflict(f"The organization still owns {count} repositories: delete or move them first")
+
+
+def _group_holds_repos(session: Session, group: orgs_models.ResourceGroup) -> None:
+    count = session.scalar(select(func.count(Repo.id)).where(Repo.resource_group_id == group.id)) or 0
+    if count:
+        raise Conflict(f"The resource group still holds {count} repositories: move them out first")
+
+
+def _group_repos_part(session: Session, group: orgs_models.ResourceGroup, principal: Principal) -> dict[str, Any]:
+    # private repos of the group only for those who may read them: the same policy as everywhere
+    return {"repos": [{"type": r.type, "name": r.repo_id, "private": r.private} for r in group_repos(session, group)
+                      if authorize(principal, Permission.REPO_METADATA_READ, repo_ref(r))]}
+
+
+for _registry, _hook in ((orgs.org_delete_checks, _org_holds_repos), (orgs.group_delete_checks, _group_holds_repos),
+                         (orgs.group_detail_parts, _group_repos_part)):
+    if _hook not in _registry:
+        _registry.append(_hook)  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from bastion.config import Settings
 from bastion.hub import Hub
+from bastion.lfs.content import ObjectNotLinked, StoredObject, as_file, locate
 from bastion.scanning import clamd, leaks
 from bastion.scanning.isolation import ProcessLimits, ScanAborted, run_isolated
 from bastion.scanning.results import ScanResult, Verdict, worst
@@ -40,7 +41,6 @@ from bastion.scanning.scanners.secrets import (
 from bastion.scanning.scanners.secrets import SCANNER_VERSION as SECRETS_VERSION
 from bastion.scanning.scanners.secrets import to_scan_result as to_secrets_result
 from bastion.storage.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, parse_lfs_pointer
-from bastion.xet.content import ObjectNotLinked, XetObject, as_file, locate
 
 ISSUE_VERDICTS = frozenset({Verdict.UNSAFE, Verdict.SUSPICIOUS, Verdict.CAUTION})
 
@@ -227,7 +227,7 @@ def scan_limits(settings: Settings) -> ProcessLimits:
     return ProcessLimits(settings.scan_memory_limit_mb, settings.scan_cpu_seconds, settings.scan_timeout_seconds)
 
 
-def locate_content(hub: Hub, ref: BlobRef, repo_id: int | None, session: Session) -> Path | XetObject | None:
+def locate_content(hub: Hub, ref: BlobRef, repo_id: int | None, session: Session) -> Path | StoredObject | None:
     """Where an LFS object's bytes are, as a file of repository `repo_id` (ANY_HOLDER: of whichever
     repositories hold it, when the one that queued the scan is gone): it is read only if that repository
     holds a link. None for a git blob (read from its repository). In the caller's transaction: a scan
@@ -246,7 +246,7 @@ def locate_content(hub: Hub, ref: BlobRef, repo_id: int | None, session: Session
     return found
 
 
-def run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, found: Path | XetObject | None, path: str = "",
+def run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, found: Path | StoredObject | None, path: str = "",
                 ) -> ScanResult:
     """One scanner on one blob: the LFS object `locate_content` found, or the git blob `ref` names. No
     transaction is held. A scanner that parses the content runs in a scan process of its own under the

@@ -28,6 +28,7 @@ from bastion import audit
 from bastion.audit.actions import AuditAction
 from bastion.db import transaction, utcnow
 from bastion.hub import Hub
+from bastion.lfs.content import ANY_HOLDER, StoredObject
 from bastion.repos.models import Repo
 from bastion.scanning import leaks
 from bastion.scanning.adapters import (
@@ -43,7 +44,6 @@ from bastion.scanning.models import ScanJob
 from bastion.scanning.notices import notify_owner
 from bastion.scanning.results import ScanResult, Verdict
 from bastion.scanning.verdicts import store_result
-from bastion.xet.content import ANY_HOLDER, XetObject
 
 log = logging.getLogger("bastion.scanning")
 
@@ -55,7 +55,7 @@ class Claimed:
     job: ScanJob  # detached: a snapshot as claimed
     token: str
     label: str  # the repository scanned for, as "type/name" ("?": deleted since), for revocation notes
-    found: Path | XetObject | None  # where an LFS object's bytes are; None for a git blob
+    found: Path | StoredObject | None  # where an LFS object's bytes are; None for a git blob
     failure: str | None = None  # the lookups failed: the job is retried
 
 

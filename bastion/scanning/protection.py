@@ -27,6 +27,7 @@ from bastion.authz.policy import DEFAULT_SECRET_PUSH_PROTECTION_MODE
 from bastion.db import after_commit, after_rollback, transaction
 from bastion.errors import Forbidden
 from bastion.hub import Hub
+from bastion.lfs.content import ObjectNotLinked, iter_object
 from bastion.repos.commit import CommitResult
 from bastion.repos.models import Repo
 from bastion.scanning import leaks
@@ -38,7 +39,6 @@ from bastion.scanning.scanners.secrets import (
 )
 from bastion.scanning.scanners.secrets.formats import decode_text
 from bastion.storage.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
-from bastion.xet.content import ObjectNotLinked, iter_object
 
 
 def added_lines_text(old: bytes | None, new: bytes) -> str:

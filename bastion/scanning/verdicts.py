@@ -18,6 +18,7 @@ from bastion.authz import Permission, Principal, authorize
 from bastion.caches import WeightedLru
 from bastion.db import utcnow
 from bastion.hub import Hub
+from bastion.repos import annotations
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_ref
 from bastion.scanning import generation
@@ -250,3 +251,23 @@ def repo_status(hub: Hub, session: Session, repo: Repo, revision: str, secrets_o
     return ({**revision_summary(hub, session, repo, commit, secrets_of, files),
              "files": [{"path": path, **statuses[key]} for path, key in page]},
             limit is not None and offset + limit < len(files))
+
+
+# ---- what repos' API answers carry (bastion.repos.annotations) ----------------------------------
+
+def repo_security_status(hub: Hub, session: Session, repo: Repo, commit: pygit2.Commit,
+                         reader: Principal) -> dict[str, Any]:
+    """`securityRepoStatus`: scansDone is true only when every file has a verdict from every scanner."""
+    status = revision_summary(hub, session, repo, commit, secrets_visible(reader, repo))
+    return {"scansDone": status["scansDone"], "filesWithIssues": status["filesWithIssues"],
+            "filesWithIssuesCount": status["filesWithIssuesCount"]}
+
+
+def repo_file_statuses(hub: Hub, session: Session, repo: Repo, keys: list[str],
+                       reader: Principal) -> dict[str, dict[str, Any]]:
+    """`securityFileStatus` of each listed blob; secret findings only for those who manage the repo."""
+    return file_statuses(hub, session, keys, secrets_visible(reader, repo))
+
+
+annotations.security_status = repo_security_status
+annotations.file_statuses = repo_file_statuses

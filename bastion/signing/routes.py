@@ -4,14 +4,14 @@ instance's public signing key. Parse → authz.require (once) → signing.servic
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from bastion.accounts.models import User
+from bastion.accounts.service import user_by_id
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
 from bastion.authz import Permission, Principal, permission, require
@@ -20,6 +20,9 @@ from bastion.errors import AuthenticationRequired, BadRequest, NotImplementedFea
 from bastion.signing import service
 from bastion.signing.verify import INSTANCE_PRINCIPAL
 
+if TYPE_CHECKING:
+    from bastion.accounts.models import User
+
 router = APIRouter()
 MAX_BODY = 512 * 1024
 
@@ -27,7 +30,7 @@ MAX_BODY = 512 * 1024
 def _me(session: Session, principal: Principal, perm: Permission) -> User:
     """The route's one authorization check; keys are only ever the caller's own."""
     require(principal, perm)
-    user = session.get(User, principal.user_id) if principal.user_id is not None else None
+    user = user_by_id(session, principal.user_id)
     if user is None or not user.is_active:
         raise AuthenticationRequired("Authentication required")
     return user

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,10 @@ from bastion.db import transaction, utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
 from bastion.hub import Hub
 from bastion.mail import Mailer
+from bastion.repos import annotations
 from bastion.repos import commit as repo_commit
 from bastion.repos.models import Repo
-from bastion.repos.service import REPO_FLAGS, SIGNED_BRANCHES, accepts_instance_commits
+from bastion.repos.service import REPO_FLAGS, SIGNED_BRANCHES, accepts_instance_commits, signed_commits_required
 from bastion.signing.models import CommitSignature, GpgKey, GpgSubkey, SigningPreference, SshSigningKey
 from bastion.signing.verify import (
     GpgContext,
@@ -458,17 +458,11 @@ def signatures_for(hub: Hub, repo: Repo, commits: list[pygit2.Commit]) -> dict[s
 
 # ---- the rule -----------------------------------------------------------------------------------
 
-def rule_applies(repo: Repo, ref: str) -> bool:
-    """Whether `ref` of `repo` accepts only verified commits (repo setting requireSignedCommits)."""
-    settings = repo.settings or {}
-    if settings.get(RULE_SETTING) is not True:
-        return False
-    patterns = settings.get(RULE_BRANCHES) or []
-    if not isinstance(patterns, list) or not patterns:
-        return True
-    branch = ref.removeprefix("refs/heads/")
-    return ref.startswith("refs/heads/") and any(isinstance(p, str) and fnmatch.fnmatchcase(branch, p)
-                                                 for p in patterns)
+annotations.signatures = signatures_for
+
+
+# Whether `ref` of `repo` accepts only verified commits: a repo setting, read where repos keeps them.
+rule_applies = signed_commits_required
 
 
 def rule_problems(ref: str, verdicts: Iterable[tuple[str, Verdict]], accept_instance: bool = True) -> list[str]:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from bastion.accounts import service as accounts
-from bastion.accounts.models import User
+from bastion.accounts.service import user_by_id
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
 from bastion.authz import Permission, Principal, permission, require
@@ -26,6 +26,7 @@ from bastion.tokens.models import AccessToken
 from bastion.tokens.restrictions import InvalidRestriction, Scope, parse_scope
 
 if TYPE_CHECKING:
+    from bastion.accounts.models import User
     pass
 
 router = APIRouter()
@@ -63,7 +64,7 @@ def list_tokens(request: Request, principal: Principal = Depends(current_princip
     require(principal, Permission.TOKEN_READ)
     hub = hub_of(request)
     with transaction(hub.sessions, readonly=True) as session:
-        user = session.get(User, principal.user_id)
+        user = user_by_id(session, principal.user_id)
         return JSONResponse([service.token_payload(t) for t in service.list_tokens(session, user)])
 
 
@@ -84,7 +85,7 @@ async def create_token(request: Request, principal: Principal = Depends(current_
 
     def run() -> dict[str, Any]:
         with transaction(hub.sessions) as session:
-            issued = service.create_token(session, session.get(User, principal.user_id), name, role, expires, scopes,
+            issued = service.create_token(session, user_by_id(session, principal.user_id), name, role, expires, scopes,
                                           can_read_gated=gated, mailer=hub.mailer)
             return {**service.token_payload(issued.token), "token": issued.secret}
 
@@ -95,7 +96,7 @@ def _change(request: Request, principal: Principal, token_id: int, action: str, 
     require(principal, Permission.TOKEN_MANAGE)
     hub = hub_of(request)
     with transaction(hub.sessions) as session:
-        tok = service.get_own_token(session, session.get(User, principal.user_id), token_id)
+        tok = service.get_own_token(session, user_by_id(session, principal.user_id), token_id)
         out: dict[str, Any] = {}
         if action == "rename":
             service.rename_token(session, tok, str(data.get("displayName") or data.get("name") or ""))
@@ -143,7 +144,7 @@ def whoami(request: Request, principal: Principal = Depends(current_principal)) 
             token = session.merge(token, load=False)
             user: User | None = token.user
         else:
-            user = session.get(User, principal.user_id)
+            user = user_by_id(session, principal.user_id)
         assert user is not None
         payload = {
             "type": "user", "id": f"{user.id:024x}", "name": user.name, "fullname": user.fullname,

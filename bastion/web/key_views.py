@@ -6,14 +6,13 @@ Pages only: every change goes through bastion.signing.service, the same calls th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from bastion.accounts.models import User
 from bastion.api.auth import current_principal, hub_of
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
@@ -21,6 +20,9 @@ from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.signing import service as signing
 from bastion.web.pages import HtmlRoute, check_csrf, render
 from bastion.web.views import _me, _text
+
+if TYPE_CHECKING:
+    from bastion.accounts.models import User
 
 router = APIRouter(route_class=HtmlRoute)
 KINDS = ("gpg", "ssh")

@@ -5,7 +5,7 @@ resource groups, security, tokens) and the invitation page. Pages only: every ch
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from bastion.accounts.models import User
+from bastion.accounts.service import user_by_id
 from bastion.api.auth import current_principal, hub_of
 from bastion.authz import Permission, Principal, authorize, permission, require
 from bastion.authz.policy import ORG_ROLES, GroupRef, OrgFacts
@@ -24,6 +24,9 @@ from bastion.orgs.models import Organization, ResourceGroup
 from bastion.repos import service as repos
 from bastion.tokens import governance
 from bastion.web.pages import HtmlRoute, check_csrf, redirect, render
+
+if TYPE_CHECKING:
+    from bastion.accounts.models import User
 
 router = APIRouter(route_class=HtmlRoute)
 SETTINGS_TABS = (("members", "Members"), ("resource-groups", "Resource groups"), ("security", "Security"),
@@ -36,7 +39,7 @@ def _text(form: FormData, key: str, limit: int = 4096) -> str:
 
 
 def _me(session: Session, principal: Principal) -> User:
-    user = session.get(User, principal.user_id) if principal.user_id is not None else None
+    user = user_by_id(session, principal.user_id)
     if user is None:
         raise AuthenticationRequired("Sign in to continue.")
     return user
@@ -55,7 +58,7 @@ def _settings_page(request: Request, principal: Principal, session: Session, org
         groups = orgs.list_groups(session, org) if authorize(principal, Permission.ORG_READ, facts) else \
             _administered_groups(session, org, principal)
         ctx["groups"] = [(g, orgs.group_members(session, g),
-                          [r for r in orgs.group_repos(session, g)
+                          [r for r in repos.group_repos(session, g)
                            if authorize(principal, Permission.REPO_METADATA_READ, repos.repo_ref(r))])
                          for g in groups]
         ctx["members"] = orgs.list_members(session, org)
@@ -317,11 +320,11 @@ async def move_repo(name: str, request: Request, principal: Principal = Depends(
 
     def resource(session: Session, org: Organization, _facts: OrgFacts) -> object:
         # A group the org lacks is judged as the root; `act` reports it, after the decision.
-        return orgs.group_move(session, repos.find_repo(session, repo_type, org.name, repo_name), group_pk)[1]
+        return repos.group_move(session, repos.find_repo(session, repo_type, org.name, repo_name), group_pk)[1]
 
     def act(session: Session, org: Organization, _form: FormData) -> str | None:
         group = orgs.get_group(session, org, group_id) if group_id else None
-        orgs.set_repo_group(session, repos.find_repo(session, repo_type, org.name, repo_name), group)
+        repos.set_repo_group(session, repos.find_repo(session, repo_type, org.name, repo_name), group)
         return "moved"
 
     return await _post(request, principal, Permission.REPO_RESOURCE_GROUP, name, resource, act, "resource-groups")

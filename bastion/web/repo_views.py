@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from markdown_it import MarkdownIt
 from sqlalchemy.orm import Session
 
-from bastion.accounts.models import User
+from bastion.accounts.service import user_by_id
 from bastion.api.auth import current_principal
 from bastion.api.errors import error_response
 from bastion.authz import Permission, Principal, authorize, permission, require
@@ -371,7 +371,7 @@ def user_page(ns: str, request: Request, principal: Principal = Depends(current_
             return redirect(f"/organizations/{quote(owner.name, safe='')}")  # an organization's own page
         if owner.owner_user_id is None:
             raise NotFound(f"No user named {ns!r}")
-        user = session.get(User, owner.owner_user_id)
+        user = user_by_id(session, owner.owner_user_id)
         listings = {t: service.list_repos(session, principal, t, author=owner.name, search=[], sort="lastModified",
                                           direction=-1, limit=200, offset=0).repos
                     for t in ("model", "dataset", "space")}

@@ -11,21 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from bastion.api.auth import bound_principal, hub_of
+from bastion.api.auth import bound_principal, credential_claims, current_principal, hub_of
 from bastion.api.ranges import StoredFileResponse
+from bastion.api.urls import base_url
 from bastion.audit.context import set_actor
 from bastion.authz import Permission, Principal, permission, require
 from bastion.authz.policy import BoundCapability
 from bastion.db import transaction
 from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, PayloadTooLarge
 from bastion.hub import Hub
-from bastion.repos import browse, guards
-from bastion.repos.models import Repo
-from bastion.repos.service import repo_ref_by_id
+from bastion.repos import browse, downloads, guards
+from bastion.repos.routes import load_repo
+from bastion.repos.service import repo_by_id, repo_ref_by_id
 from bastion.timing import timed
 from bastion.xet import service, tokens
 from bastion.xet.hashing import hash_to_hex, hex_to_hash
@@ -173,7 +174,7 @@ def _refuse_blocked(request: Request, repo_id: int, file_id: str) -> None:
     The fetch URLs it hands out are the only way to a file's xorb ranges, so this covers them."""
     hub = hub_of(request)
     with transaction(hub.sessions, readonly=True) as session:
-        repo = session.get(Repo, repo_id)
+        repo = repo_by_id(session, repo_id)
         oid = service.file_oid(session, file_id)
         if repo is not None and oid is not None:
             guards.refuse_download(hub, session, repo, oid, request.state.cas_holder, f"File {file_id}")
@@ -208,6 +209,37 @@ def fetch(xorb_hash: str, request: Request) -> Response:
     return StoredFileResponse(path, media_type="application/octet-stream")
 
 
+# ---- CAS tokens: the Hub routes the client asks before it reads or writes through Xet ----------
+
+@router.get("/api/{plural}/{ns}/{name}/xet-write-token/{revision:path}")
+@permission(Permission.REPO_WRITE)
+def xet_write_token(plural: str, ns: str, name: str, revision: str, request: Request,
+                    principal: Principal = Depends(current_principal)) -> JSONResponse:
+    return _xet_token(plural, ns, name, revision, request, principal, "write")
+
+
+@router.get("/api/{plural}/{ns}/{name}/xet-read-token/{revision:path}")
+@permission(Permission.REPO_READ)
+def xet_read_token(plural: str, ns: str, name: str, revision: str, request: Request,
+                   principal: Principal = Depends(current_principal)) -> JSONResponse:
+    return _xet_token(plural, ns, name, revision, request, principal, "read")
+
+
+def _xet_token(plural: str, ns: str, name: str, revision: str, request: Request, principal: Principal,
+               scope: str) -> JSONResponse:
+    """A short-lived CAS token for this repo (auth.md), after the same check as any read or write."""
+    hub = hub_of(request)
+    perm = Permission.REPO_WRITE if scope == "write" else Permission.REPO_READ
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, perm)
+    # The client asks with revision "None" when it will open a PR (the ref is not known yet).
+    opens_pr = (request.query_params.get("create_pr") or "").lower() in ("1", "true", "yes")
+    if not (scope == "write" and (revision == "None" or opens_pr)):
+        hub.git(repo.storage_key).resolve(revision)  # RevisionNotFound for an unknown ref
+    token = tokens.issue(hub.settings, base_url(request), repo.id, scope, revision, credential_claims(principal))
+    return JSONResponse(token.as_json(), headers=token.headers())
+
+
 def _xet_hash_lookup(hub: Hub) -> browse.XetHashLookup:
     def lookup(oids: Sequence[str]) -> dict[str, str]:
         return service.xet_hashes_for_oids(hub, oids)
@@ -215,8 +247,23 @@ def _xet_hash_lookup(hub: Hub) -> browse.XetHashLookup:
     return lookup
 
 
+def _download_headers(request: Request, hub: Hub, repo_id: int, plural: str, ns: str, name: str, commit: str,
+                      oid: str) -> dict[str, str]:
+    """Advertise Xet on a `resolve` (§6 of the client notes) only for a file this repo's CAS token can
+    reconstruct: a client without hf_xet, or with HF_HUB_DISABLE_XET=1, ignores the headers and GETs it."""
+    with transaction(hub.sessions) as session:
+        xet_hash = service.xet_hash_for_repo_file(session, repo_id, oid)
+    if xet_hash is None:
+        return {}
+    refresh = f"{base_url(request)}/api/{plural}/{ns}/{name}/xet-read-token/{commit}"
+    return {"X-Xet-Hash": xet_hash, "Link": f'<{refresh}>; rel="xet-auth"'}
+
+
 def install(app: FastAPI, hub: Hub) -> None:
-    """Mount the CAS routes and let tree listings advertise `xetHash` for files Xet can serve."""
+    """Mount the CAS routes and the CAS token routes; let tree listings advertise `xetHash` and
+    downloads `X-Xet-Hash` for files Xet can serve."""
     app.include_router(router)
     browse.xet_hash_lookup = _xet_hash_lookup(hub)
+    if _download_headers not in downloads.lfs_download_headers:
+        downloads.lfs_download_headers.append(_download_headers)
 

@@ -191,7 +191,7 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
     """Verify an upload shard against the xorbs this repo holds, reconstruct each new file once to
     recompute its sha256 (nothing is copied: the file is stored once, as chunks), register it and link
     its sha256 to the repo, so the `lfsFile` commit line the client sends next passes the commit
-    path's checks. Readers get its bytes through bastion.xet.content.
+    path's checks. Readers get its bytes through bastion.lfs.content (Xet registers its store there).
 
     Three short transactions, so a slow reconstruction never holds the database write lock.
     """

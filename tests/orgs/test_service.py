@@ -136,14 +136,14 @@ def test_resource_groups_rules(hub: Hub) -> None:
             orgs.create_group(s, org, "TEAM")
         repo = repos.create_repo(hub, s, alice, repos.namespace_ref(s, "acme"), "m", "model", True)
         start = _last_event(s)
-        orgs.set_repo_group(s, repo, group)
+        repos.set_repo_group(s, repo, group)
         assert repo.resource_group_id == group.id
         with pytest.raises(BadRequest):
-            orgs.set_repo_group(s, repo, foreign)
+            repos.set_repo_group(s, repo, foreign)
         with pytest.raises(Conflict):
             orgs.delete_group(s, org, group)  # still holds a repo
         orgs.rename_group(s, org, group, "renamed")
-        orgs.set_repo_group(s, repo, None)
+        repos.set_repo_group(s, repo, None)
         orgs.delete_group(s, org, group)
         assert _events(s, start) == ["repo.update_resource_group", "resource_group.settings",
                                      "repo.update_resource_group", "resource_group.delete"]
@@ -151,7 +151,7 @@ def test_resource_groups_rules(hub: Hub) -> None:
             orgs.delete_org(s, org)  # still owns a repo
         user_repo = repos.create_repo(hub, s, alice, repos.namespace_ref(s, "alice"), "u", "model", False)
         with pytest.raises(BadRequest):
-            orgs.set_repo_group(s, user_repo, foreign)
+            repos.set_repo_group(s, user_repo, foreign)
 
 
 def test_repo_visibility_policy(hub: Hub) -> None:
@@ -282,7 +282,7 @@ def test_contributor_writes_only_own_repos_and_group_scopes(hub: Hub) -> None:
         with pytest.raises(InvalidRestriction):
             parse_scope("resource-group", "acme/team", ["repo.write"])  # groups are named by id
         orgs.set_group_member(s, org, group, bob, "admin")
-        orgs.set_repo_group(s, theirs, group)
+        repos.set_repo_group(s, theirs, group)
         assert authorize(p, Permission.REPO_WRITE, repos.repo_ref(theirs))  # the group role applies in the group
         in_group = dataclasses.replace(ns, group=orgs.group_facts(s, group))
         assert authorize(p, Permission.REPO_CREATE, in_group)
