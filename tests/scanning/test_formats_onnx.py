@@ -149,11 +149,13 @@ def test_garbage_named_onnx_is_suspicious(tmp_path: Path) -> None:
 
 def test_another_protobuf_under_another_name_is_not_judged_as_onnx(tmp_path: Path) -> None:
     # Starts like a ModelProto (a small field 1, then a length-delimited field 2), as a TensorFlow
-    # saved_model.pb does; it has no graph, so it is no ONNX model and nothing to this scanner.
+    # saved_model.pb does; it has no graph, so it is no ONNX model: the SavedModel scanner, which the
+    # name calls on, judges it (and finds no SavedModel in it).
     path = tmp_path / "saved_model.pb"
     path.write_bytes(b"\x08\x01\x12\x05hello")
     result = model_formats.scan_path(path)
-    assert result.verdict is Verdict.SAFE and result.details["format"] is None
+    assert result.details["format"] == "savedmodel" and result.details["scanner"].startswith("savedmodel-")
+    assert result.verdict is Verdict.SUSPICIOUS and "malformed protobuf" in result.summary
 
 
 def test_location_rules() -> None:
