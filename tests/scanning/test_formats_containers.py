@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from bastion.scanning.adapters import FormatScannerAdapter
+from bastion.scanning.isolation import ProcessLimits
 from bastion.scanning.results import Verdict
 from bastion.scanning.scanners import model_formats
 from bastion.scanning.scanners.pickles import ScanLimits
@@ -239,3 +241,13 @@ def test_bytes_are_scanned_through_the_spool_dir_and_nothing_is_left_there(tmp_p
     result = model_formats.scan_source(data, "export.tar.bz2", str(spool))
     assert result.verdict is Verdict.UNSAFE and result.details["compression"] == "bz2"
     assert list(spool.iterdir()) == []
+
+
+def test_an_archive_is_judged_in_a_scan_process_through_the_adapter(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    adapter = FormatScannerAdapter(spool)
+    result = adapter.scan_isolated(nemo_bytes("os.system"), "models/asr.nemo",
+                                   ProcessLimits(memory_mb=1024, cpu_seconds=60, wall_seconds=60))
+    assert result.verdict is Verdict.UNSAFE and result.details["format"] == "nemo"
+    assert result.details["file"] == "models/asr.nemo" and list(spool.iterdir()) == []
