@@ -101,7 +101,7 @@ class FormatScannerAdapter:
         return model_formats.SCANNER_VERSION
 
     def scan_path(self, path: Path) -> ScanResult:
-        return model_formats.scan_path(path)
+        return model_formats.scan_path(path, spool_dir=self.spool_dir)
 
     def scan_bytes(self, data: bytes, name: str = "") -> ScanResult:
         return model_formats.scan_source(data, name, self.spool_dir)

@@ -24,9 +24,9 @@ EVIL_TEMPLATE = "{{ cycler.__init__.__globals__.os.popen('id').read() }}"
 
 
 def test_the_version_names_every_format_and_changes_with_any_of_them() -> None:
-    assert model_formats.SCANNER_VERSION == "1:gguf-1,keras-1.0.0,numpy-1,onnx-1,safetensors-1,savedmodel-1.0.0"
+    assert model_formats.SCANNER_VERSION == "2:gguf-1,keras-1.0.0,nemo-config-1,numpy-1,onnx-1,safetensors-1,savedmodel-1.0.0"
     bumped = tuple(Format(f.name, "2", f.scan, f.extensions, f.sniff) if f.name == "onnx" else f for f in FORMATS)
-    assert scanner_version(bumped) == "1:gguf-1,keras-1.0.0,numpy-1,onnx-2,safetensors-1,savedmodel-1.0.0" \
+    assert scanner_version(bumped) == "2:gguf-1,keras-1.0.0,nemo-config-1,numpy-1,onnx-2,safetensors-1,savedmodel-1.0.0" \
         != model_formats.SCANNER_VERSION
     assert FormatScannerAdapter().version() == model_formats.SCANNER_VERSION
 

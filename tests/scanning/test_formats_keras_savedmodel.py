@@ -41,12 +41,14 @@ def test_a_benign_keras_archive_and_legacy_h5_are_safe(tmp_path: Path) -> None:
         assert result.details["format"] == "keras" and result.verdict is Verdict.SAFE, result.details
 
 
-def test_a_zip_named_keras_that_is_not_one_is_suspicious_and_a_plain_zip_is_no_format(tmp_path: Path) -> None:
+def test_a_zip_named_keras_that_is_not_one_is_suspicious_and_a_plain_zip_is_an_archive(tmp_path: Path) -> None:
     import zipfile
     plain = tmp_path / "data.zip"
     with zipfile.ZipFile(plain, "w") as zf:
         zf.writestr("readme.txt", "hello")
-    assert model_formats.scan_path(plain).details["format"] is None
+    archive = model_formats.scan_path(plain)  # walked (format_containers): no member of a model format
+    assert archive.details["format"] == "zip" and archive.details["judged"] == []
+    assert archive.verdict is Verdict.SAFE
     named = tmp_path / "model.keras"
     named.write_bytes(b"not a zip at all")
     result = model_formats.scan_path(named)

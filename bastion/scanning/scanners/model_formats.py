@@ -6,6 +6,11 @@ content does not show). The chosen scanner's `scan(path) -> ScanResult` runs in 
 findings become the `formatScan` entry. A file no format matches gets `safe` with `format: null`: there
 is nothing of this kind in it to judge (the pickle and malware scanners still judge it).
 
+A file of no format that is an archive (zip, tar, a .nemo, gzip/bz2/xz-compressed) is walked with the
+pickle scanner's bounds (bastion.scanning.scanners.format_containers): every member a format sniffs or
+names is judged as a file of its own and its findings join the archive's (`format: "zip"`/`"tar"`/`"nemo"`).
+A zip that is a format itself (a Keras v3 archive, a .npz) is judged as that format only.
+
 Adding a format is one entry in FORMATS (see `Format`). The scanner's version is the framework's
 version joined with every format's own, so changing any format scanner (bump its VERSION) makes the
 sweeper rescan stored verdicts.
@@ -21,10 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.scanning.results import ScanResult, Verdict
-from bastion.scanning.scanners import gguf_format, keras, numpy_format, onnx_format, safetensors_format, savedmodel
+from bastion.scanning.scanners import (
+    format_containers,
+    gguf_format,
+    keras,
+    nemo_config,
+    numpy_format,
+    onnx_format,
+    safetensors_format,
+    savedmodel,
+)
+from bastion.scanning.scanners.format_containers import Walk
 from bastion.scanning.scanners.format_report import SCANNER_NAME, FormatReport, NotThisFormat, failed
+from bastion.scanning.scanners.pickles.scanner import ScanLimits
 
-FRAMEWORK_VERSION = "1"
+# 2: archives are walked (format_containers).
+FRAMEWORK_VERSION = "2"
 HEAD_BYTES = 1 << 16  # what `sniff` sees
 
 
@@ -100,6 +117,8 @@ FORMATS: tuple[Format, ...] = (
     Format(onnx_format.NAME, onnx_format.VERSION, onnx_format.scan_path, (".onnx",), onnx_format.sniff),
     # No magic: a SavedModel, frozen GraphDef or Keras metadata protobuf is known by its name.
     Format("savedmodel", savedmodel.SCANNER_VERSION, _savedmodel_scan, (".pb", ".pbtxt")),
+    # A NeMo config (in a .nemo archive, or unpacked): Hydra targets, known by its name.
+    Format(nemo_config.NAME, nemo_config.VERSION, nemo_config.scan_path, (nemo_config.FILE_NAME,)),
 )
 
 
@@ -118,16 +137,24 @@ def choose(head: bytes, name: str, formats: tuple[Format, ...] = FORMATS) -> tup
     return by_content, by_name
 
 
-def scan_path(path: Path, name: str | None = None, formats: tuple[Format, ...] = FORMATS) -> ScanResult:
+def scan_path(path: Path, name: str | None = None, formats: tuple[Format, ...] = FORMATS,
+              limits: ScanLimits | None = None, spool_dir: str | None = None) -> ScanResult:
     """The format verdict on one file; `name` (default: the file's) is its path in the repository.
-    Never raises, MemoryError aside (in a scan process, that is its memory limit's verdict)."""
-    name = path.name if name is None else name
+    `limits` bound the walk through archives (the pickle scanner's), whose members are spooled to
+    `spool_dir` (default: the system's temporary folder). Never raises, MemoryError aside (in a scan
+    process, that is its memory limit's verdict)."""
+    return _scan(path, path.name if name is None else name, formats, Walk.start(limits, spool_dir))
+
+
+def _scan(path: Path, name: str, formats: tuple[Format, ...], walk: Walk) -> ScanResult:
     version = scanner_version(formats)
     if not path.is_file():
         return failed("unknown", version, f"not a regular file: {name}")
     with path.open("rb") as fh:
         head = fh.read(HEAD_BYTES)
     by_content, by_name = choose(head, name, formats)
+    if by_content is None and by_name is None and (kind := format_containers.kind_of(head)) is not None:
+        return _archive(path, name, kind, formats, walk, version)
     chosen, result = None, None
     for candidate in dict.fromkeys(f for f in (by_content, by_name) if f is not None):
         chosen = candidate
@@ -155,6 +182,26 @@ def scan_path(path: Path, name: str | None = None, formats: tuple[Format, ...] =
     return result
 
 
+def _archive(path: Path, name: str, kind: str, formats: tuple[Format, ...], walk: Walk, version: str) -> ScanResult:
+    def wants(head: bytes, member: str) -> bool:
+        return any(choose(head, member, formats)) or format_containers.kind_of(head) is not None
+
+    def scan_member(spooled: Path, member: str, inner: Walk) -> ScanResult:
+        return _scan(spooled, member, formats, inner)
+
+    try:
+        result = format_containers.scan_archive(path, name, kind, walk, wants, scan_member, version)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the worker must get a verdict, never a crash
+        result = failed(kind, version, f"{kind} walk failure: {type(exc).__name__}: {exc}")
+        result.details["trace"] = traceback.format_exc(limit=5)
+    result.scanner, result.scanner_version = SCANNER_NAME, version
+    result.details.setdefault("scanner", f"archive-{FRAMEWORK_VERSION}")
+    result.details["file"] = name
+    return result
+
+
 def _no_format(version: str, name: str) -> ScanResult:
     return ScanResult(SCANNER_NAME, version, Verdict.SAFE, "safe: not a model format the format scanners read",
                       {"format": None, "findings": [], "file": name})
@@ -171,11 +218,11 @@ def scan_source(source: Path | bytes, name: str, spool_dir: str | None = None) -
     """One scan of a file or of bytes: what a scan process runs (bastion.scanning.isolation). Bytes (a git
     blob) are written to a temporary file first: the format parsers read files."""
     if isinstance(source, Path):
-        return scan_path(source, name)
+        return scan_path(source, name, spool_dir=spool_dir)
     fd, tmp = tempfile.mkstemp(prefix="bastion-format-", dir=spool_dir)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(source)
-        return scan_path(Path(tmp), name or "")
+        return scan_path(Path(tmp), name or "", spool_dir=spool_dir)
     finally:
         os.unlink(tmp)
