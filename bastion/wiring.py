@@ -4,8 +4,9 @@ A lower feature never imports a higher one (.importlinter); where it needs one, 
 or a port and the higher feature registers itself when imported. `load()` imports every such
 provider, so no process runs with a port empty: the app factory, the scan worker, the CLI commands
 that read repos' content (storage GC, fsck, rescans) and the test suite call it; the account, token
-and org commands need no port and skip its ~2 s of imports. A port asked before it is filled raises (never answers as if the feature did not
-exist): a gated repo is never judged open, an LFS object never "stored nowhere".
+and org commands need no port and skip its ~2 s of imports. A port asked before it is filled raises
+(never answers as if the feature did not exist): a gated repo is never judged open, an LFS object
+never "stored nowhere".
 
 Hooks and ports (owner ← provider):
 - repos.commit.post_commit_hooks ← scanning.enqueue (scan what a commit adds), signing.service
