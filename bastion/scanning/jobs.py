@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from bastion import audit
@@ -40,7 +40,7 @@ from bastion.scanning.adapters import (
     run_scanner,
     scanners_of,
 )
-from bastion.scanning.models import ScanJob
+from bastion.scanning.models import ScanJob, ScanResultRow
 from bastion.scanning.notices import notify_owner
 from bastion.scanning.results import ScanResult, Verdict
 from bastion.scanning.verdicts import store_result
@@ -178,6 +178,21 @@ def _retry_or_fail(hub: Hub, session: Session, job: ScanJob, error: str) -> tupl
     job.state = "queued"
     job.lease_until = utcnow() + timedelta(seconds=backoff)
     return "retry", backoff
+
+
+def wake_waiting(hub: Hub, names: list[str]) -> int:
+    """Scanners in `names` were unavailable and now answer: the jobs that wait for them (an `unavailable`
+    verdict, kept queued with a back-off of up to ten minutes) are due now; the next sweep hands them out."""
+    if not names:
+        return 0
+    now = utcnow()
+    unavailable = exists().where(ScanResultRow.blob_key == ScanJob.blob_key, ScanResultRow.scanner == ScanJob.scanner,
+                                 ScanResultRow.verdict == str(Verdict.UNAVAILABLE))
+    with transaction(hub.sessions) as session:
+        woken = session.execute(update(ScanJob).where(
+            ScanJob.state == "queued", ScanJob.scanner.in_(names), ScanJob.lease_until > now, unavailable,
+        ).values(lease_until=now).execution_options(synchronize_session=False))
+    return woken.rowcount or 0
 
 
 def sweep(hub: Hub, limit: int = 200) -> list[int]:

@@ -95,7 +95,7 @@ class Workers:
 
     def _sweep_loop(self) -> None:
         from bastion.scanning.enqueue import rescan_outdated
-        from bastion.scanning.jobs import scanner_versions, sweep
+        from bastion.scanning.jobs import scanner_versions, sweep, wake_waiting
 
         hub = self.queue.hub
         interval = max(1.0, min(30.0, hub.settings.scan_lease_seconds / 3))
@@ -103,13 +103,19 @@ class Workers:
         backlog = False
         while not self._stop.is_set():
             try:
+                # A scanner that answers again (clamd up at last, or back after a restart): the files that
+                # waited for it are scanned now, not at the end of their back-off.
+                versions = scanner_versions(hub)
+                back = [name for name, version in versions.items() if version != "unavailable"
+                        and (seen is None or seen.get(name) == "unavailable")]
+                if wake_waiting(hub, back):
+                    log.info("scanners %s answer again: waiting scan jobs are due now", ", ".join(back))
                 requeued = sweep(hub)
                 if requeued:
                     log.info("re-queued %d scan jobs with expired leases", len(requeued))
                 # A new scanner or signature version (at start, or freshclam updated clamd while we
                 # run): queue rescans, keeping the old verdicts. One VERSION command per pass; the
                 # rescan query runs only when a version changed, and again until it finds nothing.
-                versions = scanner_versions(hub)
                 if versions != seen or backlog:
                     count = rescan_outdated(hub)
                     if count:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import bastion.scanning.enqueue  # noqa: F401  (registers the post-commit hook)
 from bastion.accounts import service as accounts
 from bastion.config import Settings
-from bastion.db import transaction
+from bastion.db import transaction, utcnow
 from bastion.hub import Hub
 from bastion.lfs.service import link_object
 from bastion.repos import commit, service
@@ -105,3 +105,30 @@ def test_a_live_token_found_is_revoked_in_the_transaction_that_records_the_verdi
         notice = s.scalar(sa.select(SecretNotice).where(SecretNotice.repo_id == repo.id))
         assert notice is not None and notice.first_path == "config.py"
         assert s.get(ScanJob, job_id).state == "done"
+
+
+def test_jobs_waiting_for_an_unavailable_scanner_are_due_when_it_answers_again(tmp_path: Path) -> None:
+    """clamd down: the job keeps an `unavailable` verdict and a back-off; once clamd answers, the sweeper's
+    wake_waiting makes it due at once (the next sweep hands it out), and touches nothing else."""
+    hub = _hub(tmp_path, ["av", "pickle"])  # clamd at a socket nobody listens on
+    try:
+        with transaction(hub.sessions) as s:
+            user = accounts.create_user(s, "wade", "wade@example.com")
+            repo = service.create_repo(hub, s, user, service.namespace_ref(s, "wade"), "m", "model", False)
+            commit.create_commit(hub, s, s.get(type(repo), repo.id), user, "main",
+                                 [commit.AddFile("w.pkl", b"\x80\x04K\x01.")], "add")
+        with transaction(hub.sessions) as s:
+            ids = dict(s.execute(sa.select(ScanJob.scanner, ScanJob.id)).all())
+        assert jobs.run_job(hub, ids["av"]) == "unavailable"
+        assert jobs.run_job(hub, ids["pickle"]) == "safe"
+        with transaction(hub.sessions) as s:
+            waiting = s.get(ScanJob, ids["av"])
+            assert waiting.state == "queued" and waiting.lease_until > utcnow()
+        assert jobs.sweep(hub) == []  # still backing off
+        assert jobs.wake_waiting(hub, ["pickle"]) == 0  # another scanner answering wakes nothing
+        assert jobs.wake_waiting(hub, ["av"]) == 1
+        assert jobs.sweep(hub) == [ids["av"]]
+        with transaction(hub.sessions) as s:
+            assert s.get(ScanJob, ids["pickle"]).state == "done"
+    finally:
+        hub.close()
