@@ -91,13 +91,30 @@ class BastionServer:
         return subprocess.run([sys.executable, "-m", "bastion.cli", *args], env=self.env, capture_output=True,
                               text=True, check=check, timeout=120)
 
+    @property
+    def database_url(self) -> str:
+        return self.env.get("BASTION_DATABASE_URL") or f"sqlite:///{self.data_dir / 'bastion.sqlite3'}"
+
     def create_user(self, name: str | None = None, role: str = "write", admin: bool = False) -> tuple[str, str]:
-        """A new user and a token for it: (username, token)."""
+        """A new user and a token for it: (username, token). Set-up, not the subject: the same service calls as
+        `bastion admin create-user` and `create-token` (tested through the CLI in tests/test_cli.py), made in this
+        process against the server's database, without two interpreter starts per user."""
+        from bastion.accounts import service as accounts
+        from bastion.audit.context import AuditContext, bind_context
+        from bastion.db import make_engine, make_session_factory, transaction
+        from bastion.tokens import service as tokens
+
         name = name or f"u{secrets.token_hex(4)}"
-        args = ["admin", "create-user", name, "--email", f"{name}@example.com", "--fullname", f"{name.title()} Test"]
-        self.cli(*args, *(["--admin"] if admin else []))
-        token = self.cli("admin", "create-token", name, "--name", f"{name}-{role}", "--role", role).stdout.strip()
-        return name, token
+        engine = make_engine(self.database_url)
+        try:
+            with bind_context(AuditContext(via="cli", actor_name="tests")), \
+                    transaction(make_session_factory(engine)) as session:
+                user = accounts.create_user(session, name, f"{name}@example.com", f"{name.title()} Test", admin,
+                                            email_verified=True)
+                secret = tokens.create_token(session, user, f"{name}-{role}", role).secret
+        finally:
+            engine.dispose()
+        return name, secret
 
     def server_log(self) -> str:
         return self.log_path.read_text(errors="replace")
