@@ -92,6 +92,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(gating_router)  # access requests: …/user-access-request/…
     from bastion.web.gating_views import form_router as gate_form_router
     app.include_router(gate_form_router)  # the gate form's POST /{ns}/{name}/ask-access (JSON or form)
+    from bastion.community.routes import router as community_router
+    app.include_router(community_router)  # discussions and pull requests: …/discussions[/…]
     app.include_router(repos_router)
     app.include_router(lfs_router)
     app.include_router(scanning_router)

@@ -212,7 +212,7 @@ def fetch(xorb_hash: str, request: Request) -> Response:
 # ---- CAS tokens: the Hub routes the client asks before it reads or writes through Xet ----------
 
 @router.get("/api/{plural}/{ns}/{name}/xet-write-token/{revision:path}")
-@permission(Permission.REPO_WRITE)
+@permission(Permission.REPO_CONTENT_UPLOAD)  # writers, and pull requests' authors (the commit decides where)
 def xet_write_token(plural: str, ns: str, name: str, revision: str, request: Request,
                     principal: Principal = Depends(current_principal)) -> JSONResponse:
     return _xet_token(plural, ns, name, revision, request, principal, "write")
@@ -229,7 +229,7 @@ def _xet_token(plural: str, ns: str, name: str, revision: str, request: Request,
                scope: str) -> JSONResponse:
     """A short-lived CAS token for this repo (auth.md), after the same check as any read or write."""
     hub = hub_of(request)
-    perm = Permission.REPO_WRITE if scope == "write" else Permission.REPO_READ
+    perm = Permission.REPO_CONTENT_UPLOAD if scope == "write" else Permission.REPO_READ
     with transaction(hub.sessions, readonly=True) as session:
         repo = load_repo(hub, session, principal, plural, ns, name, perm)
     # The client asks with revision "None" when it will open a PR (the ref is not known yet).
