@@ -81,6 +81,7 @@ METHOD_GRANTS: dict[str, frozenset[Permission]] = {
     # Own signing keys too (in sudo mode): the keys settings page posts CSRF-checked forms
     # (bastion.web.key_views), and so do the gated-access forms (asking for access; reviewing requests:
     # bastion.web.gating_views). Instance admins read the instance's health page (read only, no forms).
+    # The Community pages' forms too (bastion.web.community_views): open a discussion, comment, close, reopen, merge.
     "session": frozenset({Permission.PUBLIC, Permission.USER_READ, Permission.REPO_LIST, Permission.REPO_METADATA_READ,
                           Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST, Permission.REPO_ACCESS_READ,
                           Permission.REPO_ACCESS_WRITE, Permission.INSTANCE_STATUS_READ, *BROWSER_ONLY_PERMISSIONS,
