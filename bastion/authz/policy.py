@@ -706,9 +706,9 @@ def _authorize_xet_cas(principal: Principal, perm: Permission, resource: object)
     # files now. Dedupe answers and xorb sizes describe what the repo holds, not its bytes: seeing the repo
     # is enough (a gated repo's writer uploads, and dedupes against what it uploaded, without passing).
     if perm is Permission.XET_CAS_WRITE:
-        # Uploading bytes for a commit: writers, and anyone opening or updating their own pull request (the
-        # commit that uses them is decided on its own: a branch needs write access, refs/pr/N its author).
-        holder_perm = Permission.REPO_CONTENT_UPLOAD
+        # Uploading: write access, or for a token minted for a pull request's contents (`pr`), the right to
+        # upload for one (the commit that uses the bytes is decided on its own: refs/pr/N needs its author).
+        holder_perm = Permission.REPO_CONTENT_UPLOAD if claims.get("pr") is True else Permission.REPO_WRITE
     elif resource.claims.get("content"):
         holder_perm = Permission.REPO_READ
     else:
