@@ -3,13 +3,15 @@ the CSRF-protected forms (comment, close, reopen, merge); mail to the repo's own
 
 from __future__ import annotations
 
+import json
 import re
 from contextlib import closing
 
 import httpx
+import sqlalchemy as sa
 from huggingface_hub import CommitOperationAdd
 
-from tests.accounts.fixtures import MailSink, body, create_password_user, csrf_of, http_login
+from tests.accounts.fixtures import MailSink, body, create_password_user, csrf_of, http_login, session_db
 from tests.conftest import BastionServer, hf_api
 
 
@@ -52,6 +54,16 @@ def test_pull_request_pages_forms_and_mail(web_server: BastionServer, mail_sink:
         page = browser.get(f"/{repo_id}/discussions/{num}")
         assert re.search(r'id="discussion-status">merged<', page.text) and 'id="merge-form"' not in page.text
     assert hf_api(web_server, owner_token).file_exists(repo_id, "data/table.csv")
+    with session_db(web_server).connect() as conn:
+        rows = conn.execute(sa.text("SELECT action, actor_name, via, details FROM audit_events WHERE target_id = :t "
+                                    "ORDER BY id"), {"t": f"model/{repo_id}"}).all()
+    community = [(a, who) for a, who, _via, _d in rows if a.startswith(("repo.discussion", "repo.pr_"))]
+    assert community == [("repo.pr_create", contrib), ("repo.discussion.create", contrib),
+                         ("repo.discussion.comment", owner), ("repo.discussion.status_change", owner),
+                         ("repo.discussion.status_change", owner), ("repo.pr_merge", owner),
+                         ("repo.discussion.status_change", owner)]
+    assert [json.loads(d) if isinstance(d, str) else d for a, _w, _v, d in rows if a == "repo.pr_merge"][0][
+        "number"] == num
 
     with closing(http_login(web_server, contrib)) as browser:  # the author: no merge button, and a merge post is refused
         page = browser.get(f"/{repo_id}/discussions")
