@@ -360,13 +360,13 @@ def change_status(hub: Hub, session: Session, repo: Repo, discussion: Discussion
         raise BadRequest("'status' must be 'open' or 'closed'")
     if discussion.status == "merged":
         raise BadRequest("This pull request is merged: its status cannot change")
+    old = discussion.status
+    if old == status:  # (a draft pull request is opened for review with "open")
+        raise BadRequest(f"This {'pull request' if discussion.is_pull_request else 'discussion'} is already {old}")
     if comment is not None and comment != "":
         body = _check_text(comment, "comment")
         _limit(session, COMMENT_PER_USER, actor)
         _comment(session, discussion, actor, body)
-    old = discussion.status
-    if old == status or (status == "open" and old == "draft"):
-        raise BadRequest(f"This {'pull request' if discussion.is_pull_request else 'discussion'} is already {old}")
     return _set_status(session, repo, discussion, actor, str(status), old)
 
 

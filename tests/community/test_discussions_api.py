@@ -126,6 +126,7 @@ def test_draft_pr_then_commits_to_its_ref_and_a_conflict(server: BastionServer, 
     api, owner_api = hf_api(server, contrib_token), hf_api(server, owner_token)
     pr = api.create_pull_request(repo_id, "Rewrite the README")
     assert pr.is_pull_request and pr.status == "draft" and pr.git_reference == f"refs/pr/{pr.num}"
+    assert api.change_discussion_status(repo_id, pr.num, "open").new_status == "open"  # ready for review
     api.upload_file(path_or_fileobj=b"their readme\n", path_in_repo="README.md", repo_id=repo_id,
                     revision=pr.git_reference)
     # Someone else cannot push to it.
