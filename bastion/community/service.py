@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pygit2
 from sqlalchemy import func, select
@@ -170,7 +170,7 @@ def pull_commits(git: GitRepo, discussion: Discussion, limit: int = 250) -> list
         if len(out) >= limit:
             break
         out.append(PullCommit(str(c.id), c.message.split("\n", 1)[0][:200], c.author.name,
-                              datetime.fromtimestamp(c.commit_time).astimezone()))
+                              datetime.fromtimestamp(c.commit_time, tz=UTC)))
     return out
 
 
