@@ -92,6 +92,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(gating_router)  # access requests: …/user-access-request/…
     from bastion.web.gating_views import form_router as gate_form_router
     app.include_router(gate_form_router)  # the gate form's POST /{ns}/{name}/ask-access (JSON or form)
+    from bastion.community.routes import router as community_router
+    app.include_router(community_router)  # discussions and pull requests: …/discussions[/…]
     app.include_router(repos_router)
     app.include_router(lfs_router)
     app.include_router(scanning_router)
@@ -110,6 +112,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
     from bastion.web.gating_views import router as web_gating_router
     app.include_router(web_gating_router)  # before the repo pages: /{ns}/{name}/access-requests
+    from bastion.web.community_views import router as web_community_router
+    app.include_router(web_community_router)  # before the repo pages: /{ns}/{name}/discussions
     from bastion.web.admin_views import router as web_admin_router
     app.include_router(web_admin_router)  # before the user pages: /admin is a reserved name
     app.include_router(web_router)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bastion.accounts.models  # noqa: F401
 import bastion.audit.models  # noqa: F401
+import bastion.community.models  # noqa: F401
 import bastion.gating.models  # noqa: F401
 import bastion.lfs.models  # noqa: F401
 import bastion.orgs.models  # noqa: F401

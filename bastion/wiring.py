@@ -14,6 +14,8 @@ Hooks and ports (owner ← provider):
 - repos.objects (a commit's LFS pointers, LFS downloads) ← lfs.content
 - lfs.content.object_stores (objects stored only as Xet chunks) ← xet.content
 - repos.service.gate_facts (a gated repo's gate, for the policy) ← gating.service
+- repos.commit.pull_request_opened / pull_request_facts (the pull request a create_pr commit opens; who
+  owns refs/pr/N) ← community.service
 - repos.downloads.lfs_download_headers, repos.browse.xet_hash_lookup ← xet.routes.install (app only)
 - repos.annotations (scan statuses, commit signatures in API answers) ← scanning.verdicts, signing.service
 - repos.service.signed_commits_required is repos' own (signing.service.rule_applies is it)
@@ -30,6 +32,7 @@ PROVIDERS = (
     "bastion.lfs.content",
     "bastion.xet.content",
     "bastion.gating.service",
+    "bastion.community.service",
     "bastion.signing.service",
     "bastion.scanning.enqueue",
     "bastion.scanning.verdicts",

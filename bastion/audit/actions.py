@@ -53,6 +53,14 @@ class AuditAction(StrEnum):
     REPO_TAG_CREATE = "repo.tag_create"
     REPO_TAG_DELETE = "repo.tag_delete"
     REPO_PR_CREATE = "repo.pr_create"
+    REPO_PR_MERGE = "repo.pr_merge"
+    # The Community tab (bastion.community): discussions and pull requests, their comments and moderation.
+    REPO_DISCUSSION_CREATE = "repo.discussion.create"
+    REPO_DISCUSSION_COMMENT = "repo.discussion.comment"
+    REPO_DISCUSSION_COMMENT_EDIT = "repo.discussion.comment_edit"
+    REPO_DISCUSSION_COMMENT_HIDE = "repo.discussion.comment_hide"
+    REPO_DISCUSSION_STATUS = "repo.discussion.status_change"
+    REPO_DISCUSSION_TITLE = "repo.discussion.title_change"
     LFS_OBJECT_STORE = "repo.lfs_object_store"  # an object's bytes stored for a repo: LFS basic, multipart, Xet file
     XET_UPLOAD = "repo.xet_upload"  # a xorb stored for a repo
     REPO_PUSH_REJECTED = "repo.push_rejected"  # a git push refused by the receive checks

@@ -6,6 +6,7 @@ Routes call `require()` exactly once; the decision is `authorize()`, one pure fu
 from bastion.authz.permissions import Permission, permission
 from bastion.authz.policy import (
     Decision,
+    DiscussionRef,
     NamespaceRef,
     Principal,
     RepoRef,
@@ -17,6 +18,6 @@ from bastion.authz.policy import (
 )
 
 __all__ = [
-    "Decision", "NamespaceRef", "Permission", "Principal", "RepoRef", "authorize", "checks_in_request",
+    "Decision", "DiscussionRef", "NamespaceRef", "Permission", "Principal", "RepoRef", "authorize", "checks_in_request",
     "permission", "readable_repos_clause", "require", "start_request_checks",
 ]

@@ -36,6 +36,17 @@ class Permission(StrEnum):
     # (or narrow them), bypass secret push protection, super-squash a branch the signed-commit rule covers
     REPO_PROTECTION_LOWER = "repo.protection.lower"
     REPO_DELETE = "repo.delete"
+    # Uploading file contents (LFS objects, Xet xorbs and shards, preupload) linked to a repo for a commit: every
+    # commit right needs it, opening a pull request included, so anyone who may open one may upload for it.
+    REPO_CONTENT_UPLOAD = "repo.content.upload"
+    # The Community tab (discussions and pull requests). Opening one and commenting: anyone who reads the repo.
+    REPO_DISCUSSION_CREATE = "repo.discussion.create"  # a discussion, or a pull request (create_pr commits too)
+    REPO_DISCUSSION_COMMENT = "repo.discussion.comment"  # a comment on a discussion or pull request
+    REPO_DISCUSSION_COMMENT_EDIT = "repo.discussion.comment.edit"  # change one's own comment's text
+    # Close, reopen, rename a discussion, hide a comment: the author of what is acted on, or the repo's writers.
+    REPO_DISCUSSION_MODERATE = "repo.discussion.moderate"
+    REPO_PR_WRITE = "repo.pr.write"  # commit to refs/pr/N: its author while it is open, or the repo's writers
+    REPO_PR_MERGE = "repo.pr.merge"  # merge a pull request into its target branch (write access)
     LFS_OBJECT_UPLOAD = "lfs.object.upload"  # a pre-signed upload URL (capability principal)
     XET_CAS_READ = "xet.cas.read"  # a Xet CAS token of one repo: reconstructions, dedupe (capability)
     XET_CAS_WRITE = "xet.cas.write"  # a Xet CAS write token of one repo: xorb and shard uploads (capability)

@@ -60,6 +60,16 @@ ORG_PERMISSIONS = frozenset({Permission.ORG_CREATE, Permission.ORG_READ, Permiss
                              Permission.ORG_MEMBERS_READ, Permission.ORG_MEMBERS_WRITE, Permission.ORG_MEMBERSHIP_SELF,
                              Permission.RESOURCE_GROUP_WRITE, Permission.REPO_RESOURCE_GROUP})
 
+# The Community tab (discussions and pull requests, `_community_may`): what anyone who reads a repo may do
+# there, and what depends on who wrote the discussion or comment acted on (a DiscussionRef).
+COMMUNITY_PERMISSIONS = frozenset({Permission.REPO_CONTENT_UPLOAD, Permission.REPO_DISCUSSION_CREATE,
+                                   Permission.REPO_DISCUSSION_COMMENT, Permission.REPO_DISCUSSION_COMMENT_EDIT,
+                                   Permission.REPO_DISCUSSION_MODERATE, Permission.REPO_PR_WRITE,
+                                   Permission.REPO_PR_MERGE})
+# The Community pages post CSRF-checked forms (bastion.web.community_views): comment, close, reopen, merge.
+COMMUNITY_FORM_PERMISSIONS = frozenset({Permission.REPO_DISCUSSION_CREATE, Permission.REPO_DISCUSSION_COMMENT,
+                                        Permission.REPO_DISCUSSION_MODERATE, Permission.REPO_PR_MERGE})
+
 # Which authentication method may grant which permissions (warehouse's security_policy table).
 # A capability URL grants only what it was minted for; an anonymous caller only reads.
 METHOD_GRANTS: dict[str, frozenset[Permission]] = {
@@ -71,10 +81,11 @@ METHOD_GRANTS: dict[str, frozenset[Permission]] = {
     # Own signing keys too (in sudo mode): the keys settings page posts CSRF-checked forms
     # (bastion.web.key_views), and so do the gated-access forms (asking for access; reviewing requests:
     # bastion.web.gating_views). Instance admins read the instance's health page (read only, no forms).
+    # The Community pages' forms too (bastion.web.community_views): open a discussion, comment, close, reopen, merge.
     "session": frozenset({Permission.PUBLIC, Permission.USER_READ, Permission.REPO_LIST, Permission.REPO_METADATA_READ,
                           Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST, Permission.REPO_ACCESS_READ,
                           Permission.REPO_ACCESS_WRITE, Permission.INSTANCE_STATUS_READ, *BROWSER_ONLY_PERMISSIONS,
-                          *ORG_PERMISSIONS}),
+                          *ORG_PERMISSIONS, *COMMUNITY_FORM_PERMISSIONS}),
     "capability": CAPABILITY_PERMISSIONS,
 }
 
@@ -229,6 +240,18 @@ class RepoTransfer:
 
 
 @dataclass(frozen=True)
+class DiscussionRef:
+    """A discussion or pull request of `repo` as the target of the permissions that depend on who wrote what
+    is acted on: `author_user_id` wrote the discussion (status, title, pushes to its pull request) or the
+    comment (edit, hide); None when nobody is (a deleted account, a ref no pull request owns).
+    `open`: a pull request still takes commits from its author (open or draft)."""
+
+    repo: RepoRef
+    author_user_id: int | None
+    open: bool = True
+
+
+@dataclass(frozen=True)
 class CapabilityTarget:
     kind: str
     claims: dict[str, Any]
@@ -335,8 +358,10 @@ def authorize(principal: Principal, perm: Permission, resource: object = None) -
     decision = _user_may(principal, perm, resource)
     if not decision:
         return decision
+    # A token is scoped to repos: what it may do in a repo's discussions is decided on the repo.
+    restricted = resource.repo if isinstance(resource, DiscussionRef) else resource
     for restriction in principal.restrictions:
-        decision = restriction.verify(perm, resource)
+        decision = restriction.verify(perm, restricted)
         if not decision:
             return decision
     return ALLOW
@@ -371,6 +396,8 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
         else:
             decision = Decision(False, f"you cannot create repositories in {resource.name!r}")
         return _name_free(principal, resource) if decision else decision
+    if perm in COMMUNITY_PERMISSIONS:
+        return _community_may(principal, perm, resource)
     if isinstance(resource, RepoRef) and perm is Permission.REPO_READ:
         seen = _user_may(principal, Permission.REPO_METADATA_READ, resource)
         return _through_gate(principal, resource) if seen else seen
@@ -467,6 +494,46 @@ def _org_protection_lower(principal: Principal, repo: RepoRef, org: OrgFacts) ->
                            "protections (switch off or narrow secret push protection, block-unsafe, signed commits "
                            "or protected refs, bypass secret push protection, super-squash a signed branch)",
                     disclose=True)
+
+
+# ---- the Community tab ----------------------------------------------------------------------
+# Anyone signed in who reads a repo may open discussions and pull requests there, comment, and upload
+# the contents of their pull request's commits; the author of a discussion closes, reopens and renames
+# it and pushes to its pull request while open; a comment's author edits it; the repo's writers do all
+# of that to anyone's and merge. On an org repo, a member is held to the org's 2FA rule as for any right
+# that membership gives; tokens meet the org's token policy through their restrictions (authorize()).
+
+def _community_may(principal: Principal, perm: Permission, resource: object) -> Decision:
+    repo = resource.repo if isinstance(resource, DiscussionRef) else resource
+    if not isinstance(repo, RepoRef):
+        return Decision(False, f"{perm} does not apply to {type(resource).__name__}")
+    if not principal.authenticated:
+        return Decision(False, "sign in to take part in discussions")
+    seen = _user_may(principal, Permission.REPO_METADATA_READ, repo)
+    if not seen:
+        return seen
+    if repo.org is not None and _org_role(principal, repo.org) is not None and not principal.is_admin:
+        member_rule = _two_factor(principal, repo.org)
+        if not member_rule:
+            return member_rule
+    if perm in (Permission.REPO_CONTENT_UPLOAD, Permission.REPO_DISCUSSION_CREATE, Permission.REPO_DISCUSSION_COMMENT):
+        return ALLOW
+    if perm is Permission.REPO_PR_MERGE:
+        return _user_may(principal, Permission.REPO_WRITE, repo)
+    if not isinstance(resource, DiscussionRef):
+        return Decision(False, f"{perm} needs a discussion")
+    own = resource.author_user_id is not None and resource.author_user_id == principal.user_id
+    if perm is Permission.REPO_DISCUSSION_COMMENT_EDIT:
+        return ALLOW if own else Decision(False, "only its author can edit a comment")
+    if own and (perm is Permission.REPO_DISCUSSION_MODERATE or resource.open):
+        return ALLOW
+    writer = _user_may(principal, Permission.REPO_WRITE, repo)
+    if writer:
+        return ALLOW
+    if perm is Permission.REPO_PR_WRITE:
+        return Decision(False, "only the pull request's author (while it is open) and the repository's writers can "
+                               "commit to it")
+    return Decision(False, "only its author and the repository's writers can do this")
 
 
 # ---- gated repos ------------------------------------------------------------------------------
@@ -639,7 +706,9 @@ def _authorize_xet_cas(principal: Principal, perm: Permission, resource: object)
     # files now. Dedupe answers and xorb sizes describe what the repo holds, not its bytes: seeing the repo
     # is enough (a gated repo's writer uploads, and dedupes against what it uploaded, without passing).
     if perm is Permission.XET_CAS_WRITE:
-        holder_perm = Permission.REPO_WRITE
+        # Uploading: write access, or for a token minted for a pull request's contents (`pr`), the right to
+        # upload for one (the commit that uses the bytes is decided on its own: refs/pr/N needs its author).
+        holder_perm = Permission.REPO_CONTENT_UPLOAD if claims.get("pr") is True else Permission.REPO_WRITE
     elif resource.claims.get("content"):
         holder_perm = Permission.REPO_READ
     else:
@@ -729,7 +798,7 @@ def require(principal: Principal, perm: Permission, resource: object = None) -> 
     acting = resource.holder if isinstance(resource, BoundCapability) else principal
     if acting.token_id is not None:
         note_token_denial(acting.token_id, acting.username, str(perm), decision.reason)
-    repo = resource.repo if isinstance(resource, RepoGroupMove | RepoTransfer) else resource
+    repo = resource.repo if isinstance(resource, RepoGroupMove | RepoTransfer | DiscussionRef) else resource
     if isinstance(repo, RepoRef):
         can_read = authorize(principal, Permission.REPO_METADATA_READ, repo)
         if not can_read:

@@ -37,7 +37,9 @@ def _lfs_json(data: Any, status: int = 200) -> JSONResponse:
 
 def _register(prefix: str, plural: str) -> None:
     @router.post(f"/{prefix}{{ns}}/{{name}}.git/info/lfs/objects/batch", name=f"lfs_batch_{plural}")
-    @permission(Permission.REPO_READ, Permission.REPO_WRITE)  # download / upload
+    # Download / upload: an upload links bytes to the repo for a commit, which is decided on its own (a branch
+    # needs write access; a pull request is opened by anyone who reads the repo), so it needs REPO_CONTENT_UPLOAD.
+    @permission(Permission.REPO_READ, Permission.REPO_CONTENT_UPLOAD)
     async def batch(ns: str, name: str, request: Request,
                     principal: Principal = Depends(current_principal)) -> JSONResponse:
         data = await json_object(request, 4 << 20)
@@ -56,7 +58,7 @@ def _register(prefix: str, plural: str) -> None:
 
         def run() -> dict[str, Any]:
             with transaction(hub.sessions) as session:
-                perm = Permission.REPO_WRITE if operation == "upload" else Permission.REPO_READ
+                perm = Permission.REPO_CONTENT_UPLOAD if operation == "upload" else Permission.REPO_READ
                 repo = load_repo(hub, session, principal, plural, ns, name, perm)
                 if operation == "upload":
                     return service.upload_batch(hub, session, repo, principal.user_id or 0, objects,
@@ -68,7 +70,7 @@ def _register(prefix: str, plural: str) -> None:
         return _lfs_json(await run_in_threadpool(run))
 
     @router.post(f"/{prefix}{{ns}}/{{name}}.git/info/lfs/objects/verify", name=f"lfs_verify_{plural}")
-    @permission(Permission.REPO_WRITE)
+    @permission(Permission.REPO_CONTENT_UPLOAD)
     async def verify(ns: str, name: str, request: Request,
                      principal: Principal = Depends(current_principal)) -> JSONResponse:
         data = await json_object(request, 4 << 20)
@@ -77,7 +79,7 @@ def _register(prefix: str, plural: str) -> None:
 
         def run() -> None:
             with transaction(hub.sessions) as session:
-                repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+                repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_CONTENT_UPLOAD)
                 service.verify_object(session, repo, obj.oid, obj.size)
 
         await run_in_threadpool(run)

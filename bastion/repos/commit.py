@@ -19,13 +19,21 @@ from bastion import audit
 from bastion.accounts.models import User
 from bastion.audit.actions import AuditAction
 from bastion.db import utcnow
-from bastion.errors import BadRequest, EntryNotFound, Forbidden, PreconditionFailed, RepoNotFound
+from bastion.errors import BadRequest, BastionError, EntryNotFound, Forbidden, PreconditionFailed, RepoNotFound
 from bastion.hub import Hub
 from bastion.repos import admission, protection
 from bastion.repos.models import Repo
 from bastion.repos.objects import use_linked_objects
 from bastion.repos.tree_rules import TreeLimits, tree_problems
-from bastion.storage.gitstore import MODE_FILE, GitRepo, lfs_pointer_bytes, parse_lfs_pointer, signature, validate_path
+from bastion.storage.gitstore import (
+    MODE_FILE,
+    PR_REF_RE,
+    GitRepo,
+    lfs_pointer_bytes,
+    parse_lfs_pointer,
+    signature,
+    validate_path,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,47 @@ class CommitResult:
 # Follow-up work run inside the commit's transaction (scan enqueue, signature checks, ...).
 PostCommitHook = Callable[[Hub, Session, Repo, CommitResult], None]
 post_commit_hooks: list[PostCommitHook] = []
+
+@dataclass(frozen=True)
+class PullRequestOpened:
+    """A pull request a commit opens (`create_commit(..., create_pr=True)`), for the Community feature."""
+    number: int
+    base_ref: str  # the branch it targets: refs/heads/…
+    title: str
+    description: str
+    commit_oid: str
+
+
+@dataclass(frozen=True)
+class PullRequestFacts:
+    """Who may commit to refs/pr/N: its author, and whether it still takes commits (open or draft)."""
+    author_user_id: int | None
+    open: bool
+
+
+# The Community feature (bastion.community.service, above repos) owns pull requests: it records the one a
+# commit opens, in the commit's transaction, and says who owns refs/pr/N. Both are asked only where a pull
+# request is involved, and raise while empty (a pull request is never opened without its discussion).
+pull_request_opened: Callable[[Hub, Session, Repo, User, PullRequestOpened], None] | None = None
+pull_request_facts: Callable[[Session, Repo, int], PullRequestFacts | None] | None = None
+
+
+def pull_request_of(session: Session, repo: Repo, revision: str) -> PullRequestFacts | None:
+    """Facts of the pull request whose ref `revision` names (refs/pr/N); None for any other revision, or a
+    ref no pull request owns."""
+    number = pr_number_of(revision)
+    if number is None:
+        return None
+    if pull_request_facts is None:
+        raise RuntimeError("no pull request provider: bastion.community.service sets repos.commit.pull_request_facts")
+    return pull_request_facts(session, repo, number)
+
+
+def pr_number_of(revision: str) -> int | None:
+    if not PR_REF_RE.match(revision):
+        return None
+    return int(revision.rsplit("/", 1)[1])
+
 
 # Signs the commit objects Bastion writes (bastion.signing installs the instance key's signer at
 # start-up): commit text -> signature for its gpgsig header. None: Bastion's commits are unsigned.
@@ -171,6 +220,10 @@ def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision
         raise BadRequest(f"Too many operations in one commit (max {hub.settings.max_commit_operations})")
     git = hub.git(repo.storage_key)
     base_ref = git.branch_ref_name(revision)
+    if create_pr and not base_ref.startswith("refs/heads/"):
+        raise BadRequest(f"A pull request targets a branch, not {revision!r}")
+    if create_pr and pull_request_opened is None:
+        raise RuntimeError("no pull request provider: bastion.community.service sets repos.commit.pull_request_opened")
     ops = _pointers_as_lfs(ops)
     lfs_sizes = _check_lfs_objects(session, repo, ops)
     sig = signature(author.name, author.email)
@@ -218,6 +271,9 @@ def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision
         if create_pr:
             audit.record(session, AuditAction.REPO_PR_CREATE, target=("repo", f"{repo.type}/{repo.repo_id}"),
                          namespace=repo.namespace, details={"number": pr_number, "commit": str(new)})
+            assert pull_request_opened is not None and pr_number is not None
+            pull_request_opened(hub, session, locked, author, PullRequestOpened(
+                pr_number, base_ref, summary.strip(), description.strip(), str(new)))
         session.flush()
         # Last step: move the ref. If it fails, the caller's transaction rolls back the audit rows.
         git.compare_and_swap(ref_name, None if create_pr else head, new)
@@ -248,6 +304,63 @@ def squash_history(hub: Hub, session: Session, repo: Repo, author: User, branch:
                                                         "judged": len(result.new_commits)})
         session.flush()
         git.compare_and_swap(ref_name, head, new)
+    return str(new)
+
+
+class MergeConflict(BastionError):
+    status = 409
+    code = "MergeConflict"
+
+    def __init__(self, files: list[str]) -> None:
+        shown = ", ".join(files[:20]) + (" …" if len(files) > 20 else "")
+        super().__init__(f"This pull request has conflicts with its target branch: {shown}",
+                         extra={"conflictingFiles": files})
+        self.files = files
+
+
+def merge_trees(git: GitRepo, head: pygit2.Oid, tip: pygit2.Oid) -> tuple[list[str], pygit2.Index]:
+    """Three-way merge of `tip` (a pull request) into `head` (its target) from their merge base: the files
+    both sides changed differently (conflicts), and the merged index."""
+    repo = git.repo
+    base = repo.merge_base(head, tip)
+    ancestor = repo[base].peel(pygit2.Commit).tree if base is not None else repo[repo.TreeBuilder().write()]
+    index = repo.merge_trees(ancestor, repo[head].peel(pygit2.Commit).tree, repo[tip].peel(pygit2.Commit).tree)
+    files = sorted({entry.path for conflict in (index.conflicts or ()) for entry in conflict if entry is not None})
+    return files, index
+
+
+def merge_pull_request(hub: Hub, session: Session, repo: Repo, author: User, number: int, target_ref: str,
+                       message: str) -> str:
+    """Merge refs/pr/`number` into `target_ref` as one new commit on the branch (parent: the branch head; tree:
+    the three-way merge). The pull request's own commits were judged for refs/pr/N, under its rules; the merge
+    commit is judged for the branch (signed-commit rule, push protection, block unsafe, tree rules), like any
+    commit that lands there. The caller commits `session` after."""
+    git = hub.git(repo.storage_key)
+    with git.write_lock():
+        head = git.branch_head(target_ref)
+        tip = git.branch_head(f"refs/pr/{number}")
+        if head is None:
+            raise BadRequest(f"The target branch {target_ref.removeprefix('refs/heads/')!r} no longer exists")
+        if tip is None:
+            raise BadRequest(f"refs/pr/{number} no longer exists")
+        conflicts, index = merge_trees(git, head, tip)
+        if conflicts:
+            raise MergeConflict(conflicts)
+        tree = index.write_tree(git.repo)
+        if tree == git.repo[head].peel(pygit2.Commit).tree.id:
+            raise BadRequest("This pull request changes nothing on its target branch: nothing to merge")
+        new = _write_commit(git, tree, [head], signature(author.name, author.email), message)
+        locked = session.scalar(select(Repo).where(Repo.id == repo.id).with_for_update())
+        if locked is None:
+            raise RepoNotFound()
+        locked.last_modified = utcnow()
+        result = admission.admit(hub, session, locked, target_ref, str(head), str(new), git=git)
+        audit.record(session, AuditAction.REPO_PR_MERGE, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                     namespace=repo.namespace,
+                     details={"number": number, "commit": str(new), "parent": str(head), "pullRequestHead": str(tip),
+                              "ref": target_ref, "judged": len(result.new_commits)})
+        session.flush()
+        git.compare_and_swap(target_ref, head, new)
     return str(new)
 
 

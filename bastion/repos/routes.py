@@ -26,7 +26,7 @@ from bastion.accounts.service import user_by_id
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object, parse_json
 from bastion.api.urls import base_url, int_param, next_link, repo_url
-from bastion.authz import Permission, Principal, permission, require
+from bastion.authz import DiscussionRef, Permission, Principal, permission, require
 from bastion.authz.policy import check_secret_mode
 from bastion.db import transaction
 from bastion.errors import (
@@ -586,7 +586,7 @@ async def super_squash(plural: str, ns: str, name: str, branch: str, request: Re
 # ---- uploads and commits -----------------------------------------------------------------------
 
 @router.post("/api/{plural}/{ns}/{name}/preupload/{revision:path}")
-@permission(Permission.REPO_WRITE)
+@permission(Permission.REPO_CONTENT_UPLOAD)  # which files go through LFS: writers and pull requests' authors
 async def preupload(plural: str, ns: str, name: str, revision: str, request: Request,
                     principal: Principal = Depends(current_principal)) -> JSONResponse:
     data = await json_object(request, 8 << 20)
@@ -597,7 +597,7 @@ async def preupload(plural: str, ns: str, name: str, revision: str, request: Req
 
     def run() -> list[dict[str, Any]]:
         with transaction(hub.sessions, readonly=True) as session:
-            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_CONTENT_UPLOAD)
         git = hub.git(repo.storage_key)
         head = git.resolve(revision)
         return upload_policy.decide(git, head, data.get("files"), gitignore, hub.settings.lfs_threshold)
@@ -677,8 +677,29 @@ def parse_ndjson_commit(body: bytes, max_regular: int) -> tuple[dict[str, Any], 
     return header, ops
 
 
+def load_repo_for_commit(hub: Hub, session: Session, principal: Principal, plural: str, ns: str, name: str,
+                         revision: str, create_pr: bool) -> Repo:
+    """Find the repo and make the one check a commit to `revision` needs: opening a pull request is for
+    anyone who reads the repo, a commit to refs/pr/N for its author (while open) and the writers, a commit
+    to a branch for the writers (protections are the commit path's)."""
+    try:
+        repo = service.find_repo(session, _type(plural), ns, name)
+    except NotFound:
+        raise RepoNotFound() from None
+    ref = service.repo_ref(repo, principal.user_id)
+    if create_pr:
+        require(principal, Permission.REPO_DISCUSSION_CREATE, ref)
+    elif commit.pr_number_of(revision) is not None:
+        facts = commit.pull_request_of(session, repo, revision)
+        require(principal, Permission.REPO_PR_WRITE,
+                DiscussionRef(ref, facts.author_user_id if facts else None, facts.open if facts else False))
+    else:
+        require(principal, Permission.REPO_WRITE, ref)
+    return repo
+
+
 @router.post("/api/{plural}/{ns}/{name}/commit/{revision:path}")
-@permission(Permission.REPO_WRITE)
+@permission(Permission.REPO_WRITE, Permission.REPO_DISCUSSION_CREATE, Permission.REPO_PR_WRITE)
 async def create_commit(plural: str, ns: str, name: str, revision: str, request: Request,
                         principal: Principal = Depends(current_principal)) -> JSONResponse:
     hub = hub_of(request)
@@ -698,7 +719,7 @@ async def create_commit(plural: str, ns: str, name: str, revision: str, request:
 
     def run() -> tuple[Repo, commit.CommitResult]:
         with transaction(hub.sessions) as session:
-            repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+            repo = load_repo_for_commit(hub, session, principal, plural, ns, name, revision, create_pr)
             options = service.secrets_bypass_options(principal, repo, bypass)
             result = commit.create_commit(hub, session, repo, _actor(session, principal), revision, ops,
                                           summary, description, parent, create_pr, options)

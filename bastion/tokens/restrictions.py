@@ -46,7 +46,15 @@ SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "repo.write": frozenset({Permission.REPO_METADATA_READ, Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST,
                              Permission.REPO_WRITE, Permission.REPO_CREATE, Permission.REPO_MANAGE,
                              Permission.REPO_PROTECTION_LOWER, Permission.REPO_DELETE, Permission.REPO_ACCESS_READ,
-                             Permission.REPO_ACCESS_WRITE}),
+                             Permission.REPO_ACCESS_WRITE, Permission.REPO_CONTENT_UPLOAD,
+                             Permission.REPO_DISCUSSION_CREATE, Permission.REPO_DISCUSSION_COMMENT,
+                             Permission.REPO_DISCUSSION_COMMENT_EDIT, Permission.REPO_DISCUSSION_MODERATE,
+                             Permission.REPO_PR_WRITE, Permission.REPO_PR_MERGE}),
+    # The Hub's "Interact with discussions / Open pull requests": everything in the Community tab but merging.
+    "discussion.write": frozenset({Permission.REPO_METADATA_READ, Permission.REPO_CONTENT_UPLOAD,
+                                   Permission.REPO_DISCUSSION_CREATE, Permission.REPO_DISCUSSION_COMMENT,
+                                   Permission.REPO_DISCUSSION_COMMENT_EDIT, Permission.REPO_DISCUSSION_MODERATE,
+                                   Permission.REPO_PR_WRITE}),
     "repo.access.read": frozenset({Permission.REPO_ACCESS_READ}),  # the requests (names, e-mails), no files
     # Organization permissions (on an `org` entity; resourceGroup.write also on a `resource-group`).
     "org.read": frozenset({Permission.ORG_READ, Permission.ORG_MEMBERS_READ}),

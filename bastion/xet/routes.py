@@ -27,6 +27,7 @@ from bastion.hub import Hub
 from bastion.repos import browse, downloads, guards
 from bastion.repos.routes import load_repo
 from bastion.repos.service import repo_by_id, repo_ref_by_id
+from bastion.storage.gitstore import PR_REF_RE
 from bastion.timing import timed
 from bastion.xet import service, tokens
 from bastion.xet.hashing import hash_to_hex, hex_to_hash
@@ -212,7 +213,7 @@ def fetch(xorb_hash: str, request: Request) -> Response:
 # ---- CAS tokens: the Hub routes the client asks before it reads or writes through Xet ----------
 
 @router.get("/api/{plural}/{ns}/{name}/xet-write-token/{revision:path}")
-@permission(Permission.REPO_WRITE)
+@permission(Permission.REPO_WRITE, Permission.REPO_CONTENT_UPLOAD)  # a branch / a pull request's contents
 def xet_write_token(plural: str, ns: str, name: str, revision: str, request: Request,
                     principal: Principal = Depends(current_principal)) -> JSONResponse:
     return _xet_token(plural, ns, name, revision, request, principal, "write")
@@ -229,14 +230,20 @@ def _xet_token(plural: str, ns: str, name: str, revision: str, request: Request,
                scope: str) -> JSONResponse:
     """A short-lived CAS token for this repo (auth.md), after the same check as any read or write."""
     hub = hub_of(request)
-    perm = Permission.REPO_WRITE if scope == "write" else Permission.REPO_READ
-    with transaction(hub.sessions, readonly=True) as session:
-        repo = load_repo(hub, session, principal, plural, ns, name, perm)
     # The client asks with revision "None" when it will open a PR (the ref is not known yet).
     opens_pr = (request.query_params.get("create_pr") or "").lower() in ("1", "true", "yes")
+    # A write token for a pull request's contents (one it opens, or refs/pr/N) is for anyone who may upload
+    # for one (REPO_CONTENT_UPLOAD: readers too); any other write token needs write access, and its holder
+    # keeps being held to the same right at every CAS request (policy._authorize_xet_cas).
+    for_pr = scope == "write" and (opens_pr or PR_REF_RE.match(revision) is not None)
+    perm = Permission.REPO_READ if scope != "write" else (
+        Permission.REPO_CONTENT_UPLOAD if for_pr else Permission.REPO_WRITE)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, perm)
     if not (scope == "write" and (revision == "None" or opens_pr)):
         hub.git(repo.storage_key).resolve(revision)  # RevisionNotFound for an unknown ref
-    token = tokens.issue(hub.settings, base_url(request), repo.id, scope, revision, credential_claims(principal))
+    token = tokens.issue(hub.settings, base_url(request), repo.id, scope, revision, credential_claims(principal),
+                         pull_request=for_pr)
     return JSONResponse(token.as_json(), headers=token.headers())
 
 

@@ -67,12 +67,16 @@ BINDING_CLAIMS = ("via", "user_id", "token_id", "session_id")
 
 
 def issue(settings: Settings, server_base: str, repo_id: int, scope: str, ref: str,
-          credential: Mapping[str, Any]) -> XetToken:
+          credential: Mapping[str, Any], *, pull_request: bool = False) -> XetToken:
     """A token for the CAS of `repo_id` bound to `credential`; the caller has already made the hub's
-    authz check. Each use re-decides what its holder may do (reading file contents included)."""
+    authz check. Each use re-decides what its holder may do (reading file contents included).
+    `pull_request`: a write token for a pull request's contents (its holder needs REPO_CONTENT_UPLOAD, not
+    REPO_WRITE)."""
     ttl = settings.xet_token_ttl_seconds
     exp = int(time.time()) + ttl
     claims = {"repo_id": repo_id, "scope": scope, "ref": ref, **_binding(credential)}
+    if pull_request:
+        claims["pr"] = True
     token = capability.sign(settings.secret_key, CAS_PURPOSE, claims, ttl)
     return XetToken(token, exp, cas_url(settings, server_base, repo_id))
 

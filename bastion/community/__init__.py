@@ -1,0 +1,1 @@
+"""The Community tab: discussions and pull requests of a repo, their comments and events (the Hub's API)."""

@@ -1,0 +1,1 @@
+from tests.accounts.fixtures import mail_sink, web_server  # noqa: F401
