@@ -112,3 +112,13 @@ class AuditAction(StrEnum):
     RESOURCE_GROUP_REMOVE_USERS = "resource_group.remove_users"
     RESOURCE_GROUP_CHANGE_ROLE = "resource_group.change_role"
     REPO_UPDATE_RESOURCE_GROUP = "repo.update_resource_group"
+    # The audit log itself (bastion.audit): retention chosen by an org, events removed by retention (instance-wide
+    # or an org's), streaming sinks configured, dead-lettered deliveries sent again, the chain's key rotated.
+    ORG_AUDIT_RETENTION = "org.audit_log.retention"
+    ORG_AUDIT_PURGE = "org.audit_log.purge"
+    INSTANCE_AUDIT_PURGE = "instance.audit_log.purge"
+    INSTANCE_AUDIT_SINK_CREATE = "instance.audit_log.sink_create"
+    INSTANCE_AUDIT_SINK_DELETE = "instance.audit_log.sink_delete"
+    INSTANCE_AUDIT_REDRIVE = "instance.audit_log.redrive"
+    INSTANCE_AUDIT_KEY_ROTATE = "instance.audit_log.key_rotate"
+    INSTANCE_AUDIT_CHECKPOINTS_EXPORT = "instance.audit_log.checkpoints_export"
