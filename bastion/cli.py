@@ -77,19 +77,26 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
 @click.option("--workers", default=2, show_default=True, type=int, help="Scan threads in this process.")
 @data_dir_option
 def worker(workers: int, data_dir: Path | None) -> None:
-    """Run scan workers (scale-out: any number of these share the queue set by BASTION_QUEUE_URL)."""
+    """Run scan workers and the audit log's worker (delivery to sinks, checkpoints, retention); scale-out: any
+    number of these share the queue set by BASTION_QUEUE_URL."""
+    from bastion.audit.worker import AuditWorker
     from bastion.hub import Hub
     from bastion.scanning.queue import Workers, attach
+    from bastion.signing import service as signing
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     wiring.load()  # scans read LFS objects (Xet-stored too) and report through every feature's hooks
     hub = Hub.open(_settings(data_dir))
+    signing.install(hub)  # checkpoints of the audit chain are signed with the instance key
     queue = attach(hub)
+    audit_worker = AuditWorker(hub.sessions, hub.settings)
+    audit_worker.start()
     logging.getLogger("bastion").info("scan worker started: %d threads, queue %s", workers,
                                       "redis" if (hub.settings.queue_url or "").startswith("redis") else "sqlite")
     try:
         Workers(queue, workers, embedded=False).run_forever()
     finally:
+        audit_worker.stop()
         hub.close()
 
 
@@ -443,9 +450,9 @@ def add_key(user: str, gpg_file: Path | None, ssh_file: Path | None, data_dir: P
 
 # ---- audit ---------------------------------------------------------------------------------------
 
-@main.group()
-def audit() -> None:
-    """The audit log: verify its chain, export checkpoints, rotate its key, apply retention."""
+@main.group("audit")
+def audit_group() -> None:
+    """The audit logs: verify the chain, export checkpoints, rotate the key, apply retention."""
 
 
 def _audit_hub(data_dir: Path | None):  # type: ignore[no-untyped-def]
@@ -477,7 +484,7 @@ def _report(walk: Any) -> None:
                f"({walk.count} events in all)")
 
 
-@audit.command("verify")
+@audit_group.command("verify")
 @click.option("--export", "export_file", type=click.Path(exists=True, path_type=Path), default=None,
               help="Verify this export (NDJSON chain records, gzip or not) instead of the database, without it.")
 @click.option("--checkpoints", "checkpoints_file", type=click.Path(exists=True, path_type=Path), default=None,
@@ -510,7 +517,7 @@ def audit_verify(export_file: Path | None, checkpoints_file: Path | None, public
     _report(walk)
 
 
-@audit.command("checkpoints")
+@audit_group.command("checkpoints")
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="File to write (JSON).")
 @click.option("--now", "sign_now", is_flag=True, help="Sign a checkpoint of the chain's head first.")
 @data_dir_option
@@ -534,7 +541,7 @@ def audit_checkpoints(output: Path, sign_now: bool, data_dir: Path | None) -> No
     click.echo(f"{len(document['checkpoints'])} checkpoints written to {output}", err=True)
 
 
-@audit.command("export-chain")
+@audit_group.command("export-chain")
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="File to write (NDJSON).")
 @data_dir_option
 def audit_export_chain(output: Path, data_dir: Path | None) -> None:
@@ -559,7 +566,7 @@ def audit_export_chain(output: Path, data_dir: Path | None) -> None:
     click.echo(f"{n} events written to {output}", err=True)
 
 
-@audit.command("rotate-key")
+@audit_group.command("rotate-key")
 @data_dir_option
 def audit_rotate_key(data_dir: Path | None) -> None:
     """Add a new audit key: it keys every event from now on (the old ones still verify theirs)."""
