@@ -287,7 +287,7 @@ def _check(rec: dict[str, Any], walk: Walk, seen: dict[str, int], last_v: int, k
     if version == V1 and (last_v >= V2 or (legacy_until is not None and eid > legacy_until)):
         return Problem(eid, "downgraded", "an unkeyed (version 1) event where the chain is keyed: the chain was "
                                           "recomputed without the audit key")
-    if version >= V2 and last_v >= V2 and eid != walk.last_id + 1:
+    if version >= V2 and eid != walk.last_id + 1:  # record() numbers each event after the chain's head
         missing = f"{walk.last_id + 1}" if eid == walk.last_id + 2 else f"{walk.last_id + 1}..{eid - 1}"
         return Problem(walk.last_id + 1, "deleted", f"event {missing} is missing (the next one is {eid})")
     if rec["prev_hash"] != walk.last_hash:
