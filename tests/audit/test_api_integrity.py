@@ -14,6 +14,25 @@ from tests.audit.sinks import SyslogListener
 from tests.conftest import BastionServer, wait_for
 
 
+def _admin_page(server: BastionServer) -> str:
+    import subprocess
+    import sys
+
+    from tests.accounts.fixtures import PASSWORD, http_login
+
+    name = f"a{secrets.token_hex(4)}"
+    subprocess.run([sys.executable, "-m", "bastion.cli", "admin", "create-user", name, "--email",
+                    f"{name}@example.com", "--admin", "--password-stdin"], env=server.env, input=PASSWORD + "\n",
+                   capture_output=True, text=True, check=True, timeout=120)
+    client = http_login(server, name, PASSWORD)
+    try:
+        resp = client.get("/admin")
+    finally:
+        client.close()
+    assert resp.status_code == 200, resp.text[:500]
+    return resp.text
+
+
 def _h(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
@@ -91,6 +110,8 @@ def test_dead_letters_are_listed_and_redriven_by_administrators(server: BastionS
         letters = httpx.get(f"{server.url}/api/admin/audit/dead-letters", headers=_h(admin)).json()
         mine = [d for d in letters if d["sinkId"] == sink]
         assert mine and mine[0]["type"] == "repo.create" and mine[0]["lastError"] == "HTTP 500"
+        page = _admin_page(server)  # the administrators' page lists them too
+        assert 'id="dead-letters"' in page and "HTTP 500" in page and "https://127.0.0.1:9/hook" in page
         assert httpx.post(f"{server.url}/api/admin/audit/dead-letters/redrive", headers=_h(token),
                           json={"sinkId": sink}).status_code == 403
         bad = httpx.post(f"{server.url}/api/admin/audit/dead-letters/redrive", headers=_h(admin), json={"ids": "all"})
