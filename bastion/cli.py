@@ -58,6 +58,13 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
                     "reset, invitations) is refused, and absolute URLs in answers follow each request's Host "
                     "header%s. Set it to the URL users reach this server at.",
                     "" if settings.allowed_hosts else " (any host: BASTION_ALLOWED_HOSTS is not set either)")
+    from bastion.audit import chain
+    from bastion.db import make_engine
+
+    # This process writes audit events too (the clamd supervisor): the chain's key for its database.
+    keyring_engine = make_engine(settings.resolved_database_url)
+    chain.install(keyring_engine, settings.resolved_audit_key_file)
+    keyring_engine.dispose()
     supervisor = None
     if settings.embedded_clamd and "av" in settings.scanners:
         # No BASTION_CLAMD_ADDRESS: this process starts and watches a clamd of its own (never blocking here).

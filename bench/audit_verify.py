@@ -86,10 +86,12 @@ def main() -> None:
         proc = subprocess.run([sys.executable, "-m", "bastion.cli", "audit", "verify"], env=env,
                               capture_output=True, text=True)
         elapsed = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = usage.ru_utime + usage.ru_stime
         print(proc.stdout.strip() or proc.stderr.strip())
-        print(f"bastion audit verify: {elapsed:.1f} s, {total / elapsed:,.0f} events/s, peak RSS {peak:.0f} MiB "
-              f"(exit {proc.returncode})")
+        print(f"bastion audit verify: {elapsed:.1f} s wall ({total / elapsed:,.0f} events/s), {cpu:.1f} s CPU "
+              f"({total / cpu:,.0f} events per CPU second; the machine is shared), peak RSS "
+              f"{usage.ru_maxrss / 1024:.0f} MiB (exit {proc.returncode})")
 
 
 if __name__ == "__main__":

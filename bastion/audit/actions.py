@@ -55,6 +55,8 @@ class AuditAction(StrEnum):
     REPO_PR_CREATE = "repo.pr_create"
     LFS_OBJECT_STORE = "repo.lfs_object_store"  # an object's bytes stored for a repo: LFS basic, multipart, Xet file
     XET_UPLOAD = "repo.xet_upload"  # a xorb stored for a repo
+    LFS_LOCK_CREATE = "repo.lfs_lock_create"  # git lfs lock
+    LFS_LOCK_DELETE = "repo.lfs_lock_delete"  # git lfs unlock (`forced`: someone else's lock broken)
     REPO_PUSH_REJECTED = "repo.push_rejected"  # a git push refused by the receive checks
     SCAN_FINDING = "repo.scan_finding"
     SCAN_POLICY_REJECT = "repo.scan_policy_reject"
@@ -121,4 +123,3 @@ class AuditAction(StrEnum):
     INSTANCE_AUDIT_SINK_DELETE = "instance.audit_log.sink_delete"
     INSTANCE_AUDIT_REDRIVE = "instance.audit_log.redrive"
     INSTANCE_AUDIT_KEY_ROTATE = "instance.audit_log.key_rotate"
-    INSTANCE_AUDIT_CHECKPOINTS_EXPORT = "instance.audit_log.checkpoints_export"
