@@ -154,7 +154,8 @@ def test_webauthn_key_enrollment_and_sign_in(context: BrowserContext, web_server
     engine = sa.create_engine(f"sqlite:///{web_server.data_dir / 'bastion.sqlite3'}")
     with engine.connect() as conn:
         actions = [r.action for r in conn.execute(sa.text(
-            "SELECT action FROM audit_events WHERE actor_name = :n ORDER BY id"), {"n": name})]
+            "SELECT action FROM audit_events WHERE actor_name = :n OR target_id = :n OR namespace = :n ORDER BY id"),
+            {"n": name})]
     engine.dispose()
     assert "user.2fa.webauthn_add" in actions and actions.count("user.login") >= 2
 
