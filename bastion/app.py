@@ -14,6 +14,7 @@ from bastion import __version__, wiring
 from bastion.api.errors import install_error_handlers
 from bastion.api.middleware import AllowedHostsMiddleware, RequestContextMiddleware
 from bastion.audit.aggregate import Flusher
+from bastion.audit.worker import AuditWorker
 from bastion.authz import Permission, permission, require
 from bastion.authz.policy import Principal
 from bastion.config import Settings
@@ -42,7 +43,11 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         # Writes the counts of repeated failures once their window is over (bastion.audit.aggregate).
         flusher = Flusher(hub.sessions, timedelta(seconds=settings.audit_repeat_window_seconds))
         flusher.start()
+        # Streams the outbox to the SIEM sinks, signs checkpoints, applies retention (bastion.audit.worker).
+        audit_worker = AuditWorker(hub.sessions, settings)
+        audit_worker.start()
         yield
+        audit_worker.stop()
         flusher.stop()
         if workers is not None:
             workers.stop()
@@ -79,6 +84,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         require(Principal.anonymous(), Permission.PUBLIC)
         return JSONResponse({"status": "ok", "version": __version__})
 
+    from bastion.auditlog.admin_routes import router as audit_admin_router
+    app.include_router(audit_admin_router)  # /api/admin/audit/…: before any /api/{plural}/… pattern
     from bastion.scanning.routes import admin_router as scanning_admin_router
     app.include_router(scanning_admin_router)  # /api/admin/…: before any /api/{plural}/… pattern
     app.include_router(tokens_router)

@@ -58,6 +58,13 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
                     "reset, invitations) is refused, and absolute URLs in answers follow each request's Host "
                     "header%s. Set it to the URL users reach this server at.",
                     "" if settings.allowed_hosts else " (any host: BASTION_ALLOWED_HOSTS is not set either)")
+    from bastion.audit import chain
+    from bastion.db import make_engine
+
+    # This process writes audit events too (the clamd supervisor): the chain's key for its database.
+    keyring_engine = make_engine(settings.resolved_database_url)
+    chain.install(keyring_engine, settings.resolved_audit_key_file)
+    keyring_engine.dispose()
     supervisor = None
     if settings.embedded_clamd and "av" in settings.scanners:
         # No BASTION_CLAMD_ADDRESS: this process starts and watches a clamd of its own (never blocking here).
@@ -77,19 +84,26 @@ def serve(host: str, port: int, workers: int, data_dir: Path | None) -> None:
 @click.option("--workers", default=2, show_default=True, type=int, help="Scan threads in this process.")
 @data_dir_option
 def worker(workers: int, data_dir: Path | None) -> None:
-    """Run scan workers (scale-out: any number of these share the queue set by BASTION_QUEUE_URL)."""
+    """Run scan workers and the audit log's worker (delivery to sinks, checkpoints, retention); scale-out: any
+    number of these share the queue set by BASTION_QUEUE_URL."""
+    from bastion.audit.worker import AuditWorker
     from bastion.hub import Hub
     from bastion.scanning.queue import Workers, attach
+    from bastion.signing import service as signing
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     wiring.load()  # scans read LFS objects (Xet-stored too) and report through every feature's hooks
     hub = Hub.open(_settings(data_dir))
+    signing.install(hub)  # checkpoints of the audit chain are signed with the instance key
     queue = attach(hub)
+    audit_worker = AuditWorker(hub.sessions, hub.settings)
+    audit_worker.start()
     logging.getLogger("bastion").info("scan worker started: %d threads, queue %s", workers,
                                       "redis" if (hub.settings.queue_url or "").startswith("redis") else "sqlite")
     try:
         Workers(queue, workers, embedded=False).run_forever()
     finally:
+        audit_worker.stop()
         hub.close()
 
 
@@ -439,6 +453,145 @@ def add_key(user: str, gpg_file: Path | None, ssh_file: Path | None, data_dir: P
     finally:
         hub.close()
     click.echo(f"added {kind} key {shown} to {user}", err=True)
+
+
+# ---- audit ---------------------------------------------------------------------------------------
+
+@main.group("audit")
+def audit_group() -> None:
+    """The audit logs: verify the chain, export checkpoints, rotate the key, apply retention."""
+
+
+def _audit_hub(data_dir: Path | None):  # type: ignore[no-untyped-def]
+    """A hub with the instance key loaded (checkpoints are signed and checked with it)."""
+    from bastion.hub import Hub
+    from bastion.signing import service as signing
+
+    hub = Hub.open(_settings(data_dir))
+    signing.install(hub)
+    return hub
+
+
+def _public_key(value: str):  # type: ignore[no-untyped-def]
+    from bastion.audit import sshsig
+
+    text = Path(value).read_text() if not value.startswith("ssh-") and Path(value).exists() else value
+    try:
+        return sshsig.load_public_key(text.strip().splitlines()[0])
+    except (ValueError, IndexError) as exc:
+        raise click.BadParameter(f"not an ssh-ed25519 public key (or a file holding one): {exc}") from None
+
+
+def _report(walk: Any) -> None:
+    if walk.problem is not None:
+        click.echo(f"FAILED at event {walk.problem.event_id} ({walk.problem.kind}): {walk.problem.message}")
+        click.echo(f"the chain is intact through event {walk.last_id} ({walk.checked} events checked)", err=True)
+        sys.exit(1)
+    click.echo(f"OK: {walk.checked} events verified, the chain is intact through event {walk.last_id} "
+               f"({walk.count} events in all)")
+
+
+@audit_group.command("verify")
+@click.option("--export", "export_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Verify this export (NDJSON chain records, gzip or not) instead of the database, without it.")
+@click.option("--checkpoints", "checkpoints_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The signed checkpoints (`bastion audit checkpoints --output`) the export is checked against.")
+@click.option("--public-key", default=None,
+              help="The instance's public key (ssh-ed25519 …, or a file): from GET /api/signing-key.")
+@data_dir_option
+def audit_verify(export_file: Path | None, checkpoints_file: Path | None, public_key: str | None,
+                 data_dir: Path | None) -> None:
+    """Walk the audit chain and report the first edited, deleted or reordered event (exit 1)."""
+    from bastion.audit import checkpoints
+
+    if export_file is not None:
+        if checkpoints_file is None or public_key is None:
+            raise click.UsageError("--export needs --checkpoints FILE and --public-key KEY")
+        import gzip
+
+        opener = gzip.open if export_file.read_bytes()[:2] == b"\x1f\x8b" else open
+        with opener(export_file, "rb") as fh:  # type: ignore[operator]
+            walk = checkpoints.verify_export(fh, checkpoints.load_file(checkpoints_file), _public_key(public_key))
+        _report(walk)
+        return
+    hub = _audit_hub(data_dir)
+    try:
+        key = _public_key(public_key) if public_key else _public_key(checkpoints.signer().public_key)
+        with transaction(hub.sessions, readonly=True) as session:
+            walk = checkpoints.verify_database(session, key)
+    finally:
+        hub.close()
+    _report(walk)
+
+
+@audit_group.command("checkpoints")
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="File to write (JSON).")
+@click.option("--now", "sign_now", is_flag=True, help="Sign a checkpoint of the chain's head first.")
+@data_dir_option
+def audit_checkpoints(output: Path, sign_now: bool, data_dir: Path | None) -> None:
+    """Export the signed checkpoints (and the public key they verify with)."""
+    import json
+
+    from bastion.audit import checkpoints
+    from bastion.db import utcnow
+
+    hub = _audit_hub(data_dir)
+    try:
+        if sign_now:
+            with transaction(hub.sessions) as session:
+                checkpoints.write(session, utcnow())
+        with transaction(hub.sessions, readonly=True) as session:
+            document = checkpoints.export_document(session)
+    finally:
+        hub.close()
+    output.write_text(json.dumps(document, indent=1))
+    click.echo(f"{len(document['checkpoints'])} checkpoints written to {output}", err=True)
+
+
+@audit_group.command("export-chain")
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="File to write (NDJSON).")
+@data_dir_option
+def audit_export_chain(output: Path, data_dir: Path | None) -> None:
+    """Write the chain as it is verified (every event's hashed fields, link and MAC), from its anchor."""
+    import json
+
+    from bastion.audit import service
+
+    hub = _audit_hub(data_dir)
+    n = 0
+    try:
+        with transaction(hub.sessions, readonly=True) as session, output.open("w") as fh:
+            anchor = service.anchor_of(session)
+            if anchor.last_id:
+                fh.write(json.dumps({"type": "anchor", "last_id": anchor.last_id, "last_hash": anchor.last_hash,
+                                     "count": anchor.count}) + "\n")
+            for rec in service.chain_records(session, anchor.last_id):
+                fh.write(json.dumps(rec, default=str) + "\n")
+                n += 1
+    finally:
+        hub.close()
+    click.echo(f"{n} events written to {output}", err=True)
+
+
+@audit_group.command("rotate-key")
+@data_dir_option
+def audit_rotate_key(data_dir: Path | None) -> None:
+    """Add a new audit key: it keys every event from now on (the old ones still verify theirs)."""
+    from bastion import audit as audit_log
+    from bastion.audit import chain
+    from bastion.audit.actions import AuditAction
+
+    hub = _audit_hub(data_dir)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            ring = chain.keyring_for(session)
+            old = ring.current
+            new = ring.rotate()
+            audit_log.record(session, AuditAction.INSTANCE_AUDIT_KEY_ROTATE, target=("instance", "audit_log"),
+                             details={"from": old, "to": new})
+    finally:
+        hub.close()
+    click.echo(f"audit key {new} now keys new events (restart running servers to pick it up)", err=True)
 
 
 def _os_user() -> str:

@@ -110,6 +110,21 @@ class Settings(BaseSettings):
     # Repeated failures (failed authentications per source IP and reason, denied token uses per token
     # and reason) are audited at most once per this many seconds each, with a count (bastion.audit.aggregate).
     audit_repeat_window_seconds: int = Field(default=60, ge=1)
+    # The audit chain's HMAC keys (bastion.audit.chain): a file the database does not hold, created 0600 at
+    # first start. Default DATA_DIR/audit_key; point it at a mount only Bastion's processes read.
+    audit_key_file: Path | None = None
+    # Signed checkpoints of the chain (bastion.audit.checkpoints): one once this many events were written
+    # since the last, and one at least every this many seconds while events keep coming.
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
+    audit_checkpoint_interval_seconds: int = Field(default=3600, ge=1)
+    # Retention (bastion.audit.retention): days events are kept, 0 = forever. Organizations may choose one of
+    # AUDIT_RETENTION_CHOICES up to this (when set). Removed events are first archived (gzip NDJSON) here.
+    audit_retention_days: int = Field(default=0, ge=0)
+    audit_archive_dir: Path | None = None  # default DATA_DIR/audit-archive
+    # Streaming (bastion.audit.delivery): delivery attempts before an event is dead-lettered; extra CA
+    # certificates (PEM file) trusted for HTTPS webhooks and syslog over TLS besides the system's.
+    audit_delivery_max_attempts: int = Field(default=8, ge=1)
+    audit_sink_ca_file: Path | None = None
 
     # Accounts and web sessions. Sign-up: "open" (anyone), "invite" (a signed invite link), "admins" (CLI only).
     signup: Literal["open", "invite", "admins"] = "admins"
@@ -186,6 +201,16 @@ class Settings(BaseSettings):
         if self.clamd_address:
             return self.clamd_address
         return f"unix://{self.clamav_dir / 'clamd.sock'}"
+
+    @property
+    def resolved_audit_key_file(self) -> Path:
+        return (self.audit_key_file.expanduser().resolve() if self.audit_key_file
+                else self.resolved_data_dir / "audit_key")
+
+    @property
+    def resolved_audit_archive_dir(self) -> Path:
+        return (self.audit_archive_dir.expanduser().resolve() if self.audit_archive_dir
+                else self.resolved_data_dir / "audit-archive")
 
     @property
     def tmp_dir(self) -> Path:

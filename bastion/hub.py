@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from bastion.audit import chain as audit_chain
 from bastion.config import Settings
 from bastion.db import make_engine, make_session_factory, migrate
 from bastion.storage import LocalBlobStore
@@ -35,6 +36,7 @@ class Hub:
         if run_migrations:
             migrate(url)
         engine = make_engine(url)
+        audit_chain.install(engine, settings.resolved_audit_key_file)  # the chain's key, outside the database
         settings.repos_dir.mkdir(parents=True, exist_ok=True)
         blobs = LocalBlobStore(settings.lfs_dir, settings.tmp_dir)
         return cls(settings, engine, make_session_factory(engine), blobs)

@@ -21,6 +21,8 @@ Hooks and ports (owner ← provider):
 - repos.service.signed_commits_required is repos' own (signing.service.rule_applies is it)
 - orgs.service.org_delete_checks / group_delete_checks / group_detail_parts ← repos.service
 - accounts.service.verified_emails_changed_hooks ← signing.service
+- audit.worker.org_periods (each org's audit retention) ← orgs.service
+- audit.checkpoints (the instance key that signs checkpoints) ← signing.service.install
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import importlib
 
 PROVIDERS = (
+    "bastion.orgs.service",
     "bastion.repos.service",
     "bastion.lfs.content",
     "bastion.xet.content",

@@ -63,6 +63,8 @@ class AuditAction(StrEnum):
     REPO_DISCUSSION_TITLE = "repo.discussion.title_change"
     LFS_OBJECT_STORE = "repo.lfs_object_store"  # an object's bytes stored for a repo: LFS basic, multipart, Xet file
     XET_UPLOAD = "repo.xet_upload"  # a xorb stored for a repo
+    LFS_LOCK_CREATE = "repo.lfs_lock_create"  # git lfs lock
+    LFS_LOCK_DELETE = "repo.lfs_lock_delete"  # git lfs unlock (`forced`: someone else's lock broken)
     REPO_PUSH_REJECTED = "repo.push_rejected"  # a git push refused by the receive checks
     SCAN_FINDING = "repo.scan_finding"
     SCAN_POLICY_REJECT = "repo.scan_policy_reject"
@@ -120,3 +122,12 @@ class AuditAction(StrEnum):
     RESOURCE_GROUP_REMOVE_USERS = "resource_group.remove_users"
     RESOURCE_GROUP_CHANGE_ROLE = "resource_group.change_role"
     REPO_UPDATE_RESOURCE_GROUP = "repo.update_resource_group"
+    # The audit log itself (bastion.audit): retention chosen by an org, events removed by retention (instance-wide
+    # or an org's), streaming sinks configured, dead-lettered deliveries sent again, the chain's key rotated.
+    ORG_AUDIT_RETENTION = "org.audit_log.retention"
+    ORG_AUDIT_PURGE = "org.audit_log.purge"
+    INSTANCE_AUDIT_PURGE = "instance.audit_log.purge"
+    INSTANCE_AUDIT_SINK_CREATE = "instance.audit_log.sink_create"
+    INSTANCE_AUDIT_SINK_DELETE = "instance.audit_log.sink_delete"
+    INSTANCE_AUDIT_REDRIVE = "instance.audit_log.redrive"
+    INSTANCE_AUDIT_KEY_ROTATE = "instance.audit_log.key_rotate"

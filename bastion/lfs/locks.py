@@ -14,7 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bastion import audit
 from bastion.accounts.models import User
+from bastion.audit.actions import AuditAction
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
 from bastion.lfs.models import LfsLock
 from bastion.repos.models import Repo
@@ -60,6 +62,8 @@ def create(session: Session, repo: Repo, owner: User, path: str, ref_name: str |
         if existing is None:
             raise
         raise _already_locked(_view(*existing)) from None
+    audit.record(session, AuditAction.LFS_LOCK_CREATE, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"path": path, "lockId": str(lock.id), "ref": ref_name})
     return _view(lock, owner.name)
 
 
@@ -90,10 +94,11 @@ def page(session: Session, repo_id: int, *, path: str | None = None, lock_id: st
     return views[:limit], next_cursor
 
 
-def unlock(session: Session, repo_id: int, lock_id: str, user_id: int, force: bool) -> LockView:
-    """Release a lock: its owner may; anyone with write access may with `force` (git lfs unlock --force)."""
+def unlock(session: Session, repo: Repo, lock_id: str, user_id: int, force: bool) -> LockView:
+    """Release a lock: its owner may; anyone with write access may with `force` (git lfs unlock --force,
+    audited with the lock's owner: breaking someone else's lock is a security-relevant act)."""
     lock = session.get(LfsLock, int(lock_id)) if lock_id.isdigit() else None
-    if lock is None or lock.repo_id != repo_id:
+    if lock is None or lock.repo_id != repo.id:
         raise NotFound("Lock not found")
     owner = session.get(User, lock.owner_user_id)
     view = _view(lock, owner.name if owner else "")
@@ -101,6 +106,9 @@ def unlock(session: Session, repo_id: int, lock_id: str, user_id: int, force: bo
         raise Forbidden(f"{view.path} is locked by {view.owner_name}; use --force to break the lock")
     session.delete(lock)
     session.flush()
+    audit.record(session, AuditAction.LFS_LOCK_DELETE, target=("repo", f"{repo.type}/{repo.repo_id}"),
+                 namespace=repo.namespace, details={"path": view.path, "lockId": str(view.id),
+                                                    "owner": view.owner_name, "forced": lock.owner_user_id != user_id})
     return view
 
 

@@ -189,7 +189,7 @@ def _register_locks(prefix: str, plural: str) -> None:
         def run() -> dict[str, Any]:
             with transaction(hub.sessions) as session:
                 repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
-                return locks.unlock(session, repo.id, lock_id, principal.user_id or 0, force).as_json()
+                return locks.unlock(session, repo, lock_id, principal.user_id or 0, force).as_json()
 
         return _lfs_json({"lock": await run_in_threadpool(run)})
 

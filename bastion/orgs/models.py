@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint, event, select
+from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, event, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.accounts.models import User
@@ -39,6 +39,8 @@ class Organization(Base):
     # Lowering a repo's protections (secret push protection, block-unsafe, signed commits, protected refs,
     # secrets-bypass, super-squash under the signed-commit rule) is for org admins; on: repo managers too.
     delegate_protection_changes: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Days the org's audit events are kept (null: the instance's period); enforced by bastion.audit.retention.
+    audit_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class OrgMember(Base):

@@ -63,7 +63,8 @@ def settings_payload(org: Organization) -> dict[str, Any]:
             "hideMembers": org.hide_members, "tokenPolicy": org.token_policy, "blockUnsafeFiles": org.block_unsafe,
             "secretPushProtection": org.secret_push_protection,
             "secretPushProtectionMode": org.secret_push_protection_mode,
-            "delegateProtectionChanges": org.delegate_protection_changes}
+            "delegateProtectionChanges": org.delegate_protection_changes,
+            "auditLogRetentionDays": org.audit_retention_days}
 
 
 # ---- organizations --------------------------------------------------------------------------
@@ -231,6 +232,9 @@ async def put_settings(name: str, request: Request, principal: Principal = Depen
             org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.ORG_WRITE, facts)
             apply_settings(session, org, data)
+            if "auditLogRetentionDays" in data:
+                orgs.set_audit_retention(session, org, data["auditLogRetentionDays"],
+                                         hub_of(request).settings.audit_retention_days)
             return settings_payload(org)
 
     return JSONResponse(await _in_thread(run))

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session, aliased
 from bastion import audit
 from bastion.accounts.models import User, UserEmail, WebAuthnCredential
 from bastion.accounts.service import validate_namespace_name
+from bastion.audit import retention as audit_retention
+from bastion.audit import worker as audit_worker
 from bastion.audit.actions import AuditAction
 from bastion.authz.policy import (
     ORG_ROLES,
@@ -417,6 +419,27 @@ def set_security(session: Session, org: Organization, *, require_2fa: bool | Non
         org.hide_members = hide_members
         audit.record(session, AuditAction.ORG_MEMBERS_PRIVACY_ENABLE if hide_members
                      else AuditAction.ORG_MEMBERS_PRIVACY_DISABLE, target=target, namespace=org.name, details={})
+
+
+def set_audit_retention(session: Session, org: Organization, days: Any, instance_days: int) -> None:
+    """How long the org's audit events are kept (None: the instance's period); enforced by the audit worker,
+    which archives, then empties older ones (bastion.audit.retention)."""
+    value = audit_retention.check_org_days(days, instance_days)
+    if value != org.audit_retention_days:
+        audit.record(session, AuditAction.ORG_AUDIT_RETENTION, target=("org", org.name), namespace=org.name,
+                     details={"from": org.audit_retention_days, "to": value})
+        org.audit_retention_days = value
+
+
+def audit_retention_periods(session: Session) -> dict[str, int]:
+    """Every organization with a period of its own (the audit worker's port)."""
+    return {name: days for name, days in session.execute(
+        select(Organization.name, Organization.audit_retention_days)
+        .where(Organization.audit_retention_days.is_not(None))).all()}
+
+
+audit_worker.org_periods = audit_retention_periods
+AUDIT_RETENTION_CHOICES = audit_retention.ORG_CHOICES
 
 
 def repo_private_on_create(org: OrgFacts, private: bool | None) -> bool:

@@ -28,6 +28,7 @@ from bastion import audit
 from bastion.accounts import service as accounts_service
 from bastion.accounts.models import User, UserEmail
 from bastion.accounts.service import notify
+from bastion.audit import checkpoints as audit_checkpoints
 from bastion.audit.actions import AuditAction
 from bastion.db import transaction, utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -70,6 +71,7 @@ def install(hub: Hub) -> InstanceKey:
     global _instance
     _instance = InstanceKey.load_or_create(hub.settings.resolved_data_dir / "signing")
     repo_commit.commit_signer = _instance.sign
+    audit_checkpoints.use_instance_key(_instance.path)  # the audit chain's checkpoints are signed with it too
     if on_commit not in repo_commit.post_commit_hooks:
         repo_commit.post_commit_hooks.append(on_commit)
     return _instance

@@ -67,6 +67,10 @@ def _settings_page(request: Request, principal: Principal, session: Session, org
                                                       sort=None, direction=-1, limit=500, offset=0).repos]
         ctx["group_roles"] = orgs.GROUP_ROLES
         ctx["can_create"] = bool(authorize(principal, Permission.RESOURCE_GROUP_WRITE, GroupRef(facts)))
+    elif tab == "security":
+        ctx["audit_retention_choices"] = [d for d in orgs.AUDIT_RETENTION_CHOICES
+                                          if not hub_of(request).settings.audit_retention_days
+                                          or d <= hub_of(request).settings.audit_retention_days]
     elif tab == "tokens":
         ctx["tokens"] = [governance.org_token_payload(org, t) for t in governance.tokens_reaching(
             session, org, include_revoked=request.query_params.get("revoked") == "1")]
@@ -342,6 +346,12 @@ async def security(name: str, request: Request, principal: Principal = Depends(c
                           repo_visibility=_text(form, "repo_visibility", 16),
                           hide_members=form.get("hide_members") == "on",
                           delegate_protection_changes=form.get("delegate_protection_changes") == "on")
+        if "audit_retention_days" in form:
+            raw = _text(form, "audit_retention_days", 8)
+            if raw and not raw.isdigit():
+                raise BadRequest("Choose a retention period from the list")
+            orgs.set_audit_retention(session, org, int(raw) if raw else None,
+                                     hub_of(request).settings.audit_retention_days)
         return "saved"
 
     return await _post(request, principal, Permission.ORG_WRITE, name, _org_resource, act, "security")

@@ -150,6 +150,14 @@ def test_webauthn_key_enrollment_and_sign_in(context: BrowserContext, web_server
     page.wait_for_url(re.compile(rf"/{name}$"))
     page.goto("/settings/sessions")
     assert page.locator("#sessions").is_visible()
+    # Both are audited (tests/audit/test_completeness.py relies on this): the key added, the sign-in with it.
+    engine = sa.create_engine(f"sqlite:///{web_server.data_dir / 'bastion.sqlite3'}")
+    with engine.connect() as conn:
+        actions = [r.action for r in conn.execute(sa.text(
+            "SELECT action FROM audit_events WHERE actor_name = :n OR target_id = :n OR namespace = :n ORDER BY id"),
+            {"n": name})]
+    engine.dispose()
+    assert "user.2fa.webauthn_add" in actions and actions.count("user.login") >= 2
 
 
 def test_second_factor_changes_need_recent_password(context: BrowserContext, web_server: BastionServer) -> None:
