@@ -93,6 +93,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.web.gating_views import form_router as gate_form_router
     app.include_router(gate_form_router)  # the gate form's POST /{ns}/{name}/ask-access (JSON or form)
     app.include_router(repos_router)
+    from bastion.objects.routes import router as objects_router
+    app.include_router(objects_router)  # …/lfs-files: list and permanently delete a repo's LFS files
     app.include_router(lfs_router)
     app.include_router(scanning_router)
     install_xet(app, hub)  # the Xet CAS under /xet-cas; before downloads (catch-all model URLs)
