@@ -12,6 +12,7 @@ import json
 import os
 import random
 import warnings
+from pathlib import Path
 
 import httpx
 import pytest
@@ -134,7 +135,7 @@ def test_readme_metadata_is_validated(server: BastionServer, user: tuple[str, st
     assert any("Warnings while validating metadata in README.md" in str(w.message) for w in caught)
     good = b"---\nlicense: mit\ntags: [a, b]\nmodel-index:\n- name: m\n  results: []\n---\n# Card\n"
     api.create_commit(repo_id, [CommitOperationAdd("README.md", good)], commit_message="good card")
-    assert open(api.hf_hub_download(repo_id, "README.md"), "rb").read() == good
+    assert Path(api.hf_hub_download(repo_id, "README.md")).read_bytes() == good
 
 
 def test_many_large_regular_files_are_told_to_use_lfs(server: BastionServer, user: tuple[str, str]) -> None:
@@ -226,7 +227,7 @@ def test_list_and_permanently_delete_lfs_files(server: BastionServer, user: tupl
     # Bytes: the leaked object's are gone; the shared object's stay for the repo that uploaded it too.
     assert not _blob_path(server, hashlib.sha256(leaked).hexdigest()).exists()
     assert _blob_path(server, hashlib.sha256(shared).hexdigest()).read_bytes() == shared
-    assert open(api.hf_hub_download(elsewhere, "copy.bin"), "rb").read() == shared
+    assert Path(api.hf_hub_download(elsewhere, "copy.bin")).read_bytes() == shared
     # A repeat is a no-op; an oid the repo never held is a 404.
     api.permanently_delete_lfs_files(repo_id, on_main)
     resp = httpx.post(f"{server.url}/api/models/{repo_id}/lfs-files/batch", headers=_auth(token), timeout=TIMEOUT,
@@ -267,7 +268,7 @@ def test_renamed_repo_redirects_for_readers(server: BastionServer, user: tuple[s
     after = before + "_renamed"
     api.upload_file(repo_id=before, path_in_repo="file.txt", path_or_fileobj=b"content")
     api.move_repo(before, after)
-    assert open(api.hf_hub_download(before, filename="file.txt")).read() == "content"
+    assert Path(api.hf_hub_download(before, filename="file.txt")).read_text() == "content"
     assert api.model_info(before).id == after
     assert api.list_repo_files(before) == [".gitattributes", "file.txt"]
     resp = httpx.head(f"{server.url}/{before}/resolve/main/file.txt?x=1", headers=_auth(token), timeout=TIMEOUT)
