@@ -69,7 +69,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 # The Hub answers such an id as a missing repo (404 RepoNotFound): the client decides `repo_exists`,
 # `file_exists` and `revision_exists` on that code, and a bare 404 makes them raise instead.
 _REPO_VERBS = ("revision|tree|commits|commit|refs|paths-info|preupload|branch|tag|settings|super-squash|auth-check|"
-               "lfs-files|discussions|scan|xet-read-token|xet-write-token|resource-group|user-access-request|treesize")
+               "lfs-files|discussions|scan|xet-read-token|xet-write-token|resource-group|user-access-request|treesize|"
+               "like|likers")
 _NAMESPACELESS_REPO = re.compile(
     rf"^/api/(?:models|datasets|spaces)/[^/]+(?:/(?:{_REPO_VERBS})(?:/.*)?)?$"
     r"|^/(?:(?:datasets|spaces)/)?[^/]+/(?:resolve|blob|raw|tree|commit)/.*$")

@@ -153,7 +153,8 @@ def _build_changes(git: GitRepo, base: pygit2.Commit | None, ops: list[Operation
                     entry = base.tree[path]
                 except KeyError:
                     entry = None
-            if isinstance(op, DeleteFile) and (entry is None or entry.type_str != "blob"):
+            # A folder named without its trailing '/' is deleted as a folder, as the Hub does.
+            if isinstance(op, DeleteFile) and (entry is None or entry.type_str not in ("blob", "tree")):
                 raise EntryNotFound(f"Cannot delete {path}: A file with this name doesn't exist")
             if isinstance(op, DeleteFolder) and (entry is None or entry.type_str != "tree"):
                 raise EntryNotFound(f"Cannot delete folder {path}: it doesn't exist")

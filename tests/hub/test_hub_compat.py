@@ -285,3 +285,16 @@ def test_renamed_repo_redirects_for_readers(server: BastionServer, user: tuple[s
     with pytest.raises(RepositoryNotFoundError):
         api.model_info(before)
     assert api.model_info(after).id == after
+
+
+def test_deleting_a_folder_named_without_its_slash(server: BastionServer, user: tuple[str, str]) -> None:
+    from huggingface_hub import CommitOperationDelete
+
+    api = hf_api(server, user[1])
+    repo_id = _new_repo(server, user)
+    api.create_commit(repo_id, [CommitOperationAdd("1/a.md", b"a"), CommitOperationAdd("2/b.md", b"b")],
+                      commit_message="files")
+    api.create_commit(repo_id, [CommitOperationDelete("1")], commit_message="implicit folder delete")
+    assert api.list_repo_files(repo_id) == [".gitattributes", "2/b.md"]
+    with pytest.raises(EntryNotFoundError):
+        api.create_commit(repo_id, [CommitOperationDelete("missing")], commit_message="nothing there")
