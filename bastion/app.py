@@ -102,6 +102,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.community.routes import router as community_router
     app.include_router(community_router)  # discussions and pull requests: …/discussions[/…]
     app.include_router(repos_router)
+    from bastion.objects.routes import router as objects_router
+    app.include_router(objects_router)  # …/lfs-files: list and permanently delete a repo's LFS files
     app.include_router(lfs_router)
     app.include_router(scanning_router)
     install_xet(app, hub)  # the Xet CAS under /xet-cas; before downloads (catch-all model URLs)

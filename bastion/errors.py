@@ -105,6 +105,18 @@ class RepoNotFound(NotFound):
         super().__init__(message)
 
 
+class RepoMoved(BastionError):
+    """The repo asked for by a name it had before a move: a 307 to the same URL under its current name
+    (the Hub's answer; the client follows relative redirects, also for HEAD on resolve URLs)."""
+
+    status = 307
+    code = None
+
+    def __init__(self, old_id: str, new_id: str) -> None:
+        super().__init__(f"Repository moved to {new_id}")
+        self.old_id, self.new_id = old_id, new_id
+
+
 class RevisionNotFound(NotFound):
     code = "RevisionNotFound"
 
@@ -121,6 +133,13 @@ class Conflict(BastionError):
 class PreconditionFailed(BastionError):
     status = 412
     code = "PreconditionFailed"
+
+
+class UnprocessableEntity(BastionError):
+    """Well-formed but refused: the Hub's 422, e.g. a file path that climbs out of the repository."""
+
+    status = 422
+    code = "UnprocessableEntity"
 
 
 class PayloadTooLarge(BastionError):

@@ -42,8 +42,11 @@ def test_bad_paths_are_rejected_and_write_nothing(server: BastionServer, repo: t
                                                   path: str) -> None:
     repo_id, token, sha = repo
     resp = _commit(server, repo_id, token, [HEADER, _file(path)])
-    assert resp.status_code == 400, resp.text
-    assert resp.headers["x-error-code"] == "BadRequest" and resp.json()["error"]
+    # A relative path (a '.' or '..' component) is the Hub's 422; every other bad path a 400.
+    relative = any(part in (".", "..") for part in path.split("/"))
+    assert resp.status_code == (422 if relative else 400), resp.text
+    assert resp.headers["x-error-code"] == ("UnprocessableEntity" if relative else "BadRequest")
+    assert resp.json()["error"]
     assert hf_api(server, token).model_info(repo_id).sha == sha
 
 

@@ -34,6 +34,8 @@ class AuditAction(StrEnum):
     REPO_CREATE = "repo.create"
     REPO_DELETE = "repo.delete"
     REPO_MOVE = "repo.move"
+    # LFS files permanently deleted (permanently_delete_lfs_files): the oids, refs rewritten, bytes removed.
+    REPO_DELETE_LFS_FILE = "repo.delete_lfs_file"
     REPO_UPDATE_SETTINGS = "repo.update_settings"
     # A protection lowered (switched off or narrowed, instance commits accepted) or set aside (super-squash of
     # a branch the signed-commit rule covers): who, and before/after (authz REPO_PROTECTION_LOWER).

@@ -21,7 +21,7 @@ from bastion.audit.actions import AuditAction
 from bastion.db import utcnow
 from bastion.errors import BadRequest, BastionError, EntryNotFound, Forbidden, PreconditionFailed, RepoNotFound
 from bastion.hub import Hub
-from bastion.repos import admission, protection
+from bastion.repos import admission, cards, protection
 from bastion.repos.models import Repo
 from bastion.repos.objects import use_linked_objects
 from bastion.repos.tree_rules import TreeLimits, tree_problems
@@ -202,7 +202,8 @@ def _build_changes(git: GitRepo, base: pygit2.Commit | None, ops: list[Operation
                     entry = base.tree[path]
                 except KeyError:
                     entry = None
-            if isinstance(op, DeleteFile) and (entry is None or entry.type_str != "blob"):
+            # A folder named without its trailing '/' is deleted as a folder, as the Hub does.
+            if isinstance(op, DeleteFile) and (entry is None or entry.type_str not in ("blob", "tree")):
                 raise EntryNotFound(f"Cannot delete {path}: A file with this name doesn't exist")
             if isinstance(op, DeleteFolder) and (entry is None or entry.type_str != "tree"):
                 raise EntryNotFound(f"Cannot delete folder {path}: it doesn't exist")
@@ -225,6 +226,9 @@ def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision
     if create_pr and pull_request_opened is None:
         raise RuntimeError("no pull request provider: bastion.community.service sets repos.commit.pull_request_opened")
     ops = _pointers_as_lfs(ops)
+    for op in ops:
+        if isinstance(op, AddFile) and op.path == cards.CARD_PATH:
+            cards.check_card(op.content, repo.type)  # the Hub refuses a card with invalid metadata
     lfs_sizes = _check_lfs_objects(session, repo, ops)
     sig = signature(author.name, author.email)
     message = summary.strip() + ("\n\n" + description.strip() if description.strip() else "") + "\n"
@@ -235,8 +239,9 @@ def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision
             git.resolve(revision)  # a tag or a sha is not a branch: RevisionNotFound names it
             raise BadRequest(f"Cannot commit to {revision!r}: not a branch")
         if parent_commit and not str(head).startswith(parent_commit.lower()):
-            raise PreconditionFailed(f"A commit has happened since. Please refresh and try again. "
-                                     f"({revision} is at {head}, not {parent_commit})")
+            # The Hub's text, which the client shows (a 412 says "refresh and try again").
+            raise PreconditionFailed(f"The branch was updated since you opened this page. Please refresh and try "
+                                     f"again. ({revision} is at {head}, not {parent_commit})")
         base = git.repo[head]
         changes, added = _build_changes(git, base, ops, lfs_sizes)
         tree = git.write_tree(base.tree, changes) or git.repo.TreeBuilder().write()

@@ -19,7 +19,7 @@ from bastion.authz import Permission, Principal, permission
 from bastion.db import transaction
 from bastion.errors import BastionError, EntryNotFound
 from bastion.hub import Hub
-from bastion.repos import guards
+from bastion.repos import guards, service
 from bastion.repos.objects import object_response
 from bastion.repos.routes import load_repo, raw_tail
 from bastion.storage.gitstore import parse_lfs_pointer, validate_path
@@ -56,6 +56,10 @@ def _resolve(prefix: str, plural: str, ns: str, name: str, request: Request, pri
         commit = git.resolve(revision)
         blob = git.blob_at(commit, path)
         ptr = parse_lfs_pointer(blob.data) if blob.size <= 200 else None
+        if ptr is not None and service.purged_lfs_oids(session, repo.id, [ptr.oid]):
+            # Permanently deleted (an owner purged it): the Hub's "no such file" at every revision.
+            raise EntryNotFound(f"{path} was permanently deleted from this repository",
+                                headers={"X-Repo-Commit": str(commit.id)})
         guards.refuse_download(hub, session, repo, ptr.oid if ptr is not None else str(blob.id), principal, path)
     headers = {
         "X-Repo-Commit": str(commit.id),

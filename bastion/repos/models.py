@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.db import Base, UTCDateTime, utcnow
@@ -47,3 +47,32 @@ class Repo(Base):
     @property
     def repo_id(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+class RepoRedirect(Base):
+    """A name a repo had before it was moved: requests to it are redirected to the repo's current name
+    (the Hub's behaviour), for callers who may read the repo. A repo created at that name later wins."""
+
+    __tablename__ = "repo_redirects"
+    __table_args__ = (UniqueConstraint("type", "namespace_lower", "name_lower", name="uq_repo_redirects_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    namespace_lower: Mapped[str] = mapped_column(String(96))
+    name_lower: Mapped[str] = mapped_column(String(96))
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PurgedLfsObject(Base):
+    """An LFS object permanently deleted from a repo (`permanently_delete_lfs_files`): every view of the
+    repo's history shows its files as deleted, and no download serves it (its bytes are gone too
+    unless another repo holds a link of its own)."""
+
+    __tablename__ = "purged_lfs_objects"
+
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), primary_key=True)
+    oid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    purged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)

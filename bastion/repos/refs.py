@@ -43,7 +43,8 @@ def create_branch(hub: Hub, session: Session, repo: Repo, branch: str, starting_
     git.validate_ref_name(branch)
     with git.write_lock():
         if git.repo.references.get(f"refs/heads/{branch}") is not None:
-            raise Conflict(f"Branch {branch!r} already exists")
+            # The Hub's text (the client's `exist_ok` keys on the 409).
+            raise Conflict(f"Reference refs/heads/{branch} already exists")
         _refuse_name(repo, git, "branch", branch)
         start = git.resolve(starting_point or DEFAULT_BRANCH)
         judged = _ref_created(hub, session, repo, git, f"refs/heads/{branch}", str(start.id))
@@ -57,7 +58,7 @@ def create_branch(hub: Hub, session: Session, repo: Repo, branch: str, starting_
 def delete_branch(hub: Hub, session: Session, repo: Repo, branch: str) -> None:
     git = hub.git(repo.storage_key)
     if branch == DEFAULT_BRANCH:
-        raise BadRequest(f"Cannot delete the default branch {DEFAULT_BRANCH!r}")
+        raise BadRequest(f"Cannot delete refs/heads/{DEFAULT_BRANCH}")
     if refused := protection.deletion_refused(repo, "branch", branch):
         raise Forbidden(refused)
     with git.write_lock():
@@ -73,6 +74,7 @@ def delete_branch(hub: Hub, session: Session, repo: Repo, branch: str) -> None:
 def create_tag(hub: Hub, session: Session, repo: Repo, actor: User, revision: str, tag: str,
                message: str | None) -> str:
     git = hub.git(repo.storage_key)
+    commit = git.resolve(revision)  # as the Hub: a missing revision is a 404 RevisionNotFound before any name check
     git.validate_ref_name(tag)
     with git.write_lock():
         if git.repo.references.get(f"refs/tags/{tag}") is not None:

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import yaml
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
@@ -35,11 +34,12 @@ from bastion.errors import (
     EntryNotFound,
     NotFound,
     PayloadTooLarge,
+    RepoMoved,
     RepoNotFound,
 )
 from bastion.hub import Hub
 from bastion.orgs import service as orgs
-from bastion.repos import annotations, browse, commit, protection, refs, service, upload_policy
+from bastion.repos import annotations, browse, cards, commit, protection, refs, service, upload_policy
 from bastion.repos.models import Repo
 from bastion.storage.gitstore import validate_path
 from bastion.storage.regions import check_region
@@ -61,11 +61,19 @@ def _type(plural: str) -> str:
 
 def load_repo(hub: Hub, session: Session, principal: Principal, plural: str, ns: str, name: str,
           perm: Permission) -> Repo:
-    """Find the repo and make the route's one authorization check on it."""
+    """Find the repo and make the route's one authorization check on it.
+
+    A name the repo had before it was moved redirects (307) to its current name, as the Hub does, but
+    only after the same check on the repo itself: whoever may not read it gets the missing repo's 404,
+    so an old name is no oracle for where a private repo went."""
     try:
         repo = service.find_repo(session, _type(plural), ns, name)
     except NotFound:
-        raise RepoNotFound() from None
+        moved = service.moved_repo(session, _type(plural), ns, name)
+        if moved is None:
+            raise RepoNotFound() from None
+        require(principal, perm, service.repo_ref(moved, principal.user_id))
+        raise RepoMoved(f"{ns}/{name}", moved.repo_id) from None
     require(principal, perm, service.repo_ref(repo, principal.user_id))
     return repo
 
@@ -394,6 +402,7 @@ def list_tree(plural: str, ns: str, name: str, rest: str, request: Request,
         if tree.type_str != "tree":
             raise EntryNotFound(f"{path} is not a folder", headers={"X-Repo-Commit": str(head.id)})
         entries, has_more = browse.tree_page(git, tree, path, recursive, offset, limit)
+        service.mark_purged(session, repo.id, entries)
         if expand:
             _expand_entries(hub, session, repo, git, head, entries, principal)
     headers = {"Link": next_link(request, cursor=offset + limit)} if has_more else {}
@@ -461,11 +470,35 @@ async def paths_info(plural: str, ns: str, name: str, revision: str, request: Re
             for p in paths:
                 validate_path(p.strip("/"))
             entries = browse.paths_info(git, head, paths)
+            service.mark_purged(session, repo.id, entries)
             if expand:
                 _expand_entries(hub, session, repo, git, head, entries, principal)
             return entries
 
     return JSONResponse(await _run(run))
+
+
+@router.get("/api/{plural}/{ns}/{name}/auth-check")
+@permission(Permission.REPO_READ)
+def auth_check(plural: str, ns: str, name: str, request: Request,
+               principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """`auth_check`: 200 when the caller may read the repo's files; else the answer a download would
+    get (404 RepoNotFound for a repo they may not see, 401/403 GatedRepo behind a gate)."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+    return JSONResponse({})
+
+
+@router.get("/api/{plural}/{ns}/{name}/auth-check/write")
+@permission(Permission.REPO_WRITE)
+def auth_check_write(plural: str, ns: str, name: str, request: Request,
+                     principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """`auth_check(write=True)`: 200 when the caller may write to the repo."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+    return JSONResponse({})
 
 
 @router.get("/api/{plural}/{ns}/{name}/refs")
@@ -600,7 +633,13 @@ async def preupload(plural: str, ns: str, name: str, revision: str, request: Req
             repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_CONTENT_UPLOAD)
         git = hub.git(repo.storage_key)
         head = git.resolve(revision)
-        return upload_policy.decide(git, head, data.get("files"), gitignore, hub.settings.lfs_threshold)
+        decided = upload_policy.decide(git, head, data.get("files"), gitignore, hub.settings.lfs_threshold,
+                                       hub.settings.max_commit_body)
+        # A card whose sample is the whole file is checked here already (the commit checks every card).
+        for item in data.get("files") or []:
+            if item.get("path") == cards.CARD_PATH and (sample := upload_policy.whole_sample(item)) is not None:
+                cards.check_card(sample, repo.type)
+        return decided
 
     return JSONResponse({"files": await _run(run)})
 
@@ -739,23 +778,13 @@ async def create_commit(plural: str, ns: str, name: str, revision: str, request:
 async def validate_yaml(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
     require(principal, Permission.PUBLIC)
     data = await json_object(request, 8 << 20)
-    content = data.get("content")
+    content, repo_type = data.get("content"), data.get("repoType") or "model"
     if not isinstance(content, str):
         return JSONResponse({"errors": [{"message": "'content' must be a string"}], "warnings": []},
                             status_code=400)
-    errors = []
-    if content.startswith("---"):
-        end = content.find("\n---", 3)
-        if end == -1:
-            errors.append({"message": "YAML metadata block is not closed with '---'"})
-        else:
-            try:
-                meta = yaml.safe_load(content[3:end])
-                if meta is not None and not isinstance(meta, dict):
-                    errors.append({"message": "YAML metadata must be a mapping"})
-            except yaml.YAMLError as exc:
-                errors.append({"message": f"Invalid YAML metadata: {exc}"})
-    return JSONResponse({"errors": errors, "warnings": []}, status_code=400 if errors else 200)
+    errors, warnings = cards.metadata_problems(content, service.parse_repo_type(repo_type))
+    return JSONResponse({"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]},
+                        status_code=400 if errors else 200)
 
 
 async def _run(fn: Any) -> Any:

@@ -10,11 +10,11 @@ import fnmatch
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session, object_session
 
 from bastion import audit
@@ -37,7 +37,7 @@ from bastion.hub import Hub
 from bastion.orgs import models as orgs_models
 from bastion.orgs import service as orgs
 from bastion.repos import protection, tree_rules
-from bastion.repos.models import REPO_TYPES, Repo
+from bastion.repos.models import REPO_TYPES, PurgedLfsObject, Repo, RepoRedirect
 from bastion.storage.gitstore import GitRepo, signature
 
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}$")
@@ -181,6 +181,41 @@ def find_repo(session: Session, repo_type: str, namespace: str, name: str) -> Re
     return repo
 
 
+def purged_lfs_oids(session: Session, repo_id: int, oids: Iterable[str]) -> set[str]:
+    """Those of `oids` permanently deleted from the repo (bastion.objects.purge): every view of its
+    history shows their files as deleted, and no download serves them."""
+    wanted = list(dict.fromkeys(oids))
+    if not wanted:
+        return set()
+    return set(session.scalars(select(PurgedLfsObject.oid).where(
+        PurgedLfsObject.repo_id == repo_id, PurgedLfsObject.oid.in_(wanted))))
+
+
+def mark_purged(session: Session, repo_id: int, entries: list[dict[str, Any]]) -> None:
+    """Tree and paths-info entries of purged LFS files say `"deleted": true` (and offer no Xet hash)."""
+    purged = purged_lfs_oids(session, repo_id, [e["lfs"]["oid"] for e in entries if "lfs" in e])
+    for entry in entries:
+        if "lfs" in entry and entry["lfs"]["oid"] in purged:
+            entry["deleted"] = True
+            entry.pop("xetHash", None)
+
+
+def moved_repo(session: Session, repo_type: str, namespace: str, name: str) -> Repo | None:
+    """The repo that had this name before it was moved (no repo has it now), or None. The caller
+    decides, through the policy, whether the asker may learn where it went."""
+    repo_id = session.scalar(select(RepoRedirect.repo_id).where(
+        RepoRedirect.type == repo_type, RepoRedirect.namespace_lower == namespace.lower(),
+        RepoRedirect.name_lower == name.lower()))
+    return session.get(Repo, repo_id) if repo_id is not None else None
+
+
+def _drop_redirect(session: Session, repo_type: str, namespace: str, name: str) -> None:
+    """A name a repo now has (created or moved there) redirects nowhere: the repo takes precedence."""
+    session.execute(delete(RepoRedirect).where(
+        RepoRedirect.type == repo_type, RepoRedirect.namespace_lower == namespace.lower(),
+        RepoRedirect.name_lower == name.lower()))
+
+
 def for_new_name(session: Session, namespace: NamespaceRef, repo_type: str, name: str,
                  moving: Repo | None = None) -> NamespaceRef:
     """`namespace` as the target of creating (or moving `moving` to) `name`: with the repo that already has
@@ -214,6 +249,7 @@ def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef
                 owner_org_id=namespace.org.id if namespace.org else None,
                 resource_group_id=namespace.group.id if namespace.group else None)
     session.add(repo)
+    _drop_redirect(session, repo_type, namespace.name, name)
     session.flush()
     # The initial commit is a commit like any other: signed with the instance key when there is
     # one, and its files go through the same follow-up (scans, signature verdicts).
@@ -256,8 +292,14 @@ def move_repo(session: Session, repo: Repo, to_namespace: NamespaceRef, to_name:
     clash = repo_named(session, repo.type, to_namespace.name, to_name)
     if clash is not None and clash.id != repo.id:
         # Only a caller who may read it gets here (the policy refuses the name to others).
-        raise Conflict(f"A {repo.type} repo named {to_namespace.name}/{to_name} already exists")
+        raise Conflict(f"A {repo.type} repository called {to_namespace.name}/{to_name} already exists")
     before = repo.repo_id
+    if (repo.namespace_lower, repo.name_lower) != (to_namespace.name.lower(), to_name.lower()):
+        # The old name keeps leading here (the Hub redirects a moved repo's URLs), until a repo takes it.
+        _drop_redirect(session, repo.type, repo.namespace, repo.name)
+        session.add(RepoRedirect(type=repo.type, namespace_lower=repo.namespace_lower, name_lower=repo.name_lower,
+                                 repo_id=repo.id))
+    _drop_redirect(session, repo.type, to_namespace.name, to_name)
     repo.namespace, repo.namespace_lower = to_namespace.name, to_namespace.name.lower()
     repo.name, repo.name_lower = to_name, to_name.lower()
     repo.owner_user_id = to_namespace.owner_user_id

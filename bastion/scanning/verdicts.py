@@ -117,6 +117,29 @@ def file_statuses(hub: Hub, session: Session, keys: Iterable[str],
     return out
 
 
+# The Hub's status enum (unscanned | safe | queued | error | caution | suspicious | unsafe) has no
+# `unavailable`: a scanner that could not run (no clamd, no signatures yet) has not read the file, and its
+# job is kept and runs again when the scanner is back. On the Hub's wire that reads `unscanned`, which is
+# what it is (not yet known, never safe, `scansDone` false). Not `error`: that says the scan of this file
+# failed, pointing at the file rather than at the instance, and tools treat it as final. Bastion's own
+# word stays in `bastionStatus`, on the file and on each scanner's entry.
+_HUB_STATUS = {str(Verdict.UNAVAILABLE): str(Verdict.UNSCANNED)}
+
+
+def _hub_status(status: str) -> str:
+    return _HUB_STATUS.get(status, status)
+
+
+def hub_file_status(status: dict[str, Any]) -> dict[str, Any]:
+    """A `securityFileStatus` with the Hub's enum in every `status`, Bastion's verdict in `bastionStatus`."""
+    out = {**status, "status": _hub_status(status["status"]), "bastionStatus": status["status"]}
+    for field in STATUS_FIELDS.values():
+        entry = out.get(field)
+        if isinstance(entry, dict) and isinstance(entry.get("status"), str):
+            out[field] = {**entry, "status": _hub_status(entry["status"]), "bastionStatus": entry["status"]}
+    return out
+
+
 def file_status(hub: Hub, session: Session, key: str, secrets_of: int | None = None) -> dict[str, Any]:
     """`securityFileStatus` as the Hub sends it: status, avScan, pickleImportScan (all three keys)."""
     return file_statuses(hub, session, [key], secrets_of)[key]
@@ -220,7 +243,7 @@ def _overall_verdicts(hub: Hub, session: Session, keys: list[str], secrets_of: i
 def revision_summary(hub: Hub, session: Session, repo: Repo, commit: pygit2.Commit, secrets_of: int | None = None,
                      files: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """`securityRepoStatus` of a revision: whether every file is scanned, and which have issues (at most
-    MAX_FILES_WITH_ISSUES paths, `filesWithIssuesCount` counting all). Cached per (commit, reader's view
+    MAX_FILES_WITH_ISSUES `{path, level}`, `filesWithIssuesCount` counting all). Cached per (commit, reader's view
     of secrets, scanner versions, verdict generation): any verdict, job or notice change anywhere makes
     the next call compute it afresh, so it is never stale."""
     versions = tuple(sorted((n, s.version()) for n, s in scanners_of(hub).items()))
@@ -230,7 +253,8 @@ def revision_summary(hub: Hub, session: Session, repo: Repo, commit: pygit2.Comm
     if cached is None:
         files = revision_files(hub, repo, commit) if files is None else files
         overall = _overall_verdicts(hub, session, list(dict.fromkeys(key for _, key in files)), secrets_of)
-        issues = [path for path, key in files if overall[key] in ISSUE_VERDICTS]
+        # The Hub's shape: each file with its level (the file's overall status, from the Hub's enum).
+        issues = [{"path": path, "level": str(overall[key])} for path, key in files if overall[key] in ISSUE_VERDICTS]
         # A scanner that could not run has not scanned: those files are not done, whatever else ran.
         done = all(v not in (Verdict.UNSCANNED, Verdict.QUEUED, Verdict.UNAVAILABLE) for v in overall.values())
         cached = {"scansDone": done, "filesWithIssues": issues[:MAX_FILES_WITH_ISSUES],
@@ -249,7 +273,7 @@ def repo_status(hub: Hub, session: Session, repo: Repo, revision: str, secrets_o
     page = files[offset:] if limit is None else files[offset:offset + limit]
     statuses = file_statuses(hub, session, [key for _, key in page], secrets_of)
     return ({**revision_summary(hub, session, repo, commit, secrets_of, files),
-             "files": [{"path": path, **statuses[key]} for path, key in page]},
+             "files": [{"path": path, **hub_file_status(statuses[key])} for path, key in page]},
             limit is not None and offset + limit < len(files))
 
 
@@ -266,7 +290,8 @@ def repo_security_status(hub: Hub, session: Session, repo: Repo, commit: pygit2.
 def repo_file_statuses(hub: Hub, session: Session, repo: Repo, keys: list[str],
                        reader: Principal) -> dict[str, dict[str, Any]]:
     """`securityFileStatus` of each listed blob; secret findings only for those who manage the repo."""
-    return file_statuses(hub, session, keys, secrets_visible(reader, repo))
+    statuses = file_statuses(hub, session, keys, secrets_visible(reader, repo))
+    return {key: hub_file_status(status) for key, status in statuses.items()}
 
 
 annotations.security_status = repo_security_status

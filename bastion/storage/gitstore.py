@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pygit2
 
-from bastion.errors import BadRequest, Conflict, EntryNotFound, RevisionNotFound
+from bastion.errors import BadRequest, Conflict, EntryNotFound, RevisionNotFound, UnprocessableEntity
 
 DEFAULT_BRANCH = "main"
 LFS_POINTER_MAX = 200
@@ -113,6 +113,9 @@ def validate_path(path: str, *, symlink: bool = False) -> str:
         raise BadRequest("Invalid path: empty")
     if reason := unsafe_characters(path):
         raise BadRequest(f"Invalid path {path!r}: {reason}")
+    if any(part in (".", "..") for part in re.split(r"[/\\]", path)):
+        # A relative path (`../x`, `..\\x` as Windows reads it) climbs out of the repo: the Hub's 422.
+        raise UnprocessableEntity(f"Invalid path {path!r}: '.' or '..' components are not allowed")
     if "\\" in path:
         raise BadRequest(f"Invalid path {path!r}: backslashes are not allowed")
     if path.startswith("/"):

@@ -45,7 +45,17 @@ def _authorize(request: Request, scope: str, perm: Permission, *, content: bool 
     serves file contents (a reconstruction), which the token must have been minted for."""
     hub = hub_of(request)
     claims = tokens.verify(hub.settings, request.headers.get("authorization"))
-    repo_id = tokens.scope_repo_id(scope)
+    parsed = tokens.parse_scope(scope)
+    repo_id = parsed[0] if parsed is not None else None
+    if parsed is None or claims.get("repo_key") != parsed[1]:
+        # A token for another URL, or minted before URLs named the repo's incarnation: hf_xet asks anew.
+        raise tokens.XetTokenRejected("This Xet CAS token was issued for another CAS URL; request a new one")
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = repo_by_id(session, repo_id)
+        if repo is None or tokens.incarnation(repo.storage_key) != parsed[1]:
+            # The repo this URL named was deleted (its id may name a newer repo now).
+            raise tokens.XetTokenRejected("The repository of this Xet CAS URL no longer exists; request a new "
+                                          "token")
     _require_bound(request, claims, perm, "xet-cas", {"repo_id": repo_id, "content": content},
                    tokens.XetTokenRejected("The access token or browser session this Xet token was obtained with "
                                            "is no longer valid; sign in again and request a new one"))
@@ -242,8 +252,8 @@ def _xet_token(plural: str, ns: str, name: str, revision: str, request: Request,
         repo = load_repo(hub, session, principal, plural, ns, name, perm)
     if not (scope == "write" and (revision == "None" or opens_pr)):
         hub.git(repo.storage_key).resolve(revision)  # RevisionNotFound for an unknown ref
-    token = tokens.issue(hub.settings, base_url(request), repo.id, scope, revision, credential_claims(principal),
-                         pull_request=for_pr)
+    token = tokens.issue(hub.settings, base_url(request), repo.id, tokens.incarnation(repo.storage_key), scope,
+                         revision, credential_claims(principal), pull_request=for_pr)
     return JSONResponse(token.as_json(), headers=token.headers())
 
 

@@ -198,6 +198,17 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
     limit = hub.settings.xet_max_shard_bytes
     if len(body) > limit:
         raise PayloadTooLarge(f"shard is {len(body)} bytes; the limit is {limit}")
+    try:
+        return _upload_shard(hub, repo_id, body, limit)
+    except ShardFormatError as exc:
+        # What the client sent and why it was refused: the one clue to an upload that fails on one
+        # machine and not another (the client's local caches decide what a shard references).
+        log.warning("xet shard refused repo=%d bytes=%d sha256=%s: %s", repo_id, len(body),
+                    hashlib.sha256(body).hexdigest(), exc)
+        raise
+
+
+def _upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray, limit: int) -> list[RegisteredFile]:
     shard = parse_shard(body, max_bytes=limit)
     referenced = {hash_to_hex(h) for h in shard.referenced_xorbs()}
     file_keys = [hash_to_hex(f.file_hash) for f in shard.files]

@@ -46,39 +46,52 @@ class XetToken:
                 "X-Xet-Token-Expiration": str(self.exp)}
 
 
-def repo_scope(repo_id: int) -> str:
-    return f"r{repo_id}"
+def incarnation(storage_key: str) -> str:
+    """What tells this repo from an earlier one with the same id (SQLite reuses the id of the newest
+    row after it is deleted): part of its random storage key, fixed for the repo's life."""
+    return storage_key[:16]
 
 
-def scope_repo_id(scope: str) -> int | None:
-    return int(scope[1:]) if scope[:1] == "r" and scope[1:].isdigit() else None
+def repo_scope(repo_id: int, key: str) -> str:
+    return f"r{repo_id}-{key}"
 
 
-def cas_url(settings: Settings, server_base: str, repo_id: int) -> str:
+def parse_scope(scope: str) -> tuple[int, str] | None:
+    """(repo id, incarnation) of a CAS URL's scope, None when it is not one."""
+    number, _, key = scope[1:].partition("-")
+    if scope[:1] != "r" or not number.isdigit() or not key.isalnum() or len(key) > 64:
+        return None
+    return int(number), key
+
+
+def cas_url(settings: Settings, server_base: str, repo_id: int, key: str) -> str:
     """The CAS URL of one repo. One URL per repo on purpose: hf_xet keys its local shard cache by
     CAS URL, so a client never dedupes one repo's upload against xorbs only another repo holds
-    (which that repo's shards may not reference)."""
+    (which that repo's shards may not reference). The repo's incarnation is part of it: a repo
+    created after another was deleted may get its id, and a client that uploaded to the deleted one
+    must not take the new repo's URL for the old one's (its cache would claim xorbs the new repo
+    never received, and its shards would be refused as referencing xorbs that do not exist)."""
     base = (settings.xet_cas_url or server_base).rstrip("/")
-    return f"{base}{CAS_PREFIX}/{repo_scope(repo_id)}"
+    return f"{base}{CAS_PREFIX}/{repo_scope(repo_id, key)}"
 
 
 # The claims that bind a capability to the credential that obtained it (credential_claims()).
 BINDING_CLAIMS = ("via", "user_id", "token_id", "session_id")
 
 
-def issue(settings: Settings, server_base: str, repo_id: int, scope: str, ref: str,
+def issue(settings: Settings, server_base: str, repo_id: int, key: str, scope: str, ref: str,
           credential: Mapping[str, Any], *, pull_request: bool = False) -> XetToken:
-    """A token for the CAS of `repo_id` bound to `credential`; the caller has already made the hub's
-    authz check. Each use re-decides what its holder may do (reading file contents included).
+    """A token for the CAS of `repo_id` (incarnation `key`) bound to `credential`; the caller has already
+    made the hub's authz check. Each use re-decides what its holder may do (reading file contents included).
     `pull_request`: a write token for a pull request's contents (its holder needs REPO_CONTENT_UPLOAD, not
     REPO_WRITE)."""
     ttl = settings.xet_token_ttl_seconds
     exp = int(time.time()) + ttl
-    claims = {"repo_id": repo_id, "scope": scope, "ref": ref, **_binding(credential)}
+    claims = {"repo_id": repo_id, "repo_key": key, "scope": scope, "ref": ref, **_binding(credential)}
     if pull_request:
         claims["pr"] = True
     token = capability.sign(settings.secret_key, CAS_PURPOSE, claims, ttl)
-    return XetToken(token, exp, cas_url(settings, server_base, repo_id))
+    return XetToken(token, exp, cas_url(settings, server_base, repo_id, key))
 
 
 def _binding(claims: Mapping[str, Any]) -> dict[str, Any]:

@@ -100,5 +100,5 @@ def test_pushed_files_get_scan_verdicts_even_in_an_intermediate_commit(server: B
     infos = api.get_paths_info(repo.repo_id, ["payload.dat"], revision=middle, expand=True)
     assert infos[0].security.status == "unsafe"
     # Only the tip's files count for the repository's status: the payload is gone from main.
-    assert "payload.dat" not in (api.model_info(repo.repo_id, securityStatus=True)
-                                 .security_repo_status["filesWithIssues"])
+    assert "payload.dat" not in [f["path"] for f in api.model_info(repo.repo_id, securityStatus=True)
+                                 .security_repo_status["filesWithIssues"]]

@@ -117,7 +117,7 @@ def test_format_verdicts_reach_the_api_and_the_file_page(server: BastionServer, 
 
     scan = wait_for(done, timeout=120)
     files = {f["path"]: f for f in scan["files"]}
-    assert sorted(scan["filesWithIssues"]) == ["arrays.npy", "model.gguf", "model.onnx"]
+    assert sorted(f["path"] for f in scan["filesWithIssues"]) == ["arrays.npy", "model.gguf", "model.onnx"]
     gguf_scan = files["model.gguf"]["formatScan"]
     assert gguf_scan["status"] == "unsafe" and gguf_scan["format"] == "gguf"
     assert gguf_scan["version"] == model_formats.SCANNER_VERSION

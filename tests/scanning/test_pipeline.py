@@ -59,7 +59,9 @@ def test_every_commit_is_scanned_and_reported(server: BastionServer, user: tuple
         CommitOperationAdd("tools/dropper.bin", b"\x00\x01" + CUSTOM_MALWARE_MARKER + os.urandom(64)),
     ])
     status = wait_for(lambda: _scans_done(server, token, repo_id))
-    assert sorted(status["filesWithIssues"]) == ["eicar.com", "model.pkl", "tools/dropper.bin"]
+    # The Hub's shape: {path, level}, the level from the Hub's status enum.
+    assert sorted((f["path"], f["level"]) for f in status["filesWithIssues"]) == [
+        ("eicar.com", "unsafe"), ("model.pkl", "unsafe"), ("tools/dropper.bin", "unsafe")]
 
     sec = _statuses(server, token, repo_id)
     assert sec["README.md"].status == "safe" and sec["README.md"].safe
@@ -114,9 +116,10 @@ def test_unavailable_scanner_is_never_safe(tmp_path: Path) -> None:
         api = hf_api(server, token)
         api.create_repo(f"{name}/r")
         api.upload_file(path_or_fileobj=b"plain text", path_in_repo="a.txt", repo_id=f"{name}/r")
-        sec = wait_for(lambda: (s := _statuses(server, token, f"{name}/r")["a.txt"]).status == "unavailable"
-                       and s.pickle_import_scan["status"] != "queued" and s)
-        assert sec.safe is False and sec.av_scan["status"] == "unavailable"
+        # `unavailable` is not in the Hub's enum: it reads `unscanned` there, Bastion's word in `bastionStatus`.
+        sec = wait_for(lambda: (s := _statuses(server, token, f"{name}/r")["a.txt"]).av_scan["bastionStatus"]
+                       == "unavailable" and s.pickle_import_scan["status"] != "queued" and s)
+        assert sec.status == "unscanned" and sec.safe is False and sec.av_scan["status"] == "unscanned"
         assert sec.pickle_import_scan["status"] == "safe"
         assert _scans_done(server, token, f"{name}/r") is None
     finally:

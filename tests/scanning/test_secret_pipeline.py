@@ -164,7 +164,8 @@ def test_secret_notices_are_for_managers_only(secret_server: BastionServer, mail
     assert "secret" not in str([getattr(e, "security", None) for e in reader_view]).lower()
     reader_scan = httpx.get(f"{server.url}/api/models/{repo_id}/scan",
                             headers={"authorization": f"Bearer {reader_token}"}).json()
-    assert "notebook.py" not in reader_scan["filesWithIssues"] and "secretsScan" not in str(reader_scan)
+    assert "notebook.py" not in [f["path"] for f in reader_scan["filesWithIssues"]]
+    assert "secretsScan" not in str(reader_scan)
     reader_tree = httpx.get(f"{server.url}/api/models/{repo_id}/tree/main", params={"expand": "true"},
                             headers={"authorization": f"Bearer {reader_token}"}).json()
     assert reader_tree and all("secretsScan" not in e.get("securityFileStatus", {}) for e in reader_tree)
@@ -175,7 +176,8 @@ def test_secret_notices_are_for_managers_only(secret_server: BastionServer, mail
     status = manager_status()
     assert status["secretsScan"]["status"] == "unsafe" and status["status"] == "unsafe"
     assert status["secretsScan"]["findings"][0]["line"] == 3 and secret not in str(status)
-    assert "notebook.py" in httpx.get(f"{server.url}/api/models/{repo_id}/scan", headers=auth).json()["filesWithIssues"]
+    issues = httpx.get(f"{server.url}/api/models/{repo_id}/scan", headers=auth).json()["filesWithIssues"]
+    assert {"path": "notebook.py", "level": "unsafe"} in issues
     n = notices[0]
     resp = httpx.post(f"{server.url}/api/models/{repo_id}/secrets/state", headers=auth,
                       json={"fingerprint": n["fingerprint"], "state": "dismissed", "reason": "rotated already"})

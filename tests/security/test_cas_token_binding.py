@@ -215,8 +215,9 @@ def test_cas_tokens_without_a_live_credential_are_refused(server: BastionServer,
     stored = _store(server, repo_id, owner_token, 906)
     cas_url = _cas_token(server, repo_id, "read")["casUrl"]
     key = (server.data_dir / "secret_key").read_bytes().strip()
-    repo_num = int(cas_url.rsplit("/r", 1)[1])
-    forged = capability.sign(key, "xet-cas", {"repo_id": repo_num, "scope": "read", "ref": "main", **claims}, 600)
+    repo_num, _, repo_key = cas_url.rsplit("/r", 1)[1].partition("-")  # /xet-cas/r{id}-{incarnation}
+    forged = capability.sign(key, "xet-cas", {"repo_id": int(repo_num), "repo_key": repo_key, "scope": "read",
+                                              "ref": "main", **claims}, 600)
     r = httpx.get(f"{cas_url}/v1/reconstructions/{stored.file_id}", headers={"Authorization": f"Bearer {forged}"},
                   timeout=TIMEOUT)
     assert r.status_code == 401, r.text

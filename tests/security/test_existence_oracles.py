@@ -59,6 +59,9 @@ def _routes(org: str, repo: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", f"{api}/xet-read-token/main", {}), ("GET", f"{api}/xet-write-token/main", {}),
         ("GET", f"{api}/scan", {}), ("POST", f"{api}/scan", {}), ("GET", f"{api}/secrets", {}),
         ("POST", f"{api}/secrets/state", {"json": {"fingerprint": "f", "state": "dismissed"}}),
+        ("GET", f"{api}/auth-check", {}), ("GET", f"{api}/auth-check/write", {}), ("GET", f"{api}/lfs-files", {}),
+        ("POST", f"{api}/lfs-files/batch", {"json": {"deletions": {"sha": [OID], "rewriteHistory": True}}}),
+        ("POST", f"{api}/lfs-files/batch", {"json": {"deletions": {"sha": "not-a-list"}}}),
         # The finding: a body that needs the repo's org (a group id of some form) must wait for the decision.
         ("POST", f"{api}/resource-group", {"json": {"resourceGroupId": "0" * 24}}),
         ("POST", f"{api}/resource-group", {"json": {"resourceGroupId": "not-an-id"}}),

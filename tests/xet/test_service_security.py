@@ -171,8 +171,9 @@ def test_tokens_are_bound_to_repo_scope_and_time(server: BastionServer, two_repo
     r = httpx.post(target, content=body, headers=_auth(tok_a["accessToken"] + "x"))
     assert r.status_code == 401 and r.json()["error"] == "Invalid Xet CAS token"
     key = (server.data_dir / "secret_key").read_bytes().strip()
-    repo_id = int(tok_a["casUrl"].rsplit("/r", 1)[1])
-    expired = capability.sign(key, "xet-cas", {"repo_id": repo_id, "scope": "write", "ref": "main"}, -5)
+    repo_num, _, repo_key = tok_a["casUrl"].rsplit("/r", 1)[1].partition("-")  # /xet-cas/r{id}-{incarnation}
+    expired = capability.sign(key, "xet-cas", {"repo_id": int(repo_num), "repo_key": repo_key, "scope": "write",
+                                               "ref": "main"}, -5)
     r = httpx.post(target, content=body, headers=_auth(expired))
     assert r.status_code == 401 and "expired" in r.json()["error"]
     # A hub access token is not a CAS token, and a CAS token is not a hub token.
