@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     # Repeated failures (failed authentications per source IP and reason, denied token uses per token
     # and reason) are audited at most once per this many seconds each, with a count (bastion.audit.aggregate).
     audit_repeat_window_seconds: int = Field(default=60, ge=1)
+    # Reading the audit logs (bastion.audit.query, bastion.auditlog): a MaxMind-format (.mmdb) GeoIP database
+    # whose city/country names the `location` of each event (unset: no locations), and whether addresses
+    # are shown anonymised (IPv4 /24, IPv6 /48) in the API, the pages, exports and the CLI.
+    geoip_database: Path | None = None
+    audit_anonymize_ips: bool = False
 
     # Accounts and web sessions. Sign-up: "open" (anyone), "invite" (a signed invite link), "admins" (CLI only).
     signup: Literal["open", "invite", "admins"] = "admins"
@@ -129,6 +134,21 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError(f"{value!r} is not an absolute http(s) URL (scheme://host[:port][/prefix])")
         return value.rstrip("/")
+
+    @field_validator("geoip_database")
+    @classmethod
+    def _readable_geoip(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        import maxminddb
+
+        path = value.expanduser().resolve()
+        try:
+            maxminddb.open_database(str(path)).close()
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise ValueError(f"BASTION_GEOIP_DATABASE {str(path)!r} is not a readable MaxMind database: "
+                             f"{exc}") from None
+        return path
 
     @field_validator("allowed_hosts")
     @classmethod

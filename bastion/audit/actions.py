@@ -112,3 +112,6 @@ class AuditAction(StrEnum):
     RESOURCE_GROUP_REMOVE_USERS = "resource_group.remove_users"
     RESOURCE_GROUP_CHANGE_ROLE = "resource_group.change_role"
     REPO_UPDATE_RESOURCE_GROUP = "repo.update_resource_group"
+    # Reading the logs: an org's log exported (the Hub's name; hidden from the default view), the instance log's.
+    ORG_AUDIT_LOG_EXPORT = "org.audit_log.export"
+    INSTANCE_AUDIT_LOG_EXPORT = "instance.audit_log.export"
