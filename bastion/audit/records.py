@@ -161,7 +161,7 @@ def message(ev: AuditEvent, author: str) -> str:
     fields = {k: v for k, v in details.items() if isinstance(v, str | int | float)}
     fields.update(author=author, target=ev.target_id)
     text = _FORMATTER.format(template, **fields)
-    return text.replace(" ()", "")
+    return " ".join(text.replace(" ()", "").split())  # a detail the event lacks leaves no gap
 
 
 def hex_id(n: int) -> str:
