@@ -8,10 +8,12 @@ the current authors and tokens of a batch, so this module reads no other feature
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.audit.geoip import Locator
@@ -34,14 +36,17 @@ def stream(sessions: sessionmaker[Session], scope: Scope, f: AuditFilter, fmt: s
            batch: int = 1000) -> Iterator[bytes]:
     """The newest `limit` events of `scope` matching `f`, newest first, as bytes chunks of `fmt`."""
     locator = Locator(geoip_database)
-    first = True
-    if fmt == "json":
-        yield b"["
-    for session, events in batches(sessions, scope, f, limit=limit, batch=batch):
+
+    def serialise(session: Session, events: Sequence[Row[Any]]) -> list[str]:
         authors, tokens = lookup(session, {e.actor_id for e in events if e.actor_id is not None},
                                  {e.token_id for e in events if e.token_id is not None})
         ctx = RecordContext(authors, tokens, locator, anonymize)
-        lines = [json.dumps(hub_record(e, ctx), separators=(",", ":"), ensure_ascii=False) for e in events]
+        return [_dumps(hub_record(e, ctx)) for e in events]
+
+    first = True
+    if fmt == "json":
+        yield b"["
+    for lines in batches(sessions, scope, f, serialise, limit=limit, batch=batch):
         if fmt == "json":
             yield ((b"" if first else b",\n") + ",\n".join(lines).encode())
         else:
@@ -49,3 +54,6 @@ def stream(sessions: sessionmaker[Session], scope: Scope, f: AuditFilter, fmt: s
         first = False
     if fmt == "json":
         yield b"]\n"
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -17,16 +17,20 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Row, Select, and_, or_, select, true
+from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.audit.actions import AuditAction
 from bastion.audit.models import AuditEvent
+from bastion.db import transaction
 from bastion.errors import BadRequest
+
+T = TypeVar("T")
 
 # The Hub hides the export event from the default view; asking for it by `type:` shows it.
 HIDDEN_BY_DEFAULT = (str(AuditAction.ORG_AUDIT_LOG_EXPORT), str(AuditAction.INSTANCE_AUDIT_LOG_EXPORT))
@@ -276,26 +280,35 @@ def page(session: Session, scope: Scope, f: AuditFilter, *, cursor: int | None, 
     return Page(rows, rows[-1].id if more and rows else None)
 
 
-def batches(session_factory: object, scope: Scope, f: AuditFilter, *, limit: int = EXPORT_LIMIT,
-            batch: int = 1000) -> Iterator[tuple[Session, Sequence[AuditEvent]]]:
-    """The newest `limit` events of a log, `batch` at a time, each batch read in a short read-only transaction
-    of its own: memory stays one batch whatever the log's size, and no transaction stays open while the
-    client reads (a long reader would keep SQLite's WAL from being checkpointed)."""
-    from bastion.db import transaction
+def rows_query(scope: Scope, f: AuditFilter, *, before: int | None = None) -> Select[Any]:
+    """events_query() as plain rows (no ORM objects: an export reads many)."""
+    stmt = select(*AuditEvent.__table__.c).where(scope.clause, filter_clause(f))
+    if before is not None:
+        stmt = stmt.where(AuditEvent.id < before)
+    return stmt.order_by(AuditEvent.id.desc())
 
+
+def batches(session_factory: sessionmaker[Session], scope: Scope, f: AuditFilter,
+            work: Callable[[Session, Sequence[Row[Any]]], T], *, limit: int = EXPORT_LIMIT,
+            batch: int = 1000) -> Iterator[T]:
+    """`work` done on the newest `limit` events of a log, `batch` at a time; each batch is read (and `work`
+    done) in a short read-only transaction of its own, closed before its result is handed on: memory stays
+    one batch whatever the log's size, and no transaction stays open while a client reads (a long reader
+    would also keep SQLite's WAL from being checkpointed)."""
     cursor: int | None = None
     left = limit
     while left > 0:
-        with transaction(session_factory, readonly=True) as session:  # type: ignore[arg-type]
-            rows = session.scalars(events_query(scope, f, before=cursor).limit(min(batch, left))).all()
+        with transaction(session_factory, readonly=True) as session:
+            rows = session.execute(rows_query(scope, f, before=cursor).limit(min(batch, left))).all()
             if not rows:
                 return
-            yield session, rows
+            done = work(session, rows)
+        yield done
         cursor = rows[-1].id
         left -= len(rows)
         if len(rows) < batch:
             return
 
 
-__all__ = ["EXPORT_LIMIT", "AuditFilter", "Page", "Scope", "anonymize_ip", "batches", "events_query",
+__all__ = ["EXPORT_LIMIT", "AuditFilter", "Page", "Scope", "anonymize_ip", "batches", "events_query", "rows_query",
            "filter_clause", "instance_scope", "org_scope", "page", "parse_filter", "user_scope"]

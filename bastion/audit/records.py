@@ -8,16 +8,31 @@ and handed in, so this module reads no other feature's tables.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from bastion.audit.actions import AuditAction
 from bastion.audit.geoip import Locator
-from bastion.audit.models import AuditEvent
 from bastion.audit.query import anonymize_ip
+
+
+class EventRow(Protocol):
+    """An audit event as the ORM or a plain row gives it (exports read rows: no ORM objects)."""
+
+    id: int
+    created_at: datetime
+    action: str
+    actor_id: int | None
+    actor_name: str | None
+    ip: str | None
+    user_agent: str | None
+    token_id: int | None
+    via: str
+    target_type: str
+    target_id: str
+    details: Any
 
 
 @dataclass(frozen=True)
@@ -35,10 +50,10 @@ class TokenFacts:
 # an org), and the event's own details by name; a detail an event lacks reads as empty.
 MESSAGES: dict[AuditAction, str] = {
     AuditAction.USER_CREATE: "Account {target} was created",
-    AuditAction.USER_LOGIN: "{author} signed in",
+    AuditAction.USER_LOGIN: "{target} signed in",  # recorded before the session names its actor
     AuditAction.USER_LOGIN_FAILED: "Failed sign-in to {target} ({reason})",
-    AuditAction.USER_LOGOUT: "{author} signed out",
-    AuditAction.USER_SUDO: "{author} confirmed their password to change security settings",
+    AuditAction.USER_LOGOUT: "{target} signed out",
+    AuditAction.USER_SUDO: "{target} confirmed their password to change security settings",
     AuditAction.USER_SESSION_REVOKE: "A session of {target} was signed out",
     AuditAction.USER_PROFILE_UPDATE: "{author} updated the profile of {target}",
     AuditAction.USER_EMAIL_ADD: "An e-mail address was added to {target}",
@@ -140,27 +155,19 @@ MESSAGES: dict[AuditAction, str] = {
     AuditAction.ORG_AUDIT_LOG_EXPORT: "{author} exported the organization's audit log",
     AuditAction.INSTANCE_AUDIT_LOG_EXPORT: "{author} exported the instance audit log",
 }
-class _Blank(string.Formatter):
-    def get_value(self, key: int | str, args: Any, kwargs: Mapping[str, Any]) -> Any:
-        value = kwargs.get(str(key))
-        return "" if value is None else value
-
-    def format_field(self, value: Any, format_spec: str) -> str:
-        text = value if isinstance(value, str) else str(value)
-        return text[:200]
+class _Fields(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""  # a detail this event lacks
 
 
-_FORMATTER = _Blank()
-
-
-def message(ev: AuditEvent, author: str) -> str:
+def message(ev: EventRow, author: str) -> str:
     template = MESSAGES.get(ev.action)  # type: ignore[call-overload]
     if template is None:
         return f"{author} performed {ev.action} on {ev.target_type} {ev.target_id}"
     details = ev.details if isinstance(ev.details, dict) else {}
-    fields = {k: v for k, v in details.items() if isinstance(v, str | int | float)}
+    fields = _Fields({k: str(v)[:200] for k, v in details.items() if isinstance(v, str | int | float)})
     fields.update(author=author, target=ev.target_id)
-    text = _FORMATTER.format(template, **fields)
+    text = template.format_map(fields)
     return " ".join(text.replace(" ()", "").split())  # a detail the event lacks leaves no gap
 
 
@@ -179,7 +186,7 @@ class RecordContext:
     anonymize: bool = False
 
 
-def hub_record(ev: AuditEvent, ctx: RecordContext) -> dict[str, Any]:
+def hub_record(ev: EventRow, ctx: RecordContext) -> dict[str, Any]:
     author = _author(ev, ctx)
     out: dict[str, Any] = {
         "_id": hex_id(ev.id),
@@ -206,7 +213,7 @@ def hub_record(ev: AuditEvent, ctx: RecordContext) -> dict[str, Any]:
     return out
 
 
-def _author(ev: AuditEvent, ctx: RecordContext) -> dict[str, Any]:
+def _author(ev: EventRow, ctx: RecordContext) -> dict[str, Any]:
     if ev.actor_id is None:
         return {"_id": hex_id(0), "user": ev.actor_name or "system", "type": "system"}
     now = ctx.authors.get(ev.actor_id)

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.audit.conftest import Cast, api, geoip_db, make_cast, start_audit_server  # noqa: F401
+from tests.audit.conftest import Cast, api, build_geoip, make_cast, start_audit_server
 from tests.conftest import BastionServer
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, geoip_db: Path) -> Iterator[BastionServer]:
-    s = start_audit_server(tmp_path_factory.mktemp("bastion-audit-iso"), geoip_db)
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionServer]:
+    data: Path = tmp_path_factory.mktemp("bastion-audit-iso")
+    s = start_audit_server(data, build_geoip(data / "city.mmdb"))
     yield s
     s.stop()
 
