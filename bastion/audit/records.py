@@ -188,12 +188,14 @@ class RecordContext:
 
 def hub_record(ev: EventRow, ctx: RecordContext) -> dict[str, Any]:
     author = _author(ev, ctx)
+    # Failed authentications from an address name it as their target: shown like every other address.
+    target_id = anonymize_ip(ev.target_id) if ctx.anonymize and ev.target_type == "ip" else ev.target_id
     out: dict[str, Any] = {
         "_id": hex_id(ev.id),
         "createdAt": ev.created_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "type": ev.action,
         "data": {**(ev.details if isinstance(ev.details, dict) else {}),
-                 "target": {"type": ev.target_type, "id": ev.target_id}, "via": ev.via},
+                 "target": {"type": ev.target_type, "id": target_id}, "via": ev.via},
         "message": message(ev, author["user"]),
         "author": author,
     }

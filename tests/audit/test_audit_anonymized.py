@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.accounts.fixtures import http_login
-from tests.audit.conftest import LONDON_V4, PARIS_V6, Cast, api, make_cast, start_audit_server
+from tests.audit.conftest import ELSEWHERE_V4, LONDON_V4, PARIS_V6, Cast, api, make_cast, start_audit_server
 from tests.conftest import BastionServer
 
 SHOWN_V4, SHOWN_V6 = "81.2.69.0", "2a02:cf40:1::"
@@ -56,3 +56,12 @@ def test_every_reader_sees_networks_not_addresses(anon_server: BastionServer, ca
     out = anon_server.cli("audit", "export", "--org", cast.org, "--format", "ndjson").stdout
     assert SHOWN_V4 in out and LONDON_V4 not in out and PARIS_V6 not in out
     assert all("ip" not in r or r["ip"].endswith((".0", "::")) for r in map(json.loads, out.splitlines()))
+
+
+def test_instance_log_hides_the_addresses_failed_authentications_name(anon_server: BastionServer, cast: Cast) -> None:
+    with api(anon_server, None, ELSEWHERE_V4) as stranger:
+        assert stranger.get("/api/whoami-v2", headers={"authorization": "Bearer hf_notatoken"}).status_code == 401
+    with api(anon_server, cast.root_token) as root:
+        body = root.get("/api/admin/audit-log", params={"q": "type:token.auth_failed"}).text
+        export = root.get("/api/admin/audit-log/export").text
+    assert "89.160.20.0" in body and ELSEWHERE_V4 not in body and ELSEWHERE_V4 not in export

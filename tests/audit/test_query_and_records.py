@@ -115,3 +115,13 @@ def test_record_shape_for_deleted_authors_and_tokens() -> None:
     assert here["token"] == {"type": "access_token", "id": f"{9:024x}", "deleted": False, "role": "write",
                              "last4": "abcd"}
     assert here["ip"] == "203.0.113.0" and here["message"] == "new-name created the access token ci"
+
+
+def test_anonymized_addresses_as_targets() -> None:
+    ev = AuditEvent(id=5, created_at=datetime.now(UTC), action="token.auth_failed", actor_id=None, actor_name=None,
+                    ip="198.51.100.23", user_agent=None, token_id=None, via="api", target_type="ip",
+                    target_id="198.51.100.23", details={"reason": "unknown token"})
+    shown = hub_record(ev, RecordContext({}, {}, Locator(None), anonymize=True))
+    assert shown["ip"] == "198.51.100.0" and shown["data"]["target"] == {"type": "ip", "id": "198.51.100.0"}
+    assert "198.51.100.23" not in str(shown)
+    assert hub_record(ev, RecordContext({}, {}, Locator(None)))["data"]["target"]["id"] == "198.51.100.23"
