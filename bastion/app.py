@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
 
     from bastion.auditlog.admin_routes import router as audit_admin_router
     app.include_router(audit_admin_router)  # /api/admin/audit/…: before any /api/{plural}/… pattern
+    from bastion.auditlog.routes import router as auditlog_router
+    app.include_router(auditlog_router)  # …/audit-log before the orgs' and admin routers' patterns
     from bastion.scanning.routes import admin_router as scanning_admin_router
     app.include_router(scanning_admin_router)  # /api/admin/…: before any /api/{plural}/… pattern
     app.include_router(tokens_router)
@@ -110,6 +112,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(git_router)  # before downloads: /{ns}/{name}/info/refs is not a file path
     app.include_router(downloads_router)  # its model URLs are a catch-all /{ns}/{name}/resolve/...
     # The web UI after every API and git route: its /{ns} and /{ns}/{name} pages match almost anything.
+    from bastion.web.audit_views import router as web_audit_router
     from bastion.web.key_views import router as web_key_router
     from bastion.web.org_views import router as web_orgs_router
     from bastion.web.repo_views import router as web_repo_router
@@ -118,6 +121,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.web.token_views import router as web_token_router
     from bastion.web.twofactor_views import router as web_twofactor_router
     from bastion.web.views import router as web_router
+    app.include_router(web_audit_router)  # before the org settings' /organizations/{name}/settings/{tab}
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
     from bastion.web.gating_views import router as web_gating_router
     app.include_router(web_gating_router)  # before the repo pages: /{ns}/{name}/access-requests

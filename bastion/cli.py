@@ -459,7 +459,7 @@ def add_key(user: str, gpg_file: Path | None, ssh_file: Path | None, data_dir: P
 
 @main.group("audit")
 def audit_group() -> None:
-    """The audit logs: verify the chain, export checkpoints, rotate the key, apply retention."""
+    """The audit logs: export (the API's filters and record shape), verify the chain, checkpoints, keys."""
 
 
 def _audit_hub(data_dir: Path | None):  # type: ignore[no-untyped-def]
@@ -592,6 +592,53 @@ def audit_rotate_key(data_dir: Path | None) -> None:
     finally:
         hub.close()
     click.echo(f"audit key {new} now keys new events (restart running servers to pick it up)", err=True)
+
+
+@audit_group.command("export")
+@click.option("--org", "org_name", default=None, help="Export this organization's log.")
+@click.option("--instance", "instance", is_flag=True, help="Export the instance log.")
+@click.option("--q", "q", default="", help="The Hub's search syntax: type:EVENT author:USER ip:ADDRESS.")
+@click.option("--start", default=None, help="Oldest date (ISO-8601 date or date-time, UTC).")
+@click.option("--end", default=None, help="Newest date (ISO-8601; a bare date includes that day).")
+@click.option("--format", "fmt", type=click.Choice(["json", "ndjson"]), default="json", show_default=True)
+@click.option("--limit", type=click.IntRange(1, None), default=100_000, show_default=True,
+              help="At most this many events, the newest.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write to this file instead of standard output.")
+@data_dir_option
+def audit_export(org_name: str | None, instance: bool, q: str, start: str | None, end: str | None, fmt: str,
+                 limit: int, output: Path | None, data_dir: Path | None) -> None:
+    """Export an organization's log (--org ORG) or the instance log (--instance), newest first, as the Hub's
+    JSON array or NDJSON. The export is audited (org.audit_log.export / instance.audit_log.export)."""
+    from bastion.audit.query import instance_scope
+    from bastion.auditlog import service
+    from bastion.orgs import service as orgs
+
+    if (org_name is None) == (not instance):
+        raise click.UsageError("give exactly one of --org ORG and --instance")
+    hub = _admin_hub(data_dir)
+    params = {k: v for k, v in (("q", q), ("start", start or ""), ("end", end or "")) if v}
+    try:
+        f = service.parse_filter(hub.settings, params)
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            if org_name is not None:
+                org = orgs.get_org(session, org_name)
+                scope, label = service.org_scope(org.name, org.created_at), org.name
+            else:
+                scope, label = instance_scope(), None
+            service.record_export(session, fmt, params, org=label)
+        out = output.open("wb") if output is not None else sys.stdout.buffer
+        try:
+            for chunk in service.stream(hub.sessions, hub.settings, scope, f, fmt, limit=limit):
+                out.write(chunk)
+            out.flush()
+        finally:
+            if output is not None:
+                out.close()
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
 
 
 def _os_user() -> str:

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     # certificates (PEM file) trusted for HTTPS webhooks and syslog over TLS besides the system's.
     audit_delivery_max_attempts: int = Field(default=8, ge=1)
     audit_sink_ca_file: Path | None = None
+    # Reading the audit logs (bastion.audit.query, bastion.auditlog): a MaxMind-format (.mmdb) GeoIP database
+    # whose city/country names the `location` of each event (unset: no locations), and whether addresses
+    # are shown anonymised (IPv4 /24, IPv6 /48) in the API, the pages, exports and the CLI.
+    geoip_database: Path | None = None
+    audit_anonymize_ips: bool = False
 
     # Accounts and web sessions. Sign-up: "open" (anyone), "invite" (a signed invite link), "admins" (CLI only).
     signup: Literal["open", "invite", "admins"] = "admins"
@@ -144,6 +149,21 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError(f"{value!r} is not an absolute http(s) URL (scheme://host[:port][/prefix])")
         return value.rstrip("/")
+
+    @field_validator("geoip_database")
+    @classmethod
+    def _readable_geoip(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        import maxminddb
+
+        path = value.expanduser().resolve()
+        try:
+            maxminddb.open_database(str(path)).close()
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise ValueError(f"BASTION_GEOIP_DATABASE {str(path)!r} is not a readable MaxMind database: "
+                             f"{exc}") from None
+        return path
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -98,6 +98,13 @@ def user_by_id(session: Session, user_id: int | None) -> User | None:
     return session.get(User, user_id) if user_id is not None else None
 
 
+def users_by_ids(session: Session, ids: set[int]) -> dict[int, User]:
+    """The accounts among `ids` that exist, by id (audit logs name their current authors)."""
+    if not ids:
+        return {}
+    return {u.id: u for u in session.scalars(select(User).where(User.id.in_(sorted(ids))))}
+
+
 def get_user_by_name(session: Session, name: str) -> User:
     user = session.scalar(select(User).where(User.name_lower == name.lower()))
     if user is None:

@@ -133,3 +133,6 @@ class AuditAction(StrEnum):
     INSTANCE_AUDIT_SINK_DELETE = "instance.audit_log.sink_delete"
     INSTANCE_AUDIT_REDRIVE = "instance.audit_log.redrive"
     INSTANCE_AUDIT_KEY_ROTATE = "instance.audit_log.key_rotate"
+    # Reading the logs: an org's log exported (the Hub's name; hidden from the default view), the instance log's.
+    ORG_AUDIT_LOG_EXPORT = "org.audit_log.export"
+    INSTANCE_AUDIT_LOG_EXPORT = "instance.audit_log.export"

@@ -16,6 +16,8 @@ class AuditEvent(Base):
     __table_args__ = (
         Index("ix_audit_events_target", "target_type", "target_id"),
         Index("ix_audit_events_actor", "actor_id"),
+        # An org's (a user's) log read newest first in keyset pages (bastion.audit.query).
+        Index("ix_audit_events_namespace_id", "namespace", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

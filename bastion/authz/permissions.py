@@ -68,6 +68,10 @@ class Permission(StrEnum):
     ORG_MEMBERSHIP_SELF = "org.membership.self"  # the caller's own membership: accept/decline invitation, leave
     RESOURCE_GROUP_WRITE = "resourceGroup.write"  # create (org admins), rename, delete, group members (group admins)
     REPO_RESOURCE_GROUP = "repo.resource_group.write"  # move a repo into, out of or between resource groups
+    # Audit logs: an org's (its admins; instance admins), the instance's (instance admins), one's own security log.
+    ORG_AUDIT_LOG_READ = "org.audit_log.read"
+    INSTANCE_AUDIT_LOG_READ = "instance.audit_log.read"
+    USER_SECURITY_LOG_READ = "user.security_log.read"
 
 
 def permission(perm: Permission, *alternatives: Permission) -> Callable[[F], F]:

@@ -85,7 +85,8 @@ METHOD_GRANTS: dict[str, frozenset[Permission]] = {
     "session": frozenset({Permission.PUBLIC, Permission.USER_READ, Permission.REPO_LIST, Permission.REPO_METADATA_READ,
                           Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST, Permission.REPO_ACCESS_READ,
                           Permission.REPO_ACCESS_WRITE, Permission.INSTANCE_STATUS_READ, *BROWSER_ONLY_PERMISSIONS,
-                          *ORG_PERMISSIONS, *COMMUNITY_FORM_PERMISSIONS}),
+                          *ORG_PERMISSIONS, *COMMUNITY_FORM_PERMISSIONS, Permission.ORG_AUDIT_LOG_READ,
+                          Permission.INSTANCE_AUDIT_LOG_READ, Permission.USER_SECURITY_LOG_READ}),
     "capability": CAPABILITY_PERMISSIONS,
 }
 
@@ -382,7 +383,9 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")
     if perm in (Permission.ACCOUNT_SECURITY, Permission.TOKEN_MANAGE):
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")  # sudo: authorize()
-    if perm in (Permission.ADMIN, Permission.INSTANCE_STATUS_READ):
+    if perm is Permission.USER_SECURITY_LOG_READ:  # one's own: routes read principal.user_id's log only
+        return ALLOW if principal.authenticated else Decision(False, "sign-in required")
+    if perm in (Permission.ADMIN, Permission.INSTANCE_STATUS_READ, Permission.INSTANCE_AUDIT_LOG_READ):
         return ALLOW if principal.is_admin else Decision(False, "instance administrators only")
     if perm in (Permission.ORG_CREATE, Permission.ORG_MEMBERSHIP_SELF):
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")
@@ -408,7 +411,8 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
     if isinstance(resource, RepoRef) and resource.org is not None:
         return _org_repo_may(principal, perm, resource, resource.org)
     if isinstance(resource, OrgFacts) and perm in (Permission.ORG_READ, Permission.ORG_WRITE, Permission.ORG_DELETE,
-                                                   Permission.ORG_MEMBERS_READ, Permission.ORG_MEMBERS_WRITE):
+                                                   Permission.ORG_MEMBERS_READ, Permission.ORG_MEMBERS_WRITE,
+                                                   Permission.ORG_AUDIT_LOG_READ):
         return _org_may(principal, perm, resource)
     if isinstance(resource, GroupRef) and perm is Permission.RESOURCE_GROUP_WRITE:
         return _group_may(principal, resource)

@@ -35,7 +35,9 @@ from bastion.authz.policy import (
 
 READ_PERMISSIONS = frozenset({Permission.REPO_METADATA_READ, Permission.REPO_READ, Permission.REPO_LIST,
                               Permission.USER_READ, Permission.PUBLIC, Permission.ORG_READ,
-                              Permission.ORG_MEMBERS_READ, Permission.INSTANCE_STATUS_READ})
+                              Permission.ORG_MEMBERS_READ, Permission.INSTANCE_STATUS_READ,
+                              Permission.ORG_AUDIT_LOG_READ, Permission.INSTANCE_AUDIT_LOG_READ,
+                              Permission.USER_SECURITY_LOG_READ})
 
 # Fine-grained permission names (the Hub's where they apply to Bastion) → what they allow.
 SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -58,7 +60,8 @@ SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "repo.access.read": frozenset({Permission.REPO_ACCESS_READ}),  # the requests (names, e-mails), no files
     # Organization permissions (on an `org` entity; resourceGroup.write also on a `resource-group`).
     "org.read": frozenset({Permission.ORG_READ, Permission.ORG_MEMBERS_READ}),
-    "org.write": frozenset({Permission.ORG_READ, Permission.ORG_WRITE, Permission.ORG_MEMBERS_READ}),
+    "org.write": frozenset({Permission.ORG_READ, Permission.ORG_WRITE, Permission.ORG_MEMBERS_READ,
+                            Permission.ORG_AUDIT_LOG_READ}),  # the audit log: an admin's org-scoped token
     "org.members.read": frozenset({Permission.ORG_MEMBERS_READ}),
     "org.members.write": frozenset({Permission.ORG_MEMBERS_READ, Permission.ORG_MEMBERS_WRITE}),
     "resourceGroup.write": frozenset({Permission.RESOURCE_GROUP_WRITE, Permission.REPO_RESOURCE_GROUP}),

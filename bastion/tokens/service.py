@@ -148,6 +148,13 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
+def tokens_by_ids(session: Session, ids: set[int]) -> dict[int, AccessToken]:
+    """The tokens among `ids` that still exist, by id (audit logs say which token acted)."""
+    if not ids:
+        return {}
+    return {t.id: t for t in session.scalars(select(AccessToken).where(AccessToken.id.in_(sorted(ids))))}
+
+
 def list_tokens(session: Session, user: User) -> list[AccessToken]:
     return list(session.scalars(select(AccessToken).where(AccessToken.user_id == user.id)
                                 .order_by(AccessToken.created_at.desc(), AccessToken.id.desc())))

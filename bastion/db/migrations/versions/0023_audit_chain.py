@@ -2,7 +2,7 @@
 per-organization retention
 
 Revision ID: 0023_audit_chain
-Revises: 0021_secret_push_protection_mode
+Revises: 0022_community
 """
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from alembic import op
 import bastion.db
 
 revision = "0023_audit_chain"
-down_revision = "0021_secret_push_protection_mode"
+down_revision = "0022_community"
 branch_labels = None
 depends_on = None
 
