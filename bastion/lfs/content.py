@@ -85,6 +85,9 @@ def _locate(hub: Hub, session: Session, repo_id: int | None, oid: str) -> Path |
     path = hub.blobs.local_path(oid)
     if path is not None:
         return path
+    stored = hub.blobs.stored_object(oid)  # a store without local files (S3): read by ranges
+    if stored is not None:
+        return stored
     if not object_stores:
         # Never answer "stored nowhere" because a store was not registered in this process.
         raise RuntimeError("no object store registered beside the blob store (import bastion.xet.content)")

@@ -19,7 +19,6 @@ Three steps, each safe against concurrent uploads and commits:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -160,13 +159,13 @@ def _discard_blob(hub: Hub, oid: str, cutoff: datetime) -> None:
     trash = hub.blobs.trash(oid)
     if trash is None:
         return
-    touched = os.stat(trash).st_mtime >= cutoff.timestamp()
+    touched = trash.mtime >= cutoff.timestamp()
     with transaction(hub.sessions, readonly=True) as session:
         again = session.get(LfsObject, oid) is not None
     if touched or again:
         hub.blobs.restore(oid, trash)
     else:
-        trash.unlink(missing_ok=True)
+        trash.discard()
 
 
 def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,

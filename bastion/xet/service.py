@@ -26,11 +26,12 @@ from bastion import audit
 from bastion.audit.actions import AuditAction
 from bastion.db import transaction, utcnow
 from bastion.errors import NotFound, PayloadTooLarge
-from bastion.hub import Hub
+from bastion.hub import Hub, region_store
 from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsObject, RepoLfsObject
 from bastion.lfs.service import link_object
 from bastion.repos.models import Repo
+from bastion.storage.regions import Region
 from bastion.xet.errors import InvalidHash, ShardFormatError
 from bastion.xet.hashing import HASH_LEN, hash_to_hex, hex_to_hash, is_global_dedup_eligible
 from bastion.xet.models import RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
@@ -56,12 +57,13 @@ DEDUPE_KEY_TTL_SECONDS = 24 * 3600
 
 
 @lru_cache(maxsize=8)
-def _store(root: Path, tmp: Path) -> XorbStore:
-    return XorbStore(root, tmp)
+def _store(region: Region, data_dir: Path, tmp: Path) -> XorbStore:
+    return XorbStore(*(region_store(region, data_dir, tmp, f"xet/{kind}") for kind in ("xorbs", "shards", "by-oid")))
 
 
 def xorb_store(hub: Hub) -> XorbStore:
-    return _store(hub.settings.xet_dir, hub.settings.tmp_dir)
+    """The region's Xet stores (on local disk: the data dir's xet/xorbs, xet/shards, xet/by-oid)."""
+    return _store(hub.region, hub.settings.resolved_data_dir, hub.settings.tmp_dir)
 
 
 # ---- packing of stored layouts ----------------------------------------------------------------
@@ -422,7 +424,7 @@ def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,
         if revived:
             store.restore_xorb(h, trash)  # re-uploaded meanwhile: same bytes, keep them
         else:
-            trash.unlink(missing_ok=True)
+            trash.discard()
         if on_progress is not None:
             on_progress(h)
     log.info("xet gc: %d files, %d xorbs (%d bytes) removed", result.files_removed, result.xorbs_removed,

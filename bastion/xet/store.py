@@ -10,16 +10,21 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from bastion.storage import BlobStore, LocalBlobStore
+from bastion.storage import BlobStore, LocalBlobStore, Trashed
 
 
 class XorbStore:
-    def __init__(self, root: Path, tmp_root: Path) -> None:
-        self.xorbs: BlobStore = LocalBlobStore(root / "xorbs", tmp_root)
-        self.shards: BlobStore = LocalBlobStore(root / "shards", tmp_root)
+    def __init__(self, xorbs: BlobStore, shards: BlobStore, by_oid: BlobStore) -> None:
+        self.xorbs = xorbs
+        self.shards = shards
         # LFS oid -> Xet file hash. A small record, not a table: tree listings ask while their route
         # holds a database transaction, and the answer is immutable content.
-        self.by_oid: BlobStore = LocalBlobStore(root / "by-oid", tmp_root)
+        self.by_oid = by_oid
+
+    @classmethod
+    def local(cls, root: Path, tmp_root: Path) -> XorbStore:
+        return cls(LocalBlobStore(root / "xorbs", tmp_root), LocalBlobStore(root / "shards", tmp_root),
+                   LocalBlobStore(root / "by-oid", tmp_root))
 
     def xorb_path(self, xorb_hex: str) -> Path | None:
         """A local file for zero-copy range serving, when the store has one."""
@@ -55,9 +60,9 @@ class XorbStore:
         """Serialized bytes [start, end) of a stored xorb."""
         return self.xorbs.read_range(xorb_hex, start, end)
 
-    def trash_xorb(self, xorb_hex: str) -> Path | None:
+    def trash_xorb(self, xorb_hex: str) -> Trashed | None:
         """Move a xorb out of the readable namespace (GC step 1); None if it was not stored."""
         return self.xorbs.trash(xorb_hex)
 
-    def restore_xorb(self, xorb_hex: str, trash: Path) -> None:
+    def restore_xorb(self, xorb_hex: str, trash: Trashed) -> None:
         self.xorbs.restore(xorb_hex, trash)
