@@ -47,10 +47,10 @@ def test_trash_and_restore(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "objects", tmp_path / "tmp")
     oid = store.put_bytes(b"weights")
     trash = store.trash(oid)
-    assert trash is not None and not store.exists(oid) and trash.read_bytes() == b"weights"
+    assert trash is not None and not store.exists(oid) and trash.path.read_bytes() == b"weights"
     assert store.trash(oid) is None
     store.restore(oid, trash)
-    assert store.exists(oid) and not trash.exists()
+    assert store.exists(oid) and not trash.path.exists()
 
 
 def test_xorbs_shards_and_index_live_in_blob_stores(tmp_path: Path) -> None:
