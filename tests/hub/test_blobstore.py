@@ -54,7 +54,7 @@ def test_trash_and_restore(tmp_path: Path) -> None:
 
 
 def test_xorbs_shards_and_index_live_in_blob_stores(tmp_path: Path) -> None:
-    xet = XorbStore(tmp_path / "xet", tmp_path / "tmp")
+    xet = XorbStore.local(tmp_path / "xet", tmp_path / "tmp")
     xorb = "cd" * 32
     assert xet.put_xorb(xorb, b"xorb bytes") and not xet.put_xorb(xorb, b"xorb bytes")
     assert xet.read_xorb(xorb, 5, 10) == b"bytes" and xet.has_xorb(xorb)
