@@ -11,6 +11,7 @@ import bastion.audit.models  # noqa: F401
 import bastion.gating.models  # noqa: F401
 import bastion.lfs.models  # noqa: F401
 import bastion.orgs.models  # noqa: F401
+import bastion.relocation.models  # noqa: F401
 import bastion.repos.models  # noqa: F401
 import bastion.scanning.models  # noqa: F401
 import bastion.signing.models  # noqa: F401

@@ -112,3 +112,8 @@ class AuditAction(StrEnum):
     RESOURCE_GROUP_REMOVE_USERS = "resource_group.remove_users"
     RESOURCE_GROUP_CHANGE_ROLE = "resource_group.change_role"
     REPO_UPDATE_RESOURCE_GROUP = "repo.update_resource_group"
+    # Storage regions: a repository moved to another region (after its bytes were copied and verified),
+    # and the region new repositories of an org or a resource group are created in.
+    REPO_UPDATE_REGION = "repo.update_region"
+    ORG_DEFAULT_REGION = "org.settings.default_region"
+    RESOURCE_GROUP_DEFAULT_REGION = "resource_group.settings.default_region"

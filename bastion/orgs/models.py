@@ -39,6 +39,8 @@ class Organization(Base):
     # Lowering a repo's protections (secret push protection, block-unsafe, signed commits, protected refs,
     # secrets-bypass, super-squash under the signed-commit rule) is for org admins; on: repo managers too.
     delegate_protection_changes: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The storage region new repositories are created in (None: the instance's default region).
+    default_region: Mapped[str | None] = mapped_column(String(24), nullable=True)
 
 
 class OrgMember(Base):
@@ -78,6 +80,8 @@ class ResourceGroup(Base):
     name: Mapped[str] = mapped_column(String(200))
     name_lower: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(String(500), default="")
+    # The storage region new repositories of this group are created in (None: the org's default).
+    default_region: Mapped[str | None] = mapped_column(String(24), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property

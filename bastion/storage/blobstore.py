@@ -131,8 +131,8 @@ class LocalTrashed(Trashed):
 class StoredBlobObject:
     """An object of a store without local files, read by ranges (bastion.lfs.content's StoredObject)."""
 
-    def __init__(self, store: BlobStore, key: str, size: int) -> None:
-        self.store, self.key, self.size = store, key, size
+    def __init__(self, store: BlobStore, key: str, size: int, region: str | None = None) -> None:
+        self.store, self.key, self.size, self.region = store, key, size, region
 
     def iter_bytes(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         end = self.size if end is None else min(end, self.size)

@@ -26,7 +26,7 @@ from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, Payloa
 from bastion.hub import Hub
 from bastion.repos import browse, downloads, guards
 from bastion.repos.routes import load_repo
-from bastion.repos.service import repo_by_id, repo_ref_by_id
+from bastion.repos.service import repo_by_id, repo_ref_by_id, repo_region
 from bastion.timing import timed
 from bastion.xet import service, tokens
 from bastion.xet.hashing import hash_to_hex, hex_to_hash
@@ -202,7 +202,7 @@ def fetch(xorb_hash: str, request: Request) -> Response:
     _require_bound(request, claims, Permission.XET_XORB_FETCH, "xet-fetch", {"xorb": xorb_hash, "range": asked},
                    Forbidden("The access token or browser session this fetch URL was obtained with is no "
                              "longer valid"))
-    store = service.xorb_store(hub)
+    store = service.xorb_store(hub, repo_region(hub, claims.get("repo_id")))
     path = store.xorb_path(xorb_hash)
     if path is not None:
         # StoredFileResponse serves the single Range (206) from disk without loading it into memory.

@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
-from pathlib import Path
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy import inspect as sa_inspect
@@ -26,12 +24,13 @@ from bastion import audit
 from bastion.audit.actions import AuditAction
 from bastion.db import transaction, utcnow
 from bastion.errors import NotFound, PayloadTooLarge
-from bastion.hub import Hub, region_store
+from bastion.hub import Hub
 from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsObject, RepoLfsObject
 from bastion.lfs.service import link_object
 from bastion.repos.models import Repo
-from bastion.storage.regions import Region
+from bastion.repos.service import repo_region
+from bastion.storage.regions import DEFAULT_REGION
 from bastion.xet.errors import InvalidHash, ShardFormatError
 from bastion.xet.hashing import HASH_LEN, hash_to_hex, hex_to_hash, is_global_dedup_eligible
 from bastion.xet.models import RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
@@ -56,14 +55,12 @@ DEDUPE_MAX_XORBS = 40  # xorbs described per dedupe answer (each lists all its c
 DEDUPE_KEY_TTL_SECONDS = 24 * 3600
 
 
-@lru_cache(maxsize=8)
-def _store(region: Region, data_dir: Path, tmp: Path) -> XorbStore:
-    return XorbStore(*(region_store(region, data_dir, tmp, f"xet/{kind}") for kind in ("xorbs", "shards", "by-oid")))
-
-
-def xorb_store(hub: Hub) -> XorbStore:
-    """The region's Xet stores (on local disk: the data dir's xet/xorbs, xet/shards, xet/by-oid)."""
-    return _store(hub.region, hub.settings.resolved_data_dir, hub.settings.tmp_dir)
+def xorb_store(hub: Hub, region: str = DEFAULT_REGION) -> XorbStore:
+    """A region's Xet stores: its xorbs and shards (on local disk: the region's xet/xorbs, xet/shards).
+    The oid -> Xet file hash records (derived hashes, no content) are the default region's, as the
+    database's rows are."""
+    return XorbStore(hub.object_store("xet/xorbs", region), hub.object_store("xet/shards", region),
+                     hub.object_store("xet/by-oid", DEFAULT_REGION))
 
 
 # ---- packing of stored layouts ----------------------------------------------------------------
@@ -137,7 +134,9 @@ def upload_xorb(hub: Hub, repo_id: int, hash_hex: str, body: bytes | bytearray) 
         raise PayloadTooLarge(f"xorb is {len(body)} bytes; the limit is {limit}")
     xorb = parse_xorb(body, hex_to_hash(hash_hex), max_bytes=limit)
     key = xorb.hex
-    store = xorb_store(hub)
+    # Stored in the repo's region: deduplication never crosses regions (a xorb another region holds
+    # is stored again here; a repo learns about and references only xorbs it uploaded itself).
+    store = xorb_store(hub, repo_region(hub, repo_id))
     inserted = store.put_xorb(key, body)
     with transaction(hub.sessions) as session:
         row = session.get(XetXorb, key)
@@ -201,6 +200,7 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
     if len(body) > limit:
         raise PayloadTooLarge(f"shard is {len(body)} bytes; the limit is {limit}")
     shard = parse_shard(body, max_bytes=limit)
+    region = repo_region(hub, repo_id)
     referenced = {hash_to_hex(h) for h in shard.referenced_xorbs()}
     file_keys = [hash_to_hex(f.file_hash) for f in shard.files]
     with transaction(hub.sessions) as session:
@@ -227,7 +227,7 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
                 raise ShardFormatError(f"file {key}: its sha256 metadata does not match its content")
             registered.append((entry, known[key]))
             continue
-        _verify_sha256(hub, entry, usable, claimed)
+        _verify_sha256(hub, entry, usable, claimed, region)
         registered.append((entry, claimed or ""))
 
     out: list[RegisteredFile] = []
@@ -254,7 +254,7 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
             _insert_ignore(session, XetDedupeChunk(chunk_hash=hash_to_hex(first_chunk),
                                                    xorb_hash=hash_to_hex(first.xorb_hash)))
             out.append(RegisteredFile(key, sha, entry.size))
-    store = xorb_store(hub)
+    store = xorb_store(hub, region)
     for f in out:
         store.index_file(f.sha256, f.file_hash)
     store.put_shard(body)
@@ -262,13 +262,14 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
     return out
 
 
-def _verify_sha256(hub: Hub, entry: FileEntry, xorbs: dict[bytes, StoredXorb], claimed: str | None) -> None:
+def _verify_sha256(hub: Hub, entry: FileEntry, xorbs: dict[bytes, StoredXorb], claimed: str | None,
+                   region: str) -> None:
     """Reconstruct the file once, without storing it, and check the sha256 the shard claims for it:
     that sha256 becomes the LFS oid the rest of Bastion trusts. The file stays stored once, as chunks."""
     if claimed is None:
         raise ShardFormatError(f"file {hash_to_hex(entry.file_hash)} has no sha256 metadata extension")
     plan = plan_reconstruction(entry.segments, lambda h: xorbs[h].layout)
-    store = xorb_store(hub)
+    store = xorb_store(hub, region)
     sha = hashlib.sha256()
     for piece in iter_file_bytes(plan, lambda h, a, b: store.read_xorb(hash_to_hex(h), a, b)):
         sha.update(piece)
@@ -414,17 +415,18 @@ def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,
             doomed += part
         result.xorbs_removed = len(doomed)
         result.xorbs_kept = total - len(doomed)
-    store = xorb_store(hub)
+    stores = [xorb_store(hub, region) for region in sorted(hub.regions)]
     for h in doomed:
-        trash = store.trash_xorb(h)
-        if trash is None:
-            continue
-        with transaction(hub.sessions) as session:
-            revived = session.get(XetXorb, h) is not None
-        if revived:
-            store.restore_xorb(h, trash)  # re-uploaded meanwhile: same bytes, keep them
-        else:
-            trash.discard()
+        for store in stores:  # every region holding a copy
+            trash = store.trash_xorb(h)
+            if trash is None:
+                continue
+            with transaction(hub.sessions) as session:
+                revived = session.get(XetXorb, h) is not None
+            if revived:
+                store.restore_xorb(h, trash)  # re-uploaded meanwhile: same bytes, keep them
+            else:
+                trash.discard()
         if on_progress is not None:
             on_progress(h)
     log.info("xet gc: %d files, %d xorbs (%d bytes) removed", result.files_removed, result.xorbs_removed,

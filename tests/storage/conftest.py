@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import BastionServer, ClamdServer, MiB, free_port
 
 ACCESS_KEY, SECRET_KEY = "bastion-test-key", "bastion-test-secret"
 
@@ -86,3 +86,24 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
 
 def regions_env(regions: dict[str, Any]) -> dict[str, str]:
     return {"BASTION_REGIONS": json.dumps(regions)}
+
+
+@pytest.fixture(scope="session")
+def buckets(moto: MotoServer) -> dict[str, str]:
+    return {"eu": moto.new_bucket("eu"), "us": moto.new_bucket("us")}
+
+
+@pytest.fixture(scope="session")
+def region_server(tmp_path_factory: pytest.TempPathFactory, clamd: ClamdServer, moto: MotoServer,
+                  buckets: dict[str, str]) -> Iterator[BastionServer]:
+    """A server with three regions: `default` (the data dir), `eu` and `us` (an S3 bucket each, `eu` with
+    server-side encryption and a key prefix; parts of 5 MiB so multipart uploads happen)."""
+    small_parts = {"multipart_threshold": 5 * MiB, "multipart_chunk_size": 5 * MiB}
+    regions = {"default": {},
+               "eu": {"store": moto.store_settings(buckets["eu"], sse="AES256", prefix="bastion", **small_parts)},
+               "us": {"store": moto.store_settings(buckets["us"], **small_parts)}}
+    server = BastionServer(tmp_path_factory.mktemp("bastion-regions"),
+                           env={"BASTION_CLAMD_ADDRESS": clamd.address, "BASTION_REGION_MOVE_GRACE_SECONDS": "0",
+                                **regions_env(regions)}).start()
+    yield server
+    server.stop()
