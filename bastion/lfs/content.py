@@ -34,6 +34,7 @@ from bastion.lfs.service import use_linked_objects
 from bastion.repos import objects as repo_objects
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_region
+from bastion.storage import StoredBlobObject
 from bastion.storage.regions import DEFAULT_REGION, region_of_key
 
 
@@ -176,6 +177,9 @@ def object_response(hub: Hub, repo_id: int, oid: str, request: Request, headers:
         # StoredFileResponse answers HEAD and honours Range (206/416).
         return StoredFileResponse(found, headers=headers, media_type="application/octet-stream",
                                   content_disposition_type="inline")
+    redirect = _presigned_redirect(hub, found, headers)
+    if redirect is not None:
+        return redirect
     stored: StoredObject = found
     headers = {**headers, "Accept-Ranges": "bytes"}
     status, start, end = 200, 0, stored.size
@@ -188,6 +192,22 @@ def object_response(hub: Hub, repo_id: int, oid: str, request: Request, headers:
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
     return StreamingResponse(stored.iter_bytes(start, end), status_code=status, headers=headers,
                              media_type="application/octet-stream")
+
+
+def _presigned_redirect(hub: Hub, found: StoredObject, headers: dict[str, str]) -> Response | None:
+    """With BASTION_PRESIGNED_DOWNLOADS, a large object of an S3 store is served by a redirect to a
+    short-lived pre-signed URL of that store. The caller decided authorization (and the download guards)
+    already; the redirect is private to this request (`Cache-Control: private, no-store`), so no shared
+    cache hands it to anyone else."""
+    settings = hub.settings
+    if not settings.presigned_downloads or not isinstance(found, StoredBlobObject) \
+            or found.size < settings.presigned_download_min_bytes:
+        return None
+    presign = getattr(found.store, "presigned_url", None)
+    if presign is None:
+        return None
+    url = presign(found.key, settings.presigned_url_ttl_seconds, headers.get("Content-Disposition"))
+    return Response(status_code=302, headers={**headers, "Location": url, "Cache-Control": "private, no-store"})
 
 
 class _Provider:

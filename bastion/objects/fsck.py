@@ -28,7 +28,7 @@ from bastion.xet.content import XetObject
 from bastion.xet.errors import XorbFormatError
 from bastion.xet.hashing import hash_to_hex, hex_to_hash
 from bastion.xet.models import XetFile, XetXorb
-from bastion.xet.service import load_xorbs, unpack_segments, xorb_store
+from bastion.xet.service import load_xorbs, region_segments, unpack_segments, xorb_store
 from bastion.xet.store import XorbStore
 from bastion.xet.xorb import parse_xorb
 
@@ -95,13 +95,17 @@ def _check_lfs(hub: Hub, report: Section, progress: Callable[[str], None]) -> No
             if row is None:
                 report.report(oid, "missing: recorded in the database, stored nowhere")
                 continue
-            segments = unpack_segments(row.segments)
+            # The region holding its chunks (the first whose own segments' first xorb it stores).
+            region, segments = DEFAULT_REGION, unpack_segments(row.segments)
+            for r in sorted(hub.regions):
+                segs = region_segments(hub, r, row)
+                if segs and xorb_store(hub, r).has_xorb(hash_to_hex(segs[0].xorb_hash)):
+                    region, segments = r, segs
+                    break
             xorbs = load_xorbs(session, {hash_to_hex(s.xorb_hash) for s in segments})
         if any(s.xorb_hash not in xorbs for s in segments):
             report.report(oid, "missing: a xorb of its Xet reconstruction is not stored")
             continue
-        first = hash_to_hex(segments[0].xorb_hash) if segments else ""
-        region = next((r for r in sorted(hub.regions) if xorb_store(hub, r).has_xorb(first)), DEFAULT_REGION)
         obj = XetObject(hub, int(row.size), segments, {h: x.layout for h, x in xorbs.items()}, region)
         try:
             digest, n = _sha256_of(obj.iter_bytes())

@@ -150,6 +150,11 @@ def _remove_unlinked_objects(hub: Hub, cutoff: datetime, dry_run: bool,
             if files:
                 session.execute(delete(XetFileXorb).where(XetFileXorb.file_hash.in_(files)))
                 session.execute(delete(XetFile).where(XetFile.file_hash.in_(files)))
+        for r in sorted(hub.regions):  # the files' segment records of every region
+            records = xet.xorb_store(hub, r)
+            for fh in files:
+                if records.files is not None:
+                    records.files.delete(fh)
         for oid, size in gone:
             store.unindex_file(oid)
             _discard_blob(hub, oid, cutoff)

@@ -50,7 +50,7 @@ from bastion.storage import BlobMismatch, BlobStore
 from bastion.storage.gitstore import MOVED_MARKER
 from bastion.storage.regions import region_of_key, storage_key_in
 from bastion.xet.hashing import hex_to_hash
-from bastion.xet.models import RepoXetXorb
+from bastion.xet.models import RepoXetXorb, XetFile
 from bastion.xet.service import xorb_store
 from bastion.xet.xorb import parse_xorb
 
@@ -257,7 +257,21 @@ def _copy_objects(hub: Hub, move: RegionMove) -> tuple[int, int]:
     src_blobs, dst_blobs = hub.blobs_in(source), hub.blobs_in(target)
     copied = sum(_copy_blob(src_blobs, dst_blobs, oid) for oid in oids)
     copied_x = sum(_copy_xorb(hub, source, target, key) for key in xorbs)
+    # The Xet files' segment records of the source region (small; they name the xorbs just copied).
+    src_x, dst_x = xorb_store(hub, source), xorb_store(hub, target)
+    for file_hex in _xet_files(hub, oids):
+        packed = src_x.file_segments(file_hex)
+        if packed is not None and dst_x.file_segments(file_hex) is None:
+            dst_x.put_file_segments(file_hex, packed)
     return copied, copied_x
+
+
+def _xet_files(hub: Hub, oids: list[str]) -> list[str]:
+    with transaction(hub.sessions, readonly=True) as session:
+        out: list[str] = []
+        for i in range(0, len(oids), 500):
+            out += session.scalars(select(XetFile.file_hash).where(XetFile.sha256.in_(oids[i:i + 500])))
+    return sorted(set(out))
 
 
 def _copy(hub: Hub, move: RegionMove) -> None:

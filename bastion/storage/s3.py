@@ -175,12 +175,12 @@ class S3BlobStore(BlobStore):
         with body:
             yield from body.iter_chunks(COPY_CHUNK)
 
-    def presigned_url(self, oid: str, ttl_seconds: int, filename: str | None = None) -> str:
-        params: dict[str, Any] = {"Bucket": self.config.bucket, "Key": self._key(oid)}
-        params["ResponseCacheControl"] = "private, no-store"
-        if filename:
-            safe = filename.replace('"', "").replace("\\", "")
-            params["ResponseContentDisposition"] = f'inline; filename="{safe}"'
+    def presigned_url(self, oid: str, ttl_seconds: int, content_disposition: str | None = None) -> str:
+        """A GET URL of the object valid `ttl_seconds`; the store answers it `Cache-Control: private, no-store`."""
+        params: dict[str, Any] = {"Bucket": self.config.bucket, "Key": self._key(oid),
+                                  "ResponseCacheControl": "private, no-store"}
+        if content_disposition:
+            params["ResponseContentDisposition"] = content_disposition
         return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_seconds))
 
     def stored_keys(self) -> Iterator[str]:

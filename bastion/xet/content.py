@@ -19,7 +19,7 @@ from bastion.storage.regions import DEFAULT_REGION
 from bastion.xet.hashing import hash_to_hex
 from bastion.xet.models import XetFile
 from bastion.xet.reconstruction import XorbLayout, iter_file_bytes, plan_reconstruction
-from bastion.xet.service import load_xorbs, unpack_segments, xorb_store
+from bastion.xet.service import load_xorbs, region_segments, xorb_store
 from bastion.xet.shard import FileSegment
 
 
@@ -64,7 +64,7 @@ def xet_store(hub: Hub, session: Session, oid: str, region: str = DEFAULT_REGION
     row = session.scalar(select(XetFile).where(XetFile.sha256 == oid).limit(1))
     if row is None:
         return None
-    segments = unpack_segments(row.segments)
+    segments = region_segments(hub, region, row)
     xorbs = load_xorbs(session, {hash_to_hex(s.xorb_hash) for s in segments})
     if any(s.xorb_hash not in xorbs for s in segments):
         return None  # a xorb it needs was collected: nothing to read

@@ -60,7 +60,14 @@ def xorb_store(hub: Hub, region: str = DEFAULT_REGION) -> XorbStore:
     The oid -> Xet file hash records (derived hashes, no content) are the default region's, as the
     database's rows are."""
     return XorbStore(hub.object_store("xet/xorbs", region), hub.object_store("xet/shards", region),
-                     hub.object_store("xet/by-oid", DEFAULT_REGION))
+                     hub.object_store("xet/by-oid", DEFAULT_REGION), hub.object_store("xet/files", region))
+
+
+def region_segments(hub: Hub, region: str, row: XetFile) -> tuple[FileSegment, ...]:
+    """A registered file's segments as its bytes are held in `region`: the region's own record (written by
+    each shard upload there) or, without one, the database's registration."""
+    packed = xorb_store(hub, region).file_segments(row.file_hash)
+    return unpack_segments(packed if packed is not None else row.segments)
 
 
 # ---- packing of stored layouts ----------------------------------------------------------------
@@ -255,6 +262,8 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
                                                    xorb_hash=hash_to_hex(first.xorb_hash)))
             out.append(RegisteredFile(key, sha, entry.size))
     store = xorb_store(hub, region)
+    for entry, _sha in registered:  # the segments of this upload, readable from this region's xorbs
+        store.put_file_segments(hash_to_hex(entry.file_hash), pack_segments(entry.segments))
     for f in out:
         store.index_file(f.sha256, f.file_hash)
     store.put_shard(body)
@@ -329,7 +338,7 @@ def reconstruction(hub: Hub, repo_id: int, file_hex: str, range_header: str | No
                              .where(XetFile.file_hash == key, RepoLfsObject.repo_id == repo_id))
         if row is None:
             raise NotFound("File not found")
-        segments = unpack_segments(row.segments)
+        segments = region_segments(hub, repo_region(hub, repo_id, session), row)
         xorbs = load_xorbs(session, {hash_to_hex(s.xorb_hash) for s in segments})
     byte_range = parse_range_header(range_header, row.size)
     log.info("xet reconstruction repo=%d file=%s range=%s", repo_id, key, range_header or "all")
@@ -389,6 +398,11 @@ def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,
         if orphan_files and not dry_run:
             for _, sha in orphans:
                 xorb_store(hub).unindex_file(sha)
+            for region in sorted(hub.regions):
+                records = xorb_store(hub, region).files
+                for fh in orphan_files:
+                    if records is not None:
+                        records.delete(fh)
             session.execute(delete(XetFileXorb).where(XetFileXorb.file_hash.in_(orphan_files)))
             session.execute(delete(XetFile).where(XetFile.file_hash.in_(orphan_files)))
         session.flush()

@@ -14,9 +14,13 @@ from bastion.storage import BlobStore, LocalBlobStore, Trashed
 
 
 class XorbStore:
-    def __init__(self, xorbs: BlobStore, shards: BlobStore, by_oid: BlobStore) -> None:
+    def __init__(self, xorbs: BlobStore, shards: BlobStore, by_oid: BlobStore, files: BlobStore | None = None) -> None:
         self.xorbs = xorbs
         self.shards = shards
+        # Xet file hash -> its segments (xorb ranges) as uploaded into this store's region: the database's
+        # registration names the first upload's xorbs, which another region may not hold (deduplication
+        # never crosses regions, and a client may pack the same file into other xorbs).
+        self.files = files
         # LFS oid -> Xet file hash. A small record, not a table: tree listings ask while their route
         # holds a database transaction, and the answer is immutable content.
         self.by_oid = by_oid
@@ -24,7 +28,20 @@ class XorbStore:
     @classmethod
     def local(cls, root: Path, tmp_root: Path) -> XorbStore:
         return cls(LocalBlobStore(root / "xorbs", tmp_root), LocalBlobStore(root / "shards", tmp_root),
-                   LocalBlobStore(root / "by-oid", tmp_root))
+                   LocalBlobStore(root / "by-oid", tmp_root), LocalBlobStore(root / "files", tmp_root))
+
+    def put_file_segments(self, file_hex: str, packed: bytes) -> None:
+        if self.files is not None:
+            self.files.put_verified(file_hex, packed)
+
+    def file_segments(self, file_hex: str) -> bytes | None:
+        if self.files is None:
+            return None
+        try:
+            with self.files.open(file_hex) as fh:
+                return fh.read() or None
+        except FileNotFoundError:
+            return None
 
     def xorb_path(self, xorb_hex: str) -> Path | None:
         """A local file for zero-copy range serving, when the store has one."""
