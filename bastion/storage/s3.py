@@ -333,7 +333,7 @@ def _client(config: S3Config) -> Any:
                                             region_name=config.region_name)
             client = session.client("s3", endpoint_url=config.endpoint_url, config=Config(
                 retries={"total_max_attempts": config.max_attempts, "mode": "standard"},
-                s3={"addressing_style": config.addressing_style},
+                s3={"addressing_style": config.addressing_style}, signature_version="s3v4",
                 connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
                 max_pool_connections=32))
             _clients[config] = client

@@ -6,6 +6,7 @@ that the server's workers run to the end."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import secrets
 
@@ -23,8 +24,8 @@ def _api(server: BastionServer, token: str) -> httpx.Client:
 def _audited(server: BastionServer, action: str) -> list[dict[str, object]]:
     engine = sa.create_engine(f"sqlite:///{server.data_dir / 'bastion.sqlite3'}")
     with engine.connect() as conn:
-        rows = [r for (r,) in conn.execute(sa.text("SELECT details FROM audit_events WHERE action = :a"),
-                                           {"a": action})]
+        rows = [json.loads(r) if isinstance(r, str) else r for (r,) in conn.execute(
+            sa.text("SELECT details FROM audit_events WHERE action = :a"), {"a": action})]
     engine.dispose()
     return rows
 
