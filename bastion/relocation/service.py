@@ -235,6 +235,8 @@ def _git_sync(source: Path, target: Path) -> None:
     """Copy a bare repository (or bring a copy up to date): objects first, then refs, so every ref in the
     copy names objects already there. Whole files only: new git files are written once, then renamed."""
     target.mkdir(parents=True, exist_ok=True)
+    for leftover in target.rglob("*.move-tmp"):  # a copy killed half way
+        leftover.unlink()
     entries = sorted(source.rglob("*"), key=lambda p: (not str(p.relative_to(source)).startswith("objects"), str(p)))
     for src in entries:
         rel = src.relative_to(source)
@@ -249,6 +251,12 @@ def _git_sync(source: Path, target: Path) -> None:
         tmp = dst.with_name(dst.name + ".move-tmp")
         shutil.copy2(src, tmp)
         os.replace(tmp, dst)
+    # Refs deleted in the source since an earlier pass are deleted in the copy too (objects are kept:
+    # unreachable ones are harmless, and git's own gc drops them).
+    for dst in sorted(target.rglob("*"), reverse=True):
+        rel = dst.relative_to(target)
+        if rel.parts[0] in ("refs", "logs", "packed-refs") and dst.is_file() and not (source / rel).exists():
+            dst.unlink()
 
 
 def _copy_objects(hub: Hub, move: RegionMove) -> tuple[int, int]:
