@@ -95,7 +95,8 @@ def main() -> None:
     moto = MotoServer(work / "moto.log").start()
     try:
         bucket = moto.new_bucket("bench")
-        regions = {"default": {}, "s3": {"store": moto.store_settings(bucket)}}
+        # moto assembles a multipart object in one request: give it time on a busy machine.
+        regions = {"default": {}, "s3": {"store": moto.store_settings(bucket, read_timeout=900)}}
         server = BastionServer(work / "srv", env={"BASTION_REGIONS": json.dumps(regions), "BASTION_SCANNERS": "[]",
                                                   "BASTION_MAX_LFS_OBJECT_SIZE": str(8 * 1024 * MiB),
                                                   "BASTION_REGION_MOVE_GRACE_SECONDS": "0"}).start()

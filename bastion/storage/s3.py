@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import math
 import os
 import threading
@@ -25,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from bastion.errors import StorageUnavailable
 from bastion.storage.blobstore import COPY_CHUNK, OID_RE, BlobMismatch, BlobStore, Trashed
 
+log = logging.getLogger("bastion.storage")
 MiB = 1024 * 1024
 MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload
 SSE_MODES = ("AES256", "aws:kms", "aws:kms:dsse")
@@ -82,6 +86,11 @@ class S3Config:
         return args
 
 
+def _unavailable(exc: Exception) -> StorageUnavailable:
+    log.warning("object storage request failed: %s", exc)
+    return StorageUnavailable(f"The object storage of this region failed ({type(exc).__name__}); try again")
+
+
 def _not_found(exc: ClientError) -> bool:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     return code in ("404", "NoSuchKey", "NotFound")
@@ -127,7 +136,9 @@ class S3BlobStore(BlobStore):
         except ClientError as exc:
             if _not_found(exc):
                 return None
-            raise
+            raise _unavailable(exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from None
 
     # ---- reading -----------------------------------------------------------------------------
     def exists(self, oid: str) -> bool:
@@ -146,7 +157,7 @@ class S3BlobStore(BlobStore):
         except ClientError as exc:
             if _not_found(exc):
                 raise FileNotFoundError(oid) from None
-            raise
+            raise _unavailable(exc) from None
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         if end <= start:
@@ -159,7 +170,7 @@ class S3BlobStore(BlobStore):
                 raise FileNotFoundError(key) from None
             if str(exc.response.get("Error", {}).get("Code")) == "InvalidRange":
                 raise ValueError(f"stored object {key} is shorter than {end} bytes") from None
-            raise
+            raise _unavailable(exc) from None
         with body:
             data = body.read()
         if len(data) != end - start:
@@ -206,7 +217,13 @@ class S3BlobStore(BlobStore):
             digest, composite = _digests(staged, self._part_size(size))
             extra = {**self.config.encryption_args(), "Metadata": {"sha256": digest.hex()},
                      "ChecksumAlgorithm": "SHA256"}
-            self.client.upload_file(str(staged), self.config.bucket, dest, ExtraArgs=extra, Config=self.transfer)
+            try:
+                self.client.upload_file(str(staged), self.config.bucket, dest, ExtraArgs=extra, Config=self.transfer)
+            except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+                # A retried request can fail after its first attempt succeeded (a slow multipart
+                # completion): what is stored decides, verified like any upload.
+                if self._head(dest) is None:
+                    raise _unavailable(exc) from None
             self._verify(dest, size, digest, composite)
         finally:
             staged.unlink(missing_ok=True)
@@ -258,8 +275,12 @@ class S3BlobStore(BlobStore):
         if self._head(dest) is not None:
             return False
         digest = hashlib.sha256(data).digest()
-        self.client.put_object(Bucket=self.config.bucket, Key=dest, Body=bytes(data), ChecksumAlgorithm="SHA256",
-                               Metadata={"sha256": digest.hex()}, **self.config.encryption_args())
+        try:
+            self.client.put_object(Bucket=self.config.bucket, Key=dest, Body=bytes(data), ChecksumAlgorithm="SHA256",
+                                   Metadata={"sha256": digest.hex()}, **self.config.encryption_args())
+        except (ClientError, BotoCoreError) as exc:
+            if self._head(dest) is None:
+                raise _unavailable(exc) from None
         self._verify(dest, len(data), digest, None)
         return True
 

@@ -146,3 +146,20 @@ def test_retries_with_backoff_are_configured(moto: MotoServer, tmp_path: Path) -
 def test_bad_s3_settings_are_refused(bad: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         S3Config(**{"bucket": "b-bucket", **bad})  # type: ignore[arg-type]
+
+
+def test_an_unreachable_store_is_a_503_never_a_500(tmp_path: Path) -> None:
+    """Requests are retried; when the service stays unreachable the caller gets StorageUnavailable (503)."""
+    from bastion.errors import StorageUnavailable
+    from tests.conftest import free_port
+
+    config = S3Config(bucket="bastion-gone", endpoint_url=f"http://127.0.0.1:{free_port()}", region_name="us-east-1",
+                      access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY, addressing_style="path",
+                      max_attempts=2, connect_timeout=1, read_timeout=1)
+    store = S3BlobStore(config, tmp_path / "staging", "lfs")
+    with pytest.raises(StorageUnavailable) as failed:
+        store.exists("ab" * 32)
+    assert failed.value.status == 503
+    with pytest.raises(StorageUnavailable):
+        store.put_bytes(b"data")
+    assert not list(tmp_path.joinpath("staging").iterdir())
