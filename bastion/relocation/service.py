@@ -35,7 +35,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bastion import audit
@@ -46,6 +46,7 @@ from bastion.hub import Hub
 from bastion.lfs.models import RepoLfsObject
 from bastion.relocation.models import RegionMove
 from bastion.repos.models import Repo
+from bastion.scanning.models import ScanJob
 from bastion.storage import BlobMismatch, BlobStore
 from bastion.storage.gitstore import MOVED_MARKER
 from bastion.storage.regions import region_of_key, storage_key_in
@@ -356,6 +357,9 @@ def _switch(hub: Hub, move: RegionMove) -> None:
             if repo is None:
                 raise Conflict("the repository was deleted during its move")
             repo.storage_key = move.target_key
+            # Scan jobs queued for git blobs of the repository read them from its new location.
+            session.execute(update(ScanJob).where(ScanJob.storage_key == move.source_key)
+                            .values(storage_key=move.target_key))
             audit.record(session, AuditAction.REPO_UPDATE_REGION, target=("repo", f"{repo.type}/{repo.repo_id}"),
                          namespace=repo.namespace,
                          details={"from": region_of_key(move.source_key), "to": region_of_key(move.target_key),
