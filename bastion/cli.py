@@ -331,12 +331,16 @@ def _storage_gc(grace_hours: float | None, dry_run: bool, data_dir: Path | None)
                 audit.record(session, AuditAction.STORAGE_GC, target=("instance", "storage"), details={
                     "graceHours": hours, "linksRemoved": result.links_removed,
                     "objectsRemoved": result.objects_removed, "objectBytesFreed": result.object_bytes_freed,
-                    "xorbsRemoved": x.xorbs_removed, "xorbBytesFreed": x.bytes_freed})
+                    "xorbsRemoved": x.xorbs_removed, "xorbBytesFreed": x.bytes_freed,
+                    "regionCopiesRemoved": result.region_copies_removed})
     finally:
         hub.close()
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {result.links_removed} repository links to unreachable files and {result.objects_removed} "
                f"LFS objects ({result.object_bytes_freed} bytes)")
+    if result.region_copies_removed:
+        click.echo(f"{verb} {result.region_copies_removed} copies of LFS objects in regions none of whose repositories "
+                   f"links them ({result.region_bytes_freed} bytes)")
     click.echo(f"{verb} {x.xorbs_removed} xorbs ({x.bytes_freed} bytes) and {x.files_removed} "
                f"unreferenced files; {x.xorbs_kept} xorbs kept")
 
@@ -423,6 +427,47 @@ def admin_rescan(repo_id: str, repo_type: str, data_dir: Path | None) -> None:
     finally:
         hub.close()
     click.echo(f"queued {queued} scan jobs", err=True)
+
+
+@admin.command("move-region")
+@click.argument("repo_id")
+@click.argument("region")
+@click.option("--type", "repo_type", type=click.Choice(["model", "dataset", "space"]), default="model")
+@data_dir_option
+def admin_move_region(repo_id: str, region: str, repo_type: str, data_dir: Path | None) -> None:
+    """Move a repository (git objects, LFS objects, Xet xorbs) to another storage region, in the foreground.
+
+    Copies, verifies every object's hash in the destination, switches the repository over atomically
+    (audited repo.update_region), then deletes the source copies. Interrupted (even killed), run it again:
+    it resumes at the step it was in. Readers keep reading from the source until the switch.
+    """
+    from bastion.relocation import service as relocation
+    from bastion.repos import service as repos
+    from bastion.storage.regions import region_of_key
+
+    hub = _admin_hub(data_dir, features=True)
+    try:
+        ns, name = repos.split_repo_id(repo_id)
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())):
+            with transaction(hub.sessions) as session:
+                repo = repos.find_repo(session, repo_type, ns, name)
+                current = relocation.active_move(session, repo.id)
+                if current is not None and region_of_key(current.target_key) == region \
+                        or (current is None and repo.region == region):
+                    move_id = current.id if current is not None else None
+                else:
+                    move_id = relocation.request_move(hub, session, repo, region, f"cli:{_os_user()}").id
+            if move_id is None:
+                click.echo(f"{repo_id} is in the region {region!r}")
+                return
+            state = relocation.run_move(hub, move_id, progress=lambda msg: click.echo(msg, err=True))
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+    if state == "busy":
+        raise click.ClickException("another worker is moving this repository right now; it resumes by itself")
+    click.echo(f"{repo_id}: {state}")
 
 
 @admin.command("add-key")

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     max_total_tree_entries: int = Field(default=1_000_000, ge=1)
     max_lfs_object_size: int = 500 * 1024 * MiB
     upload_url_ttl_seconds: int = 3600
+    # Downloads of LFS objects at least this large, held in an S3 store, answered with a redirect to a
+    # short-lived pre-signed URL of the region's store (authorization decided first; never cached by a
+    # shared cache). Off by default: every byte then flows through Bastion.
+    presigned_downloads: bool = False
+    presigned_download_min_bytes: int = Field(default=100 * MiB, ge=0)
+    presigned_url_ttl_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
 
     # Xet CAS. The CAS URL handed to clients defaults to this server's own base URL (CAS mounted in
     # the app); set it to run the CAS routes behind another host name or on separate replicas.

@@ -159,6 +159,13 @@ class MailLinksUnavailable(BastionError):
     code = "MailLinksUnavailable"
 
 
+class StorageUnavailable(BastionError):
+    """A storage region's object store failed (after its retries): the request may be tried again."""
+
+    status = 503
+    code = "StorageUnavailable"
+
+
 class NotImplementedFeature(BastionError):
     status = 501
     code = "NotImplemented"

@@ -12,6 +12,7 @@ import bastion.community.models  # noqa: F401
 import bastion.gating.models  # noqa: F401
 import bastion.lfs.models  # noqa: F401
 import bastion.orgs.models  # noqa: F401
+import bastion.relocation.models  # noqa: F401
 import bastion.repos.models  # noqa: F401
 import bastion.scanning.models  # noqa: F401
 import bastion.signing.models  # noqa: F401

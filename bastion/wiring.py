@@ -23,6 +23,7 @@ Hooks and ports (owner ← provider):
 - accounts.service.verified_emails_changed_hooks ← signing.service
 - audit.worker.org_periods (each org's audit retention) ← orgs.service
 - audit.checkpoints (the instance key that signs checkpoints) ← signing.service.install
+- scanning.queue.queue_extensions / sweep_hooks (durable jobs on the scan workers) ← relocation.queue
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ PROVIDERS = (
     "bastion.signing.service",
     "bastion.scanning.enqueue",
     "bastion.scanning.verdicts",
+    "bastion.relocation.queue",
 )
 
 

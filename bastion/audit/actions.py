@@ -136,3 +136,8 @@ class AuditAction(StrEnum):
     # Reading the logs: an org's log exported (the Hub's name; hidden from the default view), the instance log's.
     ORG_AUDIT_LOG_EXPORT = "org.audit_log.export"
     INSTANCE_AUDIT_LOG_EXPORT = "instance.audit_log.export"
+    # Storage regions: a repository moved to another region (after its bytes were copied and verified),
+    # and the region new repositories of an org or a resource group are created in.
+    REPO_UPDATE_REGION = "repo.update_region"
+    ORG_DEFAULT_REGION = "org.settings.default_region"
+    RESOURCE_GROUP_DEFAULT_REGION = "resource_group.settings.default_region"

@@ -33,6 +33,9 @@ from bastion.lfs.models import RepoLfsObject
 from bastion.lfs.service import use_linked_objects
 from bastion.repos import objects as repo_objects
 from bastion.repos.models import Repo
+from bastion.repos.service import repo_region
+from bastion.storage import StoredBlobObject
+from bastion.storage.regions import DEFAULT_REGION, region_of_key
 
 
 class ObjectNotLinked(EntryNotFound):
@@ -53,10 +56,10 @@ class StoredObject(Protocol):
     def iter_bytes(self, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
 
 
-# Stores consulted, in order, for an object the blob store does not hold: (hub, session, oid) -> the
-# object, or None. Registered once per process by the feature that owns the store (bastion.xet.content,
-# imported by the app factory, the workers and the storage commands).
-ObjectStore = Callable[[Hub, Session, str], StoredObject | None]
+# Stores consulted, in order, for an object the blob store does not hold: (hub, session, oid, region) ->
+# the object held in that region, or None. Registered once per process by the feature that owns the
+# store (bastion.xet.content, imported by the app factory, the workers and the storage commands).
+ObjectStore = Callable[[Hub, Session, str, str], StoredObject | None]
 object_stores: list[ObjectStore] = []
 
 
@@ -76,22 +79,38 @@ def holds_link(session: Session, repo_id: int | None, oid: str) -> bool:
     return session.scalar(q.limit(1)) is not None
 
 
+def _holder_regions(hub: Hub, session: Session, repo_id: int | None, oid: str) -> list[str]:
+    """The regions to read the object from: the repository's (its bytes live only there), or for
+    ANY_HOLDER those of every repository holding a link."""
+    if repo_id is not ANY_HOLDER:
+        return [repo_region(hub, repo_id, session)]
+    keys = session.scalars(select(Repo.storage_key).join(RepoLfsObject, RepoLfsObject.repo_id == Repo.id)
+                           .where(RepoLfsObject.oid == oid))
+    return sorted({region_of_key(k) for k in keys})
+
+
 def _locate(hub: Hub, session: Session, repo_id: int | None, oid: str) -> Path | StoredObject | None:
-    """Where the object's bytes are, after the link check: a blob-store file, an object a registered
-    store holds, or None when it is linked but stored nowhere (collected). ObjectNotLinked when the
-    repository holds no link to it."""
+    """Where the object's bytes are in the repository's region, after the link check: a blob-store
+    file, an object a registered store holds, or None when it is linked but stored nowhere there
+    (collected). ObjectNotLinked when the repository holds no link to it."""
     if not holds_link(session, repo_id, oid):
         raise ObjectNotLinked(f"Object {oid} does not exist in this repository")
-    path = hub.blobs.local_path(oid)
-    if path is not None:
-        return path
     if not object_stores:
         # Never answer "stored nowhere" because a store was not registered in this process.
         raise RuntimeError("no object store registered beside the blob store (import bastion.xet.content)")
-    for store in object_stores:
-        found = store(hub, session, oid)
-        if found is not None:
-            return found
+    for region in _holder_regions(hub, session, repo_id, oid):
+        blobs = hub.blobs_in(region)
+        path = blobs.local_path(oid)
+        if path is not None:
+            return path
+        stored = blobs.stored_object(oid)  # a store without local files (S3): read by ranges
+        if stored is not None:
+            stored.region = region
+            return stored
+        for store in object_stores:
+            found = store(hub, session, oid, region)
+            if found is not None:
+                return found
     return None
 
 
@@ -128,14 +147,16 @@ def _iter_path(path: Path, limit: int | None) -> Iterator[bytes]:
 
 
 @contextmanager
-def as_file(hub: Hub, found: Path | StoredObject) -> Iterator[Path]:
+def as_file(hub: Hub, found: Path | StoredObject, region: str = DEFAULT_REGION) -> Iterator[Path]:
     """What locate() found as a file: its blob-store file, or a temporary file the stored object is
-    written into, removed when the caller is done."""
+    written into (in the staging folder of `region`, the one the object lives in), removed when the
+    caller is done."""
     if isinstance(found, Path):
         yield found
         return
-    hub.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=hub.settings.tmp_dir, prefix="object-read-")
+    spool = hub.staging_dir(getattr(found, "region", None) or region)
+    spool.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=spool, prefix="object-read-")
     try:
         with os.fdopen(fd, "wb") as fh:
             for piece in found.iter_bytes():
@@ -156,6 +177,9 @@ def object_response(hub: Hub, repo_id: int, oid: str, request: Request, headers:
         # StoredFileResponse answers HEAD and honours Range (206/416).
         return StoredFileResponse(found, headers=headers, media_type="application/octet-stream",
                                   content_disposition_type="inline")
+    redirect = _presigned_redirect(hub, found, headers)
+    if redirect is not None:
+        return redirect
     stored: StoredObject = found
     headers = {**headers, "Accept-Ranges": "bytes"}
     status, start, end = 200, 0, stored.size
@@ -168,6 +192,22 @@ def object_response(hub: Hub, repo_id: int, oid: str, request: Request, headers:
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
     return StreamingResponse(stored.iter_bytes(start, end), status_code=status, headers=headers,
                              media_type="application/octet-stream")
+
+
+def _presigned_redirect(hub: Hub, found: StoredObject, headers: dict[str, str]) -> Response | None:
+    """With BASTION_PRESIGNED_DOWNLOADS, a large object of an S3 store is served by a redirect to a
+    short-lived pre-signed URL of that store. The caller decided authorization (and the download guards)
+    already; the redirect is private to this request (`Cache-Control: private, no-store`), so no shared
+    cache hands it to anyone else."""
+    settings = hub.settings
+    if not settings.presigned_downloads or not isinstance(found, StoredBlobObject) \
+            or found.size < settings.presigned_download_min_bytes:
+        return None
+    presign = getattr(found.store, "presigned_url", None)
+    if presign is None:
+        return None
+    url = presign(found.key, settings.presigned_url_ttl_seconds, headers.get("Content-Disposition"))
+    return Response(status_code=302, headers={**headers, "Location": url, "Cache-Control": "private, no-store"})
 
 
 class _Provider:

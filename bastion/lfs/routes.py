@@ -25,6 +25,7 @@ from bastion.lfs.content import object_response
 from bastion.lfs.models import LfsMultipartUpload
 from bastion.repos import guards
 from bastion.repos.routes import load_repo
+from bastion.repos.service import repo_region
 from bastion.storage import BlobMismatch
 
 router = APIRouter()
@@ -215,8 +216,10 @@ async def upload_basic(token: str, request: Request) -> Response:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) != size:
         raise BadRequest(f"Content-Length {declared} does not match the announced size {size}")
+    # Staged and stored in the repository's region only.
+    region = await run_in_threadpool(repo_region, hub, claims["repo_id"])
     try:
-        await hub.blobs.put_stream(request.stream(), oid, size)
+        await hub.blobs_in(region).put_stream(request.stream(), oid, size)
     except BlobMismatch as exc:
         raise BadRequest(f"Upload rejected: {exc}") from None
 

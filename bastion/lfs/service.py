@@ -31,6 +31,7 @@ from bastion.hub import Hub
 from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsMultipartPart, LfsMultipartUpload, LfsObject, RepoLfsObject
 from bastion.repos.models import Repo
+from bastion.repos.service import repo_region
 from bastion.storage import BlobMismatch
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -152,13 +153,13 @@ def sweep_abandoned_multipart(hub: Hub, session: Session, now: float | None = No
     """Drop multipart uploads older than their URLs' lifetime plus an hour; returns the upload ids."""
     now = time.time() if now is None else now
     cutoff = now - hub.settings.upload_url_ttl_seconds - 3600
-    staging_dir = hub.settings.tmp_dir / "multipart"
     stale = list(session.scalars(select(LfsMultipartUpload.id).where(
         LfsMultipartUpload.created_at < datetime.fromtimestamp(cutoff, UTC))))
     if stale:
         session.execute(delete(LfsMultipartUpload).where(LfsMultipartUpload.id.in_(stale)))
     gone: list[Path] = []
-    for path in staging_dir.glob("*") if staging_dir.is_dir() else []:
+    staged = [p for region in sorted(hub.regions) for p in _multipart_dir(hub, region).glob("*")]
+    for path in staged:
         try:
             # Parts update the file's mtime: an old file belongs to an upload no one can finish
             # (expired, or its repo deleted with the row).
@@ -170,6 +171,10 @@ def sweep_abandoned_multipart(hub: Hub, session: Session, now: float | None = No
     return stale
 
 
+def _multipart_dir(hub: Hub, region: str) -> Path:
+    return hub.staging_dir(region) / "multipart"
+
+
 def _start_multipart(hub: Hub, session: Session, repo: Repo, user_id: int, obj: BatchObject,
                      base_url: str) -> dict[str, Any]:
     settings = hub.settings
@@ -179,7 +184,7 @@ def _start_multipart(hub: Hub, session: Session, repo: Repo, user_id: int, obj: 
     chunk = settings.multipart_chunk_size
     parts = max(1, math.ceil(obj.size / chunk))
     upload_id = secrets.token_hex(16)
-    staging_dir = settings.tmp_dir / "multipart"
+    staging_dir = _multipart_dir(hub, repo.region)  # parts are staged in the repository's region
     staging_dir.mkdir(parents=True, exist_ok=True)
     staging = staging_dir / upload_id
     with staging.open("wb") as fh:
@@ -304,7 +309,7 @@ def complete_multipart(hub: Hub, upload_id: str, parts_listed: int) -> None:
     SQLite's write lock), then the object is linked and the upload forgotten."""
     with transaction(hub.sessions) as session:
         taken = _take_for_completion(session, upload_id, parts_listed)
-    staged = hub.blobs.staged_at(Path(taken.staging_path))
+    staged = hub.blobs_in(repo_region(hub, taken.repo_id)).staged_at(Path(taken.staging_path))
     with _running_lock:
         hasher, done = _running.pop(taken.id, (None, 0))
     if hasher is not None and done == taken.size:

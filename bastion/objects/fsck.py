@@ -23,11 +23,13 @@ from bastion.db import transaction
 from bastion.hub import Hub
 from bastion.lfs.models import LfsObject
 from bastion.storage import BlobStore
+from bastion.storage.regions import DEFAULT_REGION
 from bastion.xet.content import XetObject
 from bastion.xet.errors import XorbFormatError
 from bastion.xet.hashing import hash_to_hex, hex_to_hash
 from bastion.xet.models import XetFile, XetXorb
-from bastion.xet.service import load_xorbs, unpack_segments, xorb_store
+from bastion.xet.service import load_xorbs, region_segments, unpack_segments, xorb_store
+from bastion.xet.store import XorbStore
 from bastion.xet.xorb import parse_xorb
 
 BLOCK = 8 << 20
@@ -74,9 +76,9 @@ def _check_lfs(hub: Hub, report: Section, progress: Callable[[str], None]) -> No
     with transaction(hub.sessions, readonly=True) as session:
         sizes = dict(session.execute(select(LfsObject.oid, LfsObject.size)).all())
     on_disk = set()
-    for oid in hub.blobs.stored_keys():
+    for blobs, oid in ((hub.blobs_in(r), oid) for r in sorted(hub.regions) for oid in hub.blobs_in(r).stored_keys()):
         on_disk.add(oid)
-        digest, size = _sha256_of(_read_blocks(hub.blobs, oid))
+        digest, size = _sha256_of(_read_blocks(blobs, oid))
         report.checked += 1
         if digest != oid:
             report.report(oid, f"sha256 mismatch: the stored bytes hash to {digest}")
@@ -93,12 +95,18 @@ def _check_lfs(hub: Hub, report: Section, progress: Callable[[str], None]) -> No
             if row is None:
                 report.report(oid, "missing: recorded in the database, stored nowhere")
                 continue
-            segments = unpack_segments(row.segments)
+            # The region holding its chunks (the first whose own segments' first xorb it stores).
+            region, segments = DEFAULT_REGION, unpack_segments(row.segments)
+            for r in sorted(hub.regions):
+                segs = region_segments(hub, r, row)
+                if segs and xorb_store(hub, r).has_xorb(hash_to_hex(segs[0].xorb_hash)):
+                    region, segments = r, segs
+                    break
             xorbs = load_xorbs(session, {hash_to_hex(s.xorb_hash) for s in segments})
         if any(s.xorb_hash not in xorbs for s in segments):
             report.report(oid, "missing: a xorb of its Xet reconstruction is not stored")
             continue
-        obj = XetObject(hub, int(row.size), segments, {h: x.layout for h, x in xorbs.items()})
+        obj = XetObject(hub, int(row.size), segments, {h: x.layout for h, x in xorbs.items()}, region)
         try:
             digest, n = _sha256_of(obj.iter_bytes())
         except (ValueError, XorbFormatError, OSError) as exc:
@@ -111,10 +119,18 @@ def _check_lfs(hub: Hub, report: Section, progress: Callable[[str], None]) -> No
 
 
 def _check_xet(hub: Hub, report: FsckReport, progress: Callable[[str], None]) -> None:
-    store = xorb_store(hub)
     with transaction(hub.sessions, readonly=True) as session:
         recorded = dict(session.execute(select(XetXorb.hash, XetXorb.size)).all())
-    on_disk = set()
+    on_disk: set[str] = set()
+    for region in sorted(hub.regions):
+        _check_xet_region(xorb_store(hub, region), recorded, on_disk, report, progress)
+    for key in sorted(set(recorded) - on_disk):
+        report.xorbs.checked += 1
+        report.xorbs.report(key, "missing: recorded in the database, stored nowhere")
+
+
+def _check_xet_region(store: XorbStore, recorded: dict[str, int], on_disk: set[str], report: FsckReport,
+                      progress: Callable[[str], None]) -> None:
     for key in store.xorbs.stored_keys():
         on_disk.add(key)
         report.xorbs.checked += 1
@@ -129,9 +145,6 @@ def _check_xet(hub: Hub, report: FsckReport, progress: Callable[[str], None]) ->
             report.xorbs.report(key, f"size mismatch: {len(data)} bytes stored, {recorded[key]} recorded")
         if report.xorbs.checked % 100 == 0:
             progress(f"xorbs: {report.xorbs.checked} checked")
-    for key in sorted(set(recorded) - on_disk):
-        report.xorbs.checked += 1
-        report.xorbs.report(key, "missing: recorded in the database, stored nowhere")
     for key in store.shards.stored_keys():
         report.shards.checked += 1
         digest, _ = _sha256_of(_read_blocks(store.shards, key))

@@ -19,19 +19,20 @@ Three steps, each safe against concurrent uploads and commits:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pygit2
 from sqlalchemy import delete, exists, select
+from sqlalchemy.orm import Session
 
 from bastion.db import transaction, utcnow
 from bastion.hub import Hub
 from bastion.lfs.models import LfsObject, RepoLfsObject
 from bastion.repos.models import Repo
 from bastion.storage.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
+from bastion.storage.regions import region_of_key
 from bastion.xet import service as xet
 from bastion.xet.models import XetFile, XetFileXorb
 
@@ -44,6 +45,8 @@ class StorageGcResult:
     links_removed: int = 0
     objects_removed: int = 0
     object_bytes_freed: int = 0
+    region_copies_removed: int = 0  # copies in a region none of whose repos links them any more
+    region_bytes_freed: int = 0
     xet: xet.GcResult | None = None
 
 
@@ -147,6 +150,11 @@ def _remove_unlinked_objects(hub: Hub, cutoff: datetime, dry_run: bool,
             if files:
                 session.execute(delete(XetFileXorb).where(XetFileXorb.file_hash.in_(files)))
                 session.execute(delete(XetFile).where(XetFile.file_hash.in_(files)))
+        for r in sorted(hub.regions):  # the files' segment records of every region
+            records = xet.xorb_store(hub, r)
+            for fh in files:
+                if records.files is not None:
+                    records.files.delete(fh)
         for oid, size in gone:
             store.unindex_file(oid)
             _discard_blob(hub, oid, cutoff)
@@ -155,18 +163,49 @@ def _remove_unlinked_objects(hub: Hub, cutoff: datetime, dry_run: bool,
 
 
 def _discard_blob(hub: Hub, oid: str, cutoff: datetime) -> None:
-    """Move the object's file aside, then delete it unless an upload touched it or registered the
-    object again meanwhile (an upload of existing bytes refreshes the file's mtime)."""
-    trash = hub.blobs.trash(oid)
+    """In every region: move the object's file aside, then delete it unless an upload touched it or
+    registered the object again meanwhile (an upload of existing bytes refreshes the file's mtime)."""
+    for region in sorted(hub.regions):
+        _discard_in(hub, region, oid, cutoff, lambda session: session.get(LfsObject, oid) is not None)
+
+
+def _discard_in(hub: Hub, region: str, oid: str, cutoff: datetime, again: Callable[[Session], bool]) -> bool:
+    blobs = hub.blobs_in(region)
+    trash = blobs.trash(oid)
     if trash is None:
-        return
-    touched = os.stat(trash).st_mtime >= cutoff.timestamp()
+        return False
+    touched = trash.mtime >= cutoff.timestamp()
     with transaction(hub.sessions, readonly=True) as session:
-        again = session.get(LfsObject, oid) is not None
-    if touched or again:
-        hub.blobs.restore(oid, trash)
+        kept = touched or again(session)
+    if kept:
+        blobs.restore(oid, trash)
     else:
-        trash.unlink(missing_ok=True)
+        trash.discard()
+    return not kept
+
+
+def _sweep_regions(hub: Hub, cutoff: datetime, dry_run: bool) -> tuple[int, int]:
+    """With several regions: an object stored in a region that no repository of that region links any
+    more (the repos there dropped it, or moved away) is removed from that region's store, as step 2
+    removes an object no repository links at all. Returns (count, bytes)."""
+    if len(hub.regions) < 2:
+        return 0, 0
+    removed = freed = 0
+    for region in sorted(hub.regions):
+        blobs = hub.blobs_in(region)
+        for oid in list(blobs.stored_keys()):
+            def linked_here(session: Session, oid: str = oid, region: str = region) -> bool:
+                keys = session.scalars(select(Repo.storage_key).join(
+                    RepoLfsObject, RepoLfsObject.repo_id == Repo.id).where(RepoLfsObject.oid == oid))
+                return any(region_of_key(k) == region for k in keys)
+
+            with transaction(hub.sessions, readonly=True) as session:
+                if linked_here(session):
+                    continue
+            size = blobs.size(oid) or 0
+            if dry_run or _discard_in(hub, region, oid, cutoff, linked_here):
+                removed, freed = removed + 1, freed + size
+    return removed, freed
 
 
 def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,
@@ -176,6 +215,7 @@ def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,
     result = StorageGcResult()
     result.links_removed, unlinking = _unlink_unreachable(hub, cutoff, dry_run)
     result.objects_removed, result.object_bytes_freed = _remove_unlinked_objects(hub, cutoff, dry_run, unlinking)
+    result.region_copies_removed, result.region_bytes_freed = _sweep_regions(hub, cutoff, dry_run)
     result.xet = xet.collect_garbage(hub, grace, dry_run=dry_run, on_progress=on_progress)
     log.info("storage gc: %d links, %d objects (%d bytes) removed", result.links_removed, result.objects_removed,
              result.object_bytes_freed)

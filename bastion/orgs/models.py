@@ -41,6 +41,8 @@ class Organization(Base):
     delegate_protection_changes: Mapped[bool] = mapped_column(Boolean, default=False)
     # Days the org's audit events are kept (null: the instance's period); enforced by bastion.audit.retention.
     audit_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The storage region new repositories are created in (None: the instance's default region).
+    default_region: Mapped[str | None] = mapped_column(String(24), nullable=True)
 
 
 class OrgMember(Base):
@@ -80,6 +82,8 @@ class ResourceGroup(Base):
     name: Mapped[str] = mapped_column(String(200))
     name_lower: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(String(500), default="")
+    # The storage region new repositories of this group are created in (None: the org's default).
+    default_region: Mapped[str | None] = mapped_column(String(24), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property

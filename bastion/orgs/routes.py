@@ -21,6 +21,7 @@ from bastion.db import transaction
 from bastion.errors import BadRequest
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, ResourceGroup
+from bastion.storage.regions import DEFAULT_REGION, check_region
 
 router = APIRouter()
 T = TypeVar("T")
@@ -49,6 +50,7 @@ async def _in_thread(fn: Callable[[], T]) -> T:
 def group_payload(session: Session, group: ResourceGroup, principal: Principal, *,
                   detail: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"id": group.public_id, "name": group.name, "description": group.description,
+                           "defaultRegion": group.default_region,
                            **{k: v for k, v in orgs.resource_group_payload(session, group).items() if k == "numUsers"}}
     if detail:
         out["users"] = [{"user": u.name, "role": role} for u, role in orgs.group_members(session, group)]
@@ -64,7 +66,8 @@ def settings_payload(org: Organization) -> dict[str, Any]:
             "secretPushProtection": org.secret_push_protection,
             "secretPushProtectionMode": org.secret_push_protection_mode,
             "delegateProtectionChanges": org.delegate_protection_changes,
-            "auditLogRetentionDays": org.audit_retention_days}
+            "auditLogRetentionDays": org.audit_retention_days,
+            "defaultRegion": org.default_region or DEFAULT_REGION}
 
 
 # ---- organizations --------------------------------------------------------------------------
@@ -235,9 +238,17 @@ async def put_settings(name: str, request: Request, principal: Principal = Depen
             if "auditLogRetentionDays" in data:
                 orgs.set_audit_retention(session, org, data["auditLogRetentionDays"],
                                          hub_of(request).settings.audit_retention_days)
+            if "defaultRegion" in data:
+                orgs.set_default_region(session, org, _region_setting(request, data["defaultRegion"]))
             return settings_payload(org)
 
     return JSONResponse(await _in_thread(run))
+
+
+def _region_setting(request: Request, value: object) -> str | None:
+    """A default region as stored: None for the instance's default; a 400 naming the regions for another."""
+    region = check_region(value, hub_of(request).regions)
+    return None if region in (None, DEFAULT_REGION) else region
 
 
 def apply_settings(session: Session, org: Organization, data: dict[str, Any]) -> None:
@@ -311,6 +322,9 @@ async def rename_group(name: str, group_id: str, request: Request,
             group = orgs.get_group(session, org, group_id)
             orgs.rename_group(session, org, group, _str(data, "name") if "name" in data else group.name,
                               _str(data, "description") if "description" in data else None)
+            if "defaultRegion" in data:  # beyond the Hub: new repositories of the group go to this region
+                orgs.set_group_default_region(session, org, group, check_region(data["defaultRegion"],
+                                                                                hub_of(request).regions))
             return group_payload(session, group, principal)
 
     return JSONResponse(await _in_thread(run))

@@ -440,6 +440,28 @@ def audit_retention_periods(session: Session) -> dict[str, int]:
 
 audit_worker.org_periods = audit_retention_periods
 AUDIT_RETENTION_CHOICES = audit_retention.ORG_CHOICES
+def set_default_region(session: Session, org: Organization, region: str | None) -> None:
+    """The storage region new repositories of the org are created in (None: the instance's default).
+    The caller checked that the instance has the region."""
+    if region != org.default_region:
+        audit.record(session, AuditAction.ORG_DEFAULT_REGION, target=("org", org.name), namespace=org.name,
+                     details={"from": org.default_region, "to": region})
+        org.default_region = region
+
+
+def default_region(session: Session, org_id: int, group: ResourceGroup | None = None) -> str | None:
+    """Where a new repository of the org (in `group`) goes: the group's region, else the org's; None:
+    the instance's default."""
+    if group is not None and group.default_region:
+        return group.default_region
+    return session.scalar(select(Organization.default_region).where(Organization.id == org_id))
+
+
+def set_group_default_region(session: Session, org: Organization, group: ResourceGroup, region: str | None) -> None:
+    if region != group.default_region:
+        audit.record(session, AuditAction.RESOURCE_GROUP_DEFAULT_REGION, target=("resource_group", group.public_id),
+                     namespace=org.name, details={"from": group.default_region, "to": region})
+        group.default_region = region
 
 
 def repo_private_on_create(org: OrgFacts, private: bool | None) -> bool:

@@ -253,6 +253,7 @@ def repo_info(repo: Repo, git: GitRepo, commit: pygit2.Commit, *, expand: list[s
         "gated": repo.gated or False, "disabled": False, "downloads": repo.downloads,
         "downloadsAllTime": repo.downloads, "likes": repo.likes, "tags": [], "siblings": files,
         "usedStorage": sum(f.get("size", 0) for f in files) if blobs else None, "trendingScore": 0,
+        "region": repo.region,  # the storage region its bytes live in
     }
     if repo.type == "model":
         full.update({"library_name": None, "pipeline_tag": None, "safetensors": None})

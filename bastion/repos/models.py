@@ -9,6 +9,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, U
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.db import Base, UTCDateTime, utcnow
+from bastion.storage.regions import region_of_key
 
 REPO_TYPES = ("model", "dataset", "space")
 
@@ -43,6 +44,11 @@ class Repo(Base):
     last_modified: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     downloads: Mapped[int] = mapped_column(Integer, default=0)
     likes: Mapped[int] = mapped_column(Integer, default=0)
+
+    @property
+    def region(self) -> str:
+        """The storage region its bytes live in, named by its storage key (bastion.storage.regions)."""
+        return region_of_key(self.storage_key)
 
     @property
     def repo_id(self) -> str:

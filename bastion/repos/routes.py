@@ -42,7 +42,7 @@ from bastion.orgs import service as orgs
 from bastion.repos import annotations, browse, cards, commit, protection, refs, service, upload_policy
 from bastion.repos.models import Repo
 from bastion.storage.gitstore import validate_path
-from bastion.storage.regions import check_region
+from bastion.storage.regions import DEFAULT_REGION, check_region
 
 if TYPE_CHECKING:
     from bastion.accounts.models import User
@@ -135,7 +135,7 @@ async def create_repo(request: Request, principal: Principal = Depends(current_p
     if group_id is not None:
 
         group_pk = orgs.parse_group_id(group_id)
-    check_region(data.get("region"))
+    region = check_region(data.get("region"), hub.regions)
     sdk = _space_fields(data, repo_type)
 
     def run() -> Repo:
@@ -155,8 +155,13 @@ async def create_repo(request: Request, principal: Principal = Depends(current_p
                 raise NotFound("Resource group not found")
             private = orgs.repo_private_on_create(ns.org, requested_private) if ns.org is not None \
                 else bool(requested_private)
+            # The region asked for, else the resource group's, else the org's, else the instance's default.
+            where = region or (orgs.default_region(session, ns.org.id, group) if ns.org is not None else None)
+            if where is not None and where not in hub.regions:
+                raise BadRequest(f"The default storage region {where!r} of this organization is not configured on "
+                                 f"this instance (regions: {', '.join(sorted(hub.regions))})")
             return service.create_repo(hub, session, _actor(session, principal), ns, name, repo_type, private,
-                                       sdk=sdk)
+                                       sdk=sdk, region=where or DEFAULT_REGION)
 
     try:
         repo = await _run(run)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
-import secrets
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from bastion.orgs import service as orgs
 from bastion.repos import protection, tree_rules
 from bastion.repos.models import REPO_TYPES, PurgedLfsObject, Repo, RepoRedirect
 from bastion.storage.gitstore import GitRepo, signature
+from bastion.storage.regions import DEFAULT_REGION, region_of_key
 
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}$")
 TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -127,6 +127,17 @@ def repo_ref(repo: Repo, viewer_id: int | None = None) -> RepoRef:
     return RepoRef(id=repo.id, namespace=repo.namespace, owner_user_id=repo.owner_user_id, private=repo.private,
                    type=repo.type, name=repo.name, org=org, group=group, creator_user_id=repo.creator_user_id,
                    gate=gate)
+
+
+def repo_region(hub: Hub, repo_id: int | None, session: Session | None = None) -> str:
+    """The storage region of repository `repo_id` (the default for a repository gone meanwhile)."""
+    if session is None:
+        from bastion.db import transaction
+
+        with transaction(hub.sessions, readonly=True) as own:
+            return repo_region(hub, repo_id, own)
+    key = session.scalar(select(Repo.storage_key).where(Repo.id == repo_id)) if repo_id is not None else None
+    return region_of_key(key) if key else DEFAULT_REGION
 
 
 def repo_by_id(session: Session, repo_id: object) -> Repo | None:
@@ -233,8 +244,9 @@ def transfer_ref(session: Session, repo: Repo, to_namespace: str, to_name: str) 
 
 
 def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef, name: str,
-                repo_type: str, private: bool, *, sdk: str | None = None) -> Repo:
-    """A new repository with its initial commit. `sdk`: a Space's SDK (shown in its info)."""
+                repo_type: str, private: bool, *, sdk: str | None = None, region: str = DEFAULT_REGION) -> Repo:
+    """A new repository with its initial commit. `sdk`: a Space's SDK (shown in its info). `region`: the
+    storage region every byte of it lives in (named by its storage key)."""
     validate_repo_name(name)
     parse_repo_type(repo_type)
     if namespace.owner_user_id is None and namespace.org is None:
@@ -245,7 +257,8 @@ def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef
         raise Conflict(f"You already created this {repo_type} repo")
     repo = Repo(type=repo_type, namespace=namespace.name, namespace_lower=namespace.name.lower(), name=name,
                 name_lower=name.lower(), owner_user_id=namespace.owner_user_id, private=private,
-                storage_key=secrets.token_hex(16), settings={"sdk": sdk} if sdk else {}, creator_user_id=actor.id,
+                storage_key=hub.new_storage_key(region), settings={"sdk": sdk} if sdk else {},
+                creator_user_id=actor.id,
                 owner_org_id=namespace.org.id if namespace.org else None,
                 resource_group_id=namespace.group.id if namespace.group else None)
     session.add(repo)
@@ -259,7 +272,7 @@ def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef
     git = GitRepo.init(hub.git_path(repo.storage_key), signature(actor.name, actor.email),
                        sign=commit_path.commit_signer)
     audit.record(session, AuditAction.REPO_CREATE, target=("repo", f"{repo_type}/{repo.repo_id}"),
-                 namespace=repo.namespace, details={"private": private, "type": repo_type,
+                 namespace=repo.namespace, details={"private": private, "type": repo_type, "region": region,
                                                     **({"resourceGroupId": namespace.group.public_id}
                                                        if namespace.group else {})})
 

@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextvars import copy_context
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -41,6 +41,7 @@ from bastion.scanning.scanners.secrets import (
 from bastion.scanning.scanners.secrets import SCANNER_VERSION as SECRETS_VERSION
 from bastion.scanning.scanners.secrets import to_scan_result as to_secrets_result
 from bastion.storage.gitstore import LFS_POINTER_MAX, LFS_POINTER_MIN, GitRepo, parse_lfs_pointer
+from bastion.storage.regions import DEFAULT_REGION, region_of_key
 
 ISSUE_VERDICTS = frozenset({Verdict.UNSAFE, Verdict.SUSPICIOUS, Verdict.CAUTION})
 
@@ -63,12 +64,29 @@ class IsolatedScanner(Scanner, Protocol):
     def scan_isolated(self, source: Path | bytes, name: str, limits: ProcessLimits) -> ScanResult: ...
 
 
+# The spool folder of the scan running in this context: the staging folder of the region the scanned
+# bytes live in (run_scanner sets it), so inflated members are written only in that region.
+scan_spool: ContextVar[Path | None] = ContextVar("bastion_scan_spool", default=None)
+
+
+def _spool(default: str | None) -> str | None:
+    current = scan_spool.get()
+    return str(current) if current is not None else default
+
+
 class PickleScannerAdapter:
     name = "pickle"
 
     def __init__(self, spool_dir: Path | None = None) -> None:
-        self.spool_dir = str(spool_dir) if spool_dir is not None else None
-        self.scanner = PickleScanner(spool_dir=self.spool_dir)
+        self._spool_dir = str(spool_dir) if spool_dir is not None else None
+
+    @property
+    def spool_dir(self) -> str | None:
+        return _spool(self._spool_dir)
+
+    @property
+    def scanner(self) -> PickleScanner:
+        return PickleScanner(spool_dir=self.spool_dir)
 
     def version(self) -> str:
         return PICKLE_VERSION
@@ -95,7 +113,11 @@ class FormatScannerAdapter:
     name = "format"
 
     def __init__(self, spool_dir: Path | None = None) -> None:
-        self.spool_dir = str(spool_dir) if spool_dir is not None else None
+        self._spool_dir = str(spool_dir) if spool_dir is not None else None
+
+    @property
+    def spool_dir(self) -> str | None:
+        return _spool(self._spool_dir)
 
     def version(self) -> str:
         return model_formats.SCANNER_VERSION
@@ -253,10 +275,35 @@ def run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, found: Path | StoredOb
     OS limits in the settings; over one, the verdict is `error` saying which."""
     isolated = isinstance(scanner, IsolatedScanner)
     limits = scan_limits(hub.settings)
+    region = _region_of(hub, ref, found)
+    spool = hub.staging_dir(region)
+    spool.mkdir(parents=True, exist_ok=True)
+    token = scan_spool.set(spool)
+    try:
+        return _run_scanner(hub, scanner, ref, found, path, isolated, limits, region)
+    finally:
+        scan_spool.reset(token)
 
+
+def _region_of(hub: Hub, ref: BlobRef, found: Path | StoredObject | None) -> str:
+    """The region the scanned bytes live in: its spool files are written there and nowhere else."""
+    if ref.kind == "git" or found is None:
+        return region_of_key(ref.storage_key or "")
+    region = getattr(found, "region", None)
+    if isinstance(region, str):
+        return region
+    if isinstance(found, Path):
+        for name in hub.regions:
+            if found.is_relative_to(hub.places(name).base):
+                return name
+    return DEFAULT_REGION
+
+
+def _run_scanner(hub: Hub, scanner: Scanner, ref: BlobRef, found: Path | StoredObject | None, path: str,
+                 isolated: bool, limits: ProcessLimits, region: str) -> ScanResult:
     def work() -> ScanResult:
         if found is not None:
-            with as_file(hub, found) as local:  # a Xet-stored file is reconstructed for the scan
+            with as_file(hub, found, region) as local:  # a Xet-stored file is reconstructed for the scan
                 if isinstance(scanner, IsolatedScanner):
                     # Named by its path in the repository, like a git blob, not by its storage name.
                     return scanner.scan_isolated(local, path or local.name, limits)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from huey import RedisHuey, SqliteHuey
@@ -43,6 +44,8 @@ class ScanQueue:
 
         self.task = self.huey.task(name="scan_job")(scan_job)
         self.batch_task = self.huey.task(name="scan_jobs")(scan_jobs)
+        for extend in queue_extensions:
+            extend(self)
 
     def enqueue(self, job_id: int, delay: int | None = None) -> None:
         if delay:
@@ -65,6 +68,12 @@ class ScanQueue:
 
 
 MAX_MESSAGES = 256  # per commit; see ScanQueue.enqueue_many
+
+# Other durable jobs run by the scan workers, with their own table as the source of truth: a feature
+# above registers its Huey task here (called with each new ScanQueue) and a sweep the sweeper runs
+# (re-queue what a dead worker left). bastion.relocation registers region moves.
+queue_extensions: list[Callable[[ScanQueue], None]] = []
+sweep_hooks: list[Callable[[Hub], object]] = []
 
 
 def attach(hub: Hub) -> ScanQueue:
@@ -110,6 +119,8 @@ class Workers:
                         and (seen is None or seen.get(name) == "unavailable")]
                 if wake_waiting(hub, back):
                     log.info("scanners %s answer again: waiting scan jobs are due now", ", ".join(back))
+                for hook in sweep_hooks:
+                    hook(hub)
                 requeued = sweep(hub)
                 if requeued:
                     log.info("re-queued %d scan jobs with expired leases", len(requeued))

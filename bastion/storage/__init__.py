@@ -1,5 +1,5 @@
-"""Blob stores: content-addressed (sha256) storage for LFS objects; local disk now, S3 later."""
+"""Blob stores: verified content by key (sha256 for LFS objects), on local disk or S3-compatible storage."""
 
-from bastion.storage.blobstore import BlobMismatch, BlobStore, LocalBlobStore, StagedBlob
+from bastion.storage.blobstore import BlobMismatch, BlobStore, LocalBlobStore, StagedBlob, StoredBlobObject, Trashed
 
-__all__ = ["BlobMismatch", "BlobStore", "LocalBlobStore", "StagedBlob"]
+__all__ = ["BlobMismatch", "BlobStore", "LocalBlobStore", "StagedBlob", "StoredBlobObject", "Trashed"]

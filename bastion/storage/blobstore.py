@@ -8,6 +8,7 @@ after their sha256 and size match what was promised, so a reader never sees a pa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -30,7 +31,7 @@ class BlobMismatch(ValueError):
 class StagedBlob:
     """A staging file being written; `commit()` verifies and moves it into the store."""
 
-    store: LocalBlobStore
+    store: BlobStore
     path: Path
     fd: int
     hasher: hashlib._Hash | None
@@ -102,7 +103,48 @@ def _hash_fd(fd: int) -> str:
     return h.hexdigest()
 
 
+class Trashed(ABC):
+    """An object garbage collection moved out of the readable namespace (BlobStore.trash)."""
+
+    @property
+    @abstractmethod
+    def mtime(self) -> float:
+        """When the object was last stored or re-uploaded (seconds since the epoch)."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Delete it for good."""
+
+
+class LocalTrashed(Trashed):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def mtime(self) -> float:
+        return os.stat(self.path).st_mtime
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class StoredBlobObject:
+    """An object of a store without local files, read by ranges (bastion.lfs.content's StoredObject)."""
+
+    def __init__(self, store: BlobStore, key: str, size: int, region: str | None = None) -> None:
+        self.store, self.key, self.size, self.region = store, key, size, region
+
+    def iter_bytes(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        end = self.size if end is None else min(end, self.size)
+        yield from self.store.iter_range(self.key, start, end)
+
+
 class BlobStore(ABC):
+    """Where verified content lives. Writes are staged in `tmp_root` (a local folder of the store's
+    region), verified there, then installed by the backend (`_install`)."""
+
+    tmp_root: Path
+
     @abstractmethod
     def exists(self, oid: str) -> bool: ...
 
@@ -113,11 +155,17 @@ class BlobStore(ABC):
     def local_path(self, oid: str) -> Path | None:
         """A filesystem path for zero-copy serving, when the store has one."""
 
+    def stored_object(self, oid: str) -> StoredBlobObject | None:
+        """The object read by ranges (stores without local files), None when it is not stored."""
+        size = self.size(oid)
+        return None if size is None else StoredBlobObject(self, oid, size)
+
     @abstractmethod
     def open(self, oid: str): ...  # type: ignore[no-untyped-def]
 
     @abstractmethod
-    def stage(self) -> StagedBlob: ...
+    def _install(self, staged: Path, key: str, replace: bool) -> None:
+        """Move a verified, fsynced staging file into the store under `key` (see LocalBlobStore)."""
 
     @abstractmethod
     def put_verified(self, key: str, data: bytes | bytearray) -> bool:
@@ -131,17 +179,54 @@ class BlobStore(ABC):
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of a stored object; ValueError if it is shorter."""
 
+    def iter_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of a stored object in blocks."""
+        for offset in range(start, end, COPY_CHUNK):
+            yield self.read_range(key, offset, min(end, offset + COPY_CHUNK))
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object (missing is fine): small derived records, never user content under GC."""
 
     @abstractmethod
-    def trash(self, oid: str) -> Path | None:
+    def trash(self, oid: str) -> Trashed | None:
         """Move the object out of the readable namespace (garbage collection); None if not stored."""
 
     @abstractmethod
-    def restore(self, oid: str, trash: Path) -> None:
+    def restore(self, oid: str, trash: Trashed) -> None:
         """Undo trash(): the object was uploaded or registered again meanwhile."""
+
+    # ---- staging: the same for every backend ---------------------------------------------
+    def stage(self) -> StagedBlob:
+        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.tmp_root, prefix="blob-")
+        return StagedBlob(self, Path(name), fd, hashlib.sha256())
+
+    def staged_at(self, path: Path) -> StagedBlob:
+        """Re-open a staging file kept across requests (multipart uploads)."""
+        fd = os.open(path, os.O_RDWR)
+        return StagedBlob(self, path, fd, None)
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store small content whose oid is computed here (tests, internal blobs)."""
+        oid = hashlib.sha256(data).hexdigest()
+        staged = self.stage()
+        staged.write(data)
+        staged.commit(oid, len(data))
+        return oid
+
+    async def put_stream(self, chunks: AsyncIterable[bytes], oid: str, size: int) -> None:
+        staged = self.stage()
+        try:
+            async for chunk in chunks:
+                staged.write(chunk)
+                if staged.size > size:
+                    raise BlobMismatch(f"size mismatch: more than the announced {size} bytes")
+        except BaseException:
+            staged.abort()
+            raise
+        # Installing may upload to object storage: not on the event loop.
+        await asyncio.to_thread(staged.commit, oid, size)
 
 
 class LocalBlobStore(BlobStore):
@@ -172,15 +257,6 @@ class LocalBlobStore(BlobStore):
     def open(self, oid: str):  # type: ignore[no-untyped-def]
         return self._path(oid).open("rb")
 
-    def stage(self) -> StagedBlob:
-        fd, name = tempfile.mkstemp(dir=self.tmp_root, prefix="blob-")
-        return StagedBlob(self, Path(name), fd, hashlib.sha256())
-
-    def staged_at(self, path: Path) -> StagedBlob:
-        """Re-open a staging file kept across requests (multipart uploads)."""
-        fd = os.open(path, os.O_RDWR)
-        return StagedBlob(self, path, fd, None)
-
     def _install(self, staged: Path, oid: str, replace: bool) -> None:
         """Move verified content into place. With `replace` (an sha256 key, which determines every byte)
         an object already stored is replaced, never trusted: a copy damaged on disk (or by a bug) must not
@@ -202,7 +278,7 @@ class LocalBlobStore(BlobStore):
         os.chmod(staged, 0o444)
         os.replace(staged, dest)  # a fresh mtime: garbage collection moving it aside now puts it back
 
-    def trash(self, oid: str) -> Path | None:
+    def trash(self, oid: str) -> LocalTrashed | None:
         trash_dir = self.root / ".trash"  # same filesystem as the object: the move is a rename
         trash_dir.mkdir(parents=True, exist_ok=True)
         trash = trash_dir / f"{oid}.{os.getpid()}"
@@ -210,15 +286,16 @@ class LocalBlobStore(BlobStore):
             os.replace(self._path(oid), trash)
         except FileNotFoundError:
             return None
-        return trash
+        return LocalTrashed(trash)
 
-    def restore(self, oid: str, trash: Path) -> None:
+    def restore(self, oid: str, trash: Trashed) -> None:
         """Put a trashed object back, unless an upload stored a freshly verified copy meanwhile."""
+        assert isinstance(trash, LocalTrashed)
         dest = self._path(oid)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
-            os.link(trash, dest)  # never over a newer copy
-        trash.unlink(missing_ok=True)
+            os.link(trash.path, dest)  # never over a newer copy
+        trash.discard()
 
     def put_verified(self, key: str, data: bytes | bytearray) -> bool:
         if self.exists(key):
@@ -256,26 +333,6 @@ class LocalBlobStore(BlobStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
-
-    def put_bytes(self, data: bytes) -> str:
-        """Store small content whose oid is computed here (tests, internal blobs)."""
-        oid = hashlib.sha256(data).hexdigest()
-        staged = self.stage()
-        staged.write(data)
-        staged.commit(oid, len(data))
-        return oid
-
-    async def put_stream(self, chunks: AsyncIterable[bytes], oid: str, size: int) -> None:
-        staged = self.stage()
-        try:
-            async for chunk in chunks:
-                staged.write(chunk)
-                if staged.size > size:
-                    raise BlobMismatch(f"size mismatch: more than the announced {size} bytes")
-        except BaseException:
-            staged.abort()
-            raise
-        staged.commit(oid, size)
 
 
 def iter_file(path: Path, start: int = 0, end: int | None = None) -> Iterable[bytes]:

@@ -22,6 +22,9 @@ import pygit2
 from bastion.errors import BadRequest, Conflict, EntryNotFound, RevisionNotFound, UnprocessableEntity
 
 DEFAULT_BRANCH = "main"
+# Left in a repository's folder when it moved to another storage region (bastion.relocation): a writer
+# that took the folder's lock after the move is told to retry; the folder is deleted soon after.
+MOVED_MARKER = "bastion-moved"
 LFS_POINTER_MAX = 200
 LFS_VERSION = b"version https://git-lfs.github.com/spec/v1"
 # The shortest text parse_lfs_pointer accepts (version, oid and size lines): a smaller blob is no pointer.
@@ -198,9 +201,15 @@ class GitRepo:
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
-        fd = os.open(self.path / "bastion.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        moved = Conflict("This repository was moved to another storage region while the request ran; retry")
+        try:
+            fd = os.open(self.path / "bastion.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            raise moved from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            if (self.path / MOVED_MARKER).exists():
+                raise moved
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)

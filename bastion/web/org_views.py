@@ -21,7 +21,9 @@ from bastion.db import transaction
 from bastion.errors import AuthenticationRequired, BadRequest, BastionError
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, ResourceGroup
+from bastion.relocation import service as relocation
 from bastion.repos import service as repos
+from bastion.storage.regions import DEFAULT_REGION, check_region, region_of_key
 from bastion.tokens import governance
 from bastion.web.pages import HtmlRoute, check_csrf, redirect, render
 
@@ -29,8 +31,9 @@ if TYPE_CHECKING:
     from bastion.accounts.models import User
 
 router = APIRouter(route_class=HtmlRoute)
-SETTINGS_TABS = (("members", "Members"), ("resource-groups", "Resource groups"), ("security", "Security"),
-                 ("tokens", "Tokens"), ("audit-logs", "Audit logs"))  # audit logs: bastion.web.audit_views
+SETTINGS_TABS = (("members", "Members"), ("resource-groups", "Resource groups"), ("regions", "Regions"),
+                 ("security", "Security"), ("tokens", "Tokens"),
+                 ("audit-logs", "Audit logs"))  # audit logs: bastion.web.audit_views
 
 
 def _text(form: FormData, key: str, limit: int = 4096) -> str:
@@ -71,6 +74,18 @@ def _settings_page(request: Request, principal: Principal, session: Session, org
         ctx["audit_retention_choices"] = [d for d in orgs.AUDIT_RETENTION_CHOICES
                                           if not hub_of(request).settings.audit_retention_days
                                           or d <= hub_of(request).settings.audit_retention_days]
+    elif tab == "regions":
+        # Where each org repo the viewer may read lives; a move under way is shown with its step.
+        org_default = org.default_region or DEFAULT_REGION
+        listed = [r for repo_type in ("model", "dataset", "space")
+                  for r in repos.list_repos(session, principal, repo_type, author=org.name, search=[], sort=None,
+                                            direction=-1, limit=1000, offset=0).repos]
+        ctx["repos"] = [(r, relocation.active_move(session, r.id)) for r in listed]
+        ctx["org_default"] = org_default
+        ctx["groups"] = orgs.list_groups(session, org)
+        ctx["regions"] = sorted(hub_of(request).regions)
+        ctx["is_admin"] = bool(authorize(principal, Permission.ORG_WRITE, facts))
+        ctx["region_of"] = region_of_key
     elif tab == "tokens":
         ctx["tokens"] = [governance.org_token_payload(org, t) for t in governance.tokens_reaching(
             session, org, include_revoked=request.query_params.get("revoked") == "1")]
@@ -204,7 +219,7 @@ def settings_page(name: str, tab: str, request: Request, principal: Principal = 
     if tab not in dict(SETTINGS_TABS):
         raise BadRequest("Unknown settings page")
     # Members, security and tokens are the admins'; resource groups are listed to every member with a role.
-    perm = Permission.ORG_READ if tab == "resource-groups" else (
+    perm = Permission.ORG_READ if tab in ("resource-groups", "regions") else (
         Permission.ORG_MEMBERS_WRITE if tab == "members" else Permission.ORG_WRITE)
     with transaction(hub_of(request).sessions, readonly=True) as session:
         org, facts = orgs.org_with_facts(session, name)
@@ -332,6 +347,42 @@ async def move_repo(name: str, request: Request, principal: Principal = Depends(
         return "moved"
 
     return await _post(request, principal, Permission.REPO_RESOURCE_GROUP, name, resource, act, "resource-groups")
+
+
+# ---- settings: storage regions ----------------------------------------------------------------
+
+@router.post("/organizations/{name}/settings/regions/default")
+@permission(Permission.ORG_WRITE)
+async def default_region(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    """The region new repositories of the org are created in (the org's default)."""
+    def act(session: Session, org: Organization, form: FormData) -> str | None:
+        region = check_region(_text(form, "region", 32), hub_of(request).regions)
+        orgs.set_default_region(session, org, None if region in (None, DEFAULT_REGION) else region)
+        return "saved"
+
+    return await _post(request, principal, Permission.ORG_WRITE, name, _org_resource, act, "regions")
+
+
+@router.post("/organizations/{name}/settings/regions/move")
+@permission(Permission.ORG_WRITE)
+async def move_region(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    """Move an org repository to another region (org admins): a durable job on the workers, which copies,
+    verifies and switches it; readers keep reading it where it is until the switch."""
+    hub = hub_of(request)
+    queued: list[int] = []
+
+    def act(session: Session, org: Organization, form: FormData) -> str | None:
+        kind, _, repo_name = _text(form, "repo", 120).partition(":")
+        repo = repos.find_repo(session, repos.parse_repo_type(kind or "model"), org.name, repo_name)
+        move = relocation.request_move(hub, session, repo, _text(form, "region", 32),
+                                       _me(session, principal).name)
+        queued.append(move.id)
+        return "moving"
+
+    response = await _post(request, principal, Permission.ORG_WRITE, name, _org_resource, act, "regions")
+    for move_id in queued:  # after the request's transaction committed
+        await run_in_threadpool(relocation.enqueue, hub, move_id)
+    return response
 
 
 # ---- settings: security and tokens ------------------------------------------------------------

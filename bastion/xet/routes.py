@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import bound_principal, credential_claims, current_principal, hub_of
-from bastion.api.ranges import StoredFileResponse
+from bastion.api.ranges import StoredFileResponse, parse_range
 from bastion.api.urls import base_url
 from bastion.audit.context import set_actor
 from bastion.authz import Permission, Principal, permission, require
@@ -26,7 +26,7 @@ from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, Payloa
 from bastion.hub import Hub
 from bastion.repos import browse, downloads, guards
 from bastion.repos.routes import load_repo
-from bastion.repos.service import repo_by_id, repo_ref_by_id
+from bastion.repos.service import repo_by_id, repo_ref_by_id, repo_region
 from bastion.storage.gitstore import PR_REF_RE
 from bastion.timing import timed
 from bastion.xet import service, tokens
@@ -213,11 +213,25 @@ def fetch(xorb_hash: str, request: Request) -> Response:
     _require_bound(request, claims, Permission.XET_XORB_FETCH, "xet-fetch", {"xorb": xorb_hash, "range": asked},
                    Forbidden("The access token or browser session this fetch URL was obtained with is no "
                              "longer valid"))
-    path = service.xorb_store(hub).xorb_path(xorb_hash)
-    if path is None:
+    store = service.xorb_store(hub, repo_region(hub, claims.get("repo_id")))
+    path = store.xorb_path(xorb_hash)
+    if path is not None:
+        # StoredFileResponse serves the single Range (206) from disk without loading it into memory.
+        return StoredFileResponse(path, media_type="application/octet-stream")
+    stored = store.xorbs.stored_object(xorb_hash)  # object storage: one ranged read, streamed
+    if stored is None:
         raise NotFound("Xorb not available")
-    # StoredFileResponse serves the single Range (206) from disk without loading it into memory.
-    return StoredFileResponse(path, media_type="application/octet-stream")
+    status, start, end = 200, 0, stored.size
+    headers = {"Accept-Ranges": "bytes"}
+    rng = parse_range(header, stored.size)
+    if rng is not None:
+        status, start, end = 206, rng[0], rng[1] + 1
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{stored.size}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(stored.iter_bytes(start, end), status_code=status, headers=headers,
+                             media_type="application/octet-stream")
 
 
 # ---- CAS tokens: the Hub routes the client asks before it reads or writes through Xet ----------

@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
-from pathlib import Path
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy import inspect as sa_inspect
@@ -31,6 +29,8 @@ from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsObject, RepoLfsObject
 from bastion.lfs.service import link_object
 from bastion.repos.models import Repo
+from bastion.repos.service import repo_region
+from bastion.storage.regions import DEFAULT_REGION
 from bastion.xet.errors import InvalidHash, ShardFormatError
 from bastion.xet.hashing import HASH_LEN, hash_to_hex, hex_to_hash, is_global_dedup_eligible
 from bastion.xet.models import RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
@@ -55,13 +55,19 @@ DEDUPE_MAX_XORBS = 40  # xorbs described per dedupe answer (each lists all its c
 DEDUPE_KEY_TTL_SECONDS = 24 * 3600
 
 
-@lru_cache(maxsize=8)
-def _store(root: Path, tmp: Path) -> XorbStore:
-    return XorbStore(root, tmp)
+def xorb_store(hub: Hub, region: str = DEFAULT_REGION) -> XorbStore:
+    """A region's Xet stores: its xorbs and shards (on local disk: the region's xet/xorbs, xet/shards).
+    The oid -> Xet file hash records (derived hashes, no content) are the default region's, as the
+    database's rows are."""
+    return XorbStore(hub.object_store("xet/xorbs", region), hub.object_store("xet/shards", region),
+                     hub.object_store("xet/by-oid", DEFAULT_REGION), hub.object_store("xet/files", region))
 
 
-def xorb_store(hub: Hub) -> XorbStore:
-    return _store(hub.settings.xet_dir, hub.settings.tmp_dir)
+def region_segments(hub: Hub, region: str, row: XetFile) -> tuple[FileSegment, ...]:
+    """A registered file's segments as its bytes are held in `region`: the region's own record (written by
+    each shard upload there) or, without one, the database's registration."""
+    packed = xorb_store(hub, region).file_segments(row.file_hash)
+    return unpack_segments(packed if packed is not None else row.segments)
 
 
 # ---- packing of stored layouts ----------------------------------------------------------------
@@ -135,7 +141,9 @@ def upload_xorb(hub: Hub, repo_id: int, hash_hex: str, body: bytes | bytearray) 
         raise PayloadTooLarge(f"xorb is {len(body)} bytes; the limit is {limit}")
     xorb = parse_xorb(body, hex_to_hash(hash_hex), max_bytes=limit)
     key = xorb.hex
-    store = xorb_store(hub)
+    # Stored in the repo's region: deduplication never crosses regions (a xorb another region holds
+    # is stored again here; a repo learns about and references only xorbs it uploaded itself).
+    store = xorb_store(hub, repo_region(hub, repo_id))
     inserted = store.put_xorb(key, body)
     with transaction(hub.sessions) as session:
         row = session.get(XetXorb, key)
@@ -210,6 +218,7 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
 
 def _upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray, limit: int) -> list[RegisteredFile]:
     shard = parse_shard(body, max_bytes=limit)
+    region = repo_region(hub, repo_id)
     referenced = {hash_to_hex(h) for h in shard.referenced_xorbs()}
     file_keys = [hash_to_hex(f.file_hash) for f in shard.files]
     with transaction(hub.sessions) as session:
@@ -236,7 +245,7 @@ def _upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray, limit: int) -
                 raise ShardFormatError(f"file {key}: its sha256 metadata does not match its content")
             registered.append((entry, known[key]))
             continue
-        _verify_sha256(hub, entry, usable, claimed)
+        _verify_sha256(hub, entry, usable, claimed, region)
         registered.append((entry, claimed or ""))
 
     out: list[RegisteredFile] = []
@@ -263,7 +272,9 @@ def _upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray, limit: int) -
             _insert_ignore(session, XetDedupeChunk(chunk_hash=hash_to_hex(first_chunk),
                                                    xorb_hash=hash_to_hex(first.xorb_hash)))
             out.append(RegisteredFile(key, sha, entry.size))
-    store = xorb_store(hub)
+    store = xorb_store(hub, region)
+    for entry, _sha in registered:  # the segments of this upload, readable from this region's xorbs
+        store.put_file_segments(hash_to_hex(entry.file_hash), pack_segments(entry.segments))
     for f in out:
         store.index_file(f.sha256, f.file_hash)
     store.put_shard(body)
@@ -271,13 +282,14 @@ def _upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray, limit: int) -
     return out
 
 
-def _verify_sha256(hub: Hub, entry: FileEntry, xorbs: dict[bytes, StoredXorb], claimed: str | None) -> None:
+def _verify_sha256(hub: Hub, entry: FileEntry, xorbs: dict[bytes, StoredXorb], claimed: str | None,
+                   region: str) -> None:
     """Reconstruct the file once, without storing it, and check the sha256 the shard claims for it:
     that sha256 becomes the LFS oid the rest of Bastion trusts. The file stays stored once, as chunks."""
     if claimed is None:
         raise ShardFormatError(f"file {hash_to_hex(entry.file_hash)} has no sha256 metadata extension")
     plan = plan_reconstruction(entry.segments, lambda h: xorbs[h].layout)
-    store = xorb_store(hub)
+    store = xorb_store(hub, region)
     sha = hashlib.sha256()
     for piece in iter_file_bytes(plan, lambda h, a, b: store.read_xorb(hash_to_hex(h), a, b)):
         sha.update(piece)
@@ -337,7 +349,7 @@ def reconstruction(hub: Hub, repo_id: int, file_hex: str, range_header: str | No
                              .where(XetFile.file_hash == key, RepoLfsObject.repo_id == repo_id))
         if row is None:
             raise NotFound("File not found")
-        segments = unpack_segments(row.segments)
+        segments = region_segments(hub, repo_region(hub, repo_id, session), row)
         xorbs = load_xorbs(session, {hash_to_hex(s.xorb_hash) for s in segments})
     byte_range = parse_range_header(range_header, row.size)
     log.info("xet reconstruction repo=%d file=%s range=%s", repo_id, key, range_header or "all")
@@ -397,6 +409,11 @@ def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,
         if orphan_files and not dry_run:
             for _, sha in orphans:
                 xorb_store(hub).unindex_file(sha)
+            for region in sorted(hub.regions):
+                records = xorb_store(hub, region).files
+                for fh in orphan_files:
+                    if records is not None:
+                        records.delete(fh)
             session.execute(delete(XetFileXorb).where(XetFileXorb.file_hash.in_(orphan_files)))
             session.execute(delete(XetFile).where(XetFile.file_hash.in_(orphan_files)))
         session.flush()
@@ -423,17 +440,18 @@ def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,
             doomed += part
         result.xorbs_removed = len(doomed)
         result.xorbs_kept = total - len(doomed)
-    store = xorb_store(hub)
+    stores = [xorb_store(hub, region) for region in sorted(hub.regions)]
     for h in doomed:
-        trash = store.trash_xorb(h)
-        if trash is None:
-            continue
-        with transaction(hub.sessions) as session:
-            revived = session.get(XetXorb, h) is not None
-        if revived:
-            store.restore_xorb(h, trash)  # re-uploaded meanwhile: same bytes, keep them
-        else:
-            trash.unlink(missing_ok=True)
+        for store in stores:  # every region holding a copy
+            trash = store.trash_xorb(h)
+            if trash is None:
+                continue
+            with transaction(hub.sessions) as session:
+                revived = session.get(XetXorb, h) is not None
+            if revived:
+                store.restore_xorb(h, trash)  # re-uploaded meanwhile: same bytes, keep them
+            else:
+                trash.discard()
         if on_progress is not None:
             on_progress(h)
     log.info("xet gc: %d files, %d xorbs (%d bytes) removed", result.files_removed, result.xorbs_removed,

@@ -10,16 +10,38 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from bastion.storage import BlobStore, LocalBlobStore
+from bastion.storage import BlobStore, LocalBlobStore, Trashed
 
 
 class XorbStore:
-    def __init__(self, root: Path, tmp_root: Path) -> None:
-        self.xorbs: BlobStore = LocalBlobStore(root / "xorbs", tmp_root)
-        self.shards: BlobStore = LocalBlobStore(root / "shards", tmp_root)
+    def __init__(self, xorbs: BlobStore, shards: BlobStore, by_oid: BlobStore, files: BlobStore | None = None) -> None:
+        self.xorbs = xorbs
+        self.shards = shards
+        # Xet file hash -> its segments (xorb ranges) as uploaded into this store's region: the database's
+        # registration names the first upload's xorbs, which another region may not hold (deduplication
+        # never crosses regions, and a client may pack the same file into other xorbs).
+        self.files = files
         # LFS oid -> Xet file hash. A small record, not a table: tree listings ask while their route
         # holds a database transaction, and the answer is immutable content.
-        self.by_oid: BlobStore = LocalBlobStore(root / "by-oid", tmp_root)
+        self.by_oid = by_oid
+
+    @classmethod
+    def local(cls, root: Path, tmp_root: Path) -> XorbStore:
+        return cls(LocalBlobStore(root / "xorbs", tmp_root), LocalBlobStore(root / "shards", tmp_root),
+                   LocalBlobStore(root / "by-oid", tmp_root), LocalBlobStore(root / "files", tmp_root))
+
+    def put_file_segments(self, file_hex: str, packed: bytes) -> None:
+        if self.files is not None:
+            self.files.put_verified(file_hex, packed)
+
+    def file_segments(self, file_hex: str) -> bytes | None:
+        if self.files is None:
+            return None
+        try:
+            with self.files.open(file_hex) as fh:
+                return fh.read() or None
+        except FileNotFoundError:
+            return None
 
     def xorb_path(self, xorb_hex: str) -> Path | None:
         """A local file for zero-copy range serving, when the store has one."""
@@ -55,9 +77,9 @@ class XorbStore:
         """Serialized bytes [start, end) of a stored xorb."""
         return self.xorbs.read_range(xorb_hex, start, end)
 
-    def trash_xorb(self, xorb_hex: str) -> Path | None:
+    def trash_xorb(self, xorb_hex: str) -> Trashed | None:
         """Move a xorb out of the readable namespace (GC step 1); None if it was not stored."""
         return self.xorbs.trash(xorb_hex)
 
-    def restore_xorb(self, xorb_hex: str, trash: Path) -> None:
+    def restore_xorb(self, xorb_hex: str, trash: Trashed) -> None:
         self.xorbs.restore(xorb_hex, trash)

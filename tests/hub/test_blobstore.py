@@ -47,14 +47,14 @@ def test_trash_and_restore(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "objects", tmp_path / "tmp")
     oid = store.put_bytes(b"weights")
     trash = store.trash(oid)
-    assert trash is not None and not store.exists(oid) and trash.read_bytes() == b"weights"
+    assert trash is not None and not store.exists(oid) and trash.path.read_bytes() == b"weights"
     assert store.trash(oid) is None
     store.restore(oid, trash)
-    assert store.exists(oid) and not trash.exists()
+    assert store.exists(oid) and not trash.path.exists()
 
 
 def test_xorbs_shards_and_index_live_in_blob_stores(tmp_path: Path) -> None:
-    xet = XorbStore(tmp_path / "xet", tmp_path / "tmp")
+    xet = XorbStore.local(tmp_path / "xet", tmp_path / "tmp")
     xorb = "cd" * 32
     assert xet.put_xorb(xorb, b"xorb bytes") and not xet.put_xorb(xorb, b"xorb bytes")
     assert xet.read_xorb(xorb, 5, 10) == b"bytes" and xet.has_xorb(xorb)

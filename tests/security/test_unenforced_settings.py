@@ -1,8 +1,8 @@
 """Finding 12, the region part (issue 14): a control Bastion does not enforce is refused, never accepted.
 
-`region` on repo creation was accepted and silently dropped. This instance has one storage region, `default`:
-naming another is a 400 that names the regions there are (and creates nothing); naming `default`, or none, is
-fine. The same call's other fields Bastion cannot honour (a Space's hardware, secrets, variables…) are refused
+`region` on repo creation was accepted and silently dropped. This test server has one storage region,
+`default` (no BASTION_REGIONS): naming another is a 400 that names the regions there are (and creates nothing);
+naming `default`, or none, is fine (tests/storage cover instances with several regions). The same call's other fields Bastion cannot honour (a Space's hardware, secrets, variables…) are refused
 the same way, and the Space's `sdk`, which it can keep, is kept.
 """
 
@@ -26,8 +26,7 @@ def test_an_unknown_region_is_refused_and_creates_nothing(server: BastionServer)
         response = refused.value.response
         assert response.status_code == 400, response.text
         assert response.headers["x-error-message"] == (
-            f"Unknown storage region '{region}': this instance has one region: 'default' "
-            "(storage regions are not built yet)")
+            f"Unknown storage region '{region}': this instance has one region: 'default'")
         assert not api.repo_exists(f"{name}/in-{region}")
     with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {token}"}, timeout=60) as client:
         odd = client.post("/api/repos/create", json={"name": "odd", "region": ["eu"]})
