@@ -104,9 +104,11 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.web.repo_views import router as web_repo_router
     from bastion.web.settings_views import router as web_settings_router
     from bastion.web.signin_views import router as web_signin_router
+    from bastion.web.sso_views import router as web_sso_router
     from bastion.web.token_views import router as web_token_router
     from bastion.web.twofactor_views import router as web_twofactor_router
     from bastion.web.views import router as web_router
+    app.include_router(web_sso_router)  # before the org pages: /organizations/{name}/settings/sso
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
     from bastion.web.gating_views import router as web_gating_router
     app.include_router(web_gating_router)  # before the repo pages: /{ns}/{name}/access-requests

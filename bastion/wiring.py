@@ -19,6 +19,7 @@ Hooks and ports (owner ← provider):
 - repos.service.signed_commits_required is repos' own (signing.service.rule_applies is it)
 - orgs.service.org_delete_checks / group_delete_checks / group_detail_parts ← repos.service
 - accounts.service.verified_emails_changed_hooks ← signing.service
+- orgs.service.sso_gate (whether an org enforces SSO, its members' live SSO sessions) ← sso.service
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ PROVIDERS = (
     "bastion.signing.service",
     "bastion.scanning.enqueue",
     "bastion.scanning.verdicts",
+    "bastion.sso.service",
 )
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 router = APIRouter(route_class=HtmlRoute)
 SETTINGS_TABS = (("members", "Members"), ("resource-groups", "Resource groups"), ("security", "Security"),
-                 ("tokens", "Tokens"))
+                 ("tokens", "Tokens"), ("sso", "SSO"))
 
 
 def _text(form: FormData, key: str, limit: int = 4096) -> str:
