@@ -282,3 +282,38 @@ def test_cli_refuses_what_is_not_built(sso_world: SsoWorld, tmp_path: Any) -> No
     assert saml.returncode != 0 and "not built" in saml.stderr
     neither = world.server.cli("admin", "sso", "--oidc-issuer", world.idp.issuer, check=False)
     assert neither.returncode != 0
+
+
+def test_resource_group_mapping_is_additive(sso_world: SsoWorld) -> None:
+    world = sso_world
+    org, admin, _t, _repo = org_with_private_repo(world)
+    from bastion.orgs import service as orgs
+    from bastion.sso import service as sso
+
+    with world.db() as session:
+        found = orgs.get_org(session, org)
+        for name in ("vision", "speech", "legal"):
+            orgs.create_group(session, found, name)
+    assert world.configure(org) == ""
+    with world.db() as session:
+        found = orgs.get_org(session, org)
+        config = sso.get_config(session, found)
+        assert config is not None
+        with pytest.raises(Exception, match="Resource group 'nope' not found"):
+            sso._validated(session, found, sso.Settings(issuer="", client_id="x", client_secret=None,
+                                                         group_claim="groups", group_map={"a": ["nope:read"]}))
+        role_map, group_map, _ = sso._validated(session, found, sso.Settings(
+            issuer="", client_id="x", client_secret=None, group_claim="groups",
+            group_map=sso.parse_group_map("cv=vision:read,cv-lead=vision:admin,asr=speech:write")))
+        config.group_claim, config.group_map = "groups", group_map
+    member, _ = world.user()
+    browser = world.signed_in(member)
+    assert world.sso_login(browser, org, f"sub-{member}", **claims_of(member, groups=["cv", "cv-lead"])
+                           ).status_code == 303
+    world.sso_login(browser, org, f"sub-{member}", **claims_of(member, groups=["asr"]))
+    with world.db() as session:
+        found = orgs.get_org(session, org)
+        roles = {g.name: orgs.group_facts(session, g).roles.get(
+            orgs.user_by_name(session, member).id) for g in orgs.list_groups(session, found)}
+    # Highest role per group; additive: vision kept although the second sign-in named only asr; no match, no group.
+    assert roles == {"vision": "admin", "speech": "write", "legal": None}
