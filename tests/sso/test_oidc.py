@@ -317,3 +317,38 @@ def test_resource_group_mapping_is_additive(sso_world: SsoWorld) -> None:
             orgs.user_by_name(session, member).id) for g in orgs.list_groups(session, found)}
     # Highest role per group; additive: vision kept although the second sign-in named only asr; no match, no group.
     assert roles == {"vision": "admin", "speech": "write", "legal": None}
+
+
+def test_settings_over_the_api(sso_world: SsoWorld) -> None:
+    world = sso_world
+    org, admin, admin_token, repo_id = org_with_private_repo(world)
+    member, member_token = world.user()
+    world.add_member(org, member, "read")
+    api = httpx.Client(base_url=world.server.url, headers={"authorization": f"Bearer {admin_token}"}, timeout=30)
+    url = f"/api/organizations/{org}/settings/sso"
+    assert api.get(url).json() == {"protocol": None, "enabled": False}
+    assert httpx.get(f"{world.server.url}{url}", headers={"authorization": f"Bearer {member_token}"},
+                     timeout=30).status_code == 403
+    saml = api.put(url, json={"protocol": "saml", "issuer": "x"})
+    assert saml.status_code == 400 and "not built" in saml.headers["x-error-message"]
+    unknown = api.put(url, json={"issuer": world.idp.issuer, "clientId": "bastion-post", "clientSecret": "s",
+                                 "scimToken": "x"})
+    assert unknown.status_code == 400 and "scimToken" in unknown.headers["x-error-message"]
+    no_admin = api.put(url, json={"issuer": world.idp.issuer, "clientId": "bastion-post", "clientSecret": "s",
+                                  "roleClaim": "groups", "roleMap": {"eng": "write"}})
+    assert no_admin.status_code == 400 and "admin" in no_admin.headers["x-error-message"]
+    bad_issuer = api.put(url, json={"issuer": "ftp://example.test", "clientId": "c", "clientSecret": "s"})
+    assert bad_issuer.status_code == 400
+    saved = api.put(url, json={"issuer": world.idp.issuer, "clientId": "bastion-post",
+                               "clientSecret": "post-secret-" + "p" * 32, "roleClaim": "groups",
+                               "roleMap": {"eng": "write", "leads": "admin"}, "sessionDays": 2,
+                               "emailDomains": ["Example.com"]})
+    assert saved.status_code == 200, saved.text
+    body = saved.json()
+    assert body["issuer"] == world.idp.issuer and body["roleMap"] == {"eng": "write", "leads": "admin"}
+    assert body["emailDomains"] == ["example.com"] and body["tested"] is False and "clientSecret" not in body
+    enable = api.post(f"{url}/enable")
+    assert enable.status_code == 400 and "test sign-in must pass" in enable.headers["x-error-message"]
+    assert api.put(f"{url}/external-collaborators/{member}").json()["externalCollaborators"] == [member]
+    assert api.delete(f"{url}/external-collaborators/{member}").json()["externalCollaborators"] == []
+    assert model_info(world, member_token, repo_id).status_code == 200  # not enabled: nothing enforced
