@@ -313,7 +313,7 @@ def add_member(org: str, user: str, role: str, data_dir: Path | None) -> None:
 @click.option("--email-domain", "email_domains", multiple=True, help="A matching e-mail domain (repeatable).")
 @click.option("--session-days", type=int, default=7, show_default=True, help="How long an SSO session lasts.")
 @click.option("--saml-metadata", type=click.Path(path_type=Path), default=None,
-              help="SAML 2.0 IdP metadata (not built yet: refused).")
+              help="Configure SAML 2.0 instead: the IdP's metadata (XML file).")
 @click.option("--enable", is_flag=True, default=False,
               help="Switch SSO on (audited); from the CLI the test is the discovery and JWKS check.")
 @data_dir_option
@@ -321,7 +321,7 @@ def sso(org_name: str | None, instance: bool, oidc_issuer: str | None, client_id
         client_secret_stdin: bool, token_auth_method: str, role_claim: str, role_map: str, group_claim: str,
         group_map: str, email_domains: tuple[str, ...], session_days: int, saml_metadata: Path | None, enable: bool,
         data_dir: Path | None) -> None:
-    """Configure an organization's single sign-on (OpenID Connect) and optionally enable it."""
+    """Configure an organization's single sign-on (OpenID Connect or SAML 2.0) and optionally enable it."""
     from bastion.orgs import service as orgs
     from bastion.sso import oidc
     from bastion.sso import service as sso_service
@@ -331,7 +331,12 @@ def sso(org_name: str | None, instance: bool, oidc_issuer: str | None, client_id
     if instance:
         raise click.ClickException("Instance SSO is not built yet: only organization SSO (--org) can be configured")
     if saml_metadata is not None:
-        raise click.ClickException("SAML 2.0 is not built yet: only OpenID Connect (--oidc-issuer) can be configured")
+        if oidc_issuer or client_id or client_secret_stdin:
+            raise click.UsageError("--saml-metadata configures SAML 2.0: give no --oidc-issuer, --client-id or "
+                                   "--client-secret-stdin with it")
+        _sso_saml(org_name or "", saml_metadata, role_claim, role_map, group_claim, group_map, email_domains,
+                  session_days, enable, data_dir)
+        return
     if not oidc_issuer or not client_id or not client_secret_stdin:
         raise click.UsageError("--oidc-issuer, --client-id and --client-secret-stdin are required")
     secret = sys.stdin.readline().rstrip("\r\n")
@@ -350,6 +355,39 @@ def sso(org_name: str | None, instance: bool, oidc_issuer: str | None, client_id
                 sso_service.set_enabled(session, org, True, require_test=False)
             click.echo(f"SSO of {org.name}: OpenID Connect with {discovery['issuer']}, "
                        f"{'enabled' if enable else 'not enabled'}", err=True)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
+def _sso_saml(org_name: str, metadata: Path, role_claim: str, role_map: str, group_claim: str, group_map: str,
+              email_domains: tuple[str, ...], session_days: int, enable: bool, data_dir: Path | None) -> None:
+    from bastion.orgs import service as orgs
+    from bastion.sso import saml
+    from bastion.sso import service as sso_service
+
+    try:
+        xml = metadata.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"Cannot read {metadata}: {exc}") from None
+    hub = _admin_hub(data_dir, features=True)
+    try:
+        idp = saml.check_idp_metadata(xml)
+        settings = sso_service.Settings(
+            issuer=idp["entity_id"], client_id="", client_secret=None, role_claim=role_claim,
+            role_map=sso_service.parse_role_map(role_map), group_claim=group_claim,
+            group_map=sso_service.parse_group_map(group_map), email_domains=list(email_domains),
+            session_days=session_days)
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            org = orgs.get_org(session, org_name)
+            sso_service.configure_saml(session, org, settings, idp)
+            if enable:
+                sso_service.set_enabled(session, org, True, require_test=False)
+            base = (hub.settings.public_url or "").rstrip("/")
+            click.echo(f"SSO of {org.name}: SAML 2.0 with {idp['entity_id']}, "
+                       f"{'enabled' if enable else 'not enabled'}; SP metadata: {base}/organizations/{org.name}"
+                       "/saml/metadata", err=True)
     except BastionError as exc:
         raise click.ClickException(exc.message) from None
     finally:

@@ -83,3 +83,15 @@ class SsoLoginState(Base):
     next_path: Mapped[str] = mapped_column(String(2000), default="/")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SsoSamlAssertion(Base):
+    """The assertion-id replay cache: each SAML assertion is used once, kept until it would have expired."""
+
+    __tablename__ = "sso_saml_assertions"
+    __table_args__ = (UniqueConstraint("org_id", "assertion_id", name="uq_sso_saml_assertions_org_assertion"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    assertion_id: Mapped[str] = mapped_column(String(300))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -8,6 +8,7 @@ returns (and, when the org lists e-mail domains, in one of them): SSO is a layer
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -28,8 +29,8 @@ from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, OrgInvitation, ResourceGroup
 from bastion.secretbox import SealedValueError, SecretBox
-from bastion.sso import oidc
-from bastion.sso.models import SsoConfig, SsoExemption, SsoLoginState, SsoSession
+from bastion.sso import oidc, saml
+from bastion.sso.models import SsoConfig, SsoExemption, SsoLoginState, SsoSamlAssertion, SsoSession
 
 MAPPED_ROLES = ("read", "contributor", "write", "admin")
 DEFAULT_SESSION_DAYS = 7
@@ -217,6 +218,27 @@ def configure(session: Session, box: SecretBox, org: Organization, s: Settings, 
     return config
 
 
+def configure_saml(session: Session, org: Organization, s: Settings, idp: dict[str, Any]) -> SsoConfig:
+    """Save the org's SAML 2.0 settings (IdP metadata already checked: saml.check_idp_metadata)."""
+    role_map, group_map, domains = _validated(session, org, dataclasses.replace(s, client_id="-", client_secret=None))
+    config = get_config(session, org)
+    if config is None:
+        config = SsoConfig(org_id=org.id, enabled=False)
+        session.add(config)
+    config.protocol, config.issuer, config.client_id, config.client_secret = "saml", idp["entity_id"], "", ""
+    config.token_auth_method, config.discovery = "", idp
+    config.role_claim, config.role_map = s.role_claim.strip(), role_map
+    config.group_claim, config.group_map = s.group_claim.strip(), group_map
+    config.email_domains, config.session_days = domains, s.session_days
+    config.updated_at, config.tested_at = utcnow(), None
+    session.flush()
+    audit.record(session, AuditAction.ORG_SETTINGS_SSO, target=("org", org.name), namespace=org.name,
+                 details={"protocol": "saml", "idpEntityId": idp["entity_id"], "signOnUrl": idp["sso_url"],
+                          "roleClaim": config.role_claim, "roleMap": role_map, "groupClaim": config.group_claim,
+                          "emailDomains": domains, "sessionDays": config.session_days})
+    return config
+
+
 def set_enabled(session: Session, org: Organization, enabled: bool, *, require_test: bool = True) -> SsoConfig:
     config = get_config(session, org)
     if config is None:
@@ -285,17 +307,23 @@ def _hash(state: str) -> str:
 
 
 def start_login(session: Session, box: SecretBox, org: Organization, user_id: int, *, test: bool, next_path: str,
-                redirect_uri: str) -> str:
+                redirect_uri: str, saml_urls: saml.SpUrls | None = None) -> str:
     """The IdP URL that starts a sign-in (or, for an admin, the test of the current settings)."""
     config = get_config(session, org)
     if config is None or (not config.enabled and not test):
         raise NotFound(f"The organization {org.name!r} has no single sign-on enabled")
     state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(64)
+    if config.protocol == "saml":
+        assert saml_urls is not None
+        nonce, url = saml.authn_request(saml_urls, config.discovery, state)  # the AuthnRequest's ID
+        verifier = ""
     session.add(SsoLoginState(state_hash=_hash(state), org_id=org.id, user_id=user_id, nonce=nonce,
                               code_verifier=verifier, purpose="test" if test else "login", next_path=next_path,
                               created_at=utcnow()))
     session.flush()
+    if config.protocol == "saml":
+        return url
     return client(box, config, redirect_uri).authorization_url(state, nonce, verifier)
 
 
@@ -309,9 +337,13 @@ class PendingLogin:
     next_path: str
 
 
-def claim_state(session: Session, org: Organization, user_id: int | None, state: str) -> PendingLogin:
-    """Take the sign-in `state` names, once: unknown, used, expired, another org's or another user's is refused."""
+def claim_state(session: Session, org: Organization, user_id: int | None, state: str, *,
+                bound_to_state: bool = False) -> PendingLogin:
+    """Take the sign-in `state` names, once: unknown, used, expired, another org's or another user's is refused.
+    `bound_to_state` (a SAML response posted cross-site, without the session cookie): the state's own user."""
     row = session.scalar(select(SsoLoginState).where(SsoLoginState.state_hash == _hash(state or "")))
+    if bound_to_state and row is not None:
+        user_id = row.user_id
     if row is None or row.org_id != org.id:
         raise LoginRefused("unknown_state", "This sign-in is unknown (state): start again from the SSO login link")
     if row.used_at is not None:
@@ -442,6 +474,34 @@ def _sync_groups(session: Session, org: Organization, user: User, config: SsoCon
         current = orgs.group_facts(session, group).roles.get(user.id)
         if current is None or ORG_ROLES.index(role) > ORG_ROLES.index(current):
             orgs.set_group_member(session, org, group, user, role)
+
+
+def saml_state_known(session: Session, org: Organization, relay_state: str) -> bool:
+    return bool(relay_state) and session.scalar(select(SsoLoginState.id).where(
+        SsoLoginState.state_hash == _hash(relay_state), SsoLoginState.org_id == org.id)) is not None
+
+
+def remember_assertion(session: Session, org: Organization, assertion_id: str, keep_until: datetime) -> None:
+    """The replay cache: LoginRefused if this assertion (or this finish token) was already used here."""
+    session.execute(SsoSamlAssertion.__table__.delete().where(SsoSamlAssertion.expires_at < utcnow()))
+    if session.scalar(select(SsoSamlAssertion.id).where(SsoSamlAssertion.org_id == org.id,
+                                                        SsoSamlAssertion.assertion_id == assertion_id)) is not None:
+        raise LoginRefused("replayed", "This SAML assertion was already used")
+    session.add(SsoSamlAssertion(org_id=org.id, assertion_id=assertion_id[:300], expires_at=keep_until))
+    session.flush()
+
+
+def saml_claims(assertion: saml.Assertion) -> dict[str, Any]:
+    """The claims a SAML assertion gives: its NameID as subject (and e-mail, NameID format EmailAddress, unless an
+    `email` attribute names it), and its attributes as lists (mapping paths are attribute names)."""
+    claims: dict[str, Any] = dict(assertion.attributes)
+    email = assertion.name_id
+    for key in ("email", "mail", "urn:oid:0.9.2342.19200300.100.1.3"):
+        if assertion.attributes.get(key):
+            email = assertion.attributes[key][0]
+            break
+    claims.update({"sub": assertion.name_id, "email": email, "email_verified": True})
+    return claims
 
 
 def record_refusal(session: Session, org: Organization, user_name: str | None, reason: str, message: str) -> None:

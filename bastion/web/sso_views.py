@@ -15,12 +15,12 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.urls import base_url
-from bastion.authz import Permission, Principal, permission, require
+from bastion.authz import Permission, Principal, capability, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest, Forbidden
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization
-from bastion.sso import oidc
+from bastion.sso import oidc, saml
 from bastion.sso import service as sso
 from bastion.web.org_views import SETTINGS_TABS
 from bastion.web.pages import HtmlRoute, check_csrf, redirect, render, safe_next
@@ -34,6 +34,11 @@ def _box(request: Request):  # type: ignore[no-untyped-def]
 
 def _redirect_uri(request: Request, org: Organization) -> str:
     return f"{base_url(request)}/organizations/{quote(org.name, safe='')}/oidc/consume"
+
+
+def _saml_urls(request: Request, org_name: str) -> saml.SpUrls:
+    base = f"{base_url(request)}/organizations/{quote(org_name, safe='')}"
+    return saml.SpUrls(entity_id=f"{base}/saml/metadata", acs=f"{base}/saml/consume")
 
 
 @router.get("/organizations/{name}/sso/login")
@@ -55,7 +60,7 @@ def sso_login(name: str, request: Request, principal: Principal = Depends(curren
             require(principal, Permission.ORG_MEMBERSHIP_SELF)
         assert principal.user_id is not None
         url = sso.start_login(session, _box(request), org, principal.user_id, test=test, next_path=next_path,
-                              redirect_uri=_redirect_uri(request, org))
+                              redirect_uri=_redirect_uri(request, org), saml_urls=_saml_urls(request, org.name))
     return redirect(url)
 
 
@@ -110,6 +115,123 @@ def _consume(request: Request, principal: Principal, name: str, state: str, code
     if outcome == "test":
         return redirect(f"/organizations/{quote(org_name, safe='')}/settings/sso?tested=1")
     return redirect(safe_next(pending.next_path))
+
+
+# ---- SAML 2.0 ------------------------------------------------------------------------------------
+
+@router.get("/organizations/{name}/saml/metadata")
+@permission(Permission.PUBLIC)
+def saml_metadata(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    """The org's SP metadata (entity id = this URL, the ACS URL), for its IdP's administrators."""
+    require(principal, Permission.PUBLIC)
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org = orgs.get_org(session, name)
+        return Response(saml.sp_metadata(_saml_urls(request, org.name)), media_type="application/samlmetadata+xml")
+
+
+@router.post("/organizations/{name}/saml/consume")
+@permission(Permission.PUBLIC)
+async def saml_consume(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    """The IdP posts here (cross-site: the session cookie does not come along). SP-initiated: the RelayState
+    names the sign-in, and its user; IdP-initiated: the verified assertion goes on, signed and single-use, to
+    /saml/finish, where the signed-in user completes it."""
+    form = await request.form()
+    require(principal, Permission.PUBLIC)  # the response's signatures and the sign-in's state are the authority
+    response = form.get("SAMLResponse")
+    relay = form.get("RelayState")
+    return await run_in_threadpool(_saml_consume, request, principal, name,
+                                   response if isinstance(response, str) else "",
+                                   relay if isinstance(relay, str) else "")
+
+
+def _saml_consume(request: Request, principal: Principal, name: str, saml_response: str, relay: str) -> Response:
+    hub = hub_of(request)
+    refusal: sso.LoginRefused | None = None
+    pending: sso.PendingLogin | None = None
+    user_name = principal.username
+    with transaction(hub.sessions) as session:
+        org = orgs.get_org(session, name)
+        config = sso.get_config(session, org)
+        if config is None or config.protocol != "saml":
+            raise BadRequest(f"The organization {org.name!r} has no SAML single sign-on")
+        idp = dict(config.discovery)
+        if sso.saml_state_known(session, org, relay):
+            try:
+                pending = sso.claim_state(session, org, None, relay, bound_to_state=True)
+            except sso.LoginRefused as exc:
+                refusal = exc
+    assertion: saml.Assertion | None = None
+    if refusal is None:
+        try:
+            assertion = saml.parse_response(_saml_urls(request, name), idp, saml_response,
+                                            pending.nonce if pending else None)
+        except saml.SamlError as exc:
+            refusal = sso.LoginRefused(exc.reason, exc.message)
+    outcome = ""
+    if refusal is None and assertion is not None:
+        try:
+            with transaction(hub.sessions) as session:
+                org = orgs.get_org(session, name)
+                sso.remember_assertion(session, org, assertion.assertion_id, saml.keep_until(assertion))
+        except sso.LoginRefused as exc:
+            refusal = exc
+    if refusal is None and assertion is not None and pending is not None:
+        try:
+            with transaction(hub.sessions) as session:
+                org = orgs.get_org(session, name)
+                user_name = _user_name(session, pending.user_id)
+                outcome = sso.complete_login(session, org, pending, sso.saml_claims(assertion))
+        except sso.LoginRefused as exc:
+            refusal = exc
+    if refusal is not None:
+        with transaction(hub.sessions) as session:
+            sso.record_refusal(session, orgs.get_org(session, name), user_name, refusal.reason, refusal.message)
+        raise Forbidden(f"Single sign-on failed: {refusal.message}")
+    assert assertion is not None
+    if pending is None:  # IdP-initiated: the signed-in user finishes it (a top-level GET carries the cookie)
+        token = capability.sign(hub.settings.secret_key, "saml-finish",
+                                {"org": name.lower(), "claims": sso.saml_claims(assertion),
+                                 "aid": assertion.assertion_id}, saml.FINISH_TTL)
+        return redirect(f"/organizations/{quote(name, safe='')}/saml/finish?t={quote(token, safe='')}")
+    if outcome == "test":
+        return redirect(f"/organizations/{quote(name, safe='')}/settings/sso?tested=1")
+    return redirect(safe_next(pending.next_path))
+
+
+def _user_name(session: Session, user_id: int) -> str | None:
+    from bastion.accounts.service import user_by_id
+
+    user = user_by_id(session, user_id)
+    return user.name if user is not None else None
+
+
+@router.get("/organizations/{name}/saml/finish")
+@permission(Permission.ORG_MEMBERSHIP_SELF)
+def saml_finish(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    require(principal, Permission.ORG_MEMBERSHIP_SELF)
+    hub = hub_of(request)
+    try:
+        claims = capability.verify(hub.settings.secret_key, "saml-finish", request.query_params.get("t") or "")
+    except Forbidden:
+        claims = {}
+    refusal: sso.LoginRefused | None = None
+    if claims.get("org") != name.lower() or principal.user_id is None:
+        refusal = sso.LoginRefused("bad_finish", "This SAML sign-in link is invalid or has expired")
+    else:
+        try:
+            with transaction(hub.sessions) as session:
+                org = orgs.get_org(session, name)
+                sso.remember_assertion(session, org, f"finish:{claims['aid']}", sso.now() + saml.finish_keep())
+                pending = sso.PendingLogin(org.id, principal.user_id, "", "", "login", f"/organizations/{org.name}")
+                sso.complete_login(session, org, pending, dict(claims["claims"]))
+        except sso.LoginRefused as exc:
+            refusal = exc
+    if refusal is not None:
+        with transaction(hub.sessions) as session:
+            sso.record_refusal(session, orgs.get_org(session, name), principal.username, refusal.reason,
+                               refusal.message)
+        raise Forbidden(f"Single sign-on failed: {refusal.message}")
+    return redirect(f"/organizations/{quote(name, safe='')}")
 
 
 # ---- settings ------------------------------------------------------------------------------------

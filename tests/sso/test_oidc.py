@@ -270,7 +270,7 @@ def test_jwks_rotation_and_caching(sso_world: SsoWorld) -> None:
     assert world.idp.jwks_fetches() == 1  # the restarted IdP counts anew: fetched once for the new key id
 
 
-def test_cli_refuses_what_is_not_built(sso_world: SsoWorld, tmp_path: Any) -> None:
+def test_cli_refuses_what_is_not_built_and_bad_input(sso_world: SsoWorld, tmp_path: Any) -> None:
     world = sso_world
     org, _a, _t, _r = org_with_private_repo(world)
     inst = world.server.cli("admin", "sso", "--instance", "--oidc-issuer", world.idp.issuer, "--client-id", "x",
@@ -279,7 +279,7 @@ def test_cli_refuses_what_is_not_built(sso_world: SsoWorld, tmp_path: Any) -> No
     meta = tmp_path / "idp.xml"
     meta.write_text("<EntityDescriptor/>")
     saml = world.server.cli("admin", "sso", "--org", org, "--saml-metadata", str(meta), check=False)
-    assert saml.returncode != 0 and "not built" in saml.stderr
+    assert saml.returncode != 0 and "IdP metadata" in saml.stderr  # checked at once: nothing stored
     neither = world.server.cli("admin", "sso", "--oidc-issuer", world.idp.issuer, check=False)
     assert neither.returncode != 0
 

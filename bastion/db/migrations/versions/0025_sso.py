@@ -1,4 +1,4 @@
-"""sso: organizations' OIDC settings, members' SSO sessions, sign-ins in flight
+"""sso: organizations' OIDC and SAML settings, the SAML assertion replay cache, members' SSO sessions, sign-ins in flight
 
 Revision ID: 0025_sso
 Revises: 0021_secret_push_protection_mode
@@ -74,9 +74,19 @@ def upgrade() -> None:
         sa.Column("used_at", UTCDateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_sso_login_states_org_id", "sso_login_states", ["org_id"])
+    op.create_table(
+        "sso_saml_assertions",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("org_id", sa.Integer(), sa.ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("assertion_id", sa.String(length=300), nullable=False),
+        sa.Column("expires_at", UTCDateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("org_id", "assertion_id", name="uq_sso_saml_assertions_org_assertion"),
+    )
+    op.create_index("ix_sso_saml_assertions_org_id", "sso_saml_assertions", ["org_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("sso_saml_assertions")
     op.drop_table("sso_login_states")
     op.drop_table("sso_sessions")
     op.drop_table("sso_exemptions")
