@@ -1,5 +1,5 @@
-"""Organization SSO settings over the API (org admins): read, save (discovery fetched and checked at once),
-enable / disable, external collaborators. Each route parses, calls authz.require() once, and calls
+"""Organization SSO settings over the API (org admins): read, save (OIDC discovery or SAML IdP metadata
+checked at once), enable / disable, external collaborators. Each route parses, calls authz.require() once, and calls
 sso.service. The test sign-in that "enable" needs happens in a browser (/organizations/{org}/sso/login?test=1).
 """
 
@@ -17,7 +17,7 @@ from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest
 from bastion.orgs import service as orgs
-from bastion.sso import oidc
+from bastion.sso import oidc, saml
 from bastion.sso import service as sso
 
 router = APIRouter()
@@ -74,14 +74,28 @@ async def put_settings(name: str, request: Request, principal: Principal = Depen
         with transaction(hub.sessions, readonly=True) as session:
             _org, facts = orgs.org_with_facts(session, name)
             require(principal, Permission.ORG_WRITE, facts)
-        if data.get("protocol", "oidc") != "oidc":
-            raise BadRequest("SAML 2.0 is not built yet: only OpenID Connect (\"protocol\": \"oidc\") can be "
-                             "configured")
-        unknown = sorted(set(data) - {"protocol", "issuer", "clientId", "clientSecret", "tokenAuthMethod",
-                                      "roleClaim", "roleMap", "groupClaim", "groupMap", "emailDomains",
-                                      "sessionDays"})
+        protocol = data.get("protocol", "oidc")
+        if protocol not in ("oidc", "saml"):
+            raise BadRequest("Unknown protocol: expected \"oidc\" or \"saml\"")
+        common = {"protocol", "roleClaim", "roleMap", "groupClaim", "groupMap", "emailDomains", "sessionDays"}
+        own = {"issuer", "clientId", "clientSecret", "tokenAuthMethod"} if protocol == "oidc" else \
+            {"idpMetadata", "idpEntityId", "signOnUrl", "certificate"}
+        unknown = sorted(set(data) - common - own)
         if unknown:
-            raise BadRequest(f"Unknown SSO settings (not built): {', '.join(unknown)}")
+            raise BadRequest(f"Unknown {protocol} SSO settings (not built): {', '.join(unknown)}")
+        if protocol == "saml":
+            xml = data.get("idpMetadata")
+            if xml is None:
+                xml = saml.idp_metadata_from_parts(_str(data, "idpEntityId"), _str(data, "signOnUrl"),
+                                                   _str(data, "certificate"))
+            elif not isinstance(xml, str):
+                raise BadRequest("'idpMetadata' must be the IdP's metadata XML")
+            idp = saml.check_idp_metadata(xml)
+            settings = _settings({**{k: v for k, v in data.items() if k in common}, "issuer": "", "clientId": ""})
+            with transaction(hub.sessions) as session:
+                org = orgs.get_org(session, name)
+                sso.configure_saml(session, org, settings, idp)
+                return sso.settings_view(session, org) or {}
         settings = _settings(data)
         discovery = oidc.discover(settings.issuer, settings.token_auth_method)  # outside any transaction
         with transaction(hub.sessions) as session:

@@ -516,6 +516,7 @@ def settings_view(session: Session, org: Organization) -> dict[str, Any] | None:
         return None
     names = {g.id: g.name for g in orgs.list_groups(session, org)}
     return {"protocol": config.protocol, "issuer": config.issuer, "clientId": config.client_id,
+            **({"signOnUrl": config.discovery.get("sso_url")} if config.protocol == "saml" else {}),
             "tokenAuthMethod": config.token_auth_method, "roleClaim": config.role_claim,
             "roleMap": config.role_map, "groupClaim": config.group_claim,
             "groupMap": {v: [f"{names.get(gid, gid)}:{role}" for gid, role in targets]

@@ -238,8 +238,9 @@ def saml_finish(name: str, request: Request, principal: Principal = Depends(curr
 
 def _page(request: Request, session: Session, org: Organization, status: int = 200, **extra: Any) -> Response:
     view = sso.settings_view(session, org)
+    sp = _saml_urls(request, org.name)
     return render(request, "orgs/settings_sso.html", status, org=org, tab="sso", tabs=SETTINGS_TABS, sso=view,
-                  redirect_uri=_redirect_uri(request, org),
+                  redirect_uri=_redirect_uri(request, org), sp_entity_id=sp.entity_id, acs_url=sp.acs,
                   join_link=f"{base_url(request)}/organizations/{quote(org.name, safe='')}/sso/login",
                   members=orgs.list_members(session, org), **extra)
 
@@ -258,6 +259,18 @@ def _text(form: Any, key: str, limit: int = 2000) -> str:
     return value.strip()[:limit] if isinstance(value, str) else ""
 
 
+def _idp_metadata(form: Any) -> str:
+    """The IdP's metadata XML, or metadata made from its entity id, sign-on URL and certificate."""
+    xml = _text(form, "idp_metadata", saml.MAX_METADATA)
+    if xml:
+        return xml
+    entity, url, cert = _text(form, "idp_entity_id", 1000), _text(form, "sign_on_url", 2000), \
+        _text(form, "certificate", 20000)
+    if not (entity and url and cert):
+        raise BadRequest("Give the IdP's metadata, or its entity id, sign-on URL and certificate")
+    return saml.idp_metadata_from_parts(entity, url, cert)
+
+
 @router.post("/organizations/{name}/settings/sso/{verb}")
 @permission(Permission.ORG_WRITE)
 async def sso_settings_post(name: str, verb: str, request: Request,
@@ -268,8 +281,15 @@ async def sso_settings_post(name: str, verb: str, request: Request,
         hub = hub_of(request)
         discovery: dict[str, Any] | None = None
         error = ""
-        if verb == "update" and _text(form, "protocol", 8) not in ("", "oidc"):
-            error = "SAML 2.0 is not built yet: only OpenID Connect can be configured"
+        protocol = _text(form, "protocol", 8) or "oidc"
+        idp: dict[str, Any] | None = None
+        if verb == "update" and protocol not in ("oidc", "saml"):
+            error = "Unknown protocol: expected oidc or saml"
+        elif verb == "update" and protocol == "saml":
+            try:
+                idp = saml.check_idp_metadata(_idp_metadata(form))
+            except BadRequest as exc:
+                error = exc.message
         elif verb == "update":
             try:
                 discovery = oidc.discover(_text(form, "issuer", 1000), _text(form, "token_auth_method", 32)
@@ -285,11 +305,21 @@ async def sso_settings_post(name: str, verb: str, request: Request,
             try:
                 with session.begin_nested():
                     if verb == "update":
-                        assert discovery is not None
-                        secret = _text(form, "client_secret", 1000)
                         days = _text(form, "session_days", 4) or str(sso.DEFAULT_SESSION_DAYS)
                         if not days.isdigit():
                             raise BadRequest("The SSO session length must be a number of days")
+                        if idp is not None:
+                            sso.configure_saml(session, org, sso.Settings(
+                                issuer="", client_id="", client_secret=None,
+                                role_claim=_text(form, "role_claim", 300),
+                                role_map=sso.parse_role_map(_text(form, "role_map")),
+                                group_claim=_text(form, "group_claim", 300),
+                                group_map=sso.parse_group_map(_text(form, "group_map")),
+                                email_domains=_text(form, "email_domains").replace(",", " ").split(),
+                                session_days=int(days)), idp)
+                            return redirect(f"/organizations/{quote(org.name, safe='')}/sso/login?test=1")
+                        assert discovery is not None
+                        secret = _text(form, "client_secret", 1000)
                         sso.configure(session, _box(request), org, sso.Settings(
                             issuer=_text(form, "issuer", 1000), client_id=_text(form, "client_id", 500),
                             client_secret=secret or None,
