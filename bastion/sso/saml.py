@@ -14,19 +14,32 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 from bastion.errors import BadRequest
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # pysaml2 imports a cipher mode cryptography moved (CFB)
-    from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+if TYPE_CHECKING:
     from saml2.client import Saml2Client
     from saml2.config import SPConfig
-    from saml2.mdstore import MetadataStore
-    from saml2.metadata import create_metadata_string
-    from saml2.saml import NAMEID_FORMAT_EMAILADDRESS
+
+# pysaml2's constants (saml2.BINDING_HTTP_*, saml2.saml.NAMEID_FORMAT_EMAILADDRESS): pysaml2 itself is imported
+# only when SAML is used (it loads XML schemas: seconds at every server start otherwise).
+BINDING_HTTP_POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+BINDING_HTTP_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+NAMEID_FORMAT_EMAILADDRESS = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+
+
+def _pysaml2() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pysaml2 imports a cipher mode cryptography moved (CFB)
+        import saml2
+        import saml2.client
+        import saml2.config
+        import saml2.mdstore
+        import saml2.metadata
+    assert saml2.BINDING_HTTP_POST == BINDING_HTTP_POST and saml2.BINDING_HTTP_REDIRECT == BINDING_HTTP_REDIRECT
+    return saml2
 
 CLOCK_SKEW = 120
 FINISH_TTL = 120  # seconds an IdP-initiated sign-in's finish link is valid
@@ -73,7 +86,7 @@ def check_idp_metadata(xml: str) -> dict[str, Any]:
     HTTP-Redirect sign-on service and a signing certificate."""
     if len(xml.encode()) > MAX_METADATA:
         raise BadRequest("The IdP metadata is too large")
-    store = MetadataStore(attrc=None, config=_bare_config())
+    store = _pysaml2().mdstore.MetadataStore(attrc=None, config=_bare_config())
     try:
         store.load("inline", xml)
     except Exception as exc:  # pysaml2 raises many types for bad XML
@@ -94,7 +107,7 @@ def check_idp_metadata(xml: str) -> dict[str, Any]:
 
 
 def _bare_config() -> SPConfig:
-    return SPConfig().load({"entityid": "urn:bastion:metadata-check", "xmlsec_binary": XMLSEC})
+    return _pysaml2().config.SPConfig().load({"entityid": "urn:bastion:metadata-check", "xmlsec_binary": XMLSEC})
 
 
 def _client(urls: SpUrls, idp_metadata: str | None) -> Saml2Client:
@@ -110,12 +123,13 @@ def _client(urls: SpUrls, idp_metadata: str | None) -> Saml2Client:
     }
     if idp_metadata:
         conf["metadata"] = {"inline": [idp_metadata]}
-    return Saml2Client(config=SPConfig().load(conf))
+    saml2 = _pysaml2()
+    return saml2.client.Saml2Client(config=saml2.config.SPConfig().load(conf))
 
 
 def sp_metadata(urls: SpUrls) -> str:
     conf = _client(urls, None).config
-    return create_metadata_string(None, config=conf, valid=None, sign=False).decode()
+    return _pysaml2().metadata.create_metadata_string(None, config=conf, valid=None, sign=False).decode()
 
 
 def authn_request(urls: SpUrls, idp: dict[str, Any], relay_state: str) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.db import make_engine, transaction
 from tests.accounts.fixtures import PASSWORD, http_login
-from tests.conftest import BastionServer, free_port
+from tests.conftest import BastionServer, ClamdServer, free_port
 
 IDP_DIR = Path(__file__).parent / "idp"
 SECRET_POST = "post-secret-" + "p" * 32
@@ -228,16 +228,17 @@ class SsoWorld:
 
 
 @pytest.fixture(scope="session")
-def sso_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SsoWorld]:
+def sso_world(tmp_path_factory: pytest.TempPathFactory, clamd: ClamdServer) -> Iterator[SsoWorld]:
     root = tmp_path_factory.mktemp("sso")
     clock = root / "clock"
     clock.write_text("0")
-    server = BastionServer(root / "bastion", env={"BASTION_SIGNUP": "open", "BASTION_TEST_CLOCK_FILE": str(clock)})
+    server = BastionServer(root / "bastion", env={"BASTION_SIGNUP": "open", "BASTION_TEST_CLOCK_FILE": str(clock),
+                                                  "BASTION_CLAMD_ADDRESS": clamd.address})
     names = [f"ssoorg{i}{secrets.token_hex(3)}" for i in range(ORG_SLOTS)]
     idp = OidcIdp(root, [f"{server.url}/organizations/{n}/oidc/consume" for n in names])
-    idp.start()
-    server.start()
-    try:
+    try:  # whatever started is stopped, also when the other one fails to start
+        idp.start()
+        server.start()
         yield SsoWorld(server, idp, clock, names)
     finally:
         server.stop()
