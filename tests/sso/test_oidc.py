@@ -222,7 +222,9 @@ def test_update_and_test_before_enable_in_the_settings_page(sso_world: SsoWorld)
                              "client_secret": "y"})
     assert bad.status_code == 400 and "discovery document" in bad.text
     saml = browser.post(f"/organizations/{org}/settings/sso/update", data={"csrf_token": csrf, "protocol": "saml"})
-    assert saml.status_code == 400 and "not built" in saml.text
+    assert saml.status_code == 400 and "Give the IdP&#39;s metadata" in saml.text
+    other = browser.post(f"/organizations/{org}/settings/sso/update", data={"csrf_token": csrf, "protocol": "cas"})
+    assert other.status_code == 400 and "Unknown protocol" in other.text
     saved = browser.post(f"/organizations/{org}/settings/sso/update",
                          data={"csrf_token": csrf, "issuer": world.idp.issuer, "client_id": "bastion-basic",
                                "client_secret": SECRET_BASIC, "token_auth_method": "client_secret_basic",
