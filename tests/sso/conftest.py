@@ -238,7 +238,7 @@ def sso_world(tmp_path_factory: pytest.TempPathFactory, clamd: ClamdServer) -> I
     idp = OidcIdp(root, [f"{server.url}/organizations/{n}/oidc/consume" for n in names])
     try:  # whatever started is stopped, also when the other one fails to start
         idp.start()
-        server.start()
+        server.start(timeout=240)  # one server for every SSO test file: worth waiting for on a loaded machine
         yield SsoWorld(server, idp, clock, names)
     finally:
         server.stop()
