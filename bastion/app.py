@@ -96,6 +96,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.orgs.routes import router as orgs_router
     from bastion.tokens import governance as token_governance
     token_governance.install(hub.engine, app.state.mailer)  # token approval requests are e-mailed
+    from bastion.sso.routes import router as sso_router
+    app.include_router(sso_router)  # /api/organizations/{name}/settings/sso
     app.include_router(orgs_router)  # before repos: /api/{plural}/{ns}/{name}/resource-group
     from bastion.gating.routes import router as gating_router
     app.include_router(gating_router)  # access requests: …/user-access-request/…
@@ -118,10 +120,12 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.web.repo_views import router as web_repo_router
     from bastion.web.settings_views import router as web_settings_router
     from bastion.web.signin_views import router as web_signin_router
+    from bastion.web.sso_views import router as web_sso_router
     from bastion.web.token_views import router as web_token_router
     from bastion.web.twofactor_views import router as web_twofactor_router
     from bastion.web.views import router as web_router
     app.include_router(web_audit_router)  # before the org settings' /organizations/{name}/settings/{tab}
+    app.include_router(web_sso_router)  # before the org pages: /organizations/{name}/settings/sso
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
     from bastion.web.gating_views import router as web_gating_router
     app.include_router(web_gating_router)  # before the repo pages: /{ns}/{name}/access-requests

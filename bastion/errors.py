@@ -56,6 +56,15 @@ class ReauthenticationRequired(Forbidden):
     old: 403; web pages send the browser to /settings/sudo instead."""
 
 
+class SSORequired(Forbidden):
+    """An organization's resource asked for by a member without a live SSO session for it: 403 over the API,
+    git and the hub client (the message names SSO); web pages send the browser to the org's SSO login."""
+
+    def __init__(self, org: str, message: str) -> None:
+        super().__init__(message)
+        self.org = org
+
+
 class GatedRepo(BastionError):
     """A gated repo's contents without an accepted access request: 401 for anonymous callers, else 403.
 

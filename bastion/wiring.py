@@ -24,6 +24,7 @@ Hooks and ports (owner ← provider):
 - audit.worker.org_periods (each org's audit retention) ← orgs.service
 - audit.checkpoints (the instance key that signs checkpoints) ← signing.service.install
 - scanning.queue.queue_extensions / sweep_hooks (durable jobs on the scan workers) ← relocation.queue
+- orgs.service.sso_gate (whether an org enforces SSO, its members' live SSO sessions) ← sso.service
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ PROVIDERS = (
     "bastion.scanning.enqueue",
     "bastion.scanning.verdicts",
     "bastion.relocation.queue",
+    "bastion.sso.service",
 )
 
 

@@ -61,12 +61,12 @@ class BastionServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
 
-    def start(self) -> BastionServer:
+    def start(self, timeout: float = 60) -> BastionServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "bastion.cli", "serve", "--port", str(self.port)],
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bastion serve exited:\n{self.log_path.read_text()[-3000:]}")

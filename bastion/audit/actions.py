@@ -102,6 +102,12 @@ class AuditAction(StrEnum):
     ORG_INVITE_EMAIL = "org.invite.email"
     ORG_INVITE_ACCEPT = "org.invite.accept"
     ORG_INVITE_DECLINE = "org.invite.decline"
+    ORG_SETTINGS_SSO = "org.settings.sso"  # SSO settings saved, or a test sign-in passed
+    ORG_SETTINGS_SSO_ENABLE = "org.settings.sso.enable"
+    ORG_SETTINGS_SSO_DISABLE = "org.settings.sso.disable"
+    ORG_SSO_LOGIN = "org.sso_login"
+    ORG_SSO_JOIN = "org.sso_join"
+    ORG_SSO_LOGIN_FAILED = "org.sso_login_failed"  # a sign-in refused (bad token, reused state, e-mail mismatch)
     ORG_2FA_ENABLE = "org.settings.security.2fa.enable"
     ORG_2FA_DISABLE = "org.settings.security.2fa.disable"
     ORG_REPO_VISIBILITY = "org.settings.security.repo_visibility"

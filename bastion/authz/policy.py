@@ -28,6 +28,7 @@ from bastion.errors import (
     GatedRepo,
     ReauthenticationRequired,
     RepoNotFound,
+    SSORequired,
 )
 from bastion.timing import timed
 
@@ -162,6 +163,10 @@ class OrgFacts:
     repo_visibility: str = "public"  # public | private | private_only
     hide_members: bool = False
     delegate_protection_changes: bool = False  # repo managers (not only org admins) may lower protections
+    # SSO (bastion.sso through orgs.service.sso_gate): while enforced, membership gives rights only to members
+    # in `sso_ok` (a live SSO session for this org, or an exempt external collaborator).
+    sso_required: bool = False
+    sso_ok: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,8 @@ class Decision:
     gated: str = ""
     # A sudo permission refused for want of a recent re-authentication (errors.ReauthenticationRequired).
     reauthenticate: bool = False
+    # Refused for want of a live SSO session of this org (errors.SSORequired: browsers go to its SSO login).
+    sso_org: str = ""
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -320,6 +327,7 @@ class RepoColumns:
     org_role: Callable[[int], Any] | None = None
     group_role: Callable[[int], Any] | None = None
     has_2fa: Callable[[int], Any] | None = None
+    sso_ok: Callable[[int], Any] | None = None  # true where the org does not enforce SSO or the user passes it
 
 
 def _owns(principal: Principal, owner_user_id: int | None) -> bool:
@@ -454,12 +462,21 @@ def _repo_role(principal: Principal, repo: RepoRef, org: OrgFacts) -> str | None
     return group_role if group_role in READ_ROLES else None
 
 
-def _two_factor(principal: Principal, org: OrgFacts) -> Decision:
+def _member_conditions(principal: Principal, org: OrgFacts) -> Decision:
+    """What every right that comes from membership needs besides the role: the org's 2FA requirement and,
+    while it enforces SSO, a live SSO session of the member (external collaborators are exempt)."""
     if org.require_2fa and principal.user_id not in org.two_factor:
         return Decision(False, f"The organization {org.name!r} requires two-factor authentication. Enable it in "
                                "your account settings (Settings → Two-factor authentication) to access its "
                                "resources.", disclose=True)
+    if org.sso_required and principal.user_id not in org.sso_ok:
+        return Decision(False, sso_required_message(org.name), disclose=True, sso_org=org.name)
     return ALLOW
+
+
+def sso_required_message(org: str) -> str:
+    return (f"The organization {org!r} requires single sign-on (SSO): sign in with its identity provider at "
+            f"/organizations/{org}/sso/login to access its resources.")
 
 
 def _may_write(principal: Principal, role: str | None, creator_user_id: int | None) -> bool:
@@ -476,14 +493,14 @@ def _org_repo_may(principal: Principal, perm: Permission, repo: RepoRef, org: Or
     if perm is Permission.REPO_METADATA_READ:
         if not repo.private:
             return ALLOW
-        return _two_factor(principal, org) if role is not None else Decision(False, "private repository")
+        return _member_conditions(principal, org) if role is not None else Decision(False, "private repository")
     if role is None:
         return Decision(False, "private repository" if repo.private else
                         "you do not have write access to this repository")
     if not _may_write(principal, role, repo.creator_user_id):
         where = f"resource group {repo.group.name!r}" if repo.group else f"organization {org.name!r}"
         return Decision(False, f"your role in the {where} ({role}) does not allow this")
-    return _two_factor(principal, org)
+    return _member_conditions(principal, org)
 
 
 def _org_protection_lower(principal: Principal, repo: RepoRef, org: OrgFacts) -> Decision:
@@ -504,7 +521,7 @@ def _org_protection_lower(principal: Principal, repo: RepoRef, org: OrgFacts) ->
 # Anyone signed in who reads a repo may open discussions and pull requests there, comment, and upload
 # the contents of their pull request's commits; the author of a discussion closes, reopens and renames
 # it and pushes to its pull request while open; a comment's author edits it; the repo's writers do all
-# of that to anyone's and merge. On an org repo, a member is held to the org's 2FA rule as for any right
+# of that to anyone's and merge. On an org repo, a member is held to the org's 2FA and SSO rules as for any right
 # that membership gives; tokens meet the org's token policy through their restrictions (authorize()).
 
 def _community_may(principal: Principal, perm: Permission, resource: object) -> Decision:
@@ -517,7 +534,7 @@ def _community_may(principal: Principal, perm: Permission, resource: object) -> 
     if not seen:
         return seen
     if repo.org is not None and _org_role(principal, repo.org) is not None and not principal.is_admin:
-        member_rule = _two_factor(principal, repo.org)
+        member_rule = _member_conditions(principal, repo.org)
         if not member_rule:
             return member_rule
     if perm in (Permission.REPO_CONTENT_UPLOAD, Permission.REPO_DISCUSSION_CREATE, Permission.REPO_DISCUSSION_COMMENT):
@@ -566,7 +583,7 @@ def _passes_gate(principal: Principal, repo: RepoRef, gate: GateFacts) -> bool:
     if org is None:
         return _owns(principal, repo.owner_user_id)
     role = _org_role(principal, org)
-    if role is None or not _two_factor(principal, org):
+    if role is None or not _member_conditions(principal, org):
         return False  # membership gives nothing here (2FA governs every right that comes from it)
     if role == "admin" or (repo.creator_user_id is not None and repo.creator_user_id == principal.user_id):
         return True
@@ -590,7 +607,7 @@ def _org_may_create(principal: Principal, org: OrgFacts, group: GroupFacts | Non
     if not ok:
         where = f"resource group {group.name!r}" if group else f"organization {org.name!r}"
         return Decision(False, f"you cannot create repositories in the {where}")
-    return _two_factor(principal, org)
+    return _member_conditions(principal, org)
 
 
 def _org_may(principal: Principal, perm: Permission, org: OrgFacts) -> Decision:
@@ -610,7 +627,7 @@ def _org_may(principal: Principal, perm: Permission, org: OrgFacts) -> Decision:
     if not ok:
         return Decision(False, f"only administrators of {org.name!r} can do this" if perm is not Permission.ORG_READ
                         else f"your role in {org.name!r} ({role}) does not include its settings")
-    return _two_factor(principal, org)
+    return _member_conditions(principal, org)
 
 
 def _group_may(principal: Principal, ref: GroupRef) -> Decision:
@@ -622,7 +639,7 @@ def _group_may(principal: Principal, ref: GroupRef) -> Decision:
     if not ok:
         return Decision(False, "only organization administrators (or this group's administrators, for its "
                                "members) can manage resource groups")
-    return _two_factor(principal, ref.org)
+    return _member_conditions(principal, ref.org)
 
 
 def _move_may(principal: Principal, move: RepoGroupMove) -> Decision:
@@ -643,7 +660,7 @@ def _move_may(principal: Principal, move: RepoGroupMove) -> Decision:
         if not ok:
             return Decision(False, "moving this repository needs administrator rights on the resource groups "
                                    "involved (or on the organization)")
-    return _two_factor(principal, org)
+    return _member_conditions(principal, org)
 
 
 NAME_UNAVAILABLE = "you cannot create a repository with this name here"
@@ -764,8 +781,9 @@ def _org_readable_clause(user_id: int, cols: RepoColumns) -> ColumnElement[bool]
     by_role = or_(role == "admin",
                   and_(cols.resource_group_id.is_(None), role.in_(sorted(READ_ROLES))),
                   and_(cols.resource_group_id.is_not(None), role != "", group_role.in_(sorted(READ_ROLES))))
-    return and_(cols.owner_org_id.is_not(None), by_role,
-                or_(not_(cols.org_require_2fa), cols.has_2fa(user_id)))
+    clause = and_(cols.owner_org_id.is_not(None), by_role,
+                  or_(not_(cols.org_require_2fa), cols.has_2fa(user_id)))
+    return and_(clause, cols.sso_ok(user_id)) if cols.sso_ok is not None else clause
 
 
 # Every request counts its authz checks; strict mode (tests) rejects a request with != 1.
@@ -806,11 +824,15 @@ def require(principal: Principal, perm: Permission, resource: object = None) -> 
     if isinstance(repo, RepoRef):
         can_read = authorize(principal, Permission.REPO_METADATA_READ, repo)
         if not can_read:
+            if can_read.sso_org:
+                raise SSORequired(can_read.sso_org, can_read.reason)
             if can_read.disclose:
                 raise Forbidden(can_read.reason)  # a member blocked by an org policy is told why
             raise RepoNotFound()  # private means invisible
         if decision.gated:
             raise GatedRepo(decision.gated, repo.type, f"{repo.namespace}/{repo.name}")
+    if decision.sso_org:
+        raise SSORequired(decision.sso_org, decision.reason)
     if decision.disclose:
         raise Forbidden(decision.reason)
     if decision.reauthenticate:

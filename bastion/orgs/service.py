@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -52,6 +52,8 @@ GROUP_ROLES = ("read", "contributor", "write", "admin")
 INVITATION_TTL = timedelta(days=7)
 APPROVAL_STATES = ("pending", "approved", "denied", "revoked")
 MAX_ADMIN_MAILS = 5  # as on the Hub: at most five admins are e-mailed about a pending token
+SSO_INVITATIONS_CLOSED = ("The organization {org!r} uses single sign-on: classic invitations are disabled. Share "
+                          "its SSO join link (/organizations/{org}/sso/login) instead.")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -82,6 +84,33 @@ def has_two_factor_clause(user_id: Any) -> ColumnElement[bool]:
     return or_(totp, key)
 
 
+class SsoGate(Protocol):
+    """The port through which orgs (and the policy) read single sign-on: filled by bastion.sso.service."""
+
+    def member_facts(self, session: Session, org_id: int, member_ids: list[int]) -> tuple[bool, frozenset[int]]:
+        """(whether the org enforces SSO, the members who may use their membership now: live SSO session or
+        exempt)."""
+        ...
+
+    def sso_ok_clause(self, user_id: int, org_id: Any) -> ColumnElement[bool]:
+        """SQL: true where the org `org_id` (a column) does not enforce SSO or `user_id` may use membership."""
+        ...
+
+    def invitations_closed(self, session: Session, org_id: int) -> bool:
+        """Whether classic invitations are closed because the org's SSO is on."""
+        ...
+
+
+sso_gate: SsoGate | None = None
+
+
+def sso() -> SsoGate:
+    if sso_gate is None:
+        # Fail closed: an org is never judged as one without SSO because the SSO feature is not loaded.
+        raise RuntimeError("no SSO gate: bastion.sso.service sets orgs.service.sso_gate (bastion.wiring)")
+    return sso_gate
+
+
 def org_with_facts(session: Session, name: str) -> tuple[Organization, OrgFacts]:
     """The org `name` (404 if missing) and the facts the policy decides on for it."""
     org = get_org(session, name)
@@ -94,9 +123,11 @@ def org_facts(session: Session, org: Organization) -> OrgFacts:
     if org.require_2fa and roles:
         two_factor = frozenset(session.scalars(select(User.id).where(User.id.in_(list(roles)),
                                                                      has_two_factor_clause(User.id))))
+    sso_required, sso_ok = sso().member_facts(session, org.id, list(roles))
     return OrgFacts(id=org.id, name=org.name, roles=roles, two_factor=two_factor, require_2fa=org.require_2fa,
                     token_policy=org.token_policy, repo_visibility=org.repo_visibility,
-                    hide_members=org.hide_members, delegate_protection_changes=org.delegate_protection_changes)
+                    hide_members=org.hide_members, delegate_protection_changes=org.delegate_protection_changes,
+                    sso_required=sso_required, sso_ok=sso_ok)
 
 
 def group_facts(session: Session, group: ResourceGroup) -> GroupFacts:
@@ -311,6 +342,8 @@ def invite(session: Session, mailer: Mailer | None, org: Organization, inviter: 
     """E-mail an expiring invitation link; only the link's holder, signed in with that address verified,
     can accept it. Returns the row and the secret (shown to nobody but the mail)."""
     email = (email or "").strip()
+    if sso().invitations_closed(session, org.id):
+        raise BadRequest(SSO_INVITATIONS_CLOSED.format(org=org.name))
     if not EMAIL_RE.match(email) or len(email) > 320:
         raise BadRequest(f"Invalid e-mail address {email!r}")
     role = _check_role(role or org.default_role, MEMBER_ROLES)
@@ -351,6 +384,8 @@ def _has_verified(session: Session, user: User, email: str) -> bool:
 
 def accept_invitation(session: Session, secret: str, user: User) -> Organization:
     inv, org = invitation_for(session, secret)
+    if sso().invitations_closed(session, org.id):
+        raise Forbidden(SSO_INVITATIONS_CLOSED.format(org=org.name))
     # A forwarded or leaked link must not let someone else join: the address must be this user's, verified.
     if not _has_verified(session, user, inv.email):
         raise Forbidden(f"This invitation was sent to {inv.email}: add and verify that address on your account "

@@ -68,6 +68,7 @@ def _org_columns() -> dict[str, object]:
         "org_token_policy": select(Organization.token_policy).where(
             Organization.id == Repo.owner_org_id).scalar_subquery(),
         "org_role": org_role, "group_role": group_role, "has_2fa": has_two_factor_clause,
+        "sso_ok": lambda user_id: orgs.sso().sso_ok_clause(user_id, Repo.owner_org_id),
     }
 
 

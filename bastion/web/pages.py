@@ -30,6 +30,7 @@ from bastion.errors import (
     GatedRepo,
     NotFound,
     ReauthenticationRequired,
+    SSORequired,
 )
 from bastion.hub import Hub
 
@@ -198,6 +199,10 @@ def error_page(request: Request, exc: BastionError) -> Response:
         # Sudo mode: confirm the password, then come back to the page (a form post returns to the settings
         # page it was sent from, where the change can be made again).
         return redirect(f"/settings/sudo?next={quote(sudo_return_path(request), safe='/')}")
+    if isinstance(exc, SSORequired) and request.method == "GET":
+        # A member without a live SSO session for the org: through its identity provider, then back here.
+        return redirect(f"/organizations/{quote(exc.org, safe='')}/sso/login?next="
+                        f"{quote(request.url.path, safe='/')}")
     if request.method == "GET" and (isinstance(exc, AuthenticationRequired)
                                     or (isinstance(exc, GatedRepo) and exc.status == 401)):
         return redirect(f"/login?next={quote(request.url.path, safe='/')}")

@@ -1,7 +1,7 @@
 """repos: redirects from a moved repo's old names; LFS objects permanently deleted from a repo
 
 Revision ID: 0026_repo_redirects_and_purges
-Revises: 0024_storage_regions
+Revises: 0025_sso
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from bastion.db import UTCDateTime
 
 revision = "0026_repo_redirects_and_purges"
-down_revision = "0024_storage_regions"
+down_revision = "0025_sso"
 branch_labels = None
 depends_on = None
 
