@@ -28,9 +28,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
+
+import httpx
 
 from tests.conftest import BastionServer, ClamdServer  # the one way to start a server (sets HF_* env: undone below)
 
@@ -272,6 +275,32 @@ def summarize(junit: Path) -> dict[str, object]:
     return {"passed": len(live_pass), "failed": failed, "total": total}
 
 
+def _start(server: BastionServer, attempts: int = 5) -> None:
+    """Start the server, waiting longer than the tests' 60 s on a loaded machine (migrations and the scan
+    workers' start share the CPU); a server that never answers is stopped, never left behind."""
+    for attempt in range(attempts):
+        try:
+            if attempt == 0:
+                server.start()
+            else:  # still starting: keep waiting for the same process
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if server.proc is not None and server.proc.poll() is not None:
+                        raise RuntimeError(server.server_log()[-3000:])
+                    try:
+                        if httpx.get(f"{server.url}/api/health", timeout=1).status_code == 200:
+                            return
+                    except httpx.HTTPError:
+                        pass
+                    time.sleep(0.5)
+                raise RuntimeError("not yet")
+            return
+        except RuntimeError:
+            if attempt == attempts - 1 or (server.proc is not None and server.proc.poll() is not None):
+                server.stop()
+                raise
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", default="v1.28.0")
@@ -297,8 +326,9 @@ def main() -> None:
     shutil.rmtree(work / "data", ignore_errors=True)  # each run starts from an empty Bastion
     (work / "clamd").mkdir(exist_ok=True)
     clamd = ClamdServer(work / "clamd").start()
-    server = BastionServer(work / "data", env={"BASTION_CLAMD_ADDRESS": clamd.address}).start()
+    server = BastionServer(work / "data", env={"BASTION_CLAMD_ADDRESS": clamd.address})
     try:
+        _start(server)
         point_constants_at(src, server.url, seed_accounts(server))
         junit = work / "junit.xml"
         print(f"huggingface_hub {args.tag} tests against Bastion at {server.url} (work: {work})", flush=True)

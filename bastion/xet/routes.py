@@ -47,15 +47,16 @@ def _authorize(request: Request, scope: str, perm: Permission, *, content: bool 
     claims = tokens.verify(hub.settings, request.headers.get("authorization"))
     parsed = tokens.parse_scope(scope)
     repo_id = parsed[0] if parsed is not None else None
-    if parsed is None or claims.get("repo_key") != parsed[1]:
-        # A token for another URL, or minted before URLs named the repo's incarnation: hf_xet asks anew.
-        raise tokens.XetTokenRejected("This Xet CAS token was issued for another CAS URL; request a new one")
-    with transaction(hub.sessions, readonly=True) as session:
-        repo = repo_by_id(session, repo_id)
-        if repo is None or tokens.incarnation(repo.storage_key) != parsed[1]:
-            # The repo this URL named was deleted (its id may name a newer repo now).
-            raise tokens.XetTokenRejected("The repository of this Xet CAS URL no longer exists; request a new "
-                                          "token")
+    if parsed is not None and claims.get("repo_id") == repo_id:
+        # The same repo id, another incarnation (a repo deleted, its id given to a newer one), or a token
+        # minted before URLs named incarnations: 401, and hf_xet asks the hub for a new token and URL.
+        # A token for another repo id is the policy's 403 below.
+        with transaction(hub.sessions, readonly=True) as session:
+            repo = repo_by_id(session, repo_id)
+            current = tokens.incarnation(repo.storage_key) if repo is not None else None
+        if claims.get("repo_key") != parsed[1] or current != parsed[1]:
+            raise tokens.XetTokenRejected("This Xet CAS token or URL is for a repository that no longer exists; "
+                                          "request a new one")
     _require_bound(request, claims, perm, "xet-cas", {"repo_id": repo_id, "content": content},
                    tokens.XetTokenRejected("The access token or browser session this Xet token was obtained with "
                                            "is no longer valid; sign in again and request a new one"))
