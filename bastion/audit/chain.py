@@ -15,6 +15,7 @@ without the key), not an old event.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import hmac
@@ -89,10 +90,8 @@ class Keyring:
                     fh.write(body)
                     fh.flush()
                     os.fsync(fh.fileno())
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.link(tmp, path)
-                except FileExistsError:
-                    pass
             finally:
                 tmp.unlink(missing_ok=True)
         return cls.read(path)
