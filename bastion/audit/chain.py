@@ -15,6 +15,7 @@ without the key), not an old event.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import hmac
@@ -80,13 +81,19 @@ class Keyring:
             body = ("# Bastion audit chain keys (HMAC-SHA256). Not in the database on purpose: keep it apart,\n"
                     "# back it up apart. The last key signs new events; older ones verify older events.\n"
                     f"key {_new_key_id()} {secrets.token_hex(32)}\n")
+            # Written whole under a temporary name, then linked: link() fails if another process won the race,
+            # and nobody ever reads a half-written key file.
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
                 with os.fdopen(fd, "w") as fh:
                     fh.write(body)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
         return cls.read(path)
 
     def _append(self, line: str) -> None:
