@@ -172,7 +172,8 @@ MESSAGES: dict[AuditAction, str] = {
     AuditAction.ORG_SSO_LOGIN_FAILED: "An SSO sign-in to {target} was refused ({reason})",
     AuditAction.ORG_AUDIT_RETENTION: "{author} set the audit log retention of {target} to {to} days",
     AuditAction.ORG_AUDIT_PURGE: "{emptied} audit events of {target} older than {retentionDays} days were removed",
-    AuditAction.INSTANCE_AUDIT_PURGE: "{deleted} audit events older than {retentionDays} days were archived and removed",
+    AuditAction.INSTANCE_AUDIT_PURGE: ("{deleted} audit events older than {retentionDays} days were archived, "
+                                       "then removed"),
     AuditAction.INSTANCE_AUDIT_SINK_CREATE: "{author} added a {kind} audit log sink",
     AuditAction.INSTANCE_AUDIT_SINK_DELETE: "{author} removed an audit log sink",
     AuditAction.INSTANCE_AUDIT_REDRIVE: "{author} sent dead-lettered audit events again",
