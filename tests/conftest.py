@@ -104,8 +104,13 @@ class BastionServer:
         from bastion.db import make_engine, make_session_factory, transaction
         from bastion.tokens import service as tokens
 
+        from bastion.audit import chain
+        from bastion.config import Settings
+
         name = name or f"u{secrets.token_hex(4)}"
         engine = make_engine(self.database_url)
+        key_file = self.env.get("BASTION_AUDIT_KEY_FILE")
+        chain.install(engine, Path(key_file) if key_file else Settings(data_dir=self.data_dir).resolved_audit_key_file)
         try:
             with bind_context(AuditContext(via="cli", actor_name="tests")), \
                     transaction(make_session_factory(engine)) as session:
