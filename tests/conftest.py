@@ -100,12 +100,11 @@ class BastionServer:
         `bastion admin create-user` and `create-token` (tested through the CLI in tests/test_cli.py), made in this
         process against the server's database, without two interpreter starts per user."""
         from bastion.accounts import service as accounts
+        from bastion.audit import chain
         from bastion.audit.context import AuditContext, bind_context
+        from bastion.config import Settings
         from bastion.db import make_engine, make_session_factory, transaction
         from bastion.tokens import service as tokens
-
-        from bastion.audit import chain
-        from bastion.config import Settings
 
         name = name or f"u{secrets.token_hex(4)}"
         engine = make_engine(self.database_url)
