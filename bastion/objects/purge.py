@@ -282,7 +282,7 @@ def free_bytes(hub: Hub, result: PurgeResult) -> None:
         if again:
             hub.blobs.restore(oid, trash)
         else:
-            trash.unlink(missing_ok=True)
+            trash.discard()
     for xorb in result.xorbs:
         trash = store.trash_xorb(xorb)
         if trash is None:
@@ -292,4 +292,4 @@ def free_bytes(hub: Hub, result: PurgeResult) -> None:
         if again:
             store.restore_xorb(xorb, trash)
         else:
-            trash.unlink(missing_ok=True)
+            trash.discard()

@@ -194,6 +194,30 @@ ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
     ("POST", "/settings/keys"): DRIVEN,
     ("POST", "/settings/keys/{kind}/{key_id}/delete"): DRIVEN,
     ("POST", "/settings/keys/vigilant"): DRIVEN,
+    ("POST", f"{R}/lfs-files/batch"): DRIVEN,
+    ("POST", f"{R}/discussions"): DRIVEN,
+    ("POST", f"{R}/discussions/{{num}}/comment"): DRIVEN,
+    ("POST", f"{R}/discussions/{{num}}/comment/{{comment_id}}/edit"): DRIVEN,
+    ("POST", f"{R}/discussions/{{num}}/comment/{{comment_id}}/hide"): DRIVEN,
+    ("POST", f"{R}/discussions/{{num}}/title"): DRIVEN,
+    ("POST", f"{R}/discussions/{{num}}/status"): DRIVEN,
+    ("POST", f"{R}/discussions/{{num}}/merge"): DRIVEN,
+    **{("POST", f"/{prefix}{{ns}}/{{name}}/discussions{tail}"): DRIVEN
+       for prefix in ("", "datasets/", "spaces/") for tail in ("", "/{num}/comment", "/{num}/status", "/{num}/merge")},
+    ("PUT", "/api/organizations/{name}/settings/sso/external-collaborators/{username}"): DRIVEN,
+    ("DELETE", "/api/organizations/{name}/settings/sso/external-collaborators/{username}"): DRIVEN,
+    # SSO configuration needs an IdP (OIDC discovery, or a SAML IdP's signed metadata and a test sign-in)
+    ("PUT", "/api/organizations/{name}/settings/sso"): Elsewhere("tests/sso/test_oidc.py", "org.settings.sso"),
+    ("POST", "/api/organizations/{name}/settings/sso/{verb}"): Elsewhere("tests/sso/test_oidc.py",
+                                                                        "org.settings.sso.enable"),
+    ("POST", "/organizations/{name}/settings/sso/{verb}"): Elsewhere("tests/sso/test_oidc.py",
+                                                                    "org.settings.sso.disable"),
+    ("POST", "/organizations/{name}/saml/consume"): Elsewhere("tests/sso/test_saml.py", "org.sso_login"),
+    # storage regions: this server has only the default region (a second one needs its own store)
+    ("POST", "/organizations/{name}/settings/regions/default"): Elsewhere("tests/storage/test_region_settings.py",
+                                                                         "org.settings.default_region"),
+    ("POST", "/organizations/{name}/settings/regions/move"): Elsewhere("tests/storage/test_region_settings.py",
+                                                                      "repo.update_region"),
 }
 
 # Actions no route can write (or none reachable here), each with where it comes from and where it is exercised.
@@ -233,6 +257,16 @@ NOT_BY_ROUTE: dict[str, tuple[str, str]] = {
     "repo.access_request.reset": ("a reviewed request moved back", "tests/security/test_gated_repos.py"),
     "user.gpg_key_add": ("needs a GPG key made with gpg for a verified address", "tests/signing/test_keys.py"),
     "user.gpg_key_remove": ("needs a GPG key made with gpg for a verified address", "tests/signing/test_keys.py"),
+    "org.settings.sso.enable": ("needs an IdP: a test sign-in must pass first", "tests/sso/test_oidc.py"),
+    "org.settings.sso.disable": ("needs an IdP: SSO enabled first", "tests/sso/test_oidc.py"),
+    "org.sso_login": ("an IdP's answer (the OIDC callback, a GET; SAML's consume)", "tests/sso/test_oidc.py"),
+    "org.sso_join": ("an IdP's answer for someone not yet a member", "tests/sso/test_oidc.py"),
+    "org.sso_login_failed": ("an IdP's answer refused", "tests/sso/test_oidc.py"),
+    "org.settings.default_region": ("needs a second storage region", "tests/storage/test_region_settings.py"),
+    "resource_group.settings.default_region": ("needs a second storage region",
+                                               "tests/storage/test_region_settings.py"),
+    "repo.update_region": ("the region-move worker's switch, after the copy is verified",
+                           "tests/storage/test_region_move.py"),
 }
 
 
@@ -365,6 +399,7 @@ def _drive(server: BastionServer, mail: MailSink, tmp: Path) -> Run:  # noqa: PL
     # LFS verify of an object uploaded through the batch API (model and dataset)
     import hashlib
 
+    uploaded: dict[str, str] = {}
     for prefix, kind in (("", "model"), ("datasets/", "dataset")):
         data = secrets.token_bytes(64)
         oid = hashlib.sha256(data).hexdigest()
@@ -377,6 +412,47 @@ def _drive(server: BastionServer, mail: MailSink, tmp: Path) -> Run:  # noqa: PL
         up = actions["upload"]
         run.call("/api/lfs/upload/{token}", "PUT", up["href"][len(server.url):], content=data,
                  headers=up.get("header", {}))
+        uploaded[kind] = oid
+    # the Hub's permanently_delete_lfs_files: the object the upload linked to the repo
+    run.call(f"{R}/lfs-files/batch", "POST", f"/api/models/{owner}/lmodel/lfs-files/batch", token=tok,
+             json={"deletions": {"sha": [uploaded["model"]], "rewriteHistory": False}})
+
+    # ---- discussions and pull requests: the JSON API, then the web forms of each repo type --------
+    D = f"{R}/discussions"
+    drepo = f"{owner}/lmodel"
+    opened = run.call(D, "POST", f"/api/models/{drepo}/discussions", token=tok,
+                      json={"title": "a question", "description": "why?"}).json()
+    dn = f"/api/models/{drepo}/discussions/{opened['num']}"
+    said = run.call(D + "/{num}/comment", "POST", f"{dn}/comment", token=tok, json={"comment": "because"}).json()
+    cid = said["newMessage"]["id"]
+    run.call(D + "/{num}/comment/{comment_id}/edit", "POST", f"{dn}/comment/{cid}/edit", token=tok,
+             json={"content": "because, edited"})
+    run.call(D + "/{num}/comment/{comment_id}/hide", "POST", f"{dn}/comment/{cid}/hide", token=tok, json={})
+    run.call(D + "/{num}/title", "POST", f"{dn}/title", token=tok, json={"title": "a better question"})
+    run.call(D + "/{num}/status", "POST", f"{dn}/status", token=tok, json={"status": "closed"})
+
+    def _pr(plural: str, repo_id: str, path: str) -> int:
+        made = _commit(run, tok, repo_id, path, path.encode(), plural=plural, params={"create_pr": "1"}).json()
+        return int(made["pullRequestUrl"].rstrip("/").rsplit("/", 1)[1])
+
+    run.call(D + "/{num}/merge", "POST", f"/api/models/{drepo}/discussions/{_pr('models', drepo, 'api-pr.txt')}"
+             "/merge", token=tok, json={"comment": "merged"})
+    dweb = _web(server, owner)
+    for plural, prefix in (("models", ""), ("datasets", "datasets/"), ("spaces", "spaces/")):
+        repo_id = f"{owner}/l{plural[:-1]}"
+        route = "/" + prefix + "{ns}/{name}/discussions"
+        form = {"csrf_token": _csrf(dweb)}
+        where = run.call(route, "POST", f"/{prefix}{repo_id}/discussions", client=dweb, headers=SAME_ORIGIN,
+                         data={**form, "title": "from the web", "description": "hello"}, expect=(303,))
+        page = where.headers["location"]
+        run.call(route + "/{num}/comment", "POST", f"{page}/comment", client=dweb, headers=SAME_ORIGIN,
+                 data={**form, "comment": "a reply"}, expect=(303,))
+        run.call(route + "/{num}/status", "POST", f"{page}/status", client=dweb, headers=SAME_ORIGIN,
+                 data={**form, "status": "closed"}, expect=(303,))
+        pr = _pr(plural, repo_id, f"web-pr-{plural}.txt")
+        run.call(route + "/{num}/merge", "POST", f"/{prefix}{repo_id}/discussions/{pr}/merge", client=dweb,
+                 headers=SAME_ORIGIN, data=form, expect=(303,))
+    dweb.close()
 
     # ---- gating ----------------------------------------------------------------------------------
     for plural, prefix in (("models", ""), ("datasets", "datasets/")):
@@ -472,6 +548,16 @@ def _drive(server: BastionServer, mail: MailSink, tmp: Path) -> Run:  # noqa: PL
     run.call("/api/organizations/{name}/settings", "PUT", f"/api/organizations/{org}/settings", token=tok,
              json={"tokenPolicy": "allow"})
     tok = write_tok
+    # SSO external collaborators (members who sign in without the org's IdP): no IdP is needed to name them
+    sso = f"/api/organizations/{org}/settings/sso/external-collaborators"
+    run.call("/api/organizations/{name}/settings/sso/external-collaborators/{username}", "PUT", f"{sso}/{invitee}",
+             token=tok)
+    run.call("/api/organizations/{name}/settings/sso/external-collaborators/{username}", "DELETE",
+             f"{sso}/{invitee}", token=tok)
+    # audit-log exports (GET routes, but reading the whole log out is itself audited)
+    run.call("/api/organizations/{name}/audit-log/export", "GET", f"/api/organizations/{org}/audit-log/export",
+             token=tok)
+    run.call("/api/admin/audit-log/export", "GET", "/api/admin/audit-log/export", token=admin_tok)
 
     # ---- leaked credentials, admin streaming ----------------------------------------------------
     leaked = server.cli("admin", "create-token", third, "--name", "leak", "--role", "read").stdout.strip()

@@ -112,7 +112,10 @@ class SsoWorld:
     @contextmanager
     def db(self) -> Iterator[Session]:
         """The server's database, through Bastion's own services (setup only: the tests drive HTTP)."""
+        from bastion.audit import chain
+
         engine = make_engine(f"sqlite:///{self.server.data_dir / 'bastion.sqlite3'}")
+        chain.install(engine, self.server_settings().resolved_audit_key_file)  # audited, as `bastion serve` does
         try:
             with transaction(sessionmaker(engine, expire_on_commit=False)) as session:
                 yield session

@@ -354,3 +354,14 @@ def test_settings_over_the_api(sso_world: SsoWorld) -> None:
     assert api.put(f"{url}/external-collaborators/{member}").json()["externalCollaborators"] == [member]
     assert api.delete(f"{url}/external-collaborators/{member}").json()["externalCollaborators"] == []
     assert model_info(world, member_token, repo_id).status_code == 200  # not enabled: nothing enforced
+    saved_events = events(world, "org.settings.sso", org)
+    assert [e["target"] for e in saved_events] == [org, member, member]
+    assert [e.get("externalCollaborator") for e in saved_events[1:]] == [True, False]
+    # enable and disable over the API, once a test sign-in passed
+    tested = world.sso_login(world.signed_in(admin), org, f"sub-{admin}", test=True,
+                             **claims_of(admin, groups=["leads"]))
+    assert tested.headers["location"] == f"/organizations/{org}/settings/sso?tested=1"
+    assert api.post(f"{url}/enable").json()["enabled"] is True
+    assert api.post(f"{url}/disable").json()["enabled"] is False
+    assert [e["target"] for e in events(world, "org.settings.sso.enable", org)] == [org]
+    assert [e["target"] for e in events(world, "org.settings.sso.disable", org)] == [org]

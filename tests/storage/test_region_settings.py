@@ -49,6 +49,7 @@ def test_org_and_group_defaults_and_the_regions_page(region_server: BastionServe
         group = api.post(f"/api/organizations/{org}/resource-groups", json={"name": "research"}).json()
         patched = api.patch(f"/api/organizations/{org}/resource-groups/{group['id']}", json={"defaultRegion": "us"})
         assert patched.status_code == 200 and patched.json()["defaultRegion"] == "us"
+        assert any(d == {"from": None, "to": "us"} for d in _audited(server, "resource_group.settings.default_region"))
         assert api.patch(f"/api/organizations/{org}/resource-groups/{group['id']}",
                          json={"defaultRegion": "mars"}).status_code == 400
 
