@@ -382,6 +382,9 @@ def _sso_instance(oidc_issuer: str | None, client_id: str | None, client_secret_
     from bastion.sso import service as sso_service
 
     configure = bool(oidc_issuer or client_id or client_secret_stdin or saml_metadata)
+    if not (configure or enable or sso_only is not None or break_glass_admin is not None):
+        raise click.UsageError("--instance: give the IdP (--oidc-issuer … or --saml-metadata FILE), --enable, "
+                               "--sso-only/--no-sso-only or --break-glass-admin")
     if saml_metadata is not None and (oidc_issuer or client_id or client_secret_stdin):
         raise click.UsageError("--saml-metadata configures SAML 2.0: give no --oidc-issuer, --client-id or "
                                "--client-secret-stdin with it")

@@ -313,6 +313,14 @@ def test_settings_api_and_admin_page(world: SsoWorld) -> None:
     assert api.post("/api/admin/sso/disable").json()["enabled"] is False
     assert [r[0] for r in rows(world, "SELECT action FROM audit_events WHERE id > ? AND action LIKE 'instance.sso%' "
                                       "ORDER BY id", since)] == ["instance.sso.enable", "instance.sso.disable"]
-    # The admin page.
-    page = world.signed_in(admin_name_with_password(world)).get("/admin/sso")
+    # The admin page: its forms save (CSRF-checked), and refuse what they cannot enforce.
+    web = world.signed_in(admin_name_with_password(world))
+    page = web.get("/admin/sso")
     assert page.status_code == 200 and "Instance single sign-on" in page.text and "/login/oidc/consume" in page.text
+    assert web.post("/admin/sso/enable", data={"csrf_token": csrf_of(page.text)}).headers["location"] == \
+        "/admin/sso?done=enable"
+    refused = web.post("/admin/sso/sso-only", data={"csrf_token": csrf_of(page.text), "sso_only": "on"})
+    assert refused.status_code == 400 and "break-glass" in refused.text
+    assert web.post("/admin/sso/enable", data={}).status_code == 403  # no CSRF token
+    assert "sso-enabled\">yes" in web.get("/admin/sso").text
+    assert world.signed_in(world.user()[0]).get("/admin/sso").status_code == 403
