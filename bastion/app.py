@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(downloads_router)  # its model URLs are a catch-all /{ns}/{name}/resolve/...
     # The web UI after every API and git route: its /{ns} and /{ns}/{name} pages match almost anything.
     from bastion.web.audit_views import router as web_audit_router
+    from bastion.web.instance_sso_views import router as web_instance_sso_router
     from bastion.web.key_views import router as web_key_router
     from bastion.web.org_views import router as web_orgs_router
     from bastion.web.repo_views import router as web_repo_router
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.web.twofactor_views import router as web_twofactor_router
     from bastion.web.views import router as web_router
     app.include_router(web_audit_router)  # before the org settings' /organizations/{name}/settings/{tab}
+    app.include_router(web_instance_sso_router)  # /login/sso…, /admin/sso: before the user pages
     app.include_router(web_sso_router)  # before the org pages: /organizations/{name}/settings/sso
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
     from bastion.web.gating_views import router as web_gating_router

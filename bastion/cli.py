@@ -311,7 +311,12 @@ def add_member(org: str, user: str, role: str, data_dir: Path | None) -> None:
 
 @admin.command("sso")
 @click.option("--org", "org_name", default=None, help="The organization whose SSO this configures.")
-@click.option("--instance", is_flag=True, default=False, help="The whole instance's SSO (not built yet: refused).")
+@click.option("--instance", is_flag=True, default=False, help="The whole instance's SSO (sign-in to Bastion itself).")
+@click.option("--username-claim", default="", help="--instance: the claim new usernames come from "
+              "(default preferred_username, then the e-mail's local part).")
+@click.option("--sso-only/--no-sso-only", "sso_only", default=None,
+              help="--instance: refuse password sign-in for everyone but the break-glass admin (tokens keep working).")
+@click.option("--break-glass-admin", default=None, help="--instance: the instance admin who keeps password sign-in.")
 @click.option("--oidc-issuer", default=None, help="OpenID Connect issuer URL (discovery is fetched and checked now).")
 @click.option("--client-id", default=None)
 @click.option("--client-secret-stdin", is_flag=True, default=False,
@@ -331,7 +336,8 @@ def add_member(org: str, user: str, role: str, data_dir: Path | None) -> None:
 @click.option("--enable", is_flag=True, default=False,
               help="Switch SSO on (audited); from the CLI the test is the discovery and JWKS check.")
 @data_dir_option
-def sso(org_name: str | None, instance: bool, oidc_issuer: str | None, client_id: str | None,
+def sso(org_name: str | None, instance: bool, username_claim: str, sso_only: bool | None,
+        break_glass_admin: str | None, oidc_issuer: str | None, client_id: str | None,
         client_secret_stdin: bool, token_auth_method: str, role_claim: str, role_map: str, group_claim: str,
         group_map: str, email_domains: tuple[str, ...], session_days: int, saml_metadata: Path | None, enable: bool,
         data_dir: Path | None) -> None:
@@ -343,7 +349,15 @@ def sso(org_name: str | None, instance: bool, oidc_issuer: str | None, client_id
     if instance == bool(org_name):
         raise click.UsageError("Give exactly one of --org ORG or --instance")
     if instance:
-        raise click.ClickException("Instance SSO is not built yet: only organization SSO (--org) can be configured")
+        if role_claim or role_map or group_claim or group_map or email_domains or session_days != 7:
+            raise click.UsageError("--role-claim, --role-map, --group-claim, --group-map, --email-domain and "
+                                   "--session-days are organization SSO settings: not with --instance")
+        _sso_instance(oidc_issuer, client_id, client_secret_stdin, token_auth_method, saml_metadata, username_claim,
+                      sso_only, break_glass_admin, enable, data_dir)
+        return
+    if username_claim or sso_only is not None or break_glass_admin is not None:
+        raise click.UsageError("--username-claim, --sso-only and --break-glass-admin are instance settings "
+                               "(--instance)")
     if saml_metadata is not None:
         if oidc_issuer or client_id or client_secret_stdin:
             raise click.UsageError("--saml-metadata configures SAML 2.0: give no --oidc-issuer, --client-id or "
@@ -369,6 +383,59 @@ def sso(org_name: str | None, instance: bool, oidc_issuer: str | None, client_id
                 sso_service.set_enabled(session, org, True, require_test=False)
             click.echo(f"SSO of {org.name}: OpenID Connect with {discovery['issuer']}, "
                        f"{'enabled' if enable else 'not enabled'}", err=True)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
+def _sso_instance(oidc_issuer: str | None, client_id: str | None, client_secret_stdin: bool, token_auth_method: str,
+                  saml_metadata: Path | None, username_claim: str, sso_only: bool | None,
+                  break_glass_admin: str | None, enable: bool, data_dir: Path | None) -> None:
+    from bastion.sso import instance, oidc, saml
+    from bastion.sso import service as sso_service
+
+    configure = bool(oidc_issuer or client_id or client_secret_stdin or saml_metadata)
+    if not (configure or enable or sso_only is not None or break_glass_admin is not None):
+        raise click.UsageError("--instance: give the IdP (--oidc-issuer … or --saml-metadata FILE), --enable, "
+                               "--sso-only/--no-sso-only or --break-glass-admin")
+    if saml_metadata is not None and (oidc_issuer or client_id or client_secret_stdin):
+        raise click.UsageError("--saml-metadata configures SAML 2.0: give no --oidc-issuer, --client-id or "
+                               "--client-secret-stdin with it")
+    if configure and saml_metadata is None and not (oidc_issuer and client_id and client_secret_stdin):
+        raise click.UsageError("--oidc-issuer, --client-id and --client-secret-stdin are required")
+    xml = secret = ""
+    if saml_metadata is not None:
+        try:
+            xml = saml_metadata.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"Cannot read {saml_metadata}: {exc}") from None
+    elif configure:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    hub = _admin_hub(data_dir, features=True)
+    try:
+        idp = saml.check_idp_metadata(xml) if xml else None
+        discovery = oidc.discover(oidc_issuer or "", token_auth_method) if configure and idp is None else None
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            if idp is not None:
+                instance.configure_saml(session, idp, username_claim)
+            elif discovery is not None:
+                instance.configure_oidc(session, sso_service.secret_box(hub.settings.secret_key),
+                                        client_id=client_id or "", client_secret=secret,
+                                        token_auth_method=token_auth_method, username_claim=username_claim,
+                                        discovery=discovery)
+            if enable:
+                instance.set_enabled(session, True)
+            if sso_only is not None or break_glass_admin is not None:
+                config = instance.get_config(session)
+                instance.set_sso_only(session, config.sso_only if sso_only is None and config else bool(sso_only),
+                                      break_glass_admin)
+            view = instance.settings_view(session)
+            base = (hub.settings.public_url or "").rstrip("/")
+            click.echo(f"Instance SSO: {'SAML 2.0' if view['protocol'] == 'saml' else 'OpenID Connect'} with "
+                       f"{view.get('issuer')}, {'enabled' if view['enabled'] else 'not enabled'}"
+                       f"{', SSO only (break-glass: ' + view['breakGlassAdmin'] + ')' if view['ssoOnly'] else ''}; "
+                       f"redirect URI {base}/login/oidc/consume, SP metadata {base}/login/saml/metadata", err=True)
     except BastionError as exc:
         raise click.ClickException(exc.message) from None
     finally:

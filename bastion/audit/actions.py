@@ -107,6 +107,12 @@ class AuditAction(StrEnum):
     ORG_SETTINGS_SSO_DISABLE = "org.settings.sso.disable"
     ORG_SSO_LOGIN = "org.sso_login"
     ORG_SSO_JOIN = "org.sso_join"
+    INSTANCE_SSO_SETTINGS = "instance.sso.settings"
+    INSTANCE_SSO_ENABLE = "instance.sso.enable"
+    INSTANCE_SSO_DISABLE = "instance.sso.disable"
+    USER_SSO_LOGIN = "user.sso_login"
+    USER_SSO_LINK = "user.sso_link"
+    USER_SSO_LOGIN_FAILED = "user.sso_login_failed"  # an instance SSO sign-in refused
     ORG_SSO_LOGIN_FAILED = "org.sso_login_failed"  # a sign-in refused (bad token, reused state, e-mail mismatch)
     ORG_2FA_ENABLE = "org.settings.security.2fa.enable"
     ORG_2FA_DISABLE = "org.settings.security.2fa.disable"

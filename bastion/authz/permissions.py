@@ -53,6 +53,7 @@ class Permission(StrEnum):
     XET_XORB_FETCH = "xet.xorb.fetch"  # a signed fetch URL: exactly one byte range of one xorb (capability)
     ADMIN = "admin"  # instance administration
     INSTANCE_STATUS_READ = "instance.status.read"  # the instance's health (clamd, signatures): admins, read only
+    INSTANCE_SSO_WRITE = "instance.sso.write"  # the instance's SSO page (CSRF-checked forms): admins
     ACCOUNT_MANAGE = "account.write"  # the caller's own profile, password, sessions (browser only)
     # The caller's e-mail addresses: add, remove, resend verification, make primary. Browser + recent re-authentication.
     ACCOUNT_EMAILS_WRITE = "account.emails.write"

@@ -81,11 +81,13 @@ METHOD_GRANTS: dict[str, frozenset[Permission]] = {
     # admin stay with tokens until the UI has CSRF-protected forms for them.
     # Own signing keys too (in sudo mode): the keys settings page posts CSRF-checked forms
     # (bastion.web.key_views), and so do the gated-access forms (asking for access; reviewing requests:
-    # bastion.web.gating_views). Instance admins read the instance's health page (read only, no forms).
+    # bastion.web.gating_views). Instance admins read the instance's health page (read only, no forms) and use
+    # the instance SSO page (CSRF-checked forms).
     # The Community pages' forms too (bastion.web.community_views): open a discussion, comment, close, reopen, merge.
     "session": frozenset({Permission.PUBLIC, Permission.USER_READ, Permission.REPO_LIST, Permission.REPO_METADATA_READ,
                           Permission.REPO_READ, Permission.REPO_ACCESS_REQUEST, Permission.REPO_ACCESS_READ,
-                          Permission.REPO_ACCESS_WRITE, Permission.INSTANCE_STATUS_READ, *BROWSER_ONLY_PERMISSIONS,
+                          Permission.REPO_ACCESS_WRITE, Permission.INSTANCE_STATUS_READ,
+                          Permission.INSTANCE_SSO_WRITE, *BROWSER_ONLY_PERMISSIONS,
                           *ORG_PERMISSIONS, *COMMUNITY_FORM_PERMISSIONS, Permission.ORG_AUDIT_LOG_READ,
                           Permission.INSTANCE_AUDIT_LOG_READ, Permission.USER_SECURITY_LOG_READ}),
     "capability": CAPABILITY_PERMISSIONS,
@@ -393,7 +395,8 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")  # sudo: authorize()
     if perm is Permission.USER_SECURITY_LOG_READ:  # one's own: routes read principal.user_id's log only
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")
-    if perm in (Permission.ADMIN, Permission.INSTANCE_STATUS_READ, Permission.INSTANCE_AUDIT_LOG_READ):
+    if perm in (Permission.ADMIN, Permission.INSTANCE_STATUS_READ, Permission.INSTANCE_AUDIT_LOG_READ,
+                Permission.INSTANCE_SSO_WRITE):
         return ALLOW if principal.is_admin else Decision(False, "instance administrators only")
     if perm in (Permission.ORG_CREATE, Permission.ORG_MEMBERSHIP_SELF):
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")

@@ -35,6 +35,7 @@ from bastion.repos.browse import iso
 from bastion.repos.models import PurgedLfsObject, Repo
 from bastion.repos.service import purged_lfs_oids
 from bastion.storage.gitstore import LFS_POINTER_MAX, GitRepo, parse_lfs_pointer
+from bastion.storage.regions import DEFAULT_REGION, region_of_key
 from bastion.xet import service as xet
 from bastion.xet.models import RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
 
@@ -116,6 +117,7 @@ class PurgeResult:
     freed: list[str] = field(default_factory=list)  # objects whose bytes this purge removes
     xorbs: list[str] = field(default_factory=list)  # xorbs removed with them
     xorbs_kept: int = 0
+    region: str = DEFAULT_REGION  # the repo's storage region: where the freed bytes are
 
 
 def parse_oids(raw: object) -> list[str]:
@@ -207,7 +209,7 @@ def _rewrite_refs(git: GitRepo, oids: set[str]) -> dict[str, tuple[str, str]]:
 def permanently_delete(hub: Hub, session: Session, repo: Repo, actor_user_id: int | None, oids: list[str],
                        rewrite_history: bool) -> PurgeResult:
     """Steps 1-4 (database part) of the module's order; the caller commits, then `free_bytes(result)`."""
-    result = PurgeResult()
+    result = PurgeResult(region=region_of_key(repo.storage_key))
     linked = dict(session.execute(select(RepoLfsObject.oid, LfsObject.size)
                                   .join(LfsObject, LfsObject.oid == RepoLfsObject.oid)
                                   .where(RepoLfsObject.repo_id == repo.id, RepoLfsObject.oid.in_(oids))).tuples().all())
@@ -271,16 +273,16 @@ def _drop_unlinked(session: Session, repo_id: int, oids: list[str], result: Purg
 def free_bytes(hub: Hub, result: PurgeResult) -> None:
     """After the purge committed: remove the bytes of the objects and xorbs whose rows it removed,
     unless an upload registered the same object or xorb again meanwhile (its uploader has the bytes)."""
-    store = xet.xorb_store(hub)
+    store, blobs = xet.xorb_store(hub, result.region), hub.blobs_in(result.region)
     for oid in result.freed:
         store.unindex_file(oid)
-        trash = hub.blobs.trash(oid)
+        trash = blobs.trash(oid)
         if trash is None:
             continue
         with transaction(hub.sessions, readonly=True) as session:
             again = session.get(LfsObject, oid) is not None
         if again:
-            hub.blobs.restore(oid, trash)
+            blobs.restore(oid, trash)
         else:
             trash.discard()
     for xorb in result.xorbs:

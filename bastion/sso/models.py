@@ -95,3 +95,58 @@ class SsoSamlAssertion(Base):
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     assertion_id: Mapped[str] = mapped_column(String(300))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InstanceSsoConfig(Base):
+    """The instance's own SSO (one row): OIDC or SAML settings, how usernames are made, and "SSO only" mode.
+    The client secret is sealed (bastion.secretbox) to the context "instance"."""
+
+    __tablename__ = "instance_sso_configs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    protocol: Mapped[str] = mapped_column(String(8), default="oidc")
+    issuer: Mapped[str] = mapped_column(String(1000))
+    client_id: Mapped[str] = mapped_column(String(500), default="")
+    client_secret: Mapped[str] = mapped_column(String(2000), default="")  # secretbox-sealed
+    token_auth_method: Mapped[str] = mapped_column(String(32), default="")
+    discovery: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # OIDC discovery, or the SAML IdP
+    username_claim: Mapped[str] = mapped_column(String(300), default="preferred_username")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    sso_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    break_glass_user: Mapped[str] = mapped_column(String(96), default="")  # may still sign in with a password
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InstanceSsoIdentity(Base):
+    """An IdP subject linked to a Bastion account (made at JIT creation, or by linking after proof)."""
+
+    __tablename__ = "instance_sso_identities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject: Mapped[str] = mapped_column(String(500), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InstanceSsoState(Base):
+    """An instance sign-in sent to the IdP (nobody is signed in yet): the state's SHA-256, used once."""
+
+    __tablename__ = "instance_sso_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    nonce: Mapped[str] = mapped_column(String(100))  # OIDC nonce, or the SAML AuthnRequest ID
+    code_verifier: Mapped[str] = mapped_column(String(200), default="")
+    next_path: Mapped[str] = mapped_column(String(2000), default="/")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class InstanceSsoAssertion(Base):
+    """The instance's SAML assertion-id replay cache."""
+
+    __tablename__ = "instance_sso_assertions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assertion_id: Mapped[str] = mapped_column(String(300), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

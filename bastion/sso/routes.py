@@ -17,7 +17,7 @@ from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest
 from bastion.orgs import service as orgs
-from bastion.sso import oidc, saml
+from bastion.sso import instance, oidc, saml
 from bastion.sso import service as sso
 
 router = APIRouter()
@@ -138,3 +138,74 @@ def remove_external(name: str, username: str, request: Request,
         require(principal, Permission.ORG_WRITE, facts)
         sso.set_exempt(session, org, orgs.user_by_name(session, username), False)
         return JSONResponse(sso.settings_view(session, org) or {})
+
+
+# ---- instance SSO (instance administrators) ---------------------------------------------------------
+
+@router.get("/api/admin/sso")
+@permission(Permission.ADMIN)
+def get_instance_settings(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    require(principal, Permission.ADMIN)
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        return JSONResponse(instance.settings_view(session))
+
+
+@router.put("/api/admin/sso")
+@permission(Permission.ADMIN)
+async def put_instance_settings(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """{"protocol": "oidc", "issuer", "clientId", "clientSecret", "tokenAuthMethod", "usernameClaim"} or
+    {"protocol": "saml", "idpMetadata", "usernameClaim"}; "ssoOnly" and "breakGlassAdmin" alone switch "SSO only"."""
+    require(principal, Permission.ADMIN)
+    data = await json_object(request)
+
+    def run() -> dict[str, Any]:
+        hub = hub_of(request)
+        protocol = data.get("protocol")
+        only = {"ssoOnly", "breakGlassAdmin"}
+        own = {"oidc": {"issuer", "clientId", "clientSecret", "tokenAuthMethod", "usernameClaim"},
+               "saml": {"idpMetadata", "usernameClaim"}, None: set()}
+        if protocol not in own:
+            raise BadRequest("Unknown protocol: expected \"oidc\" or \"saml\"")
+        unknown = sorted(set(data) - {"protocol"} - own[protocol] - only)
+        if unknown:
+            raise BadRequest(f"Unknown instance SSO settings (not built): {', '.join(unknown)}")
+        if protocol == "saml":
+            xml = data.get("idpMetadata")
+            if not isinstance(xml, str):
+                raise BadRequest("'idpMetadata' must be the IdP's metadata XML")
+            idp = saml.check_idp_metadata(xml)
+            with transaction(hub.sessions) as session:
+                instance.configure_saml(session, idp, _str(data, "usernameClaim"))
+        elif protocol == "oidc":
+            method = _str(data, "tokenAuthMethod", "client_secret_post")
+            secret = data.get("clientSecret")
+            if secret is not None and not isinstance(secret, str):
+                raise BadRequest("'clientSecret' must be a string")
+            discovery = oidc.discover(_str(data, "issuer"), method)  # outside any transaction
+            with transaction(hub.sessions) as session:
+                instance.configure_oidc(session, sso.secret_box(hub.settings.secret_key),
+                                        client_id=_str(data, "clientId"), client_secret=secret,
+                                        token_auth_method=method, username_claim=_str(data, "usernameClaim"),
+                                        discovery=discovery)
+        if only & set(data):
+            flag = data.get("ssoOnly", False)
+            if not isinstance(flag, bool):
+                raise BadRequest("'ssoOnly' must be true or false")
+            with transaction(hub.sessions) as session:
+                instance.set_sso_only(session, flag, _str(data, "breakGlassAdmin") if "breakGlassAdmin" in data
+                                      else None)
+        with transaction(hub.sessions, readonly=True) as session:
+            return instance.settings_view(session)
+
+    return JSONResponse(await run_in_threadpool(run))
+
+
+@router.post("/api/admin/sso/{verb}")
+@permission(Permission.ADMIN)
+def switch_instance(verb: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    require(principal, Permission.ADMIN)
+    if verb not in ("enable", "disable"):
+        raise BadRequest("Unknown action: expected enable or disable")
+    with transaction(hub_of(request).sessions) as session:
+        instance.set_enabled(session, verb == "enable")
+        return JSONResponse(instance.settings_view(session))

@@ -12,14 +12,17 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from bastion import audit
 from bastion.accounts import service as accounts
 from bastion.accounts import sessions, twofactor
 from bastion.accounts.models import User, WebSession
 from bastion.accounts.ratelimit import TooManyAttempts
 from bastion.api.auth import DEVICE_COOKIE, SESSION_COOKIE, current_principal
+from bastion.audit.actions import AuditAction
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest, BastionError, MailLinksUnavailable
+from bastion.sso import instance as instance_sso
 from bastion.web.pages import (
     HtmlRoute,
     check_csrf,
@@ -51,7 +54,27 @@ router = APIRouter(route_class=HtmlRoute)
 @permission(Permission.PUBLIC)
 def login_page(request: Request, principal: Principal = Depends(current_principal)) -> Response:
     require(principal, Permission.PUBLIC)
-    return render(request, "login.html", next=safe_next(request.query_params.get("next")), login="")
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        sso_enabled = instance_sso.enabled_config(session) is not None
+    return render(request, "login.html", next=safe_next(request.query_params.get("next")), login="",
+                  sso_enabled=sso_enabled, sso_link=request.query_params.get("m") == "sso-link")
+
+
+def _links_sso(request: Request, user: User, target: str) -> bool:
+    """This password sign-in proves the account for linking an SSO identity (the link flow's own target)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from bastion.authz import capability
+
+    parts = urlsplit(target)
+    if parts.path != "/login/sso/link":
+        return False
+    try:
+        claims = capability.verify(hub_of(request).settings.secret_key, "sso-link",
+                                   (parse_qs(parts.query).get("t") or [""])[0])
+    except BastionError:
+        return False
+    return claims.get("user") == user.name_lower
 
 
 @router.post("/login")
@@ -69,8 +92,13 @@ def _login(request: Request, principal: Principal, form: FormData) -> Response:
     try:
         with transaction(hub.sessions) as session:
             user = sessions.authenticate(session, login, _text(form, "password"), _ip(request))
-            if user is None:
+            sso_only = user is not None and not instance_sso.password_sign_in_allowed(session, user) and \
+                not _links_sso(request, user, target)
+            if user is None or sso_only:
                 secret = None
+                if sso_only:
+                    audit.record(session, AuditAction.USER_LOGIN_FAILED, target=("user", user.name),
+                                 namespace=user.name, details={"reason": "sso_only"})
             else:
                 two_factor = sessions.has_second_factor(session, user)
                 ws, secret = sessions.start(session, user, pending=two_factor, ip=_ip(request),
@@ -81,6 +109,9 @@ def _login(request: Request, principal: Principal, form: FormData) -> Response:
                                                              device=request.cookies.get(DEVICE_COOKIE))
     except TooManyAttempts as exc:
         return render(request, "login.html", 429, error=exc.message, login=login, next=target)
+    if sso_only:
+        return render(request, "login.html", 403, error="Password sign-in is disabled on this instance: sign in "
+                      "with SSO.", login=login, next=target, sso_enabled=True)
     if user is None or secret is None:
         # One message for an unknown account and a wrong password.
         return render(request, "login.html", 400, error="Incorrect username or password.", login=login,

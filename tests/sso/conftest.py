@@ -238,7 +238,8 @@ def sso_world(tmp_path_factory: pytest.TempPathFactory, clamd: ClamdServer) -> I
     server = BastionServer(root / "bastion", env={"BASTION_SIGNUP": "open", "BASTION_TEST_CLOCK_FILE": str(clock),
                                                   "BASTION_CLAMD_ADDRESS": clamd.address})
     names = [f"ssoorg{i}{secrets.token_hex(3)}" for i in range(ORG_SLOTS)]
-    idp = OidcIdp(root, [f"{server.url}/organizations/{n}/oidc/consume" for n in names])
+    idp = OidcIdp(root, [f"{server.url}/organizations/{n}/oidc/consume" for n in names]
+                  + [f"{server.url}/login/oidc/consume"])  # instance SSO
     try:  # whatever started is stopped, also when the other one fails to start
         idp.start()
         server.start(timeout=240)  # one server for every SSO test file: worth waiting for on a loaded machine

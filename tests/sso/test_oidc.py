@@ -275,9 +275,16 @@ def test_jwks_rotation_and_caching(sso_world: SsoWorld) -> None:
 def test_cli_refuses_what_is_not_built_and_bad_input(sso_world: SsoWorld, tmp_path: Any) -> None:
     world = sso_world
     org, _a, _t, _r = org_with_private_repo(world)
+    # Org-only settings are refused with --instance, instance-only ones with --org (instance SSO:
+    # tests/sso/test_instance_sso.py); an empty client secret is refused.
+    inst = world.server.cli("admin", "sso", "--instance", "--oidc-issuer", world.idp.issuer, "--client-id", "x",
+                            "--client-secret-stdin", "--role-claim", "groups", check=False)
+    assert inst.returncode != 0 and "organization SSO settings" in inst.stderr
+    inst = world.server.cli("admin", "sso", "--org", org, "--sso-only", check=False)
+    assert inst.returncode != 0 and "instance settings" in inst.stderr
     inst = world.server.cli("admin", "sso", "--instance", "--oidc-issuer", world.idp.issuer, "--client-id", "x",
                             "--client-secret-stdin", check=False)
-    assert inst.returncode != 0 and "not built" in inst.stderr
+    assert inst.returncode != 0 and "client secret is required" in inst.stderr
     meta = tmp_path / "idp.xml"
     meta.write_text("<EntityDescriptor/>")
     saml = world.server.cli("admin", "sso", "--org", org, "--saml-metadata", str(meta), check=False)
