@@ -4,9 +4,10 @@ The job's state is a `region_moves` row; `state` names the next step and each st
 worker killed anywhere (SIGKILL included) is resumed by the next one at the recorded step:
 
 - copy: the bare git repository is copied into the target region's git root (into a `.incoming`
-  folder, renamed into place when whole), and every LFS object and Xet xorb the repository links is
-  copied into the target region's stores through their staging: each is verified against its name
-  there (sha256; a xorb's Merkle hash) before it is stored.
+  folder, renamed into place when whole), and every LFS object, Xet xorb and Xet shard the repository
+  links (`repo_lfs_objects`, `repo_xet_xorbs`, `repo_xet_shards`) and the segment records of its Xet
+  files are copied into the target region's stores through their staging: each is verified against its
+  name there (sha256; a xorb's Merkle hash; a shard's sha256, and it parses) before it is stored.
 - verify: every copied object is read back from the target store and hashed; the copied git
   repository passes `git fsck`. Nothing has changed for readers yet: they read the source.
 - switch: under the repository's git write lock (API commits and pushes take it), the git folder is
@@ -15,8 +16,9 @@ worker killed anywhere (SIGKILL included) is resumed by the next one at the reco
   `bastion-moved` marker is left in the source folder: a writer that took the lock on the source
   afterwards gets a 409 and retries on the target. From here readers read the target.
 - clean: after `BASTION_REGION_MOVE_GRACE_SECONDS` (reads still streaming from the source end), objects
-  linked meanwhile are reconciled once more, then the source git folder and the source copies that no
-  other repository of the source region links are deleted -- only now, after verification.
+  linked meanwhile are reconciled once more, then the source git folder and the source copies (LFS
+  objects, xorbs, shards, Xet file segment records) that no other repository of the source region links
+  are deleted -- only now, after verification.
 
 `BASTION_FAULT_REGION_MOVE=<step>` (tests) kills the process with SIGKILL in the middle of that step.
 """
@@ -50,9 +52,11 @@ from bastion.scanning.models import ScanJob
 from bastion.storage import BlobMismatch, BlobStore
 from bastion.storage.gitstore import MOVED_MARKER
 from bastion.storage.regions import region_of_key, storage_key_in
+from bastion.xet.errors import ShardFormatError
 from bastion.xet.hashing import hex_to_hash
-from bastion.xet.models import RepoXetXorb, XetFile
+from bastion.xet.models import RepoXetShard, RepoXetXorb, XetFile
 from bastion.xet.service import xorb_store
+from bastion.xet.shard import parse_shard
 from bastion.xet.xorb import parse_xorb
 
 log = logging.getLogger("bastion.relocation")
@@ -201,6 +205,30 @@ def _linked(hub: Hub, repo_id: int) -> tuple[list[str], list[str]]:
     return oids, xorbs
 
 
+def _linked_shards(hub: Hub, repo_id: int) -> list[str]:
+    with transaction(hub.sessions, readonly=True) as session:
+        return list(session.scalars(select(RepoXetShard.shard_hash).where(RepoXetShard.repo_id == repo_id)
+                                    .order_by(RepoXetShard.shard_hash)))
+
+
+def _read_shard(store: BlobStore, key: str) -> bytes:
+    """A stored shard's bytes, verified: they hash to its key and parse as a shard."""
+    with store.open(key) as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() != key:
+        raise BlobMismatch(f"shard {key} hashes to {hashlib.sha256(data).hexdigest()}")
+    parse_shard(data, max_bytes=max(len(data), 1))
+    return data
+
+
+def _copy_shard(hub: Hub, source: str, target: str, key: str) -> bool:
+    src, dst = xorb_store(hub, source).shards, xorb_store(hub, target).shards
+    if dst.exists(key) or not src.exists(key):
+        return False
+    dst.put_verified(key, _read_shard(src, key))
+    return True
+
+
 def _copy_blob(source: BlobStore, target: BlobStore, oid: str) -> bool:
     """Copy one LFS object, verified against its sha256 on the way in; False when the source has none
     (stored only as Xet chunks, copied with the xorbs)."""
@@ -266,6 +294,8 @@ def _copy_objects(hub: Hub, move: RegionMove) -> tuple[int, int]:
     src_blobs, dst_blobs = hub.blobs_in(source), hub.blobs_in(target)
     copied = sum(_copy_blob(src_blobs, dst_blobs, oid) for oid in oids)
     copied_x = sum(_copy_xorb(hub, source, target, key) for key in xorbs)
+    for key in _linked_shards(hub, move.repo_id):
+        _copy_shard(hub, source, target, key)
     # The Xet files' segment records of the source region (small; they name the xorbs just copied).
     src_x, dst_x = xorb_store(hub, source), xorb_store(hub, target)
     for file_hex in _xet_files(hub, oids):
@@ -320,6 +350,17 @@ def _verify_objects(hub: Hub, move: RegionMove) -> None:
             continue
         data = store.read_xorb(key, 0, store.xorbs.size(key) or 0)
         parse_xorb(data, hex_to_hash(key))
+    source_shards = xorb_store(hub, region_of_key(move.source_key)).shards
+    for key in _linked_shards(hub, move.repo_id):
+        if not store.shards.exists(key):
+            if source_shards.exists(key):
+                raise BlobMismatch(f"shard {key} was not copied to {target}")
+            continue
+        try:
+            _read_shard(store.shards, key)
+        except (BlobMismatch, ShardFormatError):
+            store.shards.delete(key)  # copied again on the retry
+            raise
 
 
 def _git_fsck(path: Path) -> None:
@@ -385,8 +426,11 @@ def _clean(hub: Hub, move: RegionMove) -> None:
     _verify_objects(hub, move)
     _fault("clean")
     oids, xorbs = _linked(hub, move.repo_id)
+    shards = _linked_shards(hub, move.repo_id)
     with transaction(hub.sessions, readonly=True) as session:
         keys = dict(session.execute(select(Repo.id, Repo.storage_key)).tuples().all())
+        sholders = {x: {region_of_key(keys[r]) for (r,) in session.execute(
+            select(RepoXetShard.repo_id).where(RepoXetShard.shard_hash == x)) if r in keys} for x in shards}
         holders = {oid: {region_of_key(keys[r]) for (r,) in session.execute(
             select(RepoLfsObject.repo_id).where(RepoLfsObject.oid == oid)) if r in keys} for oid in oids}
         xholders = {x: {region_of_key(keys[r]) for (r,) in session.execute(
@@ -402,6 +446,15 @@ def _clean(hub: Hub, move: RegionMove) -> None:
             trash = src_xet.trash_xorb(key)
             if trash is not None:
                 trash.discard()
+    for key in shards:
+        if source not in sholders.get(key, set()):
+            trash = src_xet.shards.trash(key)
+            if trash is not None:
+                trash.discard()
+    if src_xet.files is not None:  # the segment records of Xet files no repository of the source holds
+        unheld = [oid for oid in oids if source not in holders.get(oid, set())]
+        for file_hex in _xet_files(hub, unheld):
+            src_xet.files.delete(file_hex)
     src = hub.git_path(move.source_key)
     if src.exists():
         doomed = src.with_name(src.name + ".moved")

@@ -33,7 +33,7 @@ from bastion.repos.service import repo_region
 from bastion.storage.regions import DEFAULT_REGION
 from bastion.xet.errors import InvalidHash, ShardFormatError
 from bastion.xet.hashing import HASH_LEN, hash_to_hex, hex_to_hash, is_global_dedup_eligible
-from bastion.xet.models import RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
+from bastion.xet.models import RepoXetShard, RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
 from bastion.xet.reconstruction import (
     Reconstruction,
     XorbLayout,
@@ -261,6 +261,8 @@ def upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray) -> list[Regist
             _insert_ignore(session, XetDedupeChunk(chunk_hash=hash_to_hex(first_chunk),
                                                    xorb_hash=hash_to_hex(first.xorb_hash)))
             out.append(RegisteredFile(key, sha, entry.size))
+        # The shard is the repository's (moved with it to another region; swept per region by GC).
+        _insert_ignore(session, RepoXetShard(repo_id=repo_id, shard_hash=hashlib.sha256(body).hexdigest()))
     store = xorb_store(hub, region)
     for entry, _sha in registered:  # the segments of this upload, readable from this region's xorbs
         store.put_file_segments(hash_to_hex(entry.file_hash), pack_segments(entry.segments))

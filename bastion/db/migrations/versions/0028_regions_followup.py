@@ -1,0 +1,42 @@
+"""storage regions follow-up: the Xet shards each repository uploaded (moved with it between regions, swept
+per region by garbage collection), and an organization's default region per repository type
+
+Shards uploaded before this revision are linked to no repository: nothing reads a shard after its
+registration, so they stay where they were uploaded until a region sweep of garbage collection
+(a region's shard that no repository of the region uploaded) removes them.
+
+Revision ID: 0028_regions_followup
+Revises: 0024_storage_regions
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+import bastion.db
+
+revision = "0028_regions_followup"
+down_revision = "0024_storage_regions"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "repo_xet_shards",
+        sa.Column("repo_id", sa.Integer(), nullable=False),
+        sa.Column("shard_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", bastion.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["repo_id"], ["repos.id"], name=op.f("fk_repo_xet_shards_repo_id_repos"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("repo_id", "shard_hash", name=op.f("pk_repo_xet_shards")),
+    )
+    op.create_index(op.f("ix_repo_xet_shards_shard_hash"), "repo_xet_shards", ["shard_hash"], unique=False)
+    with op.batch_alter_table("organizations") as batch:
+        batch.add_column(sa.Column("default_regions", sa.String(length=200), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("organizations") as batch:
+        batch.drop_column("default_regions")
+    op.drop_index(op.f("ix_repo_xet_shards_shard_hash"), table_name="repo_xet_shards")
+    op.drop_table("repo_xet_shards")
