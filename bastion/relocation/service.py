@@ -55,7 +55,7 @@ from bastion.storage.regions import region_of_key, storage_key_in
 from bastion.xet.errors import ShardFormatError
 from bastion.xet.hashing import hex_to_hash
 from bastion.xet.models import RepoXetShard, RepoXetXorb, XetFile
-from bastion.xet.service import xorb_store
+from bastion.xet.service import regions_needing_shard, regions_needing_xorb, xorb_store
 from bastion.xet.shard import parse_shard
 from bastion.xet.xorb import parse_xorb
 
@@ -429,12 +429,10 @@ def _clean(hub: Hub, move: RegionMove) -> None:
     shards = _linked_shards(hub, move.repo_id)
     with transaction(hub.sessions, readonly=True) as session:
         keys = dict(session.execute(select(Repo.id, Repo.storage_key)).tuples().all())
-        sholders = {x: {region_of_key(keys[r]) for (r,) in session.execute(
-            select(RepoXetShard.repo_id).where(RepoXetShard.shard_hash == x)) if r in keys} for x in shards}
         holders = {oid: {region_of_key(keys[r]) for (r,) in session.execute(
             select(RepoLfsObject.repo_id).where(RepoLfsObject.oid == oid)) if r in keys} for oid in oids}
-        xholders = {x: {region_of_key(keys[r]) for (r,) in session.execute(
-            select(RepoXetXorb.repo_id).where(RepoXetXorb.xorb_hash == x)) if r in keys} for x in xorbs}
+        xholders = {x: regions_needing_xorb(session, x) for x in xorbs}
+        sholders = {x: regions_needing_shard(session, x) for x in shards}
     src_blobs, src_xet = hub.blobs_in(source), xorb_store(hub, source)
     for oid in oids:
         if source not in holders.get(oid, set()):

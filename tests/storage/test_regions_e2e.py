@@ -202,7 +202,7 @@ print(json.dumps(out))
     assert _sha(own["us"]) in _stored(moto, buckets["eu"], "bastion/")["lfs"]
     api.delete_repo(doomed)
     out = server.cli("admin", "gc", "--grace-hours", "0").stdout
-    assert "copies of LFS objects in regions" in out, out
+    assert "copies of LFS objects, Xet xorbs and shards in regions" in out, out
     after = {"eu": _stored(moto, buckets["eu"], "bastion/"), "us": _stored(moto, buckets["us"], "")}
     assert _sha(only_doomed) not in after["eu"]["lfs"]  # no repository links it: gone
     # Still held by the us repository: kept in us, removed from eu (no eu repository links it).
