@@ -20,6 +20,7 @@ Hooks and ports (owner ← provider):
 - orgs.service.org_delete_checks / group_delete_checks / group_detail_parts ← repos.service
 - accounts.service.verified_emails_changed_hooks ← signing.service
 - scanning.queue.queue_extensions / sweep_hooks (durable jobs on the scan workers) ← relocation.queue
+- repos.service.delete_hooks (a region move of the deleted repository) ← relocation.service
 """
 
 from __future__ import annotations

@@ -20,12 +20,19 @@ worker killed anywhere (SIGKILL included) is resumed by the next one at the reco
   objects, xorbs, shards, Xet file segment records) that no other repository of the source region links
   are deleted -- only now, after verification.
 
+The repository deleted during its move (`repos.service.delete_hooks`, in the deleting transaction): the
+move's row stays (`repo_id` NULL) with `leftovers` naming the copy the repository did not live in (the
+target before the switch, the source after it) and what the repository linked; its state becomes `drop`,
+which the worker holding the move (it notices at its next step) or the next one runs: that git folder
+and that region's copies no other repository there needs are removed, and the move ends as `gone`.
+
 `BASTION_FAULT_REGION_MOVE=<step>` (tests) kills the process with SIGKILL in the middle of that step.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -47,6 +54,7 @@ from bastion.errors import BadRequest, Conflict
 from bastion.hub import Hub
 from bastion.lfs.models import RepoLfsObject
 from bastion.relocation.models import RegionMove
+from bastion.repos import service as repos_service
 from bastion.repos.models import Repo
 from bastion.scanning.models import ScanJob
 from bastion.storage import BlobMismatch, BlobStore
@@ -61,12 +69,16 @@ from bastion.xet.xorb import parse_xorb
 
 log = logging.getLogger("bastion.relocation")
 STEPS = ("copy", "verify", "switch", "clean")
-ACTIVE = ("copy", "verify", "switch", "clean")
+ACTIVE = ("copy", "verify", "switch", "clean", "drop")
 LEASE = timedelta(minutes=10)
 BLOCK = 8 << 20
 
 # A hook the queue fills (bastion.relocation.queue): hand a move to the workers.
 enqueue_hooks: list[Callable[[Hub, int], None]] = []
+
+
+class _Gone(Exception):
+    """The repository was deleted during the move: its row says `drop` now."""
 
 
 def _fault(step: str) -> None:
@@ -148,7 +160,8 @@ def _claim(hub: Hub, move_id: int, takeover: bool) -> RegionMove | None:
 def _advance(hub: Hub, move: RegionMove, state: str, **fields: object) -> None:
     with transaction(hub.sessions) as session:
         row = session.get(RegionMove, move.id)
-        assert row is not None
+        if row is None or row.state != move.state:  # the repository was deleted meanwhile (drop)
+            raise _Gone()
         row.state, row.updated_at, row.lease_until = state, utcnow(), utcnow() + LEASE
         for name, value in fields.items():
             setattr(row, name, value)
@@ -167,7 +180,15 @@ def run_move(hub: Hub, move_id: int, *, takeover: bool = False,
     try:
         while move.state in ACTIVE:
             progress(f"{move.state}: {move.source_key} -> {move.target_key}")
-            {"copy": _copy, "verify": _verify, "switch": _switch, "clean": _clean}[move.state](hub, move)
+            try:
+                {"copy": _copy, "verify": _verify, "switch": _switch, "clean": _clean,
+                 "drop": _drop}[move.state](hub, move)
+            except _Gone:
+                with transaction(hub.sessions, readonly=True) as session:
+                    row = session.get(RegionMove, move.id)
+                    if row is None or row.state != "drop":
+                        raise
+                    move.state, move.leftovers = row.state, row.leftovers
     except Exception as exc:
         log.exception("region move %d failed in %s", move.id, move.state)
         with transaction(hub.sessions) as session:
@@ -175,7 +196,8 @@ def run_move(hub: Hub, move_id: int, *, takeover: bool = False,
             if row is not None:
                 row.error = f"{type(exc).__name__}: {exc}"[:1000]
                 row.lease_until, row.owner = None, None
-                if move.state in ("copy", "verify"):  # nothing switched: the source is intact
+                # Nothing switched: the source is intact (unless the repository was deleted: drop).
+                if move.state in ("copy", "verify") and row.state == move.state:
                     row.state = "failed"
         raise
     progress(move.state)
@@ -396,7 +418,7 @@ def _switch(hub: Hub, move: RegionMove) -> None:
         with transaction(hub.sessions) as session:
             repo = session.scalar(select(Repo).where(Repo.id == move.repo_id).with_for_update())
             if repo is None:
-                raise Conflict("the repository was deleted during its move")
+                raise _Gone()
             repo.storage_key = move.target_key
             # Scan jobs queued for git blobs of the repository read them from its new location.
             session.execute(update(ScanJob).where(ScanJob.storage_key == move.source_key)
@@ -459,3 +481,75 @@ def _clean(hub: Hub, move: RegionMove) -> None:
         os.replace(src, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
     _advance(hub, move, "done", owner=None, lease_until=None)
+
+
+# ---- the repository deleted during its move -------------------------------------------------
+
+def _on_repo_delete(hub: Hub, session: Session, repo: Repo) -> None:
+    """In the deleting transaction: a move under way keeps what it must remove, and turns to `drop`."""
+    move = active_move(session, repo.id)
+    if move is None or move.state == "drop":
+        return
+    other = move.target_key if repo.storage_key == move.source_key else move.source_key
+    oids = list(session.scalars(select(RepoLfsObject.oid).where(RepoLfsObject.repo_id == repo.id)))
+    xorbs = list(session.scalars(select(RepoXetXorb.xorb_hash).where(RepoXetXorb.repo_id == repo.id)))
+    shards = list(session.scalars(select(RepoXetShard.shard_hash).where(RepoXetShard.repo_id == repo.id)))
+    move.leftovers = json.dumps({"key": other, "oids": sorted(oids), "xorbs": sorted(xorbs),
+                                 "shards": sorted(shards)})
+    move.state, move.updated_at = "drop", utcnow()
+    session.flush()
+    log.info("region move %d: repository %s deleted during the move; its copy %s goes", move.id, repo.repo_id,
+             other)
+
+
+def _discard(objects: BlobStore, key: str, needed: Callable[[], bool]) -> None:
+    """Move a copy aside, then delete it unless it is needed (checked again after the move)."""
+    trash = objects.trash(key)
+    if trash is None:
+        return
+    if needed():
+        objects.restore(key, trash)
+    else:
+        trash.discard()
+
+
+def _drop(hub: Hub, move: RegionMove) -> None:
+    """Remove the copy a deleted repository did not live in: its git folder (whole or half copied) and
+    that region's copies of what it linked that no other repository of the region needs."""
+    left = json.loads(move.leftovers or "{}")
+    key = str(left.get("key") or move.target_key)
+    region = region_of_key(key)
+    path = hub.git_path(key)
+    for folder in (path.with_name(path.name + ".incoming"), path):
+        if folder.exists():
+            doomed = folder.with_name(folder.name + ".dropped")
+            os.replace(folder, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+    _fault("drop")
+    blobs, store = hub.blobs_in(region), xorb_store(hub, region)
+
+    def lfs_needed(oid: str) -> bool:
+        with transaction(hub.sessions, readonly=True) as session:
+            keys = session.scalars(select(Repo.storage_key).join(RepoLfsObject, RepoLfsObject.repo_id == Repo.id)
+                                   .where(RepoLfsObject.oid == oid))
+            return any(region_of_key(k) == region for k in keys)
+
+    def needed_by(check: Callable[[Session, str], set[str]], name: str) -> bool:
+        with transaction(hub.sessions, readonly=True) as session:
+            return region in check(session, name)
+
+    oids = [str(o) for o in left.get("oids", [])]
+    for oid in oids:
+        _discard(blobs, oid, lambda oid=oid: lfs_needed(oid))  # type: ignore[misc]
+    for x in left.get("xorbs", []):
+        _discard(store.xorbs, str(x), lambda x=x: needed_by(regions_needing_xorb, str(x)))  # type: ignore[misc]
+    for x in left.get("shards", []):
+        _discard(store.shards, str(x), lambda x=x: needed_by(regions_needing_shard, str(x)))  # type: ignore[misc]
+    if store.files is not None:
+        for file_hex in _xet_files(hub, [o for o in oids if not lfs_needed(o)]):
+            store.files.delete(file_hex)
+    _advance(hub, move, "gone", owner=None, lease_until=None)
+
+
+if _on_repo_delete not in repos_service.delete_hooks:
+    repos_service.delete_hooks.append(_on_repo_delete)

@@ -1,5 +1,6 @@
 """storage regions follow-up: the Xet shards each repository uploaded (moved with it between regions, swept
-per region by garbage collection), and an organization's default region per repository type
+per region by garbage collection), an organization's default region per repository type, and region moves
+that outlive their repository (deleted during the move: the row stays, `repo_id` NULL, to remove the copies)
 
 Shards uploaded before this revision are linked to no repository: nothing reads a shard after its
 registration, so they stay where they were uploaded until a region sweep of garbage collection
@@ -33,9 +34,22 @@ def upgrade() -> None:
     op.create_index(op.f("ix_repo_xet_shards_shard_hash"), "repo_xet_shards", ["shard_hash"], unique=False)
     with op.batch_alter_table("organizations") as batch:
         batch.add_column(sa.Column("default_regions", sa.String(length=200), nullable=True))
+    with op.batch_alter_table("region_moves") as batch:
+        batch.drop_constraint("fk_region_moves_repo_id_repos", type_="foreignkey")
+        batch.alter_column("repo_id", existing_type=sa.Integer(), nullable=True)
+        batch.create_foreign_key(op.f("fk_region_moves_repo_id_repos"), "repos", ["repo_id"], ["id"],
+                                 ondelete="SET NULL")
+        batch.add_column(sa.Column("leftovers", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM region_moves WHERE repo_id IS NULL")
+    with op.batch_alter_table("region_moves") as batch:
+        batch.drop_column("leftovers")
+        batch.drop_constraint("fk_region_moves_repo_id_repos", type_="foreignkey")
+        batch.alter_column("repo_id", existing_type=sa.Integer(), nullable=False)
+        batch.create_foreign_key(op.f("fk_region_moves_repo_id_repos"), "repos", ["repo_id"], ["id"],
+                                 ondelete="CASCADE")
     with op.batch_alter_table("organizations") as batch:
         batch.drop_column("default_regions")
     op.drop_index(op.f("ix_repo_xet_shards_shard_hash"), table_name="repo_xet_shards")
