@@ -112,6 +112,7 @@ print(json.dumps(True))
     assert not target_git.exists() and not target_git.with_name(target_git.name + ".incoming").exists()
     assert not _git_dir(server, "eu", f"eu/{key}").exists()  # the deletion removed the source
 
+    first = mine
     # ---- after the switch: killed while cleaning, then deleted: the source copy goes -------------
     pk, key = _repo_row(server, f"{name}/del-after")
     mine = _links(server, pk)
@@ -130,3 +131,11 @@ print(json.dumps(True))
     # The repository that shares a file still serves it.
     got = api.hf_hub_download(f"{name}/keeps-us", "shared.bin", local_dir=tmp_path / "dl")
     assert _sha(Path(got).read_bytes()) == _sha(shared)
+    # What the deleted repositories left where they lived is garbage collection's (as for any deleted
+    # repository): afterwards neither bucket holds a byte of either, and the shared server is tidy again.
+    server.cli("admin", "gc", "--grace-hours", "0")
+    eu, us = _stored(moto, buckets, "eu"), _stored(moto, buckets, "us")
+    for kind in ("lfs", "xorbs", "shards"):
+        left = (first[kind] | mine[kind]) - ({_sha(shared)} if kind == "lfs" else set())
+        assert not left & eu[kind] and not left & us[kind], kind
+    assert _sha(shared) in us["lfs"]

@@ -208,7 +208,9 @@ print(json.dumps(out))
     # Still held by the us repository: kept in us, removed from eu (no eu repository links it).
     assert _sha(own["us"]) in after["us"]["lfs"] and _sha(own["us"]) not in after["eu"]["lfs"]
     assert _sha(own["eu"]) in after["eu"]["lfs"] and _sha(shared) in after["eu"]["lfs"] | after["us"]["lfs"]
-    assert after["eu"]["xorbs"] == stored["eu"]["xorbs"]  # every xorb still referenced
+    # Every xorb an eu repository links is kept (copies no eu repository needs, left by other tests on
+    # this shared server, are swept).
+    assert _links(server)[1]["eu"] <= after["eu"]["xorbs"]
     for fname, data_ in expected["eu"].items():
         path = api.hf_hub_download(repos["eu"], fname, local_dir=tmp_path / "after-gc", force_download=True)
         assert _sha(Path(path).read_bytes()) == _sha(data_)
