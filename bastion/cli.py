@@ -505,8 +505,8 @@ def _storage_gc(grace_hours: float | None, dry_run: bool, data_dir: Path | None)
     click.echo(f"{verb} {result.links_removed} repository links to unreachable files and {result.objects_removed} "
                f"LFS objects ({result.object_bytes_freed} bytes)")
     if result.region_copies_removed:
-        click.echo(f"{verb} {result.region_copies_removed} copies of LFS objects in regions none of whose repositories "
-                   f"links them ({result.region_bytes_freed} bytes)")
+        click.echo(f"{verb} {result.region_copies_removed} copies of LFS objects, Xet xorbs and shards in regions "
+                   f"none of whose repositories needs them ({result.region_bytes_freed} bytes)")
     click.echo(f"{verb} {x.xorbs_removed} xorbs ({x.bytes_freed} bytes) and {x.files_removed} "
                f"unreferenced files; {x.xorbs_kept} xorbs kept")
 

@@ -25,6 +25,7 @@ Hooks and ports (owner ← provider):
 - audit.checkpoints (the instance key that signs checkpoints) ← signing.service.install
 - scanning.queue.queue_extensions / sweep_hooks (durable jobs on the scan workers) ← relocation.queue
 - orgs.service.sso_gate (whether an org enforces SSO, its members' live SSO sessions) ← sso.service
+- repos.service.delete_hooks (a region move of the deleted repository) ← relocation.service
 """
 
 from __future__ import annotations

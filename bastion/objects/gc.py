@@ -31,10 +31,11 @@ from bastion.db import transaction, utcnow
 from bastion.hub import Hub
 from bastion.lfs.models import LfsObject, RepoLfsObject
 from bastion.repos.models import Repo
+from bastion.storage import BlobStore
 from bastion.storage.gitstore import LFS_POINTER_MAX, parse_lfs_pointer
 from bastion.storage.regions import region_of_key
 from bastion.xet import service as xet
-from bastion.xet.models import XetFile, XetFileXorb
+from bastion.xet.models import XetFile, XetFileXorb, XetXorb
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -187,7 +188,10 @@ def _discard_in(hub: Hub, region: str, oid: str, cutoff: datetime, again: Callab
 def _sweep_regions(hub: Hub, cutoff: datetime, dry_run: bool) -> tuple[int, int]:
     """With several regions: an object stored in a region that no repository of that region links any
     more (the repos there dropped it, or moved away) is removed from that region's store, as step 2
-    removes an object no repository links at all. Returns (count, bytes)."""
+    removes an object no repository links at all. The same for a region's Xet xorbs (kept where a
+    repository uploaded one, or holds a file it is part of, or it was used within the grace period) and
+    shards (kept where a repository that uploaded one lives; shards uploaded before migration 0028 are
+    linked to none). Returns (count, bytes)."""
     if len(hub.regions) < 2:
         return 0, 0
     removed = freed = 0
@@ -205,7 +209,43 @@ def _sweep_regions(hub: Hub, cutoff: datetime, dry_run: bool) -> tuple[int, int]
             size = blobs.size(oid) or 0
             if dry_run or _discard_in(hub, region, oid, cutoff, linked_here):
                 removed, freed = removed + 1, freed + size
+        store = xet.xorb_store(hub, region)
+        for kind, objects, needing in (("xorb", store.xorbs, xet.regions_needing_xorb),
+                                       ("shard", store.shards, xet.regions_needing_shard)):
+            for key in list(objects.stored_keys()):
+                def needed_here(session: Session, key: str = key, region: str = region,
+                                needing: Callable[[Session, str], set[str]] = needing, kind: str = kind) -> bool:
+                    if region in needing(session, key):
+                        return True
+                    # A xorb uploaded or handed out (dedupe) within the grace period is kept.
+                    used = session.scalar(select(XetXorb.last_used_at).where(XetXorb.hash == key)) \
+                        if kind == "xorb" else None
+                    return used is not None and used >= cutoff
+
+                with transaction(hub.sessions, readonly=True) as session:
+                    if needed_here(session):
+                        continue
+                size = objects.size(key) or 0
+                if dry_run or _discard_key(objects, key, cutoff, hub, needed_here):
+                    removed, freed = removed + 1, freed + size
     return removed, freed
+
+
+def _discard_key(objects: BlobStore, key: str, cutoff: datetime, hub: Hub,
+                 again: Callable[[Session], bool]) -> bool:
+    """Move a region's copy aside, then delete it unless it was written within the grace period or is
+    needed again (re-checked after the move)."""
+    trash = objects.trash(key)
+    if trash is None:
+        return False
+    touched = trash.mtime >= cutoff.timestamp()
+    with transaction(hub.sessions, readonly=True) as session:
+        kept = touched or again(session)
+    if kept:
+        objects.restore(key, trash)
+    else:
+        trash.discard()
+    return not kept
 
 
 def collect_garbage(hub: Hub, grace: timedelta, dry_run: bool = False,

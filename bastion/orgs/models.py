@@ -43,6 +43,8 @@ class Organization(Base):
     audit_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The storage region new repositories are created in (None: the instance's default region).
     default_region: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    # Per repository type, over default_region: JSON {"model": "eu", "dataset": "us", "space": ...}.
+    default_regions: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class OrgMember(Base):

@@ -67,7 +67,9 @@ def settings_payload(org: Organization) -> dict[str, Any]:
             "secretPushProtectionMode": org.secret_push_protection_mode,
             "delegateProtectionChanges": org.delegate_protection_changes,
             "auditLogRetentionDays": org.audit_retention_days,
-            "defaultRegion": org.default_region or DEFAULT_REGION}
+            "defaultRegion": org.default_region or DEFAULT_REGION,
+            # Per repository type, over defaultRegion: only the types that have their own.
+            "defaultRegions": orgs.default_regions(org)}
 
 
 # ---- organizations --------------------------------------------------------------------------
@@ -240,6 +242,9 @@ async def put_settings(name: str, request: Request, principal: Principal = Depen
                                          hub_of(request).settings.audit_retention_days)
             if "defaultRegion" in data:
                 orgs.set_default_region(session, org, _region_setting(request, data["defaultRegion"]))
+            if "defaultRegions" in data:
+                for repo_type, region in _type_regions(request, data["defaultRegions"]).items():
+                    orgs.set_type_default_region(session, org, repo_type, region)
             return settings_payload(org)
 
     return JSONResponse(await _in_thread(run))
@@ -249,6 +254,20 @@ def _region_setting(request: Request, value: object) -> str | None:
     """A default region as stored: None for the instance's default; a 400 naming the regions for another."""
     region = check_region(value, hub_of(request).regions)
     return None if region in (None, DEFAULT_REGION) else region
+
+
+def _type_regions(request: Request, value: object) -> dict[str, str | None]:
+    """`defaultRegions`: {"model"|"dataset"|"space": region name, or null for the org's defaultRegion}."""
+    if not isinstance(value, dict):
+        raise BadRequest("'defaultRegions' must be an object mapping repository types (model, dataset, space) "
+                         "to region names")
+    out: dict[str, str | None] = {}
+    for repo_type, region in value.items():
+        if repo_type not in orgs.REGION_REPO_TYPES:
+            raise BadRequest(f"'defaultRegions': unknown repository type {str(repo_type)[:40]!r} "
+                             "(model, dataset, space)")
+        out[repo_type] = check_region(region, hub_of(request).regions)
+    return out
 
 
 def apply_settings(session: Session, org: Organization, data: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ facts the policy reads (`org_facts`, `group_facts`), defined once here.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Callable
@@ -484,12 +485,43 @@ def set_default_region(session: Session, org: Organization, region: str | None) 
         org.default_region = region
 
 
-def default_region(session: Session, org_id: int, group: ResourceGroup | None = None) -> str | None:
-    """Where a new repository of the org (in `group`) goes: the group's region, else the org's; None:
-    the instance's default."""
+REGION_REPO_TYPES = ("model", "dataset", "space")
+
+
+def default_regions(org: Organization) -> dict[str, str]:
+    """The org's default region per repository type, where one is set (over `default_region`)."""
+    try:
+        raw = json.loads(org.default_regions) if org.default_regions else {}
+    except ValueError:
+        return {}
+    return {t: r for t, r in raw.items() if t in REGION_REPO_TYPES and isinstance(r, str)}
+
+
+def set_type_default_region(session: Session, org: Organization, repo_type: str, region: str | None) -> None:
+    """The storage region new repositories of one type are created in (None: the org's `default_region`).
+    The caller checked the type and that the instance has the region."""
+    current = default_regions(org)
+    if current.get(repo_type) == region:
+        return
+    audit.record(session, AuditAction.ORG_DEFAULT_REGION, target=("org", org.name), namespace=org.name,
+                 details={"repoType": repo_type, "from": current.get(repo_type), "to": region})
+    if region is None:
+        current.pop(repo_type, None)
+    else:
+        current[repo_type] = region
+    org.default_regions = json.dumps(dict(sorted(current.items()))) if current else None
+
+
+def default_region(session: Session, org_id: int, group: ResourceGroup | None = None,
+                   repo_type: str | None = None) -> str | None:
+    """Where a new repository of the org (in `group`, of `repo_type`) goes: the group's region, else the
+    org's for the type, else the org's; None: the instance's default."""
     if group is not None and group.default_region:
         return group.default_region
-    return session.scalar(select(Organization.default_region).where(Organization.id == org_id))
+    org = session.get(Organization, org_id)
+    if org is None:
+        return None
+    return (default_regions(org).get(repo_type) if repo_type else None) or org.default_region
 
 
 def set_group_default_region(session: Session, org: Organization, group: ResourceGroup, region: str | None) -> None:

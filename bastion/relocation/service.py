@@ -4,9 +4,10 @@ The job's state is a `region_moves` row; `state` names the next step and each st
 worker killed anywhere (SIGKILL included) is resumed by the next one at the recorded step:
 
 - copy: the bare git repository is copied into the target region's git root (into a `.incoming`
-  folder, renamed into place when whole), and every LFS object and Xet xorb the repository links is
-  copied into the target region's stores through their staging: each is verified against its name
-  there (sha256; a xorb's Merkle hash) before it is stored.
+  folder, renamed into place when whole), and every LFS object, Xet xorb and Xet shard the repository
+  links (`repo_lfs_objects`, `repo_xet_xorbs`, `repo_xet_shards`) and the segment records of its Xet
+  files are copied into the target region's stores through their staging: each is verified against its
+  name there (sha256; a xorb's Merkle hash; a shard's sha256, and it parses) before it is stored.
 - verify: every copied object is read back from the target store and hashed; the copied git
   repository passes `git fsck`. Nothing has changed for readers yet: they read the source.
 - switch: under the repository's git write lock (API commits and pushes take it), the git folder is
@@ -15,8 +16,15 @@ worker killed anywhere (SIGKILL included) is resumed by the next one at the reco
   `bastion-moved` marker is left in the source folder: a writer that took the lock on the source
   afterwards gets a 409 and retries on the target. From here readers read the target.
 - clean: after `BASTION_REGION_MOVE_GRACE_SECONDS` (reads still streaming from the source end), objects
-  linked meanwhile are reconciled once more, then the source git folder and the source copies that no
-  other repository of the source region links are deleted -- only now, after verification.
+  linked meanwhile are reconciled once more, then the source git folder and the source copies (LFS
+  objects, xorbs, shards, Xet file segment records) that no other repository of the source region links
+  are deleted -- only now, after verification.
+
+The repository deleted during its move (`repos.service.delete_hooks`, in the deleting transaction): the
+move's row stays (`repo_id` NULL) with `leftovers` naming the copy the repository did not live in (the
+target before the switch, the source after it) and what the repository linked; its state becomes `drop`,
+which the worker holding the move (it notices at its next step) or the next one runs: that git folder
+and that region's copies no other repository there needs are removed, and the move ends as `gone`.
 
 `BASTION_FAULT_REGION_MOVE=<step>` (tests) kills the process with SIGKILL in the middle of that step.
 """
@@ -24,6 +32,7 @@ worker killed anywhere (SIGKILL included) is resumed by the next one at the reco
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -45,24 +54,31 @@ from bastion.errors import BadRequest, Conflict
 from bastion.hub import Hub
 from bastion.lfs.models import RepoLfsObject
 from bastion.relocation.models import RegionMove
+from bastion.repos import service as repos_service
 from bastion.repos.models import Repo
 from bastion.scanning.models import ScanJob
 from bastion.storage import BlobMismatch, BlobStore
 from bastion.storage.gitstore import MOVED_MARKER
 from bastion.storage.regions import region_of_key, storage_key_in
+from bastion.xet.errors import ShardFormatError
 from bastion.xet.hashing import hex_to_hash
-from bastion.xet.models import RepoXetXorb, XetFile
-from bastion.xet.service import xorb_store
+from bastion.xet.models import RepoXetShard, RepoXetXorb, XetFile
+from bastion.xet.service import regions_needing_shard, regions_needing_xorb, xorb_store
+from bastion.xet.shard import parse_shard
 from bastion.xet.xorb import parse_xorb
 
 log = logging.getLogger("bastion.relocation")
 STEPS = ("copy", "verify", "switch", "clean")
-ACTIVE = ("copy", "verify", "switch", "clean")
+ACTIVE = ("copy", "verify", "switch", "clean", "drop")
 LEASE = timedelta(minutes=10)
 BLOCK = 8 << 20
 
 # A hook the queue fills (bastion.relocation.queue): hand a move to the workers.
 enqueue_hooks: list[Callable[[Hub, int], None]] = []
+
+
+class _Gone(Exception):
+    """The repository was deleted during the move: its row says `drop` now."""
 
 
 def _fault(step: str) -> None:
@@ -144,7 +160,8 @@ def _claim(hub: Hub, move_id: int, takeover: bool) -> RegionMove | None:
 def _advance(hub: Hub, move: RegionMove, state: str, **fields: object) -> None:
     with transaction(hub.sessions) as session:
         row = session.get(RegionMove, move.id)
-        assert row is not None
+        if row is None or row.state != move.state:  # the repository was deleted meanwhile (drop)
+            raise _Gone()
         row.state, row.updated_at, row.lease_until = state, utcnow(), utcnow() + LEASE
         for name, value in fields.items():
             setattr(row, name, value)
@@ -163,7 +180,15 @@ def run_move(hub: Hub, move_id: int, *, takeover: bool = False,
     try:
         while move.state in ACTIVE:
             progress(f"{move.state}: {move.source_key} -> {move.target_key}")
-            {"copy": _copy, "verify": _verify, "switch": _switch, "clean": _clean}[move.state](hub, move)
+            try:
+                {"copy": _copy, "verify": _verify, "switch": _switch, "clean": _clean,
+                 "drop": _drop}[move.state](hub, move)
+            except _Gone:
+                with transaction(hub.sessions, readonly=True) as session:
+                    row = session.get(RegionMove, move.id)
+                    if row is None or row.state != "drop":
+                        raise
+                    move.state, move.leftovers = row.state, row.leftovers
     except Exception as exc:
         log.exception("region move %d failed in %s", move.id, move.state)
         with transaction(hub.sessions) as session:
@@ -171,7 +196,8 @@ def run_move(hub: Hub, move_id: int, *, takeover: bool = False,
             if row is not None:
                 row.error = f"{type(exc).__name__}: {exc}"[:1000]
                 row.lease_until, row.owner = None, None
-                if move.state in ("copy", "verify"):  # nothing switched: the source is intact
+                # Nothing switched: the source is intact (unless the repository was deleted: drop).
+                if move.state in ("copy", "verify") and row.state == move.state:
                     row.state = "failed"
         raise
     progress(move.state)
@@ -199,6 +225,30 @@ def _linked(hub: Hub, repo_id: int) -> tuple[list[str], list[str]]:
         xorbs = list(session.scalars(select(RepoXetXorb.xorb_hash).where(RepoXetXorb.repo_id == repo_id)
                                      .order_by(RepoXetXorb.xorb_hash)))
     return oids, xorbs
+
+
+def _linked_shards(hub: Hub, repo_id: int) -> list[str]:
+    with transaction(hub.sessions, readonly=True) as session:
+        return list(session.scalars(select(RepoXetShard.shard_hash).where(RepoXetShard.repo_id == repo_id)
+                                    .order_by(RepoXetShard.shard_hash)))
+
+
+def _read_shard(store: BlobStore, key: str) -> bytes:
+    """A stored shard's bytes, verified: they hash to its key and parse as a shard."""
+    with store.open(key) as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() != key:
+        raise BlobMismatch(f"shard {key} hashes to {hashlib.sha256(data).hexdigest()}")
+    parse_shard(data, max_bytes=max(len(data), 1))
+    return data
+
+
+def _copy_shard(hub: Hub, source: str, target: str, key: str) -> bool:
+    src, dst = xorb_store(hub, source).shards, xorb_store(hub, target).shards
+    if dst.exists(key) or not src.exists(key):
+        return False
+    dst.put_verified(key, _read_shard(src, key))
+    return True
 
 
 def _copy_blob(source: BlobStore, target: BlobStore, oid: str) -> bool:
@@ -266,6 +316,8 @@ def _copy_objects(hub: Hub, move: RegionMove) -> tuple[int, int]:
     src_blobs, dst_blobs = hub.blobs_in(source), hub.blobs_in(target)
     copied = sum(_copy_blob(src_blobs, dst_blobs, oid) for oid in oids)
     copied_x = sum(_copy_xorb(hub, source, target, key) for key in xorbs)
+    for key in _linked_shards(hub, move.repo_id):
+        _copy_shard(hub, source, target, key)
     # The Xet files' segment records of the source region (small; they name the xorbs just copied).
     src_x, dst_x = xorb_store(hub, source), xorb_store(hub, target)
     for file_hex in _xet_files(hub, oids):
@@ -320,6 +372,17 @@ def _verify_objects(hub: Hub, move: RegionMove) -> None:
             continue
         data = store.read_xorb(key, 0, store.xorbs.size(key) or 0)
         parse_xorb(data, hex_to_hash(key))
+    source_shards = xorb_store(hub, region_of_key(move.source_key)).shards
+    for key in _linked_shards(hub, move.repo_id):
+        if not store.shards.exists(key):
+            if source_shards.exists(key):
+                raise BlobMismatch(f"shard {key} was not copied to {target}")
+            continue
+        try:
+            _read_shard(store.shards, key)
+        except (BlobMismatch, ShardFormatError):
+            store.shards.delete(key)  # copied again on the retry
+            raise
 
 
 def _git_fsck(path: Path) -> None:
@@ -355,7 +418,7 @@ def _switch(hub: Hub, move: RegionMove) -> None:
         with transaction(hub.sessions) as session:
             repo = session.scalar(select(Repo).where(Repo.id == move.repo_id).with_for_update())
             if repo is None:
-                raise Conflict("the repository was deleted during its move")
+                raise _Gone()
             repo.storage_key = move.target_key
             # Scan jobs queued for git blobs of the repository read them from its new location.
             session.execute(update(ScanJob).where(ScanJob.storage_key == move.source_key)
@@ -385,12 +448,13 @@ def _clean(hub: Hub, move: RegionMove) -> None:
     _verify_objects(hub, move)
     _fault("clean")
     oids, xorbs = _linked(hub, move.repo_id)
+    shards = _linked_shards(hub, move.repo_id)
     with transaction(hub.sessions, readonly=True) as session:
         keys = dict(session.execute(select(Repo.id, Repo.storage_key)).tuples().all())
         holders = {oid: {region_of_key(keys[r]) for (r,) in session.execute(
             select(RepoLfsObject.repo_id).where(RepoLfsObject.oid == oid)) if r in keys} for oid in oids}
-        xholders = {x: {region_of_key(keys[r]) for (r,) in session.execute(
-            select(RepoXetXorb.repo_id).where(RepoXetXorb.xorb_hash == x)) if r in keys} for x in xorbs}
+        xholders = {x: regions_needing_xorb(session, x) for x in xorbs}
+        sholders = {x: regions_needing_shard(session, x) for x in shards}
     src_blobs, src_xet = hub.blobs_in(source), xorb_store(hub, source)
     for oid in oids:
         if source not in holders.get(oid, set()):
@@ -402,9 +466,90 @@ def _clean(hub: Hub, move: RegionMove) -> None:
             trash = src_xet.trash_xorb(key)
             if trash is not None:
                 trash.discard()
+    for key in shards:
+        if source not in sholders.get(key, set()):
+            trash = src_xet.shards.trash(key)
+            if trash is not None:
+                trash.discard()
+    if src_xet.files is not None:  # the segment records of Xet files no repository of the source holds
+        unheld = [oid for oid in oids if source not in holders.get(oid, set())]
+        for file_hex in _xet_files(hub, unheld):
+            src_xet.files.delete(file_hex)
     src = hub.git_path(move.source_key)
     if src.exists():
         doomed = src.with_name(src.name + ".moved")
         os.replace(src, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
     _advance(hub, move, "done", owner=None, lease_until=None)
+
+
+# ---- the repository deleted during its move -------------------------------------------------
+
+def _on_repo_delete(hub: Hub, session: Session, repo: Repo) -> None:
+    """In the deleting transaction: a move under way keeps what it must remove, and turns to `drop`."""
+    move = active_move(session, repo.id)
+    if move is None or move.state == "drop":
+        return
+    other = move.target_key if repo.storage_key == move.source_key else move.source_key
+    oids = list(session.scalars(select(RepoLfsObject.oid).where(RepoLfsObject.repo_id == repo.id)))
+    xorbs = list(session.scalars(select(RepoXetXorb.xorb_hash).where(RepoXetXorb.repo_id == repo.id)))
+    shards = list(session.scalars(select(RepoXetShard.shard_hash).where(RepoXetShard.repo_id == repo.id)))
+    move.leftovers = json.dumps({"key": other, "oids": sorted(oids), "xorbs": sorted(xorbs),
+                                 "shards": sorted(shards)})
+    move.state, move.updated_at = "drop", utcnow()
+    session.flush()
+    log.info("region move %d: repository %s deleted during the move; its copy %s goes", move.id, repo.repo_id,
+             other)
+
+
+def _discard(objects: BlobStore, key: str, needed: Callable[[], bool]) -> None:
+    """Move a copy aside, then delete it unless it is needed (checked again after the move)."""
+    trash = objects.trash(key)
+    if trash is None:
+        return
+    if needed():
+        objects.restore(key, trash)
+    else:
+        trash.discard()
+
+
+def _drop(hub: Hub, move: RegionMove) -> None:
+    """Remove the copy a deleted repository did not live in: its git folder (whole or half copied) and
+    that region's copies of what it linked that no other repository of the region needs."""
+    left = json.loads(move.leftovers or "{}")
+    key = str(left.get("key") or move.target_key)
+    region = region_of_key(key)
+    path = hub.git_path(key)
+    for folder in (path.with_name(path.name + ".incoming"), path):
+        if folder.exists():
+            doomed = folder.with_name(folder.name + ".dropped")
+            os.replace(folder, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+    _fault("drop")
+    blobs, store = hub.blobs_in(region), xorb_store(hub, region)
+
+    def lfs_needed(oid: str) -> bool:
+        with transaction(hub.sessions, readonly=True) as session:
+            keys = session.scalars(select(Repo.storage_key).join(RepoLfsObject, RepoLfsObject.repo_id == Repo.id)
+                                   .where(RepoLfsObject.oid == oid))
+            return any(region_of_key(k) == region for k in keys)
+
+    def needed_by(check: Callable[[Session, str], set[str]], name: str) -> bool:
+        with transaction(hub.sessions, readonly=True) as session:
+            return region in check(session, name)
+
+    oids = [str(o) for o in left.get("oids", [])]
+    for oid in oids:
+        _discard(blobs, oid, lambda oid=oid: lfs_needed(oid))  # type: ignore[misc]
+    for x in left.get("xorbs", []):
+        _discard(store.xorbs, str(x), lambda x=x: needed_by(regions_needing_xorb, str(x)))  # type: ignore[misc]
+    for x in left.get("shards", []):
+        _discard(store.shards, str(x), lambda x=x: needed_by(regions_needing_shard, str(x)))  # type: ignore[misc]
+    if store.files is not None:
+        for file_hex in _xet_files(hub, [o for o in oids if not lfs_needed(o)]):
+            store.files.delete(file_hex)
+    _advance(hub, move, "gone", owner=None, lease_until=None)
+
+
+if _on_repo_delete not in repos_service.delete_hooks:
+    repos_service.delete_hooks.append(_on_repo_delete)

@@ -155,8 +155,10 @@ async def create_repo(request: Request, principal: Principal = Depends(current_p
                 raise NotFound("Resource group not found")
             private = orgs.repo_private_on_create(ns.org, requested_private) if ns.org is not None \
                 else bool(requested_private)
-            # The region asked for, else the resource group's, else the org's, else the instance's default.
-            where = region or (orgs.default_region(session, ns.org.id, group) if ns.org is not None else None)
+            # The region asked for, else the resource group's, else the org's for the repo type, else the org's,
+            # else the instance's default.
+            where = region or (orgs.default_region(session, ns.org.id, group, repo_type) if ns.org is not None
+                              else None)
             if where is not None and where not in hub.regions:
                 raise BadRequest(f"The default storage region {where!r} of this organization is not configured on "
                                  f"this instance (regions: {', '.join(sorted(hub.regions))})")

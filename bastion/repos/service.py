@@ -286,7 +286,14 @@ def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef
     return repo
 
 
+# Called in the deleting transaction, before the row goes (bastion.relocation: a move under way keeps
+# what it must remove).
+delete_hooks: list[Callable[[Hub, Session, Repo], None]] = []
+
+
 def delete_repo(hub: Hub, session: Session, repo: Repo) -> None:
+    for hook in delete_hooks:
+        hook(hub, session, repo)
     audit.record(session, AuditAction.REPO_DELETE, target=("repo", f"{repo.type}/{repo.repo_id}"),
                  namespace=repo.namespace, details={"private": repo.private})
     session.delete(repo)

@@ -82,6 +82,7 @@ def _settings_page(request: Request, principal: Principal, session: Session, org
                                             direction=-1, limit=1000, offset=0).repos]
         ctx["repos"] = [(r, relocation.active_move(session, r.id)) for r in listed]
         ctx["org_default"] = org_default
+        ctx["type_defaults"] = orgs.default_regions(org)
         ctx["groups"] = orgs.list_groups(session, org)
         ctx["regions"] = sorted(hub_of(request).regions)
         ctx["is_admin"] = bool(authorize(principal, Permission.ORG_WRITE, facts))
@@ -354,10 +355,15 @@ async def move_repo(name: str, request: Request, principal: Principal = Depends(
 @router.post("/organizations/{name}/settings/regions/default")
 @permission(Permission.ORG_WRITE)
 async def default_region(name: str, request: Request, principal: Principal = Depends(current_principal)) -> Response:
-    """The region new repositories of the org are created in (the org's default)."""
+    """The region new repositories of the org are created in (the org's default), and per repo type."""
     def act(session: Session, org: Organization, form: FormData) -> str | None:
-        region = check_region(_text(form, "region", 32), hub_of(request).regions)
+        regions = hub_of(request).regions
+        region = check_region(_text(form, "region", 32), regions)
         orgs.set_default_region(session, org, None if region in (None, DEFAULT_REGION) else region)
+        for repo_type in orgs.REGION_REPO_TYPES:  # per type: a region, or "" for the org's default
+            if f"region_{repo_type}" in form:
+                orgs.set_type_default_region(session, org, repo_type,
+                                             check_region(_text(form, f"region_{repo_type}", 32) or None, regions))
         return "saved"
 
     return await _post(request, principal, Permission.ORG_WRITE, name, _org_resource, act, "regions")

@@ -46,6 +46,17 @@ class RepoXetXorb(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class RepoXetShard(Base):
+    """`repo_id` uploaded the shard `shard_hash` (its sha256, the key in the region's shard store): the
+    shards a repository's Xet files were registered by, moved with it to another region."""
+
+    __tablename__ = "repo_xet_shards"
+
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), primary_key=True)
+    shard_hash: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class XetFile(Base):
     """A file registered by a verified shard: its Xet file hash, its sha256 (the LFS oid), its terms.
 

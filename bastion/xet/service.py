@@ -30,10 +30,10 @@ from bastion.lfs.models import LfsObject, RepoLfsObject
 from bastion.lfs.service import link_object
 from bastion.repos.models import Repo
 from bastion.repos.service import repo_region
-from bastion.storage.regions import DEFAULT_REGION
+from bastion.storage.regions import DEFAULT_REGION, region_of_key
 from bastion.xet.errors import InvalidHash, ShardFormatError
 from bastion.xet.hashing import HASH_LEN, hash_to_hex, hex_to_hash, is_global_dedup_eligible
-from bastion.xet.models import RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
+from bastion.xet.models import RepoXetShard, RepoXetXorb, XetDedupeChunk, XetFile, XetFileXorb, XetXorb
 from bastion.xet.reconstruction import (
     Reconstruction,
     XorbLayout,
@@ -272,6 +272,8 @@ def _upload_shard(hub: Hub, repo_id: int, body: bytes | bytearray, limit: int) -
             _insert_ignore(session, XetDedupeChunk(chunk_hash=hash_to_hex(first_chunk),
                                                    xorb_hash=hash_to_hex(first.xorb_hash)))
             out.append(RegisteredFile(key, sha, entry.size))
+        # The shard is the repository's (moved with it to another region; swept per region by GC).
+        _insert_ignore(session, RepoXetShard(repo_id=repo_id, shard_hash=hashlib.sha256(body).hexdigest()))
     store = xorb_store(hub, region)
     for entry, _sha in registered:  # the segments of this upload, readable from this region's xorbs
         store.put_file_segments(hash_to_hex(entry.file_hash), pack_segments(entry.segments))
@@ -380,6 +382,29 @@ def xet_hash_for_repo_file(session: Session, repo_id: int, oid: str) -> str | No
 
 
 # ---- garbage collection -----------------------------------------------------------------------
+
+def regions_needing_xorb(session: Session, xorb_hex: str) -> set[str]:
+    """The regions whose repositories need a copy of a xorb: those that uploaded it, and those holding a
+    Xet file whose registrations name it (a region's segment record may name another repository's
+    xorbs of that region). A copy in any other region is garbage (moves and the GC's region sweep)."""
+    holders = set(session.scalars(select(RepoXetXorb.repo_id).where(RepoXetXorb.xorb_hash == xorb_hex)))
+    holders |= set(session.scalars(
+        select(RepoLfsObject.repo_id).join(XetFile, XetFile.sha256 == RepoLfsObject.oid)
+        .join(XetFileXorb, XetFileXorb.file_hash == XetFile.file_hash).where(XetFileXorb.xorb_hash == xorb_hex)))
+    return _regions_of(session, holders)
+
+
+def regions_needing_shard(session: Session, shard_hex: str) -> set[str]:
+    """The regions of the repositories that uploaded a shard."""
+    return _regions_of(session, set(session.scalars(
+        select(RepoXetShard.repo_id).where(RepoXetShard.shard_hash == shard_hex))))
+
+
+def _regions_of(session: Session, repo_ids: set[int]) -> set[str]:
+    if not repo_ids:
+        return set()
+    return {region_of_key(k) for k in session.scalars(select(Repo.storage_key).where(Repo.id.in_(repo_ids)))}
+
 
 @dataclass
 class GcResult:

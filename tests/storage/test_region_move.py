@@ -1,6 +1,7 @@
 """Moving a repository between storage regions, killed with SIGKILL in the middle of each step and resumed:
 afterwards `git fsck` is clean, every file (LFS, Xet, regular) downloads with its hash, its bytes are in the
-target region's store and none in the source's, readers were served from the source until the switch, and
+target region's store and none in the source's (LFS objects, Xet xorbs, Xet shards, Xet file segment
+records), the Xet file is downloaded by the Xet client (reconstruction) from the target, readers were served from the source until the switch, and
 the switch is audited (`repo.update_region`)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from tests.conftest import BastionServer, MiB, hf_api, wait_for
 from tests.gitserver.conftest import Git, RepoHandle, git, git_binaries  # noqa: F401
 from tests.storage.conftest import MotoServer
-from tests.xet.hfclient import model_like, run_python
+from tests.xet.hfclient import log_mark, model_like, reconstructions_since, run_python
 
 
 def _sha(data: bytes) -> str:
@@ -110,6 +111,29 @@ print(json.dumps(True))
                                                {"r": pk})}
         engine.dispose()
         assert mine and mine <= xorbs_here and not mine & xorbs_there
+        # The shards that registered the repository's Xet files, and the files' segment records, moved too.
+        engine = _db(server)
+        with engine.connect() as conn:
+            shards = {x for (x,) in conn.execute(sa.text(
+                "SELECT shard_hash FROM repo_xet_shards WHERE repo_id = :r"), {"r": pk})}
+            xet_files = {x for (x,) in conn.execute(sa.text(
+                "SELECT file_hash FROM xet_files JOIN repo_lfs_objects ON repo_lfs_objects.oid = xet_files.sha256 "
+                "WHERE repo_lfs_objects.repo_id = :r"), {"r": pk})}
+        engine.dispose()
+        assert shards and xet_files
+        assert shards <= _objects_in(moto, buckets[region], prefixes[region] + "xet/shards/")
+        assert not shards & _objects_in(moto, buckets[other], prefixes[other] + "xet/shards/")
+        assert xet_files <= _objects_in(moto, buckets[region], prefixes[region] + "xet/files/")
+        assert not xet_files & _objects_in(moto, buckets[other], prefixes[other] + "xet/files/")
+        # The Xet client reconstructs the file from the target region's xorbs.
+        mark = log_mark(server)
+        got = run_python(server, token, tmp_path / f"home-dl-{region}-{rng.random()}", f"""
+from huggingface_hub import hf_hub_download
+p = hf_hub_download({repo_id!r}, "x.safetensors", local_dir={str(tmp_path / f"xdl-{region}-{rng.random()}")!r})
+print(json.dumps(hashlib.sha256(open(p, "rb").read()).hexdigest()))
+""")
+        assert got == _sha(xet_data)
+        assert reconstructions_since(server, mark) >= 1
         bare = key.rpartition("/")[2]
         data_dir = server.data_dir
         assert (data_dir / "regions" / region / "repos" / bare[:2] / f"{bare}.git").is_dir()
