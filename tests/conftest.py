@@ -95,21 +95,29 @@ class BastionServer:
     def database_url(self) -> str:
         return self.env.get("BASTION_DATABASE_URL") or f"sqlite:///{self.data_dir / 'bastion.sqlite3'}"
 
+    def engine(self):  # type: ignore[no-untyped-def]
+        """An engine on the server's database that writes audit events as the server does (its audit key
+        installed); the caller disposes of it."""
+        from bastion.audit import chain
+        from bastion.config import Settings
+        from bastion.db import make_engine
+
+        engine = make_engine(self.database_url)
+        key_file = self.env.get("BASTION_AUDIT_KEY_FILE")
+        chain.install(engine, Path(key_file) if key_file else Settings(data_dir=self.data_dir).resolved_audit_key_file)
+        return engine
+
     def create_user(self, name: str | None = None, role: str = "write", admin: bool = False) -> tuple[str, str]:
         """A new user and a token for it: (username, token). Set-up, not the subject: the same service calls as
         `bastion admin create-user` and `create-token` (tested through the CLI in tests/test_cli.py), made in this
         process against the server's database, without two interpreter starts per user."""
         from bastion.accounts import service as accounts
-        from bastion.audit import chain
         from bastion.audit.context import AuditContext, bind_context
-        from bastion.config import Settings
-        from bastion.db import make_engine, make_session_factory, transaction
+        from bastion.db import make_session_factory, transaction
         from bastion.tokens import service as tokens
 
         name = name or f"u{secrets.token_hex(4)}"
-        engine = make_engine(self.database_url)
-        key_file = self.env.get("BASTION_AUDIT_KEY_FILE")
-        chain.install(engine, Path(key_file) if key_file else Settings(data_dir=self.data_dir).resolved_audit_key_file)
+        engine = self.engine()
         try:
             with bind_context(AuditContext(via="cli", actor_name="tests")), \
                     transaction(make_session_factory(engine)) as session:

@@ -180,6 +180,12 @@ MESSAGES: dict[AuditAction, str] = {
     AuditAction.INSTANCE_AUDIT_KEY_ROTATE: "{author} rotated the audit chain's key",
     AuditAction.REPO_UPDATE_REGION: "{target} was moved from region {from} to region {to}",
     AuditAction.ORG_DEFAULT_REGION: "{author} set the default storage region of {target} to {to}",
+    AuditAction.INSTANCE_SSO_SETTINGS: "{author} updated the instance's SSO settings",
+    AuditAction.INSTANCE_SSO_ENABLE: "{author} enabled SSO for the instance",
+    AuditAction.INSTANCE_SSO_DISABLE: "{author} disabled SSO for the instance",
+    AuditAction.USER_SSO_LOGIN: "{target} signed in with SSO",
+    AuditAction.USER_SSO_LINK: "{target} linked their account to an SSO identity",
+    AuditAction.USER_SSO_LOGIN_FAILED: "An SSO sign-in was refused ({reason})",
     AuditAction.RESOURCE_GROUP_DEFAULT_REGION: "{author} set a resource group's default storage region to {to}",
 }
 class _Fields(dict[str, str]):

@@ -727,11 +727,16 @@ def load_repo_for_commit(hub: Hub, session: Session, principal: Principal, plura
                          revision: str, create_pr: bool) -> Repo:
     """Find the repo and make the one check a commit to `revision` needs: opening a pull request is for
     anyone who reads the repo, a commit to refs/pr/N for its author (while open) and the writers, a commit
-    to a branch for the writers (protections are the commit path's)."""
+    to a branch for the writers (protections are the commit path's). An old name of a moved repo redirects
+    after the same check, as in load_repo."""
+    moved_from = None
     try:
         repo = service.find_repo(session, _type(plural), ns, name)
     except NotFound:
-        raise RepoNotFound() from None
+        moved = service.moved_repo(session, _type(plural), ns, name)
+        if moved is None:
+            raise RepoNotFound() from None
+        repo, moved_from = moved, f"{ns}/{name}"
     ref = service.repo_ref(repo, principal.user_id)
     if create_pr:
         require(principal, Permission.REPO_DISCUSSION_CREATE, ref)
@@ -741,6 +746,8 @@ def load_repo_for_commit(hub: Hub, session: Session, principal: Principal, plura
                 DiscussionRef(ref, facts.author_user_id if facts else None, facts.open if facts else False))
     else:
         require(principal, Permission.REPO_WRITE, ref)
+    if moved_from is not None:
+        raise RepoMoved(moved_from, repo.repo_id)
     return repo
 
 

@@ -48,8 +48,9 @@ class XetToken:
 
 def incarnation(storage_key: str) -> str:
     """What tells this repo from an earlier one with the same id (SQLite reuses the id of the newest
-    row after it is deleted): part of its random storage key, fixed for the repo's life."""
-    return storage_key[:16]
+    row after it is deleted): part of its random storage key (without its region, which a move changes
+    and which holds a "/"), fixed for the repo's life."""
+    return storage_key.rpartition("/")[2][:16]
 
 
 def repo_scope(repo_id: int, key: str) -> str:

@@ -78,10 +78,10 @@ def create_people(server: BastionServer, count: int, *, admin: bool = False) -> 
     process through the same services as `bastion admin create-user/create-token` (one CLI call costs seconds)."""
     from bastion.accounts import service as accounts
     from bastion.audit.context import AuditContext, bind_context
-    from bastion.db import make_engine, make_session_factory, transaction
+    from bastion.db import make_session_factory, transaction
     from bastion.tokens import service as tokens
 
-    engine = make_engine(f"sqlite:///{server.data_dir / 'bastion.sqlite3'}")
+    engine = server.engine()
     out = []
     try:
         with bind_context(AuditContext(via="cli", actor_name="os:tests")), \

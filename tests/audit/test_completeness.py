@@ -213,6 +213,12 @@ ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
     ("POST", "/organizations/{name}/settings/sso/{verb}"): Elsewhere("tests/sso/test_oidc.py",
                                                                     "org.settings.sso.disable"),
     ("POST", "/organizations/{name}/saml/consume"): Elsewhere("tests/sso/test_saml.py", "org.sso_login"),
+    # Instance SSO: configuring it needs an IdP (discovery or signed metadata); sign-in is the IdP's answer.
+    ("PUT", "/api/admin/sso"): Elsewhere("tests/sso/test_instance_sso.py", "instance.sso.settings"),
+    ("POST", "/api/admin/sso/{verb}"): Elsewhere("tests/sso/test_instance_sso.py", "instance.sso.enable"),
+    ("POST", "/admin/sso/{verb}"): Elsewhere("tests/sso/test_instance_sso.py", "instance.sso.disable"),
+    ("POST", "/login/saml/consume"): Elsewhere("tests/sso/test_instance_sso.py", "user.sso_login"),
+    ("POST", "/login/sso/link"): Elsewhere("tests/sso/test_instance_sso.py", "user.sso_link"),
     # storage regions: this server has only the default region (a second one needs its own store)
     ("POST", "/organizations/{name}/settings/regions/default"): Elsewhere("tests/storage/test_region_settings.py",
                                                                          "org.settings.default_region"),
@@ -267,6 +273,12 @@ NOT_BY_ROUTE: dict[str, tuple[str, str]] = {
                                                "tests/storage/test_region_settings.py"),
     "repo.update_region": ("the region-move worker's switch, after the copy is verified",
                            "tests/storage/test_region_move.py"),
+    "instance.sso.settings": ("needs an IdP (discovery or signed metadata)", "tests/sso/test_instance_sso.py"),
+    "instance.sso.enable": ("needs an IdP: settings saved first", "tests/sso/test_instance_sso.py"),
+    "instance.sso.disable": ("needs an IdP: SSO enabled first", "tests/sso/test_instance_sso.py"),
+    "user.sso_login": ("an IdP's answer (the OIDC callback, a GET; SAML's consume)", "tests/sso/test_instance_sso.py"),
+    "user.sso_link": ("an IdP's answer, then the existing account proven", "tests/sso/test_instance_sso.py"),
+    "user.sso_login_failed": ("an IdP's answer refused", "tests/sso/test_instance_sso.py"),
 }
 
 

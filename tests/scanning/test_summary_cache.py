@@ -104,7 +104,7 @@ def test_the_next_summary_shows_a_changed_verdict(hub: Hub) -> None:
     key = dict(verdicts.revision_files(hub, repo, head))["w.pkl"]
     with transaction(hub.sessions) as s:
         verdicts.store_result(s, key, "pickle", ScanResult("pickle", adapters.PICKLE_VERSION, Verdict.UNSAFE, "x"))
-    assert summary()["filesWithIssues"] == ["w.pkl"]
+    assert summary()["filesWithIssues"] == [{"path": "w.pkl", "level": "unsafe"}]
     with transaction(hub.sessions) as s:
         verdicts.store_result(s, key, "pickle", ScanResult("pickle", adapters.PICKLE_VERSION, Verdict.SAFE, "ok"))
     assert summary()["filesWithIssues"] == []
@@ -140,16 +140,17 @@ def test_a_worker_and_a_second_server_never_see_a_stale_summary(tmp_path: Path) 
                                   env=first.env, stdout=(tmp_path / "worker.log").open("wb"), stderr=subprocess.STDOUT)
         for server in (first, second):
             done = wait_for(lambda s=server: scan(s)["scansDone"] and scan(s), timeout=180, interval=0.5)
-            assert done["filesWithIssues"] == ["model.pkl", "notebook.py"] and done["filesWithIssuesCount"] == 2
+            assert [f["path"] for f in done["filesWithIssues"]] == ["model.pkl", "notebook.py"]
+            assert done["filesWithIssuesCount"] == 2
             assert 'id="security-warning"' in httpx.get(f"{server.url}/{repo_id}", headers=HTML).text
             info = hf_api(server, token).model_info(repo_id, securityStatus=True).security_repo_status
-            assert info["filesWithIssues"] == ["model.pkl", "notebook.py"]
+            assert [f["path"] for f in info["filesWithIssues"]] == ["model.pkl", "notebook.py"]
         notice = httpx.get(f"{first.url}/api/models/{repo_id}/secrets", headers=auth).json()[0]
         assert httpx.post(f"{first.url}/api/models/{repo_id}/secrets/state", headers=auth, json={
             "fingerprint": notice["fingerprint"], "state": "dismissed", "reason": "test"}).status_code == 200
         # No waiting: the dismissal is committed, so the other server's next answer must show it.
-        assert scan(second)["filesWithIssues"] == ["model.pkl"]
-        assert scan(first)["filesWithIssues"] == ["model.pkl"]
+        assert scan(second)["filesWithIssues"] == [{"path": "model.pkl", "level": "unsafe"}]
+        assert scan(first)["filesWithIssues"] == [{"path": "model.pkl", "level": "unsafe"}]
     finally:
         if worker is not None:
             worker.terminate()

@@ -118,7 +118,8 @@ def test_the_destination_must_accept_the_repo_and_its_policies_bind_the_mover(se
         server.cli("admin", "add-member", dest, admin, "--role", "write")
         assert _move(a, f"{source}/m", f"{dest}/m").status_code == 200
         assert o.get(f"/api/models/{dest}/m").json()["private"] is True  # the new org's admins hold it now
-        assert a.get(f"/api/models/{source}/m").status_code == 404
+        old = a.get(f"/api/models/{source}/m")  # the old name redirects whoever may read the repo
+        assert old.status_code == 307 and old.headers["location"] == f"/api/models/{dest}/m"
         # The destination's 2FA requirement binds the mover like any member creating there.
         assert o.put(f"/api/organizations/{dest}/settings", json={"require2fa": True}).status_code == 200
         resp = _move(a, f"{source}/m2", f"{dest}/m2")

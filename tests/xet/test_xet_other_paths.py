@@ -103,7 +103,7 @@ def test_scanners_judge_the_reconstructed_bytes_of_xet_uploads(server: BastionSe
         {k: i[k] for k in ("module", "name", "safety")} for i in imports]
     assert sec["calm.bin"].status == "safe", sec["calm.bin"]
     info = api.model_info(repo_id, securityStatus=True)
-    assert info.security_repo_status["filesWithIssues"] == ["model.pkl"]
+    assert info.security_repo_status["filesWithIssues"] == [{"path": "model.pkl", "level": "unsafe"}]
 
 
 def test_lfs_upload_is_not_advertised_as_xet_and_a_xet_client_downloads_it(server: BastionServer,
