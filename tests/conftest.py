@@ -76,6 +76,7 @@ class BastionServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.stop()  # never leave a half-started server behind a failed start
         raise RuntimeError(f"bastion serve did not start:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
