@@ -20,7 +20,6 @@ from bastion.db import make_engine, make_session_factory, migrate
 from bastion.storage import BlobStore, LocalBlobStore
 from bastion.storage.gitstore import GitRepo
 from bastion.storage.regions import DEFAULT_REGION, Region, load_regions, region_of_key, storage_key_in
-from bastion.storage.s3 import S3BlobStore
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,8 @@ def region_store(places: RegionPlaces, namespace: str) -> BlobStore:
     (on local disk by default: the region's lfs/ and xet/ folders). Staging files are written in the
     region's staging folder and installed by the store."""
     if places.region.s3 is not None:
+        from bastion.storage.s3 import S3BlobStore  # boto3 is imported only where a region is on S3
+
         return S3BlobStore(places.region.s3, places.staging, namespace)
     return LocalBlobStore(places.base / namespace, places.staging)
 

@@ -92,6 +92,20 @@ class BastionServer:
         return subprocess.run([sys.executable, "-m", "bastion.cli", *args], env=self.env, capture_output=True,
                               text=True, check=check, timeout=120)
 
+    def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`bastion admin ARGS` run in this process (click's runner, the server's environment): for set-up
+        steps such as create-org, add-member and create-token, without an interpreter start per call. The
+        commands themselves are tested as separate processes through `cli` (tests/test_cli.py)."""
+        from click.testing import CliRunner
+
+        from bastion.cli import main
+
+        result = CliRunner().invoke(main, ["admin", *args], env=self.env, catch_exceptions=False)
+        done = subprocess.CompletedProcess(["bastion", "admin", *args], result.exit_code, result.stdout, result.stderr)
+        if check:
+            done.check_returncode()
+        return done
+
     @property
     def database_url(self) -> str:
         return self.env.get("BASTION_DATABASE_URL") or f"sqlite:///{self.data_dir / 'bastion.sqlite3'}"
@@ -108,7 +122,8 @@ class BastionServer:
         chain.install(engine, Path(key_file) if key_file else Settings(data_dir=self.data_dir).resolved_audit_key_file)
         return engine
 
-    def create_user(self, name: str | None = None, role: str = "write", admin: bool = False) -> tuple[str, str]:
+    def create_user(self, name: str | None = None, role: str = "write", admin: bool = False,
+                    password: str | None = None, token_name: str | None = None) -> tuple[str, str]:
         """A new user and a token for it: (username, token). Set-up, not the subject: the same service calls as
         `bastion admin create-user` and `create-token` (tested through the CLI in tests/test_cli.py), made in this
         process against the server's database, without two interpreter starts per user."""
@@ -123,8 +138,8 @@ class BastionServer:
             with bind_context(AuditContext(via="cli", actor_name="tests")), \
                     transaction(make_session_factory(engine)) as session:
                 user = accounts.create_user(session, name, f"{name}@example.com", f"{name.title()} Test", admin,
-                                            email_verified=True)
-                secret = tokens.create_token(session, user, f"{name}-{role}", role).secret
+                                            password=password, email_verified=True)
+                secret = tokens.create_token(session, user, token_name or f"{name}-{role}", role).secret
         finally:
             engine.dispose()
         return name, secret

@@ -244,7 +244,7 @@ def test_public_repo_write_needs_ownership_and_write_token(server: BastionServer
     with pytest.raises(HfHubHTTPError) as exc:
         hf_api(server, other_token).upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id)
     assert exc.value.response.status_code == 403
-    read_token = server.cli("admin", "create-token", name, "--name", "ro", "--role", "read").stdout.strip()
+    read_token = server.admin("create-token", name, "--name", "ro", "--role", "read").stdout.strip()
     with pytest.raises(HfHubHTTPError) as exc:
         hf_api(server, read_token).upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id)
     assert exc.value.response.status_code == 403

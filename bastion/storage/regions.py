@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import BadRequest
-from bastion.storage.s3 import S3Config
+from bastion.storage.s3_config import S3Config
 
 DEFAULT_REGION = "default"
 # In a storage key ("eu/<32 hex>", at most 64 characters) and in URLs and forms.

@@ -7,9 +7,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -99,13 +96,10 @@ def web_server(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) ->
 
 
 def create_password_user(server: BastionServer, password: str = PASSWORD) -> tuple[str, str]:
-    """A user made by an administrator with a password (e-mail verified) and a write token: (name, token)."""
-    name = f"u{secrets.token_hex(4)}"
-    subprocess.run([sys.executable, "-m", "bastion.cli", "admin", "create-user", name, "--email",
-                    f"{name}@example.com", "--password-stdin"], env=server.env, input=password + "\n",
-                   capture_output=True, text=True, check=True, timeout=120)
-    token = server.cli("admin", "create-token", name, "--name", "t", "--role", "write").stdout.strip()
-    return name, token
+    """A user made by an administrator with a password (e-mail verified) and a write token: (name, token);
+    the service calls of `bastion admin create-user --password-stdin` (tested through the CLI in
+    tests/test_cli.py), made in this process."""
+    return server.create_user(password=password, token_name="t")
 
 
 def csrf_of(html: str) -> str:

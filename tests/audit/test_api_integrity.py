@@ -134,7 +134,7 @@ def test_sinks_bastion_cannot_serve_are_400(server: BastionServer) -> None:
 def test_an_org_retention_period_is_set_audited_and_refused_when_unsupported(server: BastionServer) -> None:
     owner, token = server.create_user()
     org = f"o{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", org, "--owner", owner)
+    server.admin("create-org", org, "--owner", owner)
     url = f"{server.url}/api/organizations/{org}/settings"
     bad = httpx.put(url, headers=_h(token), json={"auditLogRetentionDays": 45})
     assert bad.status_code == 400 and "one of 7, 30, 90" in bad.json()["error"]

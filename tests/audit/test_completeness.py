@@ -16,7 +16,6 @@ import json
 import re
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,12 +303,7 @@ class Run:
 
 def _user(server: BastionServer, admin: bool = False) -> tuple[str, str]:
     """A user with a password (web) and a write token."""
-    name = f"c{secrets.token_hex(4)}"
-    subprocess.run([sys.executable, "-m", "bastion.cli", "admin", "create-user", name, "--email",
-                    f"{name}@example.com", "--password-stdin", *(["--admin"] if admin else [])], env=server.env,
-                   input=PASSWORD + "\n", capture_output=True, text=True, check=True, timeout=120)
-    token = server.cli("admin", "create-token", name, "--name", "t", "--role", "write").stdout.strip()
-    return name, token
+    return server.create_user(f"c{secrets.token_hex(4)}", admin=admin, password=PASSWORD)
 
 
 def _web(server: BastionServer, name: str) -> httpx.Client:
@@ -543,10 +537,10 @@ def _drive(server: BastionServer, mail: MailSink, tmp: Path) -> Run:  # noqa: PL
     # org token governance: a fine-grained token that names the org waits for approval
     run.call("/api/organizations/{name}/settings", "PUT", f"/api/organizations/{org}/settings", token=tok,
              json={"tokenPolicy": "approval"})
-    fg = server.cli("admin", "create-token", fourth, "--name", "fg", "--role", "fineGrained", "--scope",
+    fg = server.admin("create-token", fourth, "--name", "fg", "--role", "fineGrained", "--scope",
                     f"org:{org}=repo.content.read").stdout.strip()
     # under the approval policy the owner manages the org with a fine-grained token (its own: auto-approved)
-    tok = server.cli("admin", "create-token", owner, "--name", "org-admin", "--role", "fineGrained", "--scope",
+    tok = server.admin("create-token", owner, "--name", "org-admin", "--role", "fineGrained", "--scope",
                      f"org:{org}=org.write").stdout.strip()
     listed = httpx.get(f"{server.url}/api/organizations/{org}/settings/tokens", headers={
         "authorization": f"Bearer {tok}"}).json()
@@ -572,7 +566,7 @@ def _drive(server: BastionServer, mail: MailSink, tmp: Path) -> Run:  # noqa: PL
     run.call("/api/admin/audit-log/export", "GET", "/api/admin/audit-log/export", token=admin_tok)
 
     # ---- leaked credentials, admin streaming ----------------------------------------------------
-    leaked = server.cli("admin", "create-token", third, "--name", "leak", "--role", "read").stdout.strip()
+    leaked = server.admin("create-token", third, "--name", "leak", "--role", "read").stdout.strip()
     run.call("/api/credentials/revoke", "POST", "/api/credentials/revoke", token=third_tok, json={"tokens": [leaked]})
     sink = run.call("/api/admin/audit/sinks", "POST", "/api/admin/audit/sinks", token=admin_tok,
                     json={"kind": "syslog", "url": "tcp://127.0.0.1:9", "namespace": "nobody-here"}).json()
@@ -737,7 +731,7 @@ def _drive(server: BastionServer, mail: MailSink, tmp: Path) -> Run:  # noqa: PL
     run.call("/api/repos/delete", "DELETE", "/api/repos/delete", token=tok, json={"name": "wrepo", "organization": worg})
     run.call("/organizations/{name}/settings/tokens/policy", "POST", f"{base}/tokens/policy", client=web,
              data={"csrf_token": csrf, "policy": "approval"})
-    fg2 = server.cli("admin", "create-token", other, "--name", "fg2", "--role", "fineGrained", "--scope",
+    fg2 = server.admin("create-token", other, "--name", "fg2", "--role", "fineGrained", "--scope",
                      f"org:{worg}=repo.content.read").stdout.strip()
     assert fg2
     listed = web.get(f"/api/organizations/{worg}/settings/tokens", headers={"accept": "application/json"}).json()

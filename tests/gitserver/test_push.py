@@ -147,7 +147,7 @@ def test_push_rejections_leave_the_repo_unchanged(server: BastionServer, repo: R
 
 def test_read_token_and_other_users_cannot_push(server: BastionServer, repo: RepoHandle, git: Git,
                                                 tmp_path: Path) -> None:
-    read_token = server.cli("admin", "create-token", repo.owner, "--name", "ro", "--role", "read").stdout.strip()
+    read_token = server.admin("create-token", repo.owner, "--name", "ro", "--role", "read").stdout.strip()
     work = _clone(git, repo, tmp_path / "w")
     (work / "x.txt").write_text("x\n")
     git.commit_all(work, "x")
@@ -278,10 +278,10 @@ def test_push_protection_rejects_a_pushed_secret_and_a_push_option_bypasses_it_a
     owner, owner_token = server.create_user()
     writer, writer_token = server.create_user()
     org = f"o{os.urandom(3).hex()}"
-    server.cli("admin", "create-org", org, "--owner", owner)
+    server.admin("create-org", org, "--owner", owner)
     # The org's write role manages its repos, but lowering a protection (a bypass) is the org admins'
     # unless the org delegates it to repo managers (issue 15).
-    server.cli("admin", "add-member", org, writer, "--role", "write")
+    server.admin("add-member", org, writer, "--role", "write")
     repo_id = f"{org}/guarded"
     api = hf_api(server, owner_token)
     api.create_repo(repo_id)

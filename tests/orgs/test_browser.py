@@ -111,7 +111,7 @@ def test_org_lifecycle_in_the_browser(browser: Browser, web_server: BastionServe
         admin.get_by_label("Token policy").select_option("approval")
         admin.get_by_role("button", name="Save policy").click()
         expect(admin.get_by_label("Token policy")).to_have_value("approval")
-        fg = web_server.cli("admin", "create-token", guest, "--name", "ci", "--role", "fineGrained",
+        fg = web_server.admin("create-token", guest, "--name", "ci", "--role", "fineGrained",
                             "--scope", f"org:{org}=repo.content.read").stdout.strip()
         url = f"{web_server.url}/api/models/{org}/weights"
         denied = httpx.get(url, headers={"authorization": f"Bearer {fg}"})

@@ -20,12 +20,12 @@ def _api(server: BastionServer, token: str | None) -> httpx.Client:
 
 def _org(server: BastionServer, owner: str, fullname: str = "") -> str:
     name = f"org{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", name, "--owner", owner, *(["--fullname", fullname] if fullname else []))
+    server.admin("create-org", name, "--owner", owner, *(["--fullname", fullname] if fullname else []))
     return name
 
 
 def _fg(server: BastionServer, user: str, scope: str) -> str:
-    return server.cli("admin", "create-token", user, "--name", f"fg{secrets.token_hex(2)}", "--role", "fineGrained",
+    return server.admin("create-token", user, "--name", f"fg{secrets.token_hex(2)}", "--role", "fineGrained",
                       "--scope", scope).stdout.strip()
 
 
@@ -33,15 +33,15 @@ def test_cli_contract_and_whoami_orgs(web_server: BastionServer) -> None:
     owner, token = create_password_user(web_server)
     member, member_token = create_password_user(web_server)
     org = _org(web_server, owner, "Acme Research")
-    web_server.cli("admin", "add-member", org, member, "--role", "contributor")
+    web_server.admin("add-member", org, member, "--role", "contributor")
     whoami = hf_api(web_server, member_token).whoami()
     assert [(o["name"], o["fullname"], o["roleInOrg"]) for o in whoami["orgs"]] == [(org, "Acme Research",
                                                                                     "contributor")]
-    web_server.cli("admin", "add-member", org, member, "--role", "write")  # a role change for a member
+    web_server.admin("add-member", org, member, "--role", "write")  # a role change for a member
     assert hf_api(web_server, member_token).whoami()["orgs"][0]["roleInOrg"] == "write"
-    bad = web_server.cli("admin", "add-member", org, member, "--role", "owner", check=False)
+    bad = web_server.admin("add-member", org, member, "--role", "owner", check=False)
     assert bad.returncode != 0
-    taken = web_server.cli("admin", "create-org", owner, "--owner", owner, check=False)
+    taken = web_server.admin("create-org", owner, "--owner", owner, check=False)
     assert taken.returncode != 0 and "already taken" in taken.stderr
     with _api(web_server, token) as c:
         members = c.get(f"/api/organizations/{org}/members").json()
@@ -52,7 +52,7 @@ def test_roles_resource_groups_and_repo_access(web_server: BastionServer) -> Non
     owner, owner_token = create_password_user(web_server)
     member, member_token = create_password_user(web_server)
     org = _org(web_server, owner)
-    web_server.cli("admin", "add-member", org, member, "--role", "read")
+    web_server.admin("add-member", org, member, "--role", "read")
     admin_api, member_api = hf_api(web_server, owner_token), hf_api(web_server, member_token)
     admin_api.create_repo(f"{org}/secret", private=True)
     assert member_api.model_info(f"{org}/secret").private  # read role: reads private root repos
@@ -90,7 +90,7 @@ def test_roles_resource_groups_and_repo_access(web_server: BastionServer) -> Non
         scoped_api.upload_file(path_or_fileobj=b"y", path_in_repo="b.txt", repo_id=f"{org}/grouped")
         with pytest.raises(Exception, match="Repository Not Found"):  # outside its scope a private repo is invisible
             scoped_api.upload_file(path_or_fileobj=b"y", path_in_repo="b.txt", repo_id=f"{org}/secret")
-        unknown = web_server.cli("admin", "create-token", member, "--name", "x", "--role", "fineGrained",
+        unknown = web_server.admin("create-token", member, "--name", "x", "--role", "fineGrained",
                                  "--scope", f"resource-group:{org}/nope=repo.write", check=False)
         assert unknown.returncode != 0 and f"No resource group 'nope' in organization '{org}'" in unknown.stderr
         # moving the root repo into the group needs admin rights on the group: denied, then allowed
@@ -127,7 +127,7 @@ def test_two_factor_requirement_and_hidden_members(web_server: BastionServer) ->
     owner, owner_token = create_password_user(web_server)
     member, member_token = create_password_user(web_server)
     org = _org(web_server, owner)
-    web_server.cli("admin", "add-member", org, member, "--role", "write")
+    web_server.admin("add-member", org, member, "--role", "write")
     hf_api(web_server, owner_token).create_repo(f"{org}/private", private=True)
     hf_api(web_server, owner_token).create_repo(f"{org}/public", private=False)
     with _api(web_server, owner_token) as c, _api(web_server, member_token) as m, _api(web_server, None) as anon:
@@ -147,7 +147,7 @@ def test_token_policies_with_the_hubs_texts(web_server: BastionServer, mail_sink
     owner, owner_token = create_password_user(web_server)
     member, member_token = create_password_user(web_server)
     org = _org(web_server, owner)
-    web_server.cli("admin", "add-member", org, member, "--role", "write")
+    web_server.admin("add-member", org, member, "--role", "write")
     hf_api(web_server, owner_token).create_repo(f"{org}/m", private=True)
     admin_fg = _fg(web_server, owner, f"org:{org}=org.write,repo.write")
     with _api(web_server, owner_token) as plain:

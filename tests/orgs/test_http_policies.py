@@ -21,7 +21,7 @@ def test_web_settings_are_for_admins_and_deletion_needs_an_empty_org(web_server:
     owner, owner_token = create_password_user(web_server)
     member, _member_token = create_password_user(web_server)
     org = _org(web_server, owner)
-    web_server.cli("admin", "add-member", org, member, "--role", "write")
+    web_server.admin("add-member", org, member, "--role", "write")
     hf_api(web_server, owner_token).create_repo(f"{org}/kept", private=True)
     m = http_login(web_server, member)
     try:
@@ -56,7 +56,7 @@ def test_org_listing_and_policies_on_both_databases(any_server: BastionServer) -
     owner, owner_token = any_server.create_user()
     member, member_token = any_server.create_user(role="write")
     org = _org(any_server, owner)
-    any_server.cli("admin", "add-member", org, member, "--role", "read")
+    any_server.admin("add-member", org, member, "--role", "read")
     hf_api(any_server, owner_token).create_repo(f"{org}/root", private=True)
     with _api(any_server, owner_token) as c, _api(any_server, member_token) as m:
         group = c.post(f"/api/organizations/{org}/resource-groups", json={"name": "g"}).json()
@@ -116,7 +116,7 @@ def test_org_secret_push_protection_covers_every_org_repo(web_server: BastionSer
     owner, owner_token = create_password_user(web_server)
     member, member_token = create_password_user(web_server)
     org = _org(web_server, owner)
-    web_server.cli("admin", "add-member", org, member, "--role", "write")
+    web_server.admin("add-member", org, member, "--role", "write")
     hf_api(web_server, owner_token).create_repo(f"{org}/m")
     member_api = hf_api(web_server, member_token)
     with _api(web_server, member_token) as m:
@@ -148,7 +148,7 @@ def test_repo_visibility_policy_and_default_role_through_the_api(web_server: Bas
     member, member_token = create_password_user(web_server)
     newcomer, _ = create_password_user(web_server)
     org = _org(web_server, owner)
-    web_server.cli("admin", "add-member", org, member, "--role", "write")
+    web_server.admin("add-member", org, member, "--role", "write")
     with _api(web_server, owner_token) as c, _api(web_server, member_token) as m:
         # The default role applies to members added without one.
         assert c.put(f"/api/organizations/{org}/settings", json={"defaultRole": "contributor"}).status_code == 200

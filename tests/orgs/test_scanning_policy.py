@@ -27,8 +27,8 @@ def test_org_admins_are_told_and_org_policy_blocks(org_server: BastionServer, ma
     admin, admin_token = server.create_user()
     writer, writer_token = server.create_user()
     org = f"org{admin[1:]}"
-    server.cli("admin", "create-org", org, "--owner", admin, "--fullname", "Scan Org")
-    server.cli("admin", "add-member", org, writer, "--role", "write")
+    server.admin("create-org", org, "--owner", admin, "--fullname", "Scan Org")
+    server.admin("add-member", org, writer, "--role", "write")
     api = hf_api(server, writer_token)
     api.create_repo(f"{org}/model")
     api.upload_file(path_or_fileobj=MALICIOUS_PICKLE, path_in_repo="model.pkl", repo_id=f"{org}/model")

@@ -90,11 +90,11 @@ def test_an_earlier_holder_of_the_name_stays_hidden(server: BastionServer, cast:
 
 
 def test_tokens_scoped_elsewhere_are_refused(server: BastionServer, cast: Cast) -> None:
-    scoped = server.cli("admin", "create-token", cast.alice, "--name", "other", "--role", "fineGrained",
+    scoped = server.admin("create-token", cast.alice, "--name", "other", "--role", "fineGrained",
                         "--scope", f"org:{cast.other_org}=org.write").stdout.strip()
     with api(server, scoped) as client:
         assert client.get(f"/api/organizations/{cast.org}/audit-log").status_code == 403
-    own = server.cli("admin", "create-token", cast.alice, "--name", "own", "--role", "fineGrained",
+    own = server.admin("create-token", cast.alice, "--name", "own", "--role", "fineGrained",
                      "--scope", f"org:{cast.org}=org.write").stdout.strip()
     with api(server, own) as client:
         assert client.get(f"/api/organizations/{cast.org}/audit-log").status_code == 200

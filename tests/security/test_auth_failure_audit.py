@@ -119,7 +119,7 @@ def test_bad_credentials_on_the_api_and_git_are_audited(audit_server: BastionSer
     web = http_login(server, name)
     token_id = _token_id(server, token)
     assert web.delete(f"/api/settings/tokens/{token_id}").status_code == 200
-    expiring = server.cli("admin", "create-token", name, "--name", "soon", "--expires", "2099-01-01").stdout.strip()
+    expiring = server.admin("create-token", name, "--name", "soon", "--expires", "2099-01-01").stdout.strip()
     engine = sa.create_engine(f"sqlite:///{server.data_dir / 'bastion.sqlite3'}")
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE access_tokens SET expires_at = '2000-01-01 00:00:00.000000' WHERE id = :i"),

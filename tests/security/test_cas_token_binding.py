@@ -104,7 +104,7 @@ def _refused(statuses: dict[str, int]) -> bool:
 
 def _org(server: BastionServer, owner: str) -> str:
     name = f"org{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", name, "--owner", owner)
+    server.admin("create-org", name, "--owner", owner)
     return name
 
 
@@ -112,7 +112,7 @@ def test_member_removed_from_the_org_loses_the_cas_at_once(server: BastionServer
     owner, owner_token = server.create_user()
     member, member_token = server.create_user(role="read")
     org = _org(server, owner)
-    server.cli("admin", "add-member", org, member, "--role", "read")
+    server.admin("add-member", org, member, "--role", "read")
     repo_id = f"{org}/weights"
     hf_api(server, owner_token).create_repo(repo_id, private=True)
     stored = _store(server, repo_id, owner_token, 901)
@@ -135,13 +135,13 @@ def test_write_role_taken_away_stops_uploads_but_not_reads(server: BastionServer
     owner, owner_token = server.create_user()
     member, member_token = server.create_user(role="write")
     org = _org(server, owner)
-    server.cli("admin", "add-member", org, member, "--role", "write")
+    server.admin("add-member", org, member, "--role", "write")
     repo_id = f"{org}/shared"
     hf_api(server, owner_token).create_repo(repo_id, private=True)
     tok = _cas_token(server, repo_id, "write", member_token)
     first, second = pack_file([model_like(902, 150_000)]), pack_file([model_like(903, 150_000)])
     _upload(tok, first)
-    server.cli("admin", "add-member", org, member, "--role", "read")  # a role change
+    server.admin("add-member", org, member, "--role", "read")  # a role change
     body, xorb = second.xorbs[0]
     r = httpx.post(f"{tok['casUrl']}/v1/xorbs/default/{xorb.hex}", content=body, headers=_auth(tok),
                    timeout=TIMEOUT)

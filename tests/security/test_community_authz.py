@@ -165,8 +165,8 @@ def test_org_policies_bind_commenting_and_pull_requests(server: BastionServer) -
     member, member_token = server.create_user()
     outsider, outsider_token = server.create_user()
     org = f"org{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", org, "--owner", admin)
-    server.cli("admin", "add-member", org, member, "--role", "read")
+    server.admin("create-org", org, "--owner", admin)
+    server.admin("add-member", org, member, "--role", "read")
     repo = f"{org}/open"
     hf_api(server, admin_token).create_repo(repo)
     d = hf_api(server, admin_token).create_discussion(repo, "Feedback wanted")
@@ -176,14 +176,14 @@ def test_org_policies_bind_commenting_and_pull_requests(server: BastionServer) -
     with pytest.raises(HfHubHTTPError) as exc:
         hf_api(server, outsider_token).comment_discussion(repo, d.num, "classic token")
     assert exc.value.response.status_code == 403 and "fine-grained" in str(exc.value)
-    fine = server.cli("admin", "create-token", outsider, "--name", "fg", "--role", "fineGrained", "--scope",
+    fine = server.admin("create-token", outsider, "--name", "fg", "--role", "fineGrained", "--scope",
                       f"model:{repo}=discussion.write").stdout.strip()
     hf_api(server, fine).comment_discussion(repo, d.num, "fine-grained token")
     with pytest.raises(HfHubHTTPError) as exc:  # discussion.write does not write branches
         hf_api(server, fine).upload_file(path_or_fileobj=b"x", path_in_repo="x", repo_id=repo)
     assert exc.value.response.status_code == 403
     # A member without a second factor is held to the org's 2FA rule, told why; an outsider is not a member.
-    admin_fg = server.cli("admin", "create-token", admin, "--name", "afg", "--role", "fineGrained", "--scope",
+    admin_fg = server.admin("create-token", admin, "--name", "afg", "--role", "fineGrained", "--scope",
                           f"org:{org}=org.write").stdout.strip()
     with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {admin_fg}"}, timeout=30) as c:
         assert c.put(f"/api/organizations/{org}/settings", json={"tokenPolicy": "allow",

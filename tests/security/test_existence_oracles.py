@@ -31,8 +31,8 @@ def world(server: BastionServer) -> Iterator[dict[str, Any]]:
     member, member_token = server.create_user()
     _outsider, outsider_token = server.create_user()
     org = f"org{secrets.token_hex(4)}"
-    server.cli("admin", "create-org", org, "--owner", admin)
-    server.cli("admin", "add-member", org, member, "--role", "contributor")  # creates at the org root
+    server.admin("create-org", org, "--owner", admin)
+    server.admin("add-member", org, member, "--role", "contributor")  # creates at the org root
     with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {admin_token}"}, timeout=60) as a:
         group = a.post(f"/api/organizations/{org}/resource-groups", json={"name": "research"}).json()
     api = hf_api(server, admin_token)

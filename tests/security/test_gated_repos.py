@@ -219,7 +219,7 @@ def test_auto_gate_and_the_token_flag(web_server: BastionServer, tmp_path: Path)
     assert accepted.username == reader
 
     def token(user: str, *args: str) -> str:
-        return web_server.cli("admin", "create-token", user, "--name", secrets.token_hex(3), *args).stdout.strip()
+        return web_server.admin("create-token", user, "--name", secrets.token_hex(3), *args).stdout.strip()
 
     # read and write tokens read what their owner may read
     assert _download(web_server, token(reader, "--role", "read"), repo_id, tmp_path) == CONFIG
@@ -236,7 +236,7 @@ def test_auto_gate_and_the_token_flag(web_server: BastionServer, tmp_path: Path)
     # the flag widens nothing beyond the user's own access
     err = _gated(web_server, token(stranger, "--role", "fineGrained", "--can-read-gated-repos"), repo_id, tmp_path)
     assert "not in the authorized list" in str(err)
-    refused = web_server.cli("admin", "create-token", reader, "--name", "x", "--role", "write",
+    refused = web_server.admin("create-token", reader, "--name", "x", "--role", "write",
                              "--can-read-gated-repos", check=False)
     assert refused.returncode != 0 and "fine-grained" in refused.stderr
     # gating controls that are not built are refused, not stored and ignored
@@ -248,11 +248,11 @@ def _org_setup(server: BastionServer) -> dict[str, tuple[str, str]]:
     people = {role: create_password_user(server) for role in ("admin", "read", "write", "contributor",
                                                                  "group_admin", "group_reader", "outsider")}
     org = f"org{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", org, "--owner", people["admin"][0])
+    server.admin("create-org", org, "--owner", people["admin"][0])
     for role in ("read", "write"):
-        server.cli("admin", "add-member", org, people[role][0], "--role", role)
+        server.admin("add-member", org, people[role][0], "--role", role)
     for who in ("contributor", "group_admin", "group_reader"):  # at the root they only read; the group says more
-        server.cli("admin", "add-member", org, people[who][0], "--role", "read")
+        server.admin("add-member", org, people[who][0], "--role", "read")
     with _api(server, people["admin"][1]) as c:
         group = c.post(f"/api/organizations/{org}/resource-groups", json={"name": "team", "users": [
             {"user": people["contributor"][0], "role": "contributor"},

@@ -33,10 +33,10 @@ def test_only_managers_may_permanently_delete_lfs_files(server: BastionServer) -
     reader, reader_token = server.create_user()
     _outsider, outsider_token = server.create_user()
     org = f"org{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", org, "--owner", admin)
-    server.cli("admin", "add-member", org, writer, "--role", "write")
-    server.cli("admin", "add-member", org, reader, "--role", "read")
-    server.cli("admin", "add-member", org, contributor, "--role", "contributor")
+    server.admin("create-org", org, "--owner", admin)
+    server.admin("add-member", org, writer, "--role", "write")
+    server.admin("add-member", org, reader, "--role", "read")
+    server.admin("add-member", org, contributor, "--role", "contributor")
     public, private = f"{org}/public-{secrets.token_hex(3)}", f"{org}/private-{secrets.token_hex(3)}"
     api = hf_api(server, admin_token)
     data = b"\x00" + os.urandom(4096)

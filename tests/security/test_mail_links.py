@@ -94,7 +94,7 @@ def test_signup_verification_and_invitations_need_the_public_url(no_public_url: 
         assert resp.status_code == 503 and "BASTION_PUBLIC_URL" in resp.text, resp.text[:500]
     # Refused whole: no account was made with an address nobody can verify.
     owner, token = create_password_user(no_public_url)
-    assert no_public_url.cli("admin", "create-org", name, "--owner", owner).returncode == 0  # the name is free
+    assert no_public_url.admin("create-org", name, "--owner", owner).returncode == 0  # the name is free
     api = httpx.Client(base_url=no_public_url.url, headers={"authorization": f"Bearer {token}", "host": EVIL},
                        timeout=30)
     with api:

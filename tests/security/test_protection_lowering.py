@@ -46,8 +46,8 @@ def _org_repo(server: BastionServer) -> tuple[str, str, str, str, str]:
     admin, admin_token = server.create_user()
     writer, writer_token = server.create_user()
     org = f"org{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", org, "--owner", admin)
-    server.cli("admin", "add-member", org, writer, "--role", "write")
+    server.admin("create-org", org, "--owner", admin)
+    server.admin("add-member", org, writer, "--role", "write")
     repo_id = f"{org}/r{secrets.token_hex(3)}"
     hf_api(server, admin_token).create_repo(repo_id)
     with _client(server, admin_token) as c:
@@ -159,7 +159,7 @@ def test_a_user_repo_owner_decides(server: BastionServer) -> None:
 def test_the_org_security_page_sets_the_delegation(web_server: BastionServer) -> None:  # noqa: F811
     admin, admin_token = create_password_user(web_server)
     org = f"org{secrets.token_hex(3)}"
-    web_server.cli("admin", "create-org", org, "--owner", admin)
+    web_server.admin("create-org", org, "--owner", admin)
     client = http_login(web_server, admin)
     try:
         page = client.get(f"/organizations/{org}/settings/security")

@@ -55,14 +55,14 @@ def test_a_new_repo_at_the_old_name_takes_precedence_and_redirects_nothing(serve
     """Someone else taking a freed name gets their own repo there, never the moved one's contents."""
     owner, owner_token = server.create_user()
     org = f"org{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", org, "--owner", owner)
+    server.admin("create-org", org, "--owner", owner)
     api = hf_api(server, owner_token)
     old, new = f"{org}/model", f"{owner}/model-{secrets.token_hex(3)}"
     api.create_repo(old, private=True)
     api.upload_file(path_or_fileobj=b"private weights", path_in_repo="w.txt", repo_id=old)
     api.move_repo(old, new)
     taker, taker_token = server.create_user()
-    server.cli("admin", "add-member", org, taker, "--role", "write")
+    server.admin("add-member", org, taker, "--role", "write")
     hf_api(server, taker_token).create_repo(old)  # public, at the freed name
     with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {owner_token}"},
                       timeout=TIMEOUT) as client:

@@ -28,7 +28,7 @@ def _api(server: BastionServer, token: str) -> Iterator[httpx.Client]:
 
 def _org(server: BastionServer, owner: str) -> str:
     name = f"org{secrets.token_hex(4)}"
-    server.cli("admin", "create-org", name, "--owner", owner)
+    server.admin("create-org", name, "--owner", owner)
     return name
 
 
@@ -51,8 +51,8 @@ def test_members_cannot_move_repos_out_of_the_org(server: BastionServer) -> None
     writer, writer_token = server.create_user()
     contributor, contributor_token = server.create_user()
     org = _org(server, admin)
-    server.cli("admin", "add-member", org, writer, "--role", "write")
-    server.cli("admin", "add-member", org, contributor, "--role", "contributor")
+    server.admin("add-member", org, writer, "--role", "write")
+    server.admin("add-member", org, contributor, "--role", "contributor")
     hf_api(server, admin_token).create_repo(f"{org}/private-repo", private=True)
     hf_api(server, contributor_token).create_repo(f"{org}/own-repo", private=True)
     with _api(server, admin_token) as a, _api(server, writer_token) as w, _api(server, contributor_token) as c:
@@ -79,7 +79,7 @@ def test_private_only_cannot_be_bypassed_by_moving_out_and_back(server: BastionS
     admin, admin_token = server.create_user()
     contributor, contributor_token = server.create_user()
     org = _org(server, admin)
-    server.cli("admin", "add-member", org, contributor, "--role", "contributor")
+    server.admin("add-member", org, contributor, "--role", "contributor")
     with _api(server, admin_token) as a, _api(server, contributor_token) as c:
         assert a.put(f"/api/organizations/{org}/settings", json={"repoVisibility": "private_only"}).status_code == 200
         hf_api(server, contributor_token).create_repo(f"{org}/model", private=True)
@@ -113,9 +113,9 @@ def test_the_destination_must_accept_the_repo_and_its_policies_bind_the_mover(se
         resp = _move(a, f"{source}/m", f"{dest}/m")
         assert resp.status_code == 403 and "cannot create repositories" in resp.headers["x-error-message"]
         # Readers cannot bring repos in either.
-        server.cli("admin", "add-member", dest, admin, "--role", "read")
+        server.admin("add-member", dest, admin, "--role", "read")
         assert _move(a, f"{source}/m", f"{dest}/m").status_code == 403
-        server.cli("admin", "add-member", dest, admin, "--role", "write")
+        server.admin("add-member", dest, admin, "--role", "write")
         assert _move(a, f"{source}/m", f"{dest}/m").status_code == 200
         assert o.get(f"/api/models/{dest}/m").json()["private"] is True  # the new org's admins hold it now
         old = a.get(f"/api/models/{source}/m")  # the old name redirects whoever may read the repo
@@ -130,9 +130,9 @@ def test_the_destination_must_accept_the_repo_and_its_policies_bind_the_mover(se
 def test_a_token_must_reach_both_ends(server: BastionServer) -> None:
     admin, _ = server.create_user()
     org = _org(server, admin)
-    hf_api(server, server.cli("admin", "create-token", admin, "--name", "w", "--role", "write").stdout.strip()
+    hf_api(server, server.admin("create-token", admin, "--name", "w", "--role", "write").stdout.strip()
            ).create_repo(f"{org}/scoped", private=True)
-    org_only = server.cli("admin", "create-token", admin, "--name", "fg", "--role", "fineGrained",
+    org_only = server.admin("create-token", admin, "--name", "fg", "--role", "fineGrained",
                           "--scope", f"org:{org}=repo.write").stdout.strip()
     with _api(server, org_only) as t:
         resp = _move(t, f"{org}/scoped", f"{admin}/scoped")  # the token does not reach the user's namespace

@@ -148,7 +148,7 @@ def test_an_invalid_mode_is_a_400_naming_the_valid_ones(server: BastionServer, b
     repo_id = f"{owner}/r{secrets.token_hex(3)}"
     hf_api(server, token).create_repo(repo_id)
     org = f"org{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", org, "--owner", owner)
+    server.admin("create-org", org, "--owner", owner)
     with _client(server, token) as c:
         for url in (f"/api/models/{repo_id}/settings", f"/api/organizations/{org}/settings"):
             before = c.get(url).json()
@@ -164,7 +164,7 @@ def test_the_org_mode_applies_to_its_new_repos_and_is_their_floor_while_the_org_
         server: BastionServer) -> None:
     owner, token = server.create_user()
     org = f"org{secrets.token_hex(3)}"
-    server.cli("admin", "create-org", org, "--owner", owner)
+    server.admin("create-org", org, "--owner", owner)
     api = hf_api(server, token)
     with _client(server, token) as c:
         assert c.get(f"/api/organizations/{org}/settings").json()["secretPushProtectionMode"] == "high-confidence"

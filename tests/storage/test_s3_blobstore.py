@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bastion.storage import BlobMismatch
-from bastion.storage.s3 import MiB, S3BlobStore, S3Config
+from bastion.storage.s3 import S3BlobStore
+from bastion.storage.s3_config import MiB, S3Config
 from tests.storage.conftest import ACCESS_KEY, SECRET_KEY, MotoServer
 
 

@@ -89,7 +89,7 @@ def test_lifecycle_from_a_browser_session_only(token_server: BastionServer) -> N
 def test_denied_uses_are_audited_but_rate_limited(token_server: BastionServer) -> None:
     server = token_server
     name, token = server.create_user()
-    read = server.cli("admin", "create-token", name, "--name", "ro", "--role", "read").stdout.strip()
+    read = server.admin("create-token", name, "--name", "ro", "--role", "read").stdout.strip()
     hf_api(server, token).create_repo(f"{name}/r")
     for _ in range(5):
         resp = httpx.post(f"{server.url}/api/models/{name}/r/branch/b{_}", json={},
@@ -107,14 +107,14 @@ def test_cli_fine_grained_token(token_server: BastionServer) -> None:
     server = token_server
     name, token = server.create_user()
     hf_api(server, token).create_repo(f"{name}/ds", repo_type="dataset", private=True)
-    fg = server.cli("admin", "create-token", name, "--name", "fg", "--role", "fineGrained",
+    fg = server.admin("create-token", name, "--name", "fg", "--role", "fineGrained",
                     "--scope", f"dataset:{name}/ds=repo.content.read", "--expires", "2099-12-31").stdout.strip()
     api = hf_api(server, fg)
     assert api.dataset_info(f"{name}/ds").private is True
     with pytest.raises(HfHubHTTPError) as exc:
         api.upload_file(path_or_fileobj=b"x", path_in_repo="x", repo_id=f"{name}/ds", repo_type="dataset")
     assert exc.value.response.status_code == 403
-    bad = server.cli("admin", "create-token", name, "--name", "x", "--role", "fineGrained", "--scope",
+    bad = server.admin("create-token", name, "--name", "x", "--role", "fineGrained", "--scope",
                      "model:nope=repo.write", check=False)
     assert bad.returncode == 2 and "namespace/name" in bad.stderr
 
@@ -161,9 +161,9 @@ def test_settings_page_shows_expired_and_revoked_tokens(token_server: BastionSer
     server = token_server
     name, _ = create_password_user(server)
     web = http_login(server, name)
-    soon = server.cli("admin", "create-token", name, "--name", "soon", "--role", "read",
+    soon = server.admin("create-token", name, "--name", "soon", "--role", "read",
                       "--expires", "2099-01-01").stdout.strip()
-    server.cli("admin", "create-token", name, "--name", "gone", "--role", "read")
+    server.admin("create-token", name, "--name", "gone", "--role", "read")
     ids = _ids(web)
     assert web.delete(f"/api/settings/tokens/{ids['gone']}", headers=JSON).status_code == 200
     # Its expiry passes (the CLI and the API refuse to create a token that is already expired).
