@@ -150,7 +150,52 @@ def _saml_consume(request: Request, saml_response: str, relay: str) -> Response:
         return _refuse(request, exc)
     except saml.SamlError as exc:
         return _refuse(request, sso.LoginRefused(exc.reason, exc.message))
-    return _finish(request, sso.saml_claims(assertion), "saml", pending.next_path if pending else "/")
+    if pending is None:
+        # IdP-initiated: nothing ties this POST to the browser it came through (anyone's valid response can be
+        # posted from anywhere: login CSRF into the poster's account). The person confirms who they become.
+        token = capability.sign(hub.settings.secret_key, "instance-saml-finish",
+                                {"claims": sso.saml_claims(assertion), "aid": assertion.assertion_id},
+                                saml.FINISH_TTL)
+        return redirect(f"/login/saml/finish?t={quote(token, safe='')}")
+    return _finish(request, sso.saml_claims(assertion), "saml", pending.next_path)
+
+
+def _finish_claims(request: Request, token: str) -> dict[str, Any]:
+    try:
+        return capability.verify(hub_of(request).settings.secret_key, "instance-saml-finish", token)
+    except Forbidden:
+        raise Forbidden("This single sign-on link is invalid or has expired: sign in again") from None
+
+
+@router.get("/login/saml/finish")
+@permission(Permission.PUBLIC)
+def saml_finish_page(request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    """An IdP-initiated sign-in, shown before it happens: the identity it signs this browser in as."""
+    require(principal, Permission.PUBLIC)
+    token = request.query_params.get("t") or ""
+    claims = _finish_claims(request, token)["claims"]
+    return render(request, "login_saml_finish.html", email=str(claims.get("email") or ""),
+                  subject=str(claims.get("sub") or ""), token=token)
+
+
+@router.post("/login/saml/finish")
+@permission(Permission.PUBLIC)
+async def saml_finish(request: Request, principal: Principal = Depends(current_principal)) -> Response:
+    form = await request.form()
+    require(principal, Permission.PUBLIC)  # the signed finish link (single use) and the form's CSRF token
+    return await run_in_threadpool(_saml_finish, request, form)
+
+
+def _saml_finish(request: Request, form: Any) -> Response:
+    check_csrf(request, form)
+    token = form.get("t") if isinstance(form.get("t"), str) else ""
+    found = _finish_claims(request, token)
+    try:
+        with transaction(hub_of(request).sessions) as session:
+            instance.remember_assertion(session, f"finish:{found['aid']}", sso.now() + saml.finish_keep())
+    except sso.LoginRefused as exc:
+        return _refuse(request, exc)
+    return _finish(request, dict(found["claims"]), "saml", "/")
 
 
 # ---- linking an existing account ---------------------------------------------------------------------

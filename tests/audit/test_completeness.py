@@ -217,6 +217,7 @@ ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
     ("POST", "/api/admin/sso/{verb}"): Elsewhere("tests/sso/test_instance_sso.py", "instance.sso.enable"),
     ("POST", "/admin/sso/{verb}"): Elsewhere("tests/sso/test_instance_sso.py", "instance.sso.disable"),
     ("POST", "/login/saml/consume"): Elsewhere("tests/sso/test_instance_sso.py", "user.sso_login"),
+    ("POST", "/login/saml/finish"): Elsewhere("tests/sso/test_instance_sso.py", "user.sso_login"),
     ("POST", "/login/sso/link"): Elsewhere("tests/sso/test_instance_sso.py", "user.sso_link"),
     # storage regions: this server has only the default region (a second one needs its own store)
     ("POST", "/organizations/{name}/settings/regions/default"): Elsewhere("tests/storage/test_region_settings.py",

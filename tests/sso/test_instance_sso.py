@@ -274,10 +274,17 @@ def test_saml_instance_sign_in_and_its_attacks(world: SsoWorld, saml_idp: SamlId
     for kw in ({"sign_assertion": False}, {"sign_assertion": False, "sign_response": False}):
         bad = saml_idp.response(f"{name}@corp.example", acs, entity, None, uid=[name], **kw)
         assert browser(world).post(acs, data={"SAMLResponse": b64(bad)}).status_code == 403
-    # IdP-initiated, properly signed: signs in (the same account); replayed: refused (assertion-id cache).
+    # IdP-initiated, properly signed: after the person confirms who they become, signs in (the same account);
+    # replayed: refused (assertion-id cache).
     fresh = saml_idp.response(f"{name}@corp.example", acs, entity, None, uid=[name])
     b2 = browser(world)
-    assert b2.post(acs, data={"SAMLResponse": b64(fresh)}).status_code == 303 and whoami(b2) == name
+    posted = b2.post(acs, data={"SAMLResponse": b64(fresh)})
+    assert posted.status_code == 303 and posted.headers["location"].startswith("/login/saml/finish?t=")
+    confirm = b2.get(posted.headers["location"])
+    assert confirm.status_code == 200 and f"{name}@corp.example" in confirm.text
+    done = b2.post("/login/saml/finish", data={"csrf_token": csrf_of(confirm.text),
+                                               "t": parse_qs(urlsplit(posted.headers["location"]).query)["t"][0]})
+    assert done.status_code == 303 and whoami(b2) == name
     assert browser(world).post(acs, data={"SAMLResponse": b64(fresh)}).status_code == 403
     reasons = [e["reason"] for e in audit_events(world, "user.sso_login_failed", since)]
     assert reasons == ["reused_state", "unknown_request", "bad_signature", "bad_signature", "replayed"], reasons
