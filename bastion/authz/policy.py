@@ -48,6 +48,10 @@ CAPABILITY_PERMISSIONS = frozenset({Permission.LFS_OBJECT_UPLOAD, Permission.XET
 # /settings/sudo. Every one of them is browser-only too (below): a token cannot re-authenticate.
 SUDO_PERMISSIONS = frozenset({Permission.ACCOUNT_SECURITY, Permission.ACCOUNT_EMAILS_WRITE, Permission.TOKEN_MANAGE,
                               Permission.USER_KEYS_WRITE})
+# Instance administration from a browser session: the same recent confirmation (a token's holder chose to mint an
+# administrator's token; a browser tab left open did not choose anything). Tokens are not asked: they cannot
+# re-authenticate, and these also have API routes for automation.
+SESSION_SUDO_PERMISSIONS = frozenset({Permission.INSTANCE_SSO_WRITE})
 SUDO_REQUIRED = ("This change needs a recent password confirmation (sudo mode): confirm your password at "
                  "/settings/sudo, then try again.")
 
@@ -341,7 +345,7 @@ def authorize(principal: Principal, perm: Permission, resource: object = None) -
         return Decision(False, f"{principal.method} authentication cannot grant {perm}")
     if perm is Permission.PUBLIC:
         return ALLOW
-    if perm in SUDO_PERMISSIONS:
+    if perm in SUDO_PERMISSIONS or (perm in SESSION_SUDO_PERMISSIONS and principal.method == "session"):
         if not principal.authenticated:
             return Decision(False, "sign-in required")
         if not principal.recently_authenticated:

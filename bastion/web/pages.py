@@ -186,12 +186,13 @@ def safe_next(target: str | None) -> str:
 
 def sudo_return_path(request: Request) -> str:
     """Where the sudo page sends the browser back to: the page itself for a GET, for a form post the
-    settings page it belongs to (/settings/keys/ssh/3/delete → /settings/keys)."""
+    settings or admin page it belongs to (/settings/keys/ssh/3/delete → /settings/keys, /admin/sso/update →
+    /admin/sso)."""
     path = request.url.path
     if request.method == "GET":
         return path
     parts = path.split("/")
-    return "/".join(parts[:3]) if path.startswith("/settings/") else "/settings"
+    return "/".join(parts[:3]) if path.startswith(("/settings/", "/admin/")) else "/settings"
 
 
 def error_page(request: Request, exc: BastionError) -> Response:
