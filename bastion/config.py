@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_total_tree_entries: int = Field(default=1_000_000, ge=1)
     max_lfs_object_size: int = 500 * 1024 * MiB
     upload_url_ttl_seconds: int = 3600
+    # Content for pull requests uploaded by users who cannot write to the repo (any reader may open one): at
+    # most this many bytes per user in any 24 hours (LFS objects and Xet xorbs new to them), so that reading a
+    # public repo is not a licence to fill the disk. 0: such users upload nothing (PRs of regular files only).
+    contribution_upload_bytes_per_day: int = Field(default=20 * 1024 * MiB, ge=0)
     # Downloads of LFS objects at least this large, held in an S3 store, answered with a redirect to a
     # short-lived pre-signed URL of the region's store (authorization decided first; never cached by a
     # shared cache). Off by default: every byte then flows through Bastion.

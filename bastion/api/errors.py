@@ -41,7 +41,10 @@ async def _bastion_error(request: Request, exc: Exception) -> JSONResponse:
         from bastion.api.urls import base_url
 
         message = exc.text(base_url(request))  # names the repo's page, where access is asked for
-    return error_response(exc.status, exc.code, message, exc.headers, exc.extra)
+    extra = exc.extra
+    if "/info/lfs/" in request.url.path:  # the git-lfs client shows an error's "message" (the LFS API's format)
+        extra = {**(extra or {}), "message": message}
+    return error_response(exc.status, exc.code, message, exc.headers, extra)
 
 
 def _moved(request: Request, exc: RepoMoved) -> JSONResponse:

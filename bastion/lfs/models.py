@@ -90,3 +90,18 @@ class LfsLock(Base):
     owner_user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     ref_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ContributionUpload(Base):
+    """Bytes a user who may not write to `repo_id` was allowed to upload there for pull requests: an LFS object
+    (`key` its oid) or a Xet xorb (`key` "xorb:" + its hash), counted once per user and key in the window
+    (bastion.lfs.allowance)."""
+
+    __tablename__ = "contribution_uploads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    repo_id: Mapped[int | None] = mapped_column(ForeignKey("repos.id", ondelete="SET NULL"), nullable=True)
+    key: Mapped[str] = mapped_column(String(80))
+    size: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -14,7 +14,7 @@ from bastion.accounts.service import user_by_id
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
 from bastion.api.urls import base_url
-from bastion.authz import Permission, Principal, permission, require
+from bastion.authz import Permission, Principal, authorize, permission, require
 from bastion.authz import capability as cap
 from bastion.authz.policy import CapabilityTarget
 from bastion.db import transaction
@@ -25,7 +25,7 @@ from bastion.lfs.content import object_response
 from bastion.lfs.models import LfsMultipartUpload
 from bastion.repos import guards
 from bastion.repos.routes import load_repo
-from bastion.repos.service import repo_region
+from bastion.repos.service import repo_ref, repo_region
 from bastion.storage import BlobMismatch
 
 router = APIRouter()
@@ -62,8 +62,10 @@ def _register(prefix: str, plural: str) -> None:
                 perm = Permission.REPO_CONTENT_UPLOAD if operation == "upload" else Permission.REPO_READ
                 repo = load_repo(hub, session, principal, plural, ns, name, perm)
                 if operation == "upload":
+                    # Pull-request content from someone who cannot write here is charged to their allowance.
+                    writer = bool(authorize(principal, Permission.REPO_WRITE, repo_ref(repo, principal.user_id)))
                     return service.upload_batch(hub, session, repo, principal.user_id or 0, objects,
-                                                [str(t) for t in transfers], root, auth)
+                                                [str(t) for t in transfers], root, auth, contributor=not writer)
                 blocked = {o.oid: reason for o in objects
                            if (reason := guards.download_refusal(hub, session, repo, o.oid, principal))}
                 return service.download_batch(session, repo, objects, root, auth, blocked)

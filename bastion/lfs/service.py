@@ -28,6 +28,7 @@ from bastion.authz import capability
 from bastion.db import after_commit, transaction, utcnow
 from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.hub import Hub
+from bastion.lfs import allowance
 from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsMultipartPart, LfsMultipartUpload, LfsObject, RepoLfsObject
 from bastion.repos.models import Repo
@@ -102,9 +103,17 @@ def link_object(session: Session, repo_id: int, oid: str, size: int) -> None:
 
 
 def upload_batch(hub: Hub, session: Session, repo: Repo, user_id: int, objects: list[BatchObject],
-                 transfers: list[str], base_url: str, auth_header: str | None) -> dict[str, Any]:
+                 transfers: list[str], base_url: str, auth_header: str | None, *,
+                 contributor: bool = False) -> dict[str, Any]:
+    """Upload actions for the objects this repo does not hold yet. `contributor`: the uploader cannot write to
+    the repo (pull-request content): the objects handed actions are charged to their daily allowance first
+    (bastion.lfs.allowance; a 429 and nothing handed out past it)."""
     settings = hub.settings
     have = linked_objects(session, repo.id, [o.oid for o in objects])
+    if contributor:
+        allowance.charge(session, settings.contribution_upload_bytes_per_day, user_id, repo.id,
+                         [(o.oid, o.size) for o in objects
+                          if o.oid not in have and o.size <= settings.max_lfs_object_size])
     use_multipart = "multipart" in transfers
     out: list[dict[str, Any]] = []
     chosen = "basic"

@@ -19,11 +19,12 @@ from bastion.api.auth import bound_principal, credential_claims, current_princip
 from bastion.api.ranges import StoredFileResponse, parse_range
 from bastion.api.urls import base_url
 from bastion.audit.context import set_actor
-from bastion.authz import Permission, Principal, permission, require
+from bastion.authz import Permission, Principal, authorize, permission, require
 from bastion.authz.policy import BoundCapability
 from bastion.db import transaction
 from bastion.errors import BadRequest, BastionError, Forbidden, NotFound, PayloadTooLarge
 from bastion.hub import Hub
+from bastion.lfs import allowance
 from bastion.repos import browse, downloads, guards
 from bastion.repos.routes import load_repo
 from bastion.repos.service import repo_by_id, repo_ref_by_id, repo_region
@@ -78,6 +79,7 @@ def _require_bound(request: Request, claims: dict[str, Any], perm: Permission, k
         raise gone
     set_actor(holder.user_id, holder.username, holder.token_id)  # what an upload records as its actor
     request.state.cas_holder = holder  # download guards decide for the holder (repos.guards)
+    request.state.cas_repo = repo
     require(Principal(method="capability", capability=claims), perm, BoundCapability(kind, asked, holder, repo))
 
 
@@ -124,8 +126,21 @@ async def upload_xorb(scope: str, prefix: str, xorb_hash: str, request: Request)
     _prefix(prefix, XORB_PREFIXES)
     hex_to_hash(xorb_hash)  # a malformed hash is a 400 before the body is read
     body = await _body(request, hub.settings.xet_max_xorb_bytes)
+    if request.state.cas_claims.get("pr") is True:
+        await run_in_threadpool(_charge_contributor, request, hub, repo_id, xorb_hash, len(body))
     inserted = await run_in_threadpool(service.upload_xorb, hub, repo_id, xorb_hash, body)
     return JSONResponse({"was_inserted": inserted})
+
+
+def _charge_contributor(request: Request, hub: Hub, repo_id: int, xorb_hash: str, size: int) -> None:
+    """A pull request's xorb from a holder who cannot write to the repo: charged to their daily allowance
+    (bastion.lfs.allowance) before it is stored."""
+    holder, repo = request.state.cas_holder, request.state.cas_repo
+    if holder.user_id is None or authorize(holder, Permission.REPO_WRITE, repo):
+        return
+    with transaction(hub.sessions) as session:
+        allowance.charge(session, hub.settings.contribution_upload_bytes_per_day, holder.user_id, repo_id,
+                         [(f"xorb:{xorb_hash}", size)])
 
 
 @router.head(CAS + "/v1/xorbs/{prefix}/{xorb_hash}")
