@@ -264,18 +264,12 @@ class DiscussionRef:
 
 
 @dataclass(frozen=True)
-class CapabilityTarget:
-    kind: str
-    claims: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class BoundCapability:
     """A request made with a capability bound to the credential that obtained it (Xet CAS tokens and
     the xorb fetch URLs they lead to): what the request asks for, plus the holder and the repo the
     capability names, both as they are now (loaded by the caller for this request)."""
 
-    kind: str  # xet-cas | xet-fetch
+    kind: str  # xet-cas | xet-fetch | lfs-upload
     claims: dict[str, Any]  # what this request asks for: repo_id; xorb and range for a fetch
     holder: Principal  # who obtained the capability: bastion.api.auth.bound_principal()
     repo: RepoRef | None  # the repo it was minted for; None once that repo is gone
@@ -351,12 +345,14 @@ def authorize(principal: Principal, perm: Permission, resource: object = None) -
         if not principal.recently_authenticated:
             return Decision(False, SUDO_REQUIRED, reauthenticate=True)
     if perm is Permission.LFS_OBJECT_UPLOAD:
-        if not isinstance(resource, CapabilityTarget) or resource.kind != "lfs-upload":
+        # An LFS upload URL is bound like a Xet token: it uploads only while whoever obtained it may still
+        # upload to that repo (a revoked token, a signed-out session, a removed member: refused at once).
+        if not isinstance(resource, BoundCapability) or resource.kind != "lfs-upload":
             return Decision(False, "not an upload capability")
         for key in ("repo_id", "oid", "size"):
             if principal.capability.get(key) != resource.claims.get(key):
                 return Decision(False, f"upload URL was issued for another {key}")
-        return ALLOW
+        return _holder_may(principal, Permission.REPO_CONTENT_UPLOAD, resource)
     if perm in (Permission.XET_CAS_READ, Permission.XET_CAS_WRITE):
         return _authorize_xet_cas(principal, perm, resource)
     if perm is Permission.XET_XORB_FETCH:

@@ -11,12 +11,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from bastion.accounts.service import user_by_id
-from bastion.api.auth import current_principal, hub_of
+from bastion.api.auth import bound_principal, credential_claims, current_principal, hub_of
 from bastion.api.bodies import json_object
 from bastion.api.urls import base_url
+from bastion.audit.context import set_actor
 from bastion.authz import Permission, Principal, authorize, permission, require
 from bastion.authz import capability as cap
-from bastion.authz.policy import CapabilityTarget
+from bastion.authz.policy import BoundCapability
 from bastion.db import transaction
 from bastion.errors import BadRequest, Forbidden, NotFound
 from bastion.lfs import locks, service
@@ -25,7 +26,7 @@ from bastion.lfs.content import object_response
 from bastion.lfs.models import LfsMultipartUpload
 from bastion.repos import guards
 from bastion.repos.routes import load_repo
-from bastion.repos.service import repo_ref, repo_region
+from bastion.repos.service import incarnation, repo_by_id, repo_ref, repo_region
 from bastion.storage import BlobMismatch
 
 router = APIRouter()
@@ -65,7 +66,8 @@ def _register(prefix: str, plural: str) -> None:
                     # Pull-request content from someone who cannot write here is charged to their allowance.
                     writer = bool(authorize(principal, Permission.REPO_WRITE, repo_ref(repo, principal.user_id)))
                     return service.upload_batch(hub, session, repo, principal.user_id or 0, objects,
-                                                [str(t) for t in transfers], root, auth, contributor=not writer)
+                                                [str(t) for t in transfers], root, auth,
+                                                holder=credential_claims(principal), contributor=not writer)
                 blocked = {o.oid: reason for o in objects
                            if (reason := guards.download_refusal(hub, session, repo, o.oid, principal))}
                 return service.download_batch(session, repo, objects, root, auth, blocked)
@@ -203,9 +205,22 @@ _register_locks("", "models")
 
 
 def _capability(request: Request, purpose: str, token: str) -> tuple[Principal, dict[str, Any]]:
-    claims = cap.verify(hub_of(request).settings.secret_key, purpose, token)
+    """The upload URL's one authz check: who obtained it is re-established now (their token or session by
+    primary key) with the repo it names, which must be the same repo (its incarnation), not a newer one that
+    was given the id of a deleted repo."""
+    hub = hub_of(request)
+    claims = cap.verify(hub.settings.secret_key, purpose, token)
+    with transaction(hub.sessions, readonly=True) as session:
+        holder = bound_principal(hub, session, claims)
+        repo = repo_by_id(session, claims.get("repo_id"))
+        ref = repo_ref(repo, holder.user_id) if holder is not None and repo is not None \
+            and incarnation(repo.storage_key) == claims.get("inc") else None
+    if holder is None:
+        raise Forbidden("The access token or browser session this upload URL was obtained with is no longer valid; "
+                        "sign in again and start the upload again")
+    set_actor(holder.user_id, holder.username, holder.token_id)
     principal = Principal(method="capability", capability=claims)
-    require(principal, Permission.LFS_OBJECT_UPLOAD, CapabilityTarget("lfs-upload", claims))
+    require(principal, Permission.LFS_OBJECT_UPLOAD, BoundCapability("lfs-upload", claims, holder, ref))
     return principal, claims
 
 

@@ -32,7 +32,7 @@ from bastion.lfs import allowance
 from bastion.lfs.audit_events import object_stored
 from bastion.lfs.models import LfsMultipartPart, LfsMultipartUpload, LfsObject, RepoLfsObject
 from bastion.repos.models import Repo
-from bastion.repos.service import repo_region
+from bastion.repos.service import incarnation, repo_region
 from bastion.storage import BlobMismatch
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -103,11 +103,12 @@ def link_object(session: Session, repo_id: int, oid: str, size: int) -> None:
 
 
 def upload_batch(hub: Hub, session: Session, repo: Repo, user_id: int, objects: list[BatchObject],
-                 transfers: list[str], base_url: str, auth_header: str | None, *,
+                 transfers: list[str], base_url: str, auth_header: str | None, *, holder: dict[str, Any],
                  contributor: bool = False) -> dict[str, Any]:
     """Upload actions for the objects this repo does not hold yet. `contributor`: the uploader cannot write to
     the repo (pull-request content): the objects handed actions are charged to their daily allowance first
-    (bastion.lfs.allowance; a 429 and nothing handed out past it)."""
+    (bastion.lfs.allowance; a 429 and nothing handed out past it). `holder`: the credential the upload URLs are
+    bound to (bastion.api.auth.credential_claims), re-established at each use."""
     settings = hub.settings
     have = linked_objects(session, repo.id, [o.oid for o in objects])
     if contributor:
@@ -136,9 +137,10 @@ def upload_batch(hub: Hub, session: Session, repo: Repo, user_id: int, objects: 
             verify["header"] = {"Authorization": auth_header}
         if use_multipart and obj.size > settings.multipart_threshold:
             chosen = "multipart"
-            action = _start_multipart(hub, session, repo, user_id, obj, base_url)
+            action = _start_multipart(hub, session, repo, user_id, obj, base_url, holder)
         else:
-            claims = {"repo_id": repo.id, "oid": obj.oid, "size": obj.size, "user_id": user_id}
+            claims = {**holder, "repo_id": repo.id, "inc": incarnation(repo.storage_key), "oid": obj.oid,
+                      "size": obj.size, "user_id": user_id}
             token = capability.sign(settings.secret_key, UPLOAD_PURPOSE, claims, settings.upload_url_ttl_seconds)
             action = {"href": f"{base_url}/api/lfs/upload/{token}"}
         out.append({"oid": obj.oid, "size": obj.size, "authenticated": True,
@@ -185,7 +187,7 @@ def _multipart_dir(hub: Hub, region: str) -> Path:
 
 
 def _start_multipart(hub: Hub, session: Session, repo: Repo, user_id: int, obj: BatchObject,
-                     base_url: str) -> dict[str, Any]:
+                     base_url: str, holder: dict[str, Any]) -> dict[str, Any]:
     settings = hub.settings
     if time.monotonic() - _last_sweep[0] > ABANDONED_SWEEP_EVERY:
         _last_sweep[0] = time.monotonic()
@@ -202,7 +204,8 @@ def _start_multipart(hub: Hub, session: Session, repo: Repo, user_id: int, obj: 
                                    staging_path=str(staging), user_id=user_id))
     ttl = settings.upload_url_ttl_seconds
     header: dict[str, str] = {"chunk_size": str(chunk)}
-    base_claims = {"repo_id": repo.id, "oid": obj.oid, "size": obj.size, "upload": upload_id}
+    base_claims = {**holder, "repo_id": repo.id, "inc": incarnation(repo.storage_key), "oid": obj.oid,
+                   "size": obj.size, "upload": upload_id}
     for n in range(1, parts + 1):
         token = capability.sign(settings.secret_key, PART_PURPOSE, dict(base_claims, part=n), ttl)
         header[str(n)] = f"{base_url}/api/lfs/multipart/{token}"

@@ -146,6 +146,13 @@ def repo_by_id(session: Session, repo_id: object) -> Repo | None:
     return session.get(Repo, repo_id) if isinstance(repo_id, int) else None
 
 
+def incarnation(storage_key: str) -> str:
+    """What tells this repo from an earlier one with the same id (SQLite reuses the id of the newest
+    row after it is deleted): part of its random storage key (without its region, which a move changes
+    and which holds a "/"), fixed for the repo's life. Capabilities that name a repo by id carry it."""
+    return storage_key.rpartition("/")[2][:16]
+
+
 def repo_ref_by_id(session: Session, repo_id: object, viewer_id: int | None) -> RepoRef | None:
     """repo_ref() of the repo with this id as `viewer_id` sees it, None when there is none (capabilities
     name repos by id)."""

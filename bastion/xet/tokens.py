@@ -19,6 +19,7 @@ from typing import Any
 from bastion.authz import capability
 from bastion.config import Settings
 from bastion.errors import AuthenticationRequired, Forbidden
+from bastion.repos.service import incarnation  # noqa: F401 (the CAS URL's repo scope)
 
 CAS_PURPOSE = "xet-cas"
 FETCH_PURPOSE = "xet-fetch"
@@ -44,13 +45,6 @@ class XetToken:
         # huggingface_hub reads the headers, the spec (auth.md) the JSON body: send both.
         return {"X-Xet-Cas-Url": self.cas_url, "X-Xet-Access-Token": self.access_token,
                 "X-Xet-Token-Expiration": str(self.exp)}
-
-
-def incarnation(storage_key: str) -> str:
-    """What tells this repo from an earlier one with the same id (SQLite reuses the id of the newest
-    row after it is deleted): part of its random storage key (without its region, which a move changes
-    and which holds a "/"), fixed for the repo's life."""
-    return storage_key.rpartition("/")[2][:16]
 
 
 def repo_scope(repo_id: int, key: str) -> str:

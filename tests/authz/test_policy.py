@@ -8,7 +8,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from bastion.authz import NamespaceRef, Permission, Principal, RepoRef, authorize, readable_repos_clause
-from bastion.authz.policy import METHOD_GRANTS, CapabilityTarget, GateFacts, RepoColumns
+from bastion.authz.policy import METHOD_GRANTS, BoundCapability, GateFacts, RepoColumns
 from bastion.tokens.restrictions import ReadOnly
 
 
@@ -75,15 +75,19 @@ def test_create_in_namespace() -> None:
 
 
 def test_capability_grants_only_what_it_was_minted_for() -> None:
-    cap = Principal(method="capability", capability={"repo_id": 10, "oid": "a" * 64, "size": 5})
-    assert authorize(cap, Permission.LFS_OBJECT_UPLOAD, CapabilityTarget("lfs-upload", {"repo_id": 10,
-                                                                                         "oid": "a" * 64, "size": 5}))
-    assert not authorize(cap, Permission.LFS_OBJECT_UPLOAD, CapabilityTarget("lfs-upload", {
-        "repo_id": 11, "oid": "a" * 64, "size": 5}))
+    claims = {"repo_id": 10, "oid": "a" * 64, "size": 5, "via": "token", "user_id": 1, "token_id": 1}
+    cap = Principal(method="capability", capability=claims)
+    assert authorize(cap, Permission.LFS_OBJECT_UPLOAD, BoundCapability("lfs-upload", claims, OWNER, PUBLIC))
+    assert not authorize(cap, Permission.LFS_OBJECT_UPLOAD, BoundCapability("lfs-upload", {
+        **claims, "repo_id": 11}, OWNER, PRIVATE))
+    # Bound to its holder, who must still be allowed to upload there; to a repo that still exists.
+    assert not authorize(cap, Permission.LFS_OBJECT_UPLOAD, BoundCapability("lfs-upload", claims, OTHER, PUBLIC))
+    assert not authorize(cap, Permission.LFS_OBJECT_UPLOAD, BoundCapability("lfs-upload", claims, OWNER, None))
+    assert not authorize(cap, Permission.LFS_OBJECT_UPLOAD, BoundCapability("lfs-upload", claims, ANON, PUBLIC))
     for perm in REPO_PERMS:
         assert not authorize(cap, perm, PUBLIC)
     # and a token cannot be used where a capability is required
-    assert not authorize(OWNER, Permission.LFS_OBJECT_UPLOAD, CapabilityTarget("lfs-upload", cap.capability))
+    assert not authorize(OWNER, Permission.LFS_OBJECT_UPLOAD, BoundCapability("lfs-upload", claims, OWNER, PUBLIC))
     assert Permission.LFS_OBJECT_UPLOAD not in METHOD_GRANTS["token"]
 
 
