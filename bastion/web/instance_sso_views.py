@@ -160,11 +160,17 @@ def _saml_consume(request: Request, saml_response: str, relay: str) -> Response:
     return _finish(request, sso.saml_claims(assertion), "saml", pending.next_path)
 
 
-def _finish_claims(request: Request, token: str) -> dict[str, Any]:
+def _signed_claims(request: Request, purpose: str, token: str, refusal: str) -> dict[str, Any]:
+    """The claims of one of this module's signed links (`refusal`: the 403's text for a bad or expired one)."""
     try:
-        return capability.verify(hub_of(request).settings.secret_key, "instance-saml-finish", token)
+        return capability.verify(hub_of(request).settings.secret_key, purpose, token)
     except Forbidden:
-        raise Forbidden("This single sign-on link is invalid or has expired: sign in again") from None
+        raise Forbidden(refusal) from None
+
+
+def _finish_claims(request: Request, token: str) -> dict[str, Any]:
+    return _signed_claims(request, "instance-saml-finish", token,
+                          "This single sign-on link is invalid or has expired: sign in again")
 
 
 @router.get("/login/saml/finish")
@@ -201,10 +207,8 @@ def _saml_finish(request: Request, form: Any) -> Response:
 # ---- linking an existing account ---------------------------------------------------------------------
 
 def _link_claims(request: Request, token: str) -> dict[str, Any]:
-    try:
-        return capability.verify(hub_of(request).settings.secret_key, "sso-link", token)
-    except Forbidden:
-        raise Forbidden("This account-linking link is invalid or has expired: sign in with SSO again") from None
+    return _signed_claims(request, "sso-link", token,
+                          "This account-linking link is invalid or has expired: sign in with SSO again")
 
 
 @router.get("/login/sso/link")
