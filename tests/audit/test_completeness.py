@@ -101,6 +101,10 @@ ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
     ("PUT", f"{R}/settings"): DRIVEN,
     ("POST", f"{R}/resource-group"): DRIVEN,
     ("POST", f"{R}/paths-info/{{revision:path}}"): ReadOnly("the Hub's paths-info: a read with a JSON body"),
+    ("DELETE", f"{R}/like"): ReadOnly("Bastion has no likes: unliking changes nothing (tests/hub/test_hub_compat_upstream.py)"),
+    ("POST", f"{R}/like"): ReadOnly("likes are not offered: always refused with 400, nothing stored"),
+    ("POST", f"{R}/duplicate"): ReadOnly("duplication is not offered: always refused with 400 (or the missing repo's "
+                                         "404), nothing created"),
     ("POST", f"{R}/branch/{{branch:path}}"): DRIVEN,
     ("DELETE", f"{R}/branch/{{branch:path}}"): DRIVEN,
     ("POST", f"{R}/tag/{{revision:path}}"): DRIVEN,
