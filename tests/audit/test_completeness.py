@@ -59,7 +59,15 @@ UPLOAD_PACK = ReadOnly("git fetch/clone: reads only")
 LFS_VERIFY = ReadOnly("git-lfs asks whether an upload arrived: the upload itself linked the object to the repo and "
                       "was audited (repo.lfs_object_store)")
 
+NOT_OFFERED = ReadOnly("a Hub product Bastion does not offer (bastion.api.not_offered): always a 400, nothing stored")
+NOT_OFFERED_PATHS = [p for prefix in ("/api/buckets", "/api/collections", "/api/settings/webhooks", "/api/jobs")
+                     for p in (prefix, prefix + "/{rest:path}")] + [
+    p for verb in ("runtime", "restart", "pause", "hardware", "sleeptime", "secrets", "variables", "logs", "events",
+                   "metrics")
+    for p in (f"/api/spaces/{{ns}}/{{name}}/{verb}", f"/api/spaces/{{ns}}/{{name}}/{verb}/{{rest:path}}")]
+
 ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
+    **{(method, path): NOT_OFFERED for path in NOT_OFFERED_PATHS for method in ("POST", "PUT", "PATCH", "DELETE")},
     ("POST", "/api/admin/audit/sinks"): DRIVEN,
     ("DELETE", "/api/admin/audit/sinks/{sink_id}"): DRIVEN,
     ("POST", "/api/admin/audit/dead-letters/redrive"): DRIVEN,

@@ -132,3 +132,20 @@ def test_community_limits_are_settings(limited_server: BastionServer) -> None:
     with pytest.raises(HfHubHTTPError) as exc:
         api.comment_discussion(repo_id, first.num, "one too many")
     assert exc.value.response.status_code == 429
+
+
+def test_hub_products_bastion_does_not_offer_answer_a_clear_400(server: BastionServer) -> None:
+    name, token = server.create_user()
+    api = hf_api(server, token)
+    space = api.create_repo(f"{name}/app", repo_type="space", space_sdk="static").repo_id
+    for call, what in ((lambda: api.create_collection("Mine"), "Collections"),
+                       (lambda: api.list_webhooks(), "Webhooks"),
+                       (lambda: api.get_space_runtime(space), "Running Spaces"),
+                       (lambda: api.add_space_secret(space, "KEY", "value"), "Running Spaces")):
+        with pytest.raises(BadRequestError, match=f"{what} .*not offered"):
+            call()
+    for method, path in (("POST", f"/api/buckets/{name}/data"), ("GET", "/api/buckets/me/x/tree"),
+                         ("GET", "/api/jobs/" + name), ("DELETE", "/api/collections/x-1")):
+        r = httpx.request(method, server.url + path, headers=_auth(token), timeout=TIMEOUT)
+        assert r.status_code == 400 and "not offered" in r.json()["error"], (path, r.text)
+    assert api.repo_exists(space, repo_type="space")  # the Space's repository itself is served as usual
