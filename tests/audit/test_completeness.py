@@ -111,6 +111,8 @@ ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
     ("POST", f"{R}/paths-info/{{revision:path}}"): ReadOnly("the Hub's paths-info: a read with a JSON body"),
     ("DELETE", f"{R}/like"): ReadOnly("Bastion has no likes: unliking changes nothing (tests/hub/test_hub_compat_upstream.py)"),
     ("POST", f"{R}/like"): ReadOnly("likes are not offered: always refused with 400, nothing stored"),
+    ("POST", f"{R}/lfs-files/duplicate"): ReadOnly("cross-repo LFS copies are not offered: always refused with 400 "
+                                                   "(or the missing repo's 404), nothing linked"),
     ("POST", f"{R}/duplicate"): ReadOnly("duplication is not offered: always refused with 400 (or the missing repo's "
                                          "404), nothing created"),
     ("POST", f"{R}/branch/{{branch:path}}"): DRIVEN,

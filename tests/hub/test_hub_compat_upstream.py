@@ -90,6 +90,14 @@ def test_duplicate_is_refused_clearly(server: BastionServer) -> None:
     with pytest.raises(BadRequestError, match="not offered"):
         api.duplicate_repo(repo_id)
     assert not api.repo_exists(f"{name}/original-1") and api.repo_exists(repo_id)
+    # A cross-repo copy of LFS files (the client's CommitOperationCopy from another repo) is refused the same way.
+    body = {"target": {"type": "model", "name": f"{name}/target"}, "files": []}
+    r = httpx.post(f"{server.url}/api/models/{repo_id}/lfs-files/duplicate", json=body, headers=_auth(token),
+                   timeout=TIMEOUT)
+    assert r.status_code == 400 and "not offered" in r.json()["error"]
+    r = httpx.post(f"{server.url}/api/models/{name}/missing-original/lfs-files/duplicate", json=body,
+                   headers=_auth(token), timeout=TIMEOUT)
+    assert r.status_code == 404 and r.headers["x-error-code"] == "RepoNotFound"
 
 
 def test_pull_request_against_a_commit_id_is_a_missing_revision(server: BastionServer) -> None:

@@ -16,7 +16,8 @@ def test_private_repo_is_a_missing_repo_on_likes_and_duplicate(server: BastionSe
     stranger, stranger_token = server.create_user()
     hf_api(server, owner_token).create_repo(f"{owner}/secret", private=True)
     headers = {"authorization": f"Bearer {stranger_token}"}
-    for method, suffix in (("DELETE", "like"), ("POST", "like"), ("GET", "likers"), ("POST", "duplicate")):
+    for method, suffix in (("DELETE", "like"), ("POST", "like"), ("GET", "likers"), ("POST", "duplicate"),
+                           ("POST", "lfs-files/duplicate")):
         answers = []
         for repo in ("secret", "never-existed"):
             r = httpx.request(method, f"{server.url}/api/models/{owner}/{repo}/{suffix}", headers=headers,
