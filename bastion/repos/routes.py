@@ -378,28 +378,44 @@ def duplicate(plural: str, ns: str, name: str, request: Request,
 @router.get("/api/settings/repositories")
 @permission(Permission.USER_READ)
 def my_repositories(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
-    """`list_user_repos()` (`hf repos ls`): the caller's own repositories, newest first, with the bytes each
-    holds at its main branch's head (the `usedStorage` of its info)."""
+    """`list_user_repos()` (`hf repos ls`): the caller's own repositories."""
     if not principal.authenticated:
         raise AuthenticationRequired("You must be signed in to list your repositories")
     require(principal, Permission.USER_READ)
     hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        return _repositories_storage(request, hub, session, principal, _actor(session, principal).name)
+
+
+@router.get("/api/organizations/{org}/settings/repositories")
+@permission(Permission.ORG_READ)
+def org_repositories(org: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """`list_user_repos(namespace=org)` (`hf repos ls --namespace`): for the org's members, the org's
+    repositories each may read."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        found, facts = orgs.org_with_facts(session, org)
+        require(principal, Permission.ORG_READ, facts)
+        return _repositories_storage(request, hub, session, principal, found.name)
+
+
+def _repositories_storage(request: Request, hub: Hub, session: Session, principal: Principal,
+                          namespace: str) -> JSONResponse:
+    """The repos of `namespace` the caller may read, newest first, with the bytes each holds at its main
+    branch's head (the `usedStorage` of its info) and that share of the page's total."""
     limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     offset = int_param(request, "cursor", 0, 0, 10**9)
-    with transaction(hub.sessions, readonly=True) as session:
-        user = _actor(session, principal)
-        listing = service.list_owned_repos(session, principal, user.name, limit=limit, offset=offset)
-        items = []
-        for repo in listing.repos:
-            git = hub.git(repo.storage_key)
-            head = git.resolve("main")
-            storage = sum(f.get("size", 0) for f in browse.siblings(git, head, True))
-            items.append({"id": repo.repo_id, "type": repo.type,
-                          "updatedAt": browse.iso(commit_datetime(head)),
-                          "visibility": "private" if repo.private else "public", "storage": storage})
-        total = sum(item["storage"] for item in items) or 1
-        for item in items:
-            item["storagePercent"] = round(100 * item["storage"] / total, 2)
+    listing = service.list_owned_repos(session, principal, namespace, limit=limit, offset=offset)
+    items: list[dict[str, Any]] = []
+    for repo in listing.repos:
+        git = hub.git(repo.storage_key)
+        head = git.resolve("main")
+        storage = sum(f.get("size", 0) for f in browse.siblings(git, head, True))
+        items.append({"id": repo.repo_id, "type": repo.type, "updatedAt": browse.iso(commit_datetime(head)),
+                      "visibility": "private" if repo.private else "public", "storage": storage})
+    total = sum(item["storage"] for item in items) or 1
+    for item in items:
+        item["storagePercent"] = round(100 * item["storage"] / total, 2)
     headers = {"Link": next_link(request, cursor=offset + limit)} if listing.has_more else {}
     return JSONResponse(items, headers=headers)
 

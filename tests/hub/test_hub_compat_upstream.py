@@ -68,6 +68,11 @@ def test_list_user_repos_lists_ones_own(server: BastionServer) -> None:
     r = httpx.get(f"{server.url}/api/settings/repositories", timeout=TIMEOUT)
     assert r.status_code == 401
 
+    org = f"org{os.urandom(3).hex()}"
+    server.cli("admin", "create-org", org, "--owner", name)
+    org_repo = api.create_repo(f"{org}/shared", private=True).repo_id
+    assert [r.id for r in api.list_user_repos(namespace=org)] == [org_repo]
+
 
 def test_space_starts_with_its_card(server: BastionServer, tmp_path: Path) -> None:
     name, token = server.create_user()

@@ -4,6 +4,8 @@ holds only the caller's repos."""
 
 from __future__ import annotations
 
+import secrets
+
 import httpx
 
 from tests.conftest import BastionServer, hf_api
@@ -29,3 +31,10 @@ def test_private_repo_is_a_missing_repo_on_likes_and_duplicate(server: BastionSe
     assert listed == []
     assert [r.id for r in hf_api(server, owner_token).list_user_repos()] == [f"{owner}/secret"]
     assert stranger not in {r.id.split("/")[0] for r in hf_api(server, owner_token).list_user_repos()}
+
+    # An org's listing is for its members: a stranger gets no page of its (private) repositories.
+    org = f"org{secrets.token_hex(3)}"
+    server.cli("admin", "create-org", org, "--owner", owner)
+    hf_api(server, owner_token).create_repo(f"{org}/hidden", private=True)
+    r = httpx.get(f"{server.url}/api/organizations/{org}/settings/repositories", headers=headers, timeout=TIMEOUT)
+    assert r.status_code in (401, 403, 404) and "hidden" not in r.text
