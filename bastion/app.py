@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
         require(Principal.anonymous(), Permission.PUBLIC)
         return JSONResponse({"status": "ok", "version": __version__})
 
+    from bastion.api.not_offered import router as not_offered_router
+    app.include_router(not_offered_router)  # buckets, collections, webhooks, jobs, Space runtimes: a clear 400
     from bastion.auditlog.admin_routes import router as audit_admin_router
     app.include_router(audit_admin_router)  # /api/admin/audit/…: before any /api/{plural}/… pattern
     from bastion.auditlog.routes import router as auditlog_router

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     # entries in the whole tree (every level). A commit that grows a tree past either is refused.
     max_tree_entries: int = Field(default=10_000, ge=1)
     max_total_tree_entries: int = Field(default=1_000_000, ge=1)
+    # Opening discussions and pull requests, and commenting, are writes anyone who reads a public repo can
+    # make: each user's budget per hour (sliding windows shared by replicas).
+    discussions_per_hour: int = Field(default=30, ge=1)
+    discussion_comments_per_hour: int = Field(default=120, ge=1)
     max_lfs_object_size: int = 500 * 1024 * MiB
     upload_url_ttl_seconds: int = 3600
     # Content for pull requests uploaded by users who cannot write to the repo (any reader may open one): at

@@ -49,7 +49,8 @@ def test_repo_lifecycle_every_type(server: BastionServer, user: tuple[str, str],
     assert exc.value.response.status_code == 409
     info = api.repo_info(f"{name}/r-{repo_type}", repo_type=repo_type)
     assert info.sha and len(info.sha) == 40 and info.private is False
-    assert [s.rfilename for s in info.siblings] == [".gitattributes"]
+    # A Space starts with its card (the Hub's default README: its configuration), as on the Hub.
+    assert [s.rfilename for s in info.siblings] == [".gitattributes"] + (["README.md"] if repo_type == "space" else [])
     api.upload_file(path_or_fileobj=b"hello\n", path_in_repo="hello.txt", repo_id=url.repo_id, repo_type=repo_type)
     path = hf_hub_download(url.repo_id, "hello.txt", repo_type=repo_type, endpoint=server.url, token=token)
     assert Path(path).read_bytes() == b"hello\n"

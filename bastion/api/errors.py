@@ -70,10 +70,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 # Every repo lives under a user or an org, so a repo id without a namespace (`gpt2`) matches no route.
 # The Hub answers such an id as a missing repo (404 RepoNotFound): the client decides `repo_exists`,
-# `file_exists` and `revision_exists` on that code, and a bare 404 makes them raise instead.
+# `file_exists` and `revision_exists` on that code, and a bare 404 makes them raise instead. Such a path can
+# also read as another route's `{ns}/{name}` with a method it lacks (DELETE /api/models/gpt2/like): that 405
+# is the same missing repo.
 _REPO_VERBS = ("revision|tree|commits|commit|refs|paths-info|preupload|branch|tag|settings|super-squash|auth-check|"
                "lfs-files|discussions|scan|xet-read-token|xet-write-token|resource-group|user-access-request|treesize|"
-               "like|likers")
+               "like|likers|duplicate")
 _NAMESPACELESS_REPO = re.compile(
     rf"^/api/(?:models|datasets|spaces)/[^/]+(?:/(?:{_REPO_VERBS})(?:/.*)?)?$"
     r"|^/(?:(?:datasets|spaces)/)?[^/]+/(?:resolve|blob|raw|tree|commit)/.*$")
@@ -81,7 +83,7 @@ _NAMESPACELESS_REPO = re.compile(
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 404 and _NAMESPACELESS_REPO.match(request.url.path):
+    if exc.status_code in (404, 405) and _NAMESPACELESS_REPO.match(request.url.path):
         missing = RepoNotFound()
         return error_response(missing.status, missing.code, missing.message)
     return error_response(exc.status_code, None, str(exc.detail), dict(exc.headers or {}))

@@ -39,9 +39,9 @@ COMMENT_MAX = 65_536
 MAX_MAIL_RECIPIENTS = 20
 HIDDEN_TEXT = "This comment has been hidden"
 # Opening discussions and pull requests, and commenting, are writes anyone who reads a public repo can
-# make: each user has a budget per hour (the sliding windows of accounts.ratelimit, shared by replicas).
-CREATE_PER_USER = ratelimit.Limit("discussion.create", 30, timedelta(hours=1))
-COMMENT_PER_USER = ratelimit.Limit("discussion.comment", 120, timedelta(hours=1))
+# make: each user has a budget per hour (the sliding windows of accounts.ratelimit, shared by replicas),
+# BASTION_DISCUSSIONS_PER_HOUR and BASTION_DISCUSSION_COMMENTS_PER_HOUR.
+CREATE_LIMIT, COMMENT_LIMIT = "discussion.create", "discussion.comment"
 MAX_DIFF_BYTES = 2 << 20  # a pull request's diff in the details answer (the whole one: diffUrl)
 
 
@@ -257,7 +257,10 @@ def _allocate_number(session: Session, repo: Repo) -> tuple[Repo, int]:
     return locked, num
 
 
-def _limit(session: Session, limit: ratelimit.Limit, user: User) -> None:
+def _limit(hub: Hub, session: Session, name: str, user: User) -> None:
+    per_hour = (hub.settings.discussions_per_hour if name == CREATE_LIMIT
+                else hub.settings.discussion_comments_per_hour)
+    limit = ratelimit.Limit(name, per_hour, timedelta(hours=1))
     subject = f"user:{user.id}"
     ratelimit.check(session, (limit, subject))
     ratelimit.hit(session, (limit, subject))
@@ -273,7 +276,7 @@ def create_discussion(hub: Hub, session: Session, repo: Repo, author: User, titl
     text = (description or "").strip()
     if len(text) > COMMENT_MAX:
         raise BadRequest(f"'description' is longer than {COMMENT_MAX} characters")
-    _limit(session, CREATE_PER_USER, author)
+    _limit(hub, session, CREATE_LIMIT, author)
     if not pull_request:
         locked, num = _allocate_number(session, repo)
         row = _insert(session, locked, num, author, title, text, False, None)
@@ -301,7 +304,7 @@ def create_discussion(hub: Hub, session: Session, repo: Repo, author: User, titl
 def pull_request_opened(hub: Hub, session: Session, repo: Repo, author: User,
                         opened: repo_commit.PullRequestOpened) -> None:
     """A `create_pr` commit opened refs/pr/N (repos.commit calls this in the commit's transaction)."""
-    _limit(session, CREATE_PER_USER, author)
+    _limit(hub, session, CREATE_LIMIT, author)
     title = opened.title.strip()[:TITLE_MAX]
     if len(title) < TITLE_MIN:
         title = f"Pull request #{opened.number}"
@@ -334,7 +337,7 @@ def _opened(hub: Hub, session: Session, repo: Repo, author: User, row: Discussio
 def add_comment(hub: Hub, session: Session, repo: Repo, discussion: Discussion, author: User,
                 text: object) -> DiscussionEvent:
     body = _check_text(text, "comment")
-    _limit(session, COMMENT_PER_USER, author)
+    _limit(hub, session, COMMENT_LIMIT, author)
     event = _comment(session, discussion, author, body)
     audit.record(session, AuditAction.REPO_DISCUSSION_COMMENT, target=_target(repo), namespace=repo.namespace,
                  details={"num": discussion.num, "comment": event.public_id})
@@ -365,7 +368,7 @@ def change_status(hub: Hub, session: Session, repo: Repo, discussion: Discussion
         raise BadRequest(f"This {'pull request' if discussion.is_pull_request else 'discussion'} is already {old}")
     if comment is not None and comment != "":
         body = _check_text(comment, "comment")
-        _limit(session, COMMENT_PER_USER, actor)
+        _limit(hub, session, COMMENT_LIMIT, actor)
         _comment(session, discussion, actor, body)
     return _set_status(session, repo, discussion, actor, str(status), old)
 

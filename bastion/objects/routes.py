@@ -60,3 +60,17 @@ async def delete_lfs_files(plural: str, ns: str, name: str, request: Request,
         return {"deleted": result.purged, "rewrittenRefs": sorted(result.rewritten)}
 
     return JSONResponse(await run_in_threadpool(run))
+
+
+@router.post("/api/{plural}/{ns}/{name}/lfs-files/duplicate")
+@permission(Permission.REPO_READ)
+def duplicate_lfs_files(plural: str, ns: str, name: str, request: Request,
+                        principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """A cross-repo `CommitOperationCopy` (the client links the source's LFS files to the target first): not
+    built (it needs one decision over two repos: read the source, write the target). A source the caller may
+    not read is the Hub's 404 RepositoryNotFound; one they may read is refused with a 400 saying what to do."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+    raise BadRequest("Copying LFS files from one repository to another is not offered by this Bastion "
+                     "instance: upload the files to the target repository instead")

@@ -19,7 +19,15 @@ from bastion import audit
 from bastion.accounts.models import User
 from bastion.audit.actions import AuditAction
 from bastion.db import utcnow
-from bastion.errors import BadRequest, BastionError, EntryNotFound, Forbidden, PreconditionFailed, RepoNotFound
+from bastion.errors import (
+    BadRequest,
+    BastionError,
+    EntryNotFound,
+    Forbidden,
+    PreconditionFailed,
+    RepoNotFound,
+    RevisionNotFound,
+)
 from bastion.hub import Hub
 from bastion.repos import admission, cards, protection
 from bastion.repos.models import Repo
@@ -220,7 +228,12 @@ def create_commit(hub: Hub, session: Session, repo: Repo, author: User, revision
     if len(ops) > hub.settings.max_commit_operations:
         raise BadRequest(f"Too many operations in one commit (max {hub.settings.max_commit_operations})")
     git = hub.git(repo.storage_key)
-    base_ref = git.branch_ref_name(revision)
+    try:
+        base_ref = git.branch_ref_name(revision)
+    except BadRequest:
+        if create_pr:  # a commit id or another name no branch can have: the Hub's 404 for a PR against it
+            raise RevisionNotFound(f"Invalid rev id: {revision}: a pull request targets a branch") from None
+        raise
     if create_pr and not base_ref.startswith("refs/heads/"):
         raise BadRequest(f"A pull request targets a branch, not {revision!r}")
     if create_pr and pull_request_opened is None:

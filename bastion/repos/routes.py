@@ -29,6 +29,7 @@ from bastion.authz import DiscussionRef, Permission, Principal, permission, requ
 from bastion.authz.policy import check_secret_mode
 from bastion.db import transaction
 from bastion.errors import (
+    AuthenticationRequired,
     BadRequest,
     Conflict,
     EntryNotFound,
@@ -41,7 +42,7 @@ from bastion.hub import Hub
 from bastion.orgs import service as orgs
 from bastion.repos import annotations, browse, cards, commit, protection, refs, service, upload_policy
 from bastion.repos.models import Repo
-from bastion.storage.gitstore import validate_path
+from bastion.storage.gitstore import commit_datetime, validate_path
 from bastion.storage.regions import DEFAULT_REGION, check_region
 
 if TYPE_CHECKING:
@@ -311,6 +312,113 @@ async def update_settings(plural: str, ns: str, name: str, request: Request,
 
 
 # ---- listing and info -----------------------------------------------------------------------------
+
+# ---- likes, one's repositories, duplication -----------------------------------------------------
+# Bastion has no likes (no one can like a repo: the client cannot either, "to prevent spam"), so every
+# repo's likers and every user's likes are empty, truthfully; unliking is the no-op it then is, after the
+# same checks the Hub makes (a repo the caller may not see is a 404 RepositoryNotFound).
+
+@router.get("/api/users/{username}/likes")
+@permission(Permission.REPO_LIST)
+def user_likes(username: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    require(principal, Permission.REPO_LIST)
+    with transaction(hub.sessions, readonly=True) as session:
+        if service.namespace_ref(session, username).owner_user_id is None:
+            raise NotFound(f"User {username!r} not found")
+    return JSONResponse([])
+
+
+@router.get("/api/{plural}/{ns}/{name}/likers")
+@permission(Permission.REPO_METADATA_READ)
+def repo_likers(plural: str, ns: str, name: str, request: Request,
+                principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
+    return JSONResponse([])
+
+
+@router.delete("/api/{plural}/{ns}/{name}/like")
+@permission(Permission.REPO_METADATA_READ)
+def unlike(plural: str, ns: str, name: str, request: Request,
+           principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
+    if principal.user_id is None:
+        raise AuthenticationRequired("You must be signed in to unlike a repository")
+    return JSONResponse({})
+
+
+@router.post("/api/{plural}/{ns}/{name}/like")
+@permission(Permission.REPO_METADATA_READ)
+def like(plural: str, ns: str, name: str, request: Request,
+         principal: Principal = Depends(current_principal)) -> JSONResponse:
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
+    raise BadRequest("Likes are not offered by this Bastion instance")
+
+
+@router.post("/api/{plural}/{ns}/{name}/duplicate")
+@permission(Permission.REPO_READ)
+def duplicate(plural: str, ns: str, name: str, request: Request,
+              principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """`duplicate_repo` / `duplicate_space`: not built. A repo the caller may not read is the Hub's 404
+    RepositoryNotFound; one they may read is refused with a 400 that says how to copy it instead."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+        repo_id = repo.repo_id
+    raise BadRequest(f"Duplicating a repository is not offered by this Bastion instance: create the new "
+                     f"repository and push {repo_id}'s history to it (git clone --mirror, git push --mirror)")
+
+
+@router.get("/api/settings/repositories")
+@permission(Permission.USER_READ)
+def my_repositories(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """`list_user_repos()` (`hf repos ls`): the caller's own repositories."""
+    if not principal.authenticated:
+        raise AuthenticationRequired("You must be signed in to list your repositories")
+    require(principal, Permission.USER_READ)
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        return _repositories_storage(request, hub, session, principal, _actor(session, principal).name)
+
+
+@router.get("/api/organizations/{org}/settings/repositories")
+@permission(Permission.ORG_READ)
+def org_repositories(org: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """`list_user_repos(namespace=org)` (`hf repos ls --namespace`): for the org's members, the org's
+    repositories each may read."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        found, facts = orgs.org_with_facts(session, org)
+        require(principal, Permission.ORG_READ, facts)
+        return _repositories_storage(request, hub, session, principal, found.name)
+
+
+def _repositories_storage(request: Request, hub: Hub, session: Session, principal: Principal,
+                          namespace: str) -> JSONResponse:
+    """The repos of `namespace` the caller may read, newest first, with the bytes each holds at its main
+    branch's head (the `usedStorage` of its info) and that share of the page's total."""
+    limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    offset = int_param(request, "cursor", 0, 0, 10**9)
+    listing = service.list_owned_repos(session, principal, namespace, limit=limit, offset=offset)
+    items: list[dict[str, Any]] = []
+    for repo in listing.repos:
+        git = hub.git(repo.storage_key)
+        head = git.resolve("main")
+        storage = sum(f.get("size", 0) for f in browse.siblings(git, head, True))
+        items.append({"id": repo.repo_id, "type": repo.type, "updatedAt": browse.iso(commit_datetime(head)),
+                      "visibility": "private" if repo.private else "public", "storage": storage})
+    total = sum(item["storage"] for item in items) or 1
+    for item in items:
+        item["storagePercent"] = round(100 * item["storage"] / total, 2)
+    headers = {"Link": next_link(request, cursor=offset + limit)} if listing.has_more else {}
+    return JSONResponse(items, headers=headers)
+
 
 @router.get("/api/{plural}")
 @permission(Permission.REPO_LIST)

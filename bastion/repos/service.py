@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session, object_session
 
@@ -278,7 +279,8 @@ def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef
     from bastion.repos.commit import CommitResult, post_commit_hooks
 
     git = GitRepo.init(hub.git_path(repo.storage_key), signature(actor.name, actor.email),
-                       sign=commit_path.commit_signer)
+                       sign=commit_path.commit_signer,
+                       files={"README.md": space_readme(name, sdk)} if repo_type == "space" else None)
     audit.record(session, AuditAction.REPO_CREATE, target=("repo", f"{repo_type}/{repo.repo_id}"),
                  namespace=repo.namespace, details={"private": private, "type": repo_type, "region": region,
                                                     **({"resourceGroupId": namespace.group.public_id}
@@ -291,6 +293,15 @@ def create_repo(hub: Hub, session: Session, actor: User, namespace: NamespaceRef
     for hook in post_commit_hooks:
         hook(hub, session, repo, initial)
     return repo
+
+
+def space_readme(name: str, sdk: str | None) -> bytes:
+    """The card a new Space starts with, as on the Hub (its configuration is the card's YAML front matter)."""
+    config = {"title": name, "emoji": "🚀", "colorFrom": "blue", "colorTo": "indigo",
+              **({"sdk": sdk} if sdk else {}), "pinned": False}
+    front = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    return (f"---\n{front}---\n\nCheck out the configuration reference at "
+            "https://huggingface.co/docs/hub/spaces-config-reference\n").encode()
 
 
 # Called in the deleting transaction, before the row goes (bastion.relocation: a move under way keeps
@@ -551,6 +562,16 @@ def list_repos(session: Session, principal: Principal, repo_type: str, *, author
     column = SORT_COLUMNS.get(sort or "", Repo.created_at)
     order = column.asc() if direction > 0 else column.desc()
     query = query.order_by(order, Repo.id.desc() if direction <= 0 else Repo.id.asc())
+    rows = list(session.scalars(query.offset(offset).limit(limit + 1)))
+    return RepoListing(rows[:limit], len(rows) > limit)
+
+
+def list_owned_repos(session: Session, principal: Principal, namespace: str, *, limit: int,
+                     offset: int) -> RepoListing:
+    """The repos of every type in `namespace` that `principal` may read, newest first."""
+    query = (select(Repo).where(Repo.namespace_lower == namespace.lower(),
+                                readable_repos_clause(principal, REPO_COLUMNS))
+             .order_by(Repo.created_at.desc(), Repo.id.desc()))
     rows = list(session.scalars(query.offset(offset).limit(limit + 1)))
     return RepoListing(rows[:limit], len(rows) > limit)
 

@@ -177,8 +177,10 @@ class GitRepo:
 
     # ---- creation --------------------------------------------------------------------------
     @classmethod
-    def init(cls, path: Path, author: pygit2.Signature, sign: Callable[[str], str] | None = None) -> GitRepo:
-        """A bare repo whose main branch holds one commit with the default .gitattributes.
+    def init(cls, path: Path, author: pygit2.Signature, sign: Callable[[str], str] | None = None,
+             files: dict[str, bytes] | None = None) -> GitRepo:
+        """A bare repo whose main branch holds one commit with the default .gitattributes (and `files`,
+        top-level names: a Space's README).
 
         `sign` turns the commit's text into its gpgsig header (the caller's signer: this module
         knows nothing of keys); None writes the commit unsigned.
@@ -190,6 +192,8 @@ class GitRepo:
         blob = repo.create_blob(DEFAULT_GITATTRIBUTES)
         tb = repo.TreeBuilder()
         tb.insert(".gitattributes", blob, MODE_FILE)
+        for name, content in sorted((files or {}).items()):
+            tb.insert(name, repo.create_blob(content), MODE_FILE)
         tree = tb.write()
         if sign is None:
             repo.create_commit(f"refs/heads/{DEFAULT_BRANCH}", author, author, "initial commit", tree, [])

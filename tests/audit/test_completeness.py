@@ -58,7 +58,15 @@ UPLOAD_PACK = ReadOnly("git fetch/clone: reads only")
 LFS_VERIFY = ReadOnly("git-lfs asks whether an upload arrived: the upload itself linked the object to the repo and "
                       "was audited (repo.lfs_object_store)")
 
+NOT_OFFERED = ReadOnly("a Hub product Bastion does not offer (bastion.api.not_offered): always a 400, nothing stored")
+NOT_OFFERED_PATHS = [p for prefix in ("/api/buckets", "/api/collections", "/api/settings/webhooks", "/api/jobs")
+                     for p in (prefix, prefix + "/{rest:path}")] + [
+    p for verb in ("runtime", "restart", "pause", "hardware", "sleeptime", "secrets", "variables", "logs", "events",
+                   "metrics")
+    for p in (f"/api/spaces/{{ns}}/{{name}}/{verb}", f"/api/spaces/{{ns}}/{{name}}/{verb}/{{rest:path}}")]
+
 ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
+    **{(method, path): NOT_OFFERED for path in NOT_OFFERED_PATHS for method in ("POST", "PUT", "PATCH", "DELETE")},
     ("POST", "/api/admin/audit/sinks"): DRIVEN,
     ("DELETE", "/api/admin/audit/sinks/{sink_id}"): DRIVEN,
     ("POST", "/api/admin/audit/dead-letters/redrive"): DRIVEN,
@@ -100,6 +108,12 @@ ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
     ("PUT", f"{R}/settings"): DRIVEN,
     ("POST", f"{R}/resource-group"): DRIVEN,
     ("POST", f"{R}/paths-info/{{revision:path}}"): ReadOnly("the Hub's paths-info: a read with a JSON body"),
+    ("DELETE", f"{R}/like"): ReadOnly("Bastion has no likes: unliking changes nothing (tests/hub/test_hub_compat_upstream.py)"),
+    ("POST", f"{R}/like"): ReadOnly("likes are not offered: always refused with 400, nothing stored"),
+    ("POST", f"{R}/lfs-files/duplicate"): ReadOnly("cross-repo LFS copies are not offered: always refused with 400 "
+                                                   "(or the missing repo's 404), nothing linked"),
+    ("POST", f"{R}/duplicate"): ReadOnly("duplication is not offered: always refused with 400 (or the missing repo's "
+                                         "404), nothing created"),
     ("POST", f"{R}/branch/{{branch:path}}"): DRIVEN,
     ("DELETE", f"{R}/branch/{{branch:path}}"): DRIVEN,
     ("POST", f"{R}/tag/{{revision:path}}"): DRIVEN,
