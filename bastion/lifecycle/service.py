@@ -120,3 +120,23 @@ def reactivate_user(session: Session, user: User, *, reason: str) -> None:
                  details={"reason": reason})
     session.flush()
 
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    """An account as the instance admin's users page lists it."""
+
+    name: str
+    email: str
+    fullname: str
+    is_admin: bool
+    active: bool
+    deleted: bool
+    created_at: str
+
+
+def list_accounts(session: Session, limit: int = 500) -> list[AccountRow]:
+    """Accounts for the admin page, deleted tombstones last (newest first otherwise)."""
+    rows = session.scalars(select(User).order_by(User.deleted_at.is_not(None), User.id.desc()).limit(limit))
+    return [AccountRow(u.name, u.email, u.fullname, u.is_admin, u.is_active, u.deleted_at is not None,
+                       u.created_at.strftime("%Y-%m-%d")) for u in rows]

@@ -191,6 +191,8 @@ def sudo_return_path(request: Request) -> str:
     if request.method == "GET":
         return path
     parts = path.split("/")
+    if path.startswith("/admin/"):
+        return "/".join(parts[:3])  # /admin/users/alice/delete → /admin/users
     return "/".join(parts[:3]) if path.startswith("/settings/") else "/settings"
 
 
