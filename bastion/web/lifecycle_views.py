@@ -58,7 +58,7 @@ async def account_delete(request: Request, principal: Principal = Depends(curren
                 deletion.delete_account(hub, session, user, grace_days=hub.settings.account_deletion_grace_days)
         except BadRequest as exc:
             return _account_page(request, principal, 400, exc.message)
-        response = render(request, "account_deleted.html")
+        response = redirect("/login?m=account-deleted")
         clear_session_cookie(request, response)
         return response
 

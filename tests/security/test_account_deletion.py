@@ -242,7 +242,8 @@ def test_a_user_deletes_their_own_account_in_sudo_mode(lserver: BastionServer, t
     assert r.status_code == 400 and "Type your username" in r.text
     assert httpx.get(f"{server.url}/api/whoami-v2", headers=_auth(token), timeout=TIMEOUT).status_code == 200
     r = web.post("/settings/account/delete", data={"csrf_token": csrf, "confirm": name})
-    assert r.status_code == 200 and "Your account was deleted" in r.text
+    assert r.status_code == 303 and r.headers["location"] == "/login?m=account-deleted", r.text[:300]
+    assert "Your account was deleted" in httpx.get(f"{server.url}/login?m=account-deleted", timeout=TIMEOUT).text
     assert web.get("/api/settings/tokens").status_code == 401
     assert httpx.get(f"{server.url}/api/whoami-v2", headers=_auth(token), timeout=TIMEOUT).status_code == 401
     chain = _chain(server, tmp_path)
