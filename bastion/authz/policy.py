@@ -264,6 +264,9 @@ class DiscussionRef:
 class CapabilityTarget:
     kind: str
     claims: dict[str, Any]
+    # Whether the account that obtained the capability may still act (loaded by the caller for this request):
+    # an upload URL dies with its user's deactivation, not at its expiry.
+    holder_active: bool = True
 
 
 @dataclass(frozen=True)
@@ -350,6 +353,8 @@ def authorize(principal: Principal, perm: Permission, resource: object = None) -
     if perm is Permission.LFS_OBJECT_UPLOAD:
         if not isinstance(resource, CapabilityTarget) or resource.kind != "lfs-upload":
             return Decision(False, "not an upload capability")
+        if not resource.holder_active:
+            return Decision(False, "the account this upload URL was issued to is deactivated")
         for key in ("repo_id", "oid", "size"):
             if principal.capability.get(key) != resource.claims.get(key):
                 return Decision(False, f"upload URL was issued for another {key}")

@@ -6,7 +6,7 @@ Every credential Bastion accepts is revoked here or re-checks `User.is_active` o
 - access tokens (revoked here, for good: reactivation never brings one back; `tokens.service.authenticate`
   refuses an inactive user's token anyway), hence git over HTTP (its password is a token) and every
   Xet CAS token and fetch URL (bound to the token or session that obtained it, re-read on each use:
-  `api.auth.bound_principal`),
+  `api.auth.bound_principal`), and LFS upload URLs (the policy refuses one whose user is inactive),
 - pending org token approval requests (revoked: an org admin is no longer asked to approve them),
 - SSO sessions of every org (deleted: a later sign-in must go through the IdP again); instance SSO
   signs in to a web session, revoked with the others,
