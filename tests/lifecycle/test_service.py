@@ -95,3 +95,32 @@ def test_a_deleted_account_cannot_be_reactivated_or_deleted_again(hub: Hub) -> N
             deletion.delete_account(hub, s, tomb, grace_days=0)
     with transaction(hub.sessions, readonly=True) as s:
         assert accounts.find_login_user(s, "carol") is None and accounts.find_login_user(s, "carol@example.com") is None
+
+
+def test_an_event_naming_two_deleted_accounts_is_redacted_twice_and_still_verifies(hub: Hub) -> None:
+    from bastion.audit import service as audit_service
+
+    with transaction(hub.sessions) as s:
+        alice = accounts.create_user(s, "alice", "alice@example.com", email_verified=True)
+        accounts.create_user(s, "bob", "bob@example.com", email_verified=True)
+        orgs.create_org(s, alice, "acme")
+    with bind_context(AuditContext(actor_id=alice.id, actor_name="alice", ip="10.1.1.1", user_agent="ua",
+                                   via="api")), transaction(hub.sessions) as s:
+        orgs.add_member(s, orgs.get_org(s, "acme"), accounts.get_user_by_name(s, "bob"), "read")
+        both = s.scalar(select(AuditEvent.id).where(AuditEvent.action == "org.add_user", AuditEvent.target_id == "bob"))
+    for name in ("bob", "alice"):
+        with transaction(hub.sessions) as s:
+            deletion.delete_account(hub, s, accounts.get_user_by_name(s, name), grace_days=0)
+        with transaction(hub.sessions, readonly=True) as s:
+            walk = audit_service.verify(s)
+            assert walk.problem is None, walk.problem
+            assert walk.redacted >= 1
+    with transaction(hub.sessions, readonly=True) as s:
+        ev = s.get(AuditEvent, both)
+        assert ev is not None and ev.ip is None and ev.user_agent is None
+        text = repr((ev.actor_name, ev.target_id, ev.namespace, ev.details))
+        assert "alice" not in text and "bob" not in text and ev.namespace == "acme"
+        redactions = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "user.audit_redact")
+                                    .order_by(AuditEvent.id)))
+        assert len(redactions) == 2 and ev.redacted_by == redactions[1].id
+        assert any(entry[0] == both for entry in redactions[0].details["redacted"])  # named by both
