@@ -26,13 +26,24 @@ from bastion.orgs import service as orgs
 from bastion.orgs.models import OrgMember
 from bastion.sso.models import SsoSession
 from bastion.tokens import service as tokens
+from tests.conftest import create_pg_database, drop_pg_database
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    h = Hub.open(Settings(data_dir=tmp_path, scanners=[]))
-    yield h
-    h.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hub(request: pytest.FixtureRequest, tmp_path: Path, pg_admin_url: str) -> Iterator[Hub]:
+    """Both backends: the redaction reads JSON details as text and compares names case-insensitively."""
+    if request.param == "sqlite":
+        h = Hub.open(Settings(data_dir=tmp_path, scanners=[]))
+        yield h
+        h.close()
+        return
+    name, url = create_pg_database(pg_admin_url)
+    h = Hub.open(Settings(data_dir=tmp_path, scanners=[], database_url=url))
+    try:
+        yield h
+    finally:
+        h.close()
+        drop_pg_database(pg_admin_url, name)
 
 
 def _count(s: Session, model: type, **where: object) -> int:
