@@ -165,6 +165,15 @@ def test_admin_deletes_a_user_audit_stays_readable_and_pseudonymous(lserver: Bas
     finally:
         engine.dispose()
     _verify(server)
+    # Outside Bastion too (no database, no audit key): the export carries the redaction marks, and the signed
+    # checkpoints vouch for the redaction events.
+    key = tmp_path / "key.pub"
+    key.write_text(httpx.get(f"{server.url}/api/signing-key", timeout=TIMEOUT).json()["publicKey"] + "\n")
+    server.cli("audit", "checkpoints", "--now", "--output", str(tmp_path / "cps.json"))
+    server.cli("audit", "export-chain", "--output", str(tmp_path / "export.ndjson"))
+    outside = server.cli("audit", "verify", "--export", str(tmp_path / "export.ndjson"), "--checkpoints",
+                         str(tmp_path / "cps.json"), "--public-key", str(key), check=False)
+    assert outside.returncode == 0 and "redacted" in outside.stdout, outside.stdout + outside.stderr
 
     # The grace period: nothing is purged before it ends; after it, the repos are deleted (CLI or sweeper).
     server.cli("admin", "purge-deleted-accounts")
