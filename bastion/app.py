@@ -92,6 +92,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(auditlog_router)  # …/audit-log before the orgs' and admin routers' patterns
     from bastion.scanning.routes import admin_router as scanning_admin_router
     app.include_router(scanning_admin_router)  # /api/admin/…: before any /api/{plural}/… pattern
+    from bastion.lifecycle.routes import router as lifecycle_router
+    app.include_router(lifecycle_router)  # /api/admin/users/…, /api/settings/data-export: before /api/{plural}/…
     app.include_router(tokens_router)
     from bastion.signing.routes import router as signing_router
     app.include_router(signing_router)  # before repos: /api/signing-key is not a repo type listing
@@ -137,6 +139,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(web_community_router)  # before the repo pages: /{ns}/{name}/discussions
     from bastion.web.admin_views import router as web_admin_router
     app.include_router(web_admin_router)  # before the user pages: /admin is a reserved name
+    from bastion.web.lifecycle_views import router as web_lifecycle_router
+    app.include_router(web_lifecycle_router)  # /admin/users, /settings/account: before the user pages
     app.include_router(web_router)
     app.include_router(web_signin_router)
     app.include_router(web_settings_router)

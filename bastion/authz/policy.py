@@ -47,7 +47,7 @@ CAPABILITY_PERMISSIONS = frozenset({Permission.LFS_OBJECT_UPLOAD, Permission.XET
 # authorize() refuses it without Principal.recently_authenticated, and the web pages send the browser to
 # /settings/sudo. Every one of them is browser-only too (below): a token cannot re-authenticate.
 SUDO_PERMISSIONS = frozenset({Permission.ACCOUNT_SECURITY, Permission.ACCOUNT_EMAILS_WRITE, Permission.TOKEN_MANAGE,
-                              Permission.USER_KEYS_WRITE})
+                              Permission.USER_KEYS_WRITE, Permission.ACCOUNT_DELETE, Permission.INSTANCE_USERS_WRITE})
 # Instance administration from a browser session: the same recent confirmation (a token's holder chose to mint an
 # administrator's token; a browser tab left open did not choose anything). Tokens are not asked: they cannot
 # re-authenticate, and these also have API routes for automation.
@@ -93,7 +93,8 @@ METHOD_GRANTS: dict[str, frozenset[Permission]] = {
                           Permission.REPO_ACCESS_WRITE, Permission.INSTANCE_STATUS_READ,
                           Permission.INSTANCE_SSO_WRITE, *BROWSER_ONLY_PERMISSIONS,
                           *ORG_PERMISSIONS, *COMMUNITY_FORM_PERMISSIONS, Permission.ORG_AUDIT_LOG_READ,
-                          Permission.INSTANCE_AUDIT_LOG_READ, Permission.USER_SECURITY_LOG_READ}),
+                          Permission.INSTANCE_AUDIT_LOG_READ, Permission.USER_SECURITY_LOG_READ,
+                          Permission.USER_DATA_EXPORT}),
     "capability": CAPABILITY_PERMISSIONS,
 }
 
@@ -395,6 +396,10 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")  # sudo: authorize()
     if perm is Permission.USER_SECURITY_LOG_READ:  # one's own: routes read principal.user_id's log only
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")
+    if perm in (Permission.USER_DATA_EXPORT, Permission.ACCOUNT_DELETE):  # one's own: routes act on principal.user_id
+        return ALLOW if principal.authenticated else Decision(False, "sign-in required")  # sudo: authorize()
+    if perm is Permission.INSTANCE_USERS_WRITE:
+        return ALLOW if principal.is_admin else Decision(False, "instance administrators only")  # sudo: authorize()
     if perm in (Permission.ADMIN, Permission.INSTANCE_STATUS_READ, Permission.INSTANCE_AUDIT_LOG_READ,
                 Permission.INSTANCE_SSO_WRITE):
         return ALLOW if principal.is_admin else Decision(False, "instance administrators only")

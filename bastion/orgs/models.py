@@ -56,6 +56,9 @@ class OrgMember(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16))  # no_access | read | contributor | write | admin
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The provisioning source that manages this membership (e.g. "scim"), None when granted by hand:
+    # deprovisioning by that source removes it (bastion.lifecycle.service.deactivate_user).
+    managed_by: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
 
 
 class OrgInvitation(Base):
