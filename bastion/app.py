@@ -96,6 +96,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.orgs.routes import router as orgs_router
     from bastion.tokens import governance as token_governance
     token_governance.install(hub.engine, app.state.mailer)  # token approval requests are e-mailed
+    from bastion.scim.routes import router as scim_router
+    app.include_router(scim_router)  # /scim/v2/… and /api/organizations/{org}/scim/v2/…: SCIM errors, SCIM tokens
     from bastion.sso.routes import router as sso_router
     app.include_router(sso_router)  # /api/organizations/{name}/settings/sso
     app.include_router(orgs_router)  # before repos: /api/{plural}/{ns}/{name}/resource-group
