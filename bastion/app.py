@@ -90,6 +90,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(auditlog_router)  # …/audit-log before the orgs' and admin routers' patterns
     from bastion.scanning.routes import admin_router as scanning_admin_router
     app.include_router(scanning_admin_router)  # /api/admin/…: before any /api/{plural}/… pattern
+    from bastion.lifecycle.routes import router as lifecycle_router
+    app.include_router(lifecycle_router)  # /api/admin/users/…, /api/settings/data-export: before /api/{plural}/…
     app.include_router(tokens_router)
     from bastion.signing.routes import router as signing_router
     app.include_router(signing_router)  # before repos: /api/signing-key is not a repo type listing

@@ -909,5 +909,52 @@ def _os_user() -> str:
         return f"os:uid{os.getuid()}"
 
 
+
+# ---- identity lifecycle (bastion.lifecycle) ----------------------------------------------------------
+
+@admin.command("deactivate-user")
+@click.argument("name")
+@click.option("--reason", default="", help="Why (kept in the audit event).")
+@data_dir_option
+def deactivate_user(name: str, reason: str, data_dir: Path | None) -> None:
+    """Deprovision NAME at once: inactive, and every web session, access token, pending token approval and
+    SSO session revoked in one transaction (Xet CAS tokens and git credentials stop with them)."""
+    from bastion.accounts import service as accounts
+    from bastion.lifecycle import service as lifecycle
+
+    hub = _admin_hub(data_dir)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            user = accounts.get_user_by_name(session, name)
+            revoked = lifecycle.deactivate_user(session, user, reason=reason)
+            click.echo(f"deactivated {user.name}: revoked {revoked.web_sessions} web sessions, {revoked.tokens} "
+                       f"tokens, {revoked.approvals} pending approvals, {revoked.sso_sessions} SSO sessions", err=True)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
+@admin.command("reactivate-user")
+@click.argument("name")
+@click.option("--reason", default="", help="Why (kept in the audit event).")
+@data_dir_option
+def reactivate_user(name: str, reason: str, data_dir: Path | None) -> None:
+    """Let a deactivated NAME sign in again; none of the revoked tokens or sessions come back."""
+    from bastion.accounts import service as accounts
+    from bastion.lifecycle import service as lifecycle
+
+    hub = _admin_hub(data_dir)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            user = accounts.get_user_by_name(session, name)
+            lifecycle.reactivate_user(session, user, reason=reason)
+            click.echo(f"reactivated {user.name} (revoked credentials stay revoked)", err=True)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
 if __name__ == "__main__":
     sys.exit(main())

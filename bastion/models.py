@@ -11,6 +11,7 @@ import bastion.audit.models  # noqa: F401
 import bastion.community.models  # noqa: F401
 import bastion.gating.models  # noqa: F401
 import bastion.lfs.models  # noqa: F401
+import bastion.lifecycle.models  # noqa: F401
 import bastion.orgs.models  # noqa: F401
 import bastion.relocation.models  # noqa: F401
 import bastion.repos.models  # noqa: F401

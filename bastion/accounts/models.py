@@ -34,6 +34,9 @@ class User(Base):
     totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     # Random per-user handle for WebAuthn (the spec forbids personal data there).
     webauthn_handle: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    # Set when the account was deleted (bastion.lifecycle): the row stays as a pseudonymous tombstone
+    # (name "deleted-…", no e-mail, no credentials) so ids in audit events and commits still resolve.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
 
     emails: Mapped[list[UserEmail]] = relationship(back_populates="user", cascade="all, delete-orphan",
                                                    order_by="UserEmail.id")

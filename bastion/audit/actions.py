@@ -25,6 +25,11 @@ class AuditAction(StrEnum):
     USER_2FA_RECOVERY_GENERATE = "user.2fa.recovery_codes_generate"
     USER_2FA_RECOVERY_USE = "user.2fa.recovery_code_use"
     USER_2FA_FAILED = "user.2fa.failed"
+    # Identity lifecycle (bastion.lifecycle): deprovisioned (every credential revoked), allowed back in,
+    # deleted (personal data removed, audit events pseudonymised), repos of a deleted account purged after
+    # the grace period, and a user's export of their own data.
+    USER_DEACTIVATE = "user.deactivate"
+    USER_REACTIVATE = "user.reactivate"
     TOKEN_CREATE = "token.create"
     TOKEN_REVOKE = "token.revoke"
     TOKEN_ROTATE = "token.rotate"

@@ -44,6 +44,9 @@ class AuditEvent(Base):
     # Set when an organization's retention removed this event's content: its link and MAC stay (the chain
     # still verifies), and the keyed purge event it names counts every event it emptied.
     purged_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Set when an account deletion pseudonymised this event's personal fields: the keyed redaction event it
+    # names lists this event with its original hash and the hash of its redacted content (bastion.audit.chain).
+    redacted_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AuditAnchor(Base):

@@ -70,6 +70,8 @@ MESSAGES: dict[AuditAction, str] = {
     AuditAction.USER_2FA_RECOVERY_GENERATE: "New recovery codes were generated for {target}",
     AuditAction.USER_2FA_RECOVERY_USE: "A recovery code of {target} was used",
     AuditAction.USER_2FA_FAILED: "A second-factor check for {target} failed",
+    AuditAction.USER_DEACTIVATE: "{author} deactivated {target} and revoked every credential ({reason})",
+    AuditAction.USER_REACTIVATE: "{author} reactivated {target} ({reason})",
     AuditAction.TOKEN_CREATE: "{author} created the access token {name}",
     AuditAction.TOKEN_REVOKE: "The access token {name} was revoked ({reason})",
     AuditAction.TOKEN_ROTATE: "{author} rotated an access token",

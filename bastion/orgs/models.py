@@ -56,7 +56,8 @@ class OrgMember(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16))  # no_access | read | contributor | write | admin
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Who manages this membership: None (admins, invitations, SSO) or "scim" (the org's or instance's IdP).
+    # The provisioning source that manages this membership (e.g. "scim"), None when granted by hand:
+    # deprovisioning by that source removes it (bastion.lifecycle.service.deactivate_user).
     managed_by: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
 
 

@@ -10,7 +10,9 @@ its scimType, never a 500. Audit events name the SCIM client ("scim:<label>#<id>
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -35,10 +37,12 @@ from scim2_models import (
     Patch,
     PatchOp,
     PreconditionFailedException,
+    Required,
     ResourceType,
     ResponseParameters,
     SCIMException,
     ScimFilter,
+    SearchRequest,
     ServiceProviderConfig,
     Sort,
     User,
@@ -181,11 +185,22 @@ def _user_schema() -> ScimSchema:
     for a in schema.attributes:
         if a.name == "userName":
             a.mutability = Mutability.immutable
+        if a.name == "active":  # Bastion keeps no "unknown" state: an account is active or not
+            a.required = Required.true
+    return schema
+
+
+def _group_schema() -> ScimSchema:
+    schema = Group.to_schema()
+    for a in schema.attributes or []:
+        for sub in (a.sub_attributes or []) if a.name == "members" else []:
+            if sub.name == "display":  # the member's userName or group name, as Bastion knows it
+                sub.mutability = Mutability.read_only
     return schema
 
 
 def _schemas() -> list[ScimSchema]:
-    return [_user_schema(), Group.to_schema()]
+    return [_user_schema(), _group_schema()]
 
 
 def _resource_types() -> list[ResourceType]:
@@ -289,13 +304,6 @@ def _int_param(request: Request, name: str, default: int) -> int:
         raise InvalidValueException(detail=f"{name} must be an integer") from None
 
 
-def _page(request: Request, total_items: list[Any]) -> tuple[list[Any], int]:
-    """startIndex is 1-based (below 1 counts as 1); count is capped and below 0 counts as 0 (RFC 7644 §3.4.2.4)."""
-    start = max(1, _int_param(request, "startIndex", 1))
-    count = min(MAX_RESULTS, max(0, _int_param(request, "count", MAX_RESULTS)))
-    return total_items[start - 1:start - 1 + count], start
-
-
 def _filter(request: Request, model: type[Any]) -> ScimFilter[Any] | None:
     text = request.query_params.get("filter")
     if not text:
@@ -346,27 +354,71 @@ def _user_payload(session: Any, scope: scim.Scope, seen: scim.Seen, base: str) -
     return _dump(scim.serve_users(session, scope, [seen], base)[0])
 
 
+@dataclass(frozen=True)
+class Query:
+    """A list or search request (RFC 7644 §3.4.2, §3.4.3): filter, page and the attributes to return."""
+
+    filter: ScimFilter[Any] | None
+    params: ResponseParameters[Any] | None
+    start: int
+    count: int
+
+
+def _query_of(request: Request, model: type[Any]) -> Query:
+    """startIndex is 1-based (below 1 counts as 1); count is capped and below 0 counts as 0 (§3.4.2.4)."""
+    return Query(_filter(request, model), _params(request), max(1, _int_param(request, "startIndex", 1)),
+                 min(MAX_RESULTS, max(0, _int_param(request, "count", MAX_RESULTS))))
+
+
+def _search_of(data: dict[str, Any], model: type[Any]) -> Query:
+    search = SearchRequest[model].model_validate(data, scim_ctx=Context.SEARCH_REQUEST)  # type: ignore[valid-type]
+    params = None
+    if search.attributes or search.excluded_attributes:
+        params = ResponseParameters(attributes=search.attributes, excluded_attributes=search.excluded_attributes)
+    start = max(1, search.start_index or 1)
+    count = MAX_RESULTS if search.count is None else min(MAX_RESULTS, max(0, search.count))
+    return Query(search.filter, params, start, count)
+
+
+def _listing(session: Any, scope: scim.Scope, model: type[Any], base: str, query: Query) -> Response:
+    if model is User:
+        resources: list[Any] = scim.serve_users(session, scope, scim.all_users(session, scope), base)
+    else:
+        resources = [scim.group_resource(session, g, base) for g in scim.all_groups(session, scope)]
+    if query.filter is not None:
+        resources = [r for r in resources if query.filter.match(r)]
+    page = resources[query.start - 1:query.start - 1 + query.count]
+    items = []
+    for r in page:
+        payload, _version = _versioned(_dump(r))
+        if query.params is not None:
+            payload = _dump(model.model_validate(payload, scim_ctx=Context.RESOURCE_QUERY_RESPONSE), query.params)
+        items.append(payload)
+    out = _dump(ListResponse[model](total_results=len(resources), start_index=query.start,  # type: ignore[valid-type]
+                                    items_per_page=len(items)))
+    out["Resources"] = items
+    return _scim_response(out)
+
+
 @permission(Permission.SCIM_PROVISION)
 async def list_users(request: Request) -> Response:
-    base, params, flt = _base(request), _params(request), _filter(request, User)
+    base, query = _base(request), _query_of(request, User)
+    return await _run(request, lambda session, scope: _listing(session, scope, User, base, query), readonly=True)
 
-    def work(session: Any, scope: scim.Scope) -> Response:
-        resources = scim.serve_users(session, scope, scim.all_users(session, scope), base)
-        if flt is not None:
-            resources = [r for r in resources if flt.match(r)]
-        page, start = _page(request, resources)
-        items = []
-        for r in page:
-            payload, version = _versioned(_dump(r))
-            if params is not None:
-                payload = _dump(User.model_validate(payload, scim_ctx=Context.RESOURCE_QUERY_RESPONSE), params)
-            items.append(payload)
-        listed = ListResponse[User](total_results=len(resources), start_index=start, items_per_page=len(items))
-        out = _dump(listed)
-        out["Resources"] = items
-        return _scim_response(out)
 
-    return await _run(request, work, readonly=True)
+@permission(Permission.SCIM_PROVISION)
+async def search_users(request: Request) -> Response:
+    base, data = _base(request), await _body(request)
+    return await _run(request, lambda session, scope: _listing(session, scope, User, base, _search_of(data, User)),
+                      readonly=True)
+
+
+@permission(Permission.SCIM_PROVISION)
+async def search_all(request: Request) -> Response:
+    """POST /.search over every resource type at once: not offered (a 501, as §3.12 describes)."""
+    return await _run(request, lambda _s, _sc: error_response(
+        501, "Searching several resource types at once is not supported: use /Users/.search or /Groups/.search"),
+        readonly=True)
 
 
 @permission(Permission.SCIM_PROVISION)
@@ -442,24 +494,15 @@ async def delete_user(request: Request) -> Response:
 
 @permission(Permission.SCIM_PROVISION)
 async def list_groups(request: Request) -> Response:
-    base, params, flt = _base(request), _params(request), _filter(request, Group)
+    base, query = _base(request), _query_of(request, Group)
+    return await _run(request, lambda session, scope: _listing(session, scope, Group, base, query), readonly=True)
 
-    def work(session: Any, scope: scim.Scope) -> Response:
-        resources = [scim.group_resource(session, g, base) for g in scim.all_groups(session, scope)]
-        if flt is not None:
-            resources = [r for r in resources if flt.match(r)]
-        page, start = _page(request, resources)
-        items = []
-        for r in page:
-            payload, _version = _versioned(_dump(r))
-            if params is not None:
-                payload = _dump(Group.model_validate(payload, scim_ctx=Context.RESOURCE_QUERY_RESPONSE), params)
-            items.append(payload)
-        out = _dump(ListResponse[Group](total_results=len(resources), start_index=start, items_per_page=len(items)))
-        out["Resources"] = items
-        return _scim_response(out)
 
-    return await _run(request, work, readonly=True)
+@permission(Permission.SCIM_PROVISION)
+async def search_groups(request: Request) -> Response:
+    base, data = _base(request), await _body(request)
+    return await _run(request, lambda session, scope: _listing(session, scope, Group, base, _search_of(data, Group)),
+                      readonly=True)
 
 
 @permission(Permission.SCIM_PROVISION)
@@ -528,19 +571,35 @@ async def delete_group(request: Request) -> Response:
     return await _run(request, work)
 
 
+@permission(Permission.PUBLIC)
+async def unknown(request: Request) -> Response:
+    """Any other path under a SCIM prefix: a SCIM 404 (RFC 7644 §3.12), not the Hub's."""
+    require(Principal.anonymous(), Permission.PUBLIC)
+    rest = "/" + request.path_params["rest"]
+    allowed = sorted({m for m, pattern in _KNOWN if pattern.match(rest)})
+    if allowed:
+        response = error_response(405, f"{request.method} is not allowed on {rest}")
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+    raise NotFoundException(detail=f"No SCIM resource at {request.url.path}")
+
+
 ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]]]] = [
     ("GET", "/ServiceProviderConfig", service_provider_config),
     ("GET", "/ResourceTypes", resource_types),
     ("GET", "/ResourceTypes/{rid}", resource_type),
     ("GET", "/Schemas", schemas),
     ("GET", "/Schemas/{sid}", schema),
+    ("POST", "/.search", search_all),
     ("GET", "/Users", list_users),
+    ("POST", "/Users/.search", search_users),
     ("POST", "/Users", create_user),
     ("GET", "/Users/{uid}", get_user),
     ("PUT", "/Users/{uid}", replace_user),
     ("PATCH", "/Users/{uid}", patch_user),
     ("DELETE", "/Users/{uid}", delete_user),
     ("GET", "/Groups", list_groups),
+    ("POST", "/Groups/.search", search_groups),
     ("POST", "/Groups", create_group),
     ("GET", "/Groups/{gid}", get_group),
     ("PUT", "/Groups/{gid}", replace_group),
@@ -550,3 +609,6 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]]]] = [
 for _prefix in (INSTANCE_PREFIX, ORG_PREFIX):
     for _method, _path, _endpoint in ROUTES:
         router.add_api_route(_prefix + _path, _endpoint, methods=[_method])
+_KNOWN = [(m, re.compile("^" + re.sub(r"\\{[a-z]+\\}", "[^/]+", re.escape(p)) + "$")) for m, p, _e in ROUTES]
+for _prefix in (INSTANCE_PREFIX, ORG_PREFIX):
+    router.add_api_route(_prefix + "/{rest:path}", unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

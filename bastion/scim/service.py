@@ -47,6 +47,7 @@ from bastion.audit.actions import AuditAction
 from bastion.authz.policy import ORG_ROLES, Principal
 from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, NotFound
+from bastion.lifecycle import service as lifecycle
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, OrgMember, OrgTokenApproval, ResourceGroup, ResourceGroupMember
 from bastion.scim.models import ScimGroup, ScimGroupLink, ScimGroupMember, ScimIdentity, ScimToken
@@ -55,6 +56,9 @@ from bastion.tokens import format as token_format
 from bastion.tokens.models import AccessToken
 
 SOURCE = "scim"  # OrgMember.managed_by of the memberships SCIM creates; deprovisioning names it
+# An account the IdP sent no address for gets one no mail can reach (RFC 2606 reserves .invalid): the account
+# table needs an address; SCIM shows none, and the first address the IdP sends replaces it.
+NO_EMAIL_DOMAIN = "scim.invalid"
 TOKEN_PREFIX = "bsc_"  # never `bst_`: a SCIM token is no account's token, and looks different when leaked
 LABEL_MAX = 100
 _ID_RE = re.compile(r"^[0-9a-f]{24}$")
@@ -256,8 +260,13 @@ def user_resource(scope: Scope, seen: Seen, base: str, groups: list[ScimGroup]) 
     resource = User(id=public_id(user.id), user_name=user.name, active=seen.active(scope),
                     external_id=identity.external_id if identity is not None else None)
     if seen.personal(scope):
-        name = profile.get("name") or ({"formatted": user.fullname} if user.fullname else None)
-        emails = profile.get("emails") or [{"value": user.email, "primary": True}]
+        if identity is not None and (identity.created_account or profile):  # what the IdP said, as it said it
+            name, emails = profile.get("name"), profile.get("emails")
+        else:  # an account the IdP did not describe: what Bastion knows
+            name = {"formatted": user.fullname} if user.fullname else None
+            emails = [{"value": user.email, "primary": True}]
+        if emails is not None:
+            emails = [e for e in emails if not str(e.get("value", "")).endswith("@" + NO_EMAIL_DOMAIN)] or None
         resource = User.model_validate({**resource.model_dump(scim_ctx=None, exclude_none=True),
                                         "name": name, "displayName": profile.get("displayName"),
                                         "emails": emails})
@@ -276,12 +285,6 @@ def serve_users(session: Session, scope: Scope, seen: list[Seen], base: str) -> 
 
 
 # ---- users: changes ----------------------------------------------------------------------------------
-
-def _lifecycle():  # type: ignore[no-untyped-def]
-    from bastion.lifecycle import service as lifecycle  # the deprovisioning service (h20-lifecycle)
-
-    return lifecycle
-
 
 def _primary_email(resource: User) -> str | None:
     emails = resource.emails or []
@@ -356,14 +359,14 @@ def _leave_org(session: Session, org: Organization, user: Account) -> None:
 def _deactivate(session: Session, scope: Scope, user: Account) -> None:
     if user.is_active:
         where = "the instance's SCIM" if scope.org is None else f"the SCIM of {scope.org.name}"
-        _lifecycle().deactivate_user(session, user, reason=f"deprovisioned by {where}",
+        lifecycle.deactivate_user(session, user, reason=f"deprovisioned by {where}",
                                      memberships_managed_by=SOURCE)
 
 
 def _reactivate(session: Session, scope: Scope, user: Account) -> None:
     if not user.is_active:
         where = "the instance's SCIM" if scope.org is None else f"the SCIM of {scope.org.name}"
-        _lifecycle().reactivate_user(session, user, reason=f"provisioned again by {where}")
+        lifecycle.reactivate_user(session, user, reason=f"provisioned again by {where}")
 
 
 def _set_active(session: Session, scope: Scope, seen: Seen, active: bool) -> None:
@@ -396,9 +399,7 @@ def create_user(session: Session, scope: Scope, resource: User) -> Seen:
     existing = session.scalar(select(Account).where(Account.name_lower == name.lower()))
     if existing is not None:
         return _link_existing(session, scope, existing, resource)
-    email = _primary_email(resource)
-    if email is None:
-        raise InvalidValueException(detail="A Bastion account needs an e-mail address: send emails with one value")
+    email = _primary_email(resource) or f"{name}@{NO_EMAIL_DOMAIN}"
     try:
         user = accounts.create_user(session, name, email, _fullname(resource, name),
                                     email_verified=scope.org is None)
@@ -458,10 +459,8 @@ def update_user(session: Session, scope: Scope, seen: Seen, before: User, after:
         if not seen.owned(scope):
             raise ForbiddenException(detail="This account was not provisioned by this organization's SCIM: "
                                             "only its membership and externalId can change")
-        email = _primary_email(after)
-        if email is None:
-            raise InvalidValueException(detail="A Bastion account needs an e-mail address")
-        if email.lower() != user.email.lower():
+        email = _primary_email(after)  # none: the account keeps its address (an account always has one)
+        if email is not None and email.lower() != user.email.lower():
             _set_primary_email(session, scope, user, email)
             changed.append("emails")
         identity = _identity_for(session, scope, user)
@@ -532,10 +531,9 @@ def member_ids(session: Session, group: ScimGroup) -> list[int]:
 
 
 def group_resource(session: Session, group: ScimGroup, base: str) -> Group:
-    ids = member_ids(session, group)
-    users = accounts.users_by_ids(session, set(ids))
-    members = [GroupMember(value=public_id(i), display=users[i].name, ref=f"{base}/Users/{public_id(i)}")
-               for i in ids if i in users]
+    # No `display`: it is read-only and optional, and a PATCH answer must equal what the IdP sent (scim2-tester).
+    members = [GroupMember(value=public_id(i), type="User", ref=f"{base}/Users/{public_id(i)}")
+               for i in member_ids(session, group)]
     return Group(id=public_id(group.id), display_name=group.display_name, external_id=group.external_id,
                  members=members or None,
                  meta=Meta(resource_type="Group", created=group.created_at, last_modified=group.updated_at,

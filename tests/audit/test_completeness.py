@@ -170,6 +170,10 @@ ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
     ("POST", "/spaces/{ns}/{name}/access-requests"): Elsewhere("tests/security/test_gated_repos.py",
                                                                "repo.access_request.reset"),
     ("POST", "/login"): DRIVEN,
+    ("POST", "/api/admin/users/{name}/deactivate"): Elsewhere("tests/security/test_deprovisioning.py",
+                                                              "user.deactivate"),
+    ("POST", "/api/admin/users/{name}/reactivate"): Elsewhere("tests/security/test_deprovisioning.py",
+                                                              "user.reactivate"),
     ("POST", "/login/two-factor"): DRIVEN,
     ("POST", "/login/webauthn"): Elsewhere("tests/web/test_browser.py", "user.login"),
     ("POST", "/login/recovery"): DRIVEN,
@@ -279,6 +283,8 @@ NOT_BY_ROUTE: dict[str, tuple[str, str]] = {
     "user.sso_login": ("an IdP's answer (the OIDC callback, a GET; SAML's consume)", "tests/sso/test_instance_sso.py"),
     "user.sso_link": ("an IdP's answer, then the existing account proven", "tests/sso/test_instance_sso.py"),
     "user.sso_login_failed": ("an IdP's answer refused", "tests/sso/test_instance_sso.py"),
+    "user.deactivate": ("an admin's deprovisioning (CLI, admin API, SCIM)", "tests/security/test_deprovisioning.py"),
+    "user.reactivate": ("an admin's reactivation (CLI, admin API, SCIM)", "tests/security/test_deprovisioning.py"),
 }
 
 

@@ -1,8 +1,8 @@
 """SCIM 2.0: the IdP's bearer tokens, the accounts and groups each SCIM scope (the instance, an
-organization) provisioned, SCIM groups linked to resource groups, and who manages an org membership.
+organization) provisioned, and SCIM groups linked to resource groups (org_members.managed_by: 0030_account_lifecycle).
 
 Revision ID: 0031_scim
-Revises: 0029_regions_followup
+Revises: 0030_account_lifecycle
 """
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from alembic import op
 import bastion.db
 
 revision = "0031_scim"
-down_revision = "0029_regions_followup"
+down_revision = "0030_account_lifecycle"
 branch_labels = None
 depends_on = None
 
@@ -105,12 +105,8 @@ def upgrade() -> None:
     op.create_index(op.f("ix_scim_group_links_scim_group_id"), "scim_group_links", ["scim_group_id"], unique=False)
     op.create_index(op.f("ix_scim_group_links_resource_group_id"), "scim_group_links", ["resource_group_id"],
                     unique=False)
-    with op.batch_alter_table("org_members") as batch:
-        batch.add_column(sa.Column("managed_by", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("org_members") as batch:
-        batch.drop_column("managed_by")
     for table in ("scim_group_links", "scim_group_members", "scim_groups", "scim_identities", "scim_tokens"):
         op.drop_table(table)

@@ -1,0 +1,122 @@
+"""Deprovisioning in one service call: deactivate_user() revokes every credential kind of a user in the
+caller's transaction; reactivate_user() lets the person sign in again with none of the old credentials.
+
+Every credential Bastion accepts is revoked here or re-checks `User.is_active` on each use:
+- web sessions (revoked here; `accounts.sessions` also refuses an inactive user's cookie),
+- access tokens (revoked here, for good: reactivation never brings one back; `tokens.service.authenticate`
+  refuses an inactive user's token anyway), hence git over HTTP (its password is a token) and every
+  Xet CAS token and fetch URL (bound to the token or session that obtained it, re-read on each use:
+  `api.auth.bound_principal`),
+- pending org token approval requests (revoked: an org admin is no longer asked to approve them),
+- SSO sessions of every org (deleted: a later sign-in must go through the IdP again); instance SSO
+  signs in to a web session, revoked with the others,
+- org memberships a provisioning source manages (`OrgMember.managed_by`, e.g. "scim"), when the caller
+  names that source; memberships granted by hand stay (an admin decides about them).
+Repos stay where they are and commits keep their author. The actor of every audit event is the
+current audit context: the admin, the CLI, or the SCIM client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from bastion import audit
+from bastion.accounts.models import User, WebSession
+from bastion.audit.actions import AuditAction
+from bastion.db import utcnow
+from bastion.errors import BadRequest, Conflict
+from bastion.orgs.models import Organization, OrgMember, OrgTokenApproval, ResourceGroup, ResourceGroupMember
+from bastion.sso.models import SsoSession
+from bastion.tokens import service as tokens
+from bastion.tokens.models import AccessToken
+
+REASON_MAX = 500
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What deactivate_user() revoked, by credential kind (what was already dead is not counted)."""
+
+    web_sessions: int
+    tokens: int
+    approvals: int
+    sso_sessions: int
+    memberships: int
+
+    def as_json(self) -> dict[str, int]:
+        return {"webSessions": self.web_sessions, "tokens": self.tokens, "approvals": self.approvals,
+                "ssoSessions": self.sso_sessions, "memberships": self.memberships}
+
+
+def _reason(reason: str) -> str:
+    text = (reason or "").strip()
+    if len(text) > REASON_MAX:
+        raise BadRequest(f"The reason is limited to {REASON_MAX} characters")
+    return text
+
+
+def deactivate_user(session: Session, user: User, *, reason: str,
+                    memberships_managed_by: str | None = None) -> Revocation:
+    """Set `user` inactive and revoke every credential it holds, in the caller's transaction (no commit).
+    Idempotent: deactivating an inactive user revokes whatever is left (nothing, normally)."""
+    reason = _reason(reason)
+    user.is_active = False
+    now = utcnow()
+    # Web sessions (instance SSO sign-ins included): every one not already revoked, pending ones too.
+    ended = session.execute(update(WebSession).where(WebSession.user_id == user.id, WebSession.revoked_at.is_(None))
+                            .values(revoked_at=now)).rowcount  # type: ignore[attr-defined]
+    # Access tokens: revoked for good (revoke_token records one token.revoke event each).
+    live = list(session.scalars(select(AccessToken).where(AccessToken.user_id == user.id,
+                                                          AccessToken.revoked_at.is_(None))))
+    for tok in live:
+        tokens.revoke_token(session, tok, reason=f"user deactivated: {reason}" if reason else "user deactivated")
+    # Org token approvals still waiting for an org admin: revoked (permanent for that org).
+    token_ids = select(AccessToken.id).where(AccessToken.user_id == user.id)
+    approvals = session.execute(update(OrgTokenApproval).where(OrgTokenApproval.token_id.in_(token_ids),
+                                                               OrgTokenApproval.state == "pending")
+                                .values(state="revoked", decided_at=now)).rowcount  # type: ignore[attr-defined]
+    sso = session.execute(delete(SsoSession).where(SsoSession.user_id == user.id)).rowcount  # type: ignore[attr-defined]
+    memberships = _drop_managed_memberships(session, user, memberships_managed_by, reason) \
+        if memberships_managed_by else 0
+    revoked = Revocation(int(ended or 0), len(live), int(approvals or 0), int(sso or 0), memberships)
+    audit.record(session, AuditAction.USER_DEACTIVATE, target=("user", user.name), namespace=user.name,
+                 details={"reason": reason, "revoked": revoked.as_json(),
+                          **({"memberships_managed_by": memberships_managed_by} if memberships_managed_by else {})})
+    session.flush()
+    return revoked
+
+
+def _drop_managed_memberships(session: Session, user: User, source: str, reason: str) -> int:
+    """Remove the memberships `source` manages (with the user's resource groups in those orgs). Unlike a
+    removal by an org admin this may leave an org without an admin: the identity provider said the
+    person is gone, and an instance admin can still name a new org admin."""
+    rows = session.execute(select(OrgMember, Organization).join(Organization, Organization.id == OrgMember.org_id)
+                           .where(OrgMember.user_id == user.id, OrgMember.managed_by == source)).all()
+    for member, org in rows:
+        groups = select(ResourceGroup.id).where(ResourceGroup.org_id == org.id)
+        session.execute(delete(ResourceGroupMember).where(ResourceGroupMember.user_id == user.id,
+                                                          ResourceGroupMember.group_id.in_(groups)))
+        session.delete(member)
+        audit.record(session, AuditAction.ORG_REMOVE_USER, target=("user", user.name), namespace=org.name,
+                     details={"role": member.role, "managed_by": source, "deprovisioned": True,
+                              **({"reason": reason} if reason else {})})
+    session.flush()
+    return len(rows)
+
+
+def reactivate_user(session: Session, user: User, *, reason: str) -> None:
+    """Let `user` sign in again. Nothing revoked comes back: tokens stay revoked, sessions ended, SSO
+    sessions gone; the person signs in anew and creates new tokens."""
+    reason = _reason(reason)
+    if getattr(user, "deleted_at", None) is not None:
+        raise Conflict("A deleted account cannot be reactivated")
+    if user.is_active:
+        return
+    user.is_active = True
+    audit.record(session, AuditAction.USER_REACTIVATE, target=("user", user.name), namespace=user.name,
+                 details={"reason": reason})
+    session.flush()
+
