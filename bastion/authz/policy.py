@@ -864,6 +864,6 @@ def require(principal: Principal, perm: Permission, resource: object = None) -> 
         raise Forbidden(decision.reason)
     if decision.reauthenticate:
         raise ReauthenticationRequired(decision.reason)
-    if not principal.authenticated and principal.method != "capability":
+    if not principal.authenticated and principal.method not in ("capability", "scim"):
         raise AuthenticationRequired(f"Authentication required: {decision.reason}")
     raise Forbidden(f"Forbidden: {decision.reason}")

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from scim2_models import (
@@ -52,12 +52,13 @@ from scim2_models import Schema as ScimSchema
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of, presented_token
+from bastion.api.bodies import json_object
 from bastion.api.urls import base_url
 from bastion.audit.context import bind_context
 from bastion.authz import Permission, Principal, permission, require
 from bastion.authz.policy import ScimScope
 from bastion.db import transaction
-from bastion.errors import BastionError, InvalidCredentials, UnknownCredentials
+from bastion.errors import BadRequest, BastionError, InvalidCredentials, UnknownCredentials
 from bastion.orgs import service as orgs
 from bastion.scim import service as scim
 from bastion.tokens import service as tokens_service
@@ -612,3 +613,43 @@ for _prefix in (INSTANCE_PREFIX, ORG_PREFIX):
 _KNOWN = [(m, re.compile("^" + re.sub(r"\\{[a-z]+\\}", "[^/]+", re.escape(p)) + "$")) for m, p, _e in ROUTES]
 for _prefix in (INSTANCE_PREFIX, ORG_PREFIX):
     router.add_api_route(_prefix + "/{rest:path}", unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+
+
+# ---- an org's SCIM settings over the Hub-format API (org admins; tokens are managed in the browser or CLI) -------
+
+settings_router = APIRouter()
+
+
+@settings_router.get("/api/organizations/{name}/settings/scim")
+@permission(Permission.ORG_WRITE)
+def get_settings(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """The org's SCIM endpoint, its tokens (never a secret), its SCIM groups with their links, and the
+    accounts its SCIM provisioned."""
+    with transaction(hub_of(request).sessions, readonly=True) as session:
+        org, facts = orgs.org_with_facts(session, name)
+        require(principal, Permission.ORG_WRITE, facts)
+        return JSONResponse(scim.settings_view(session, scim.Scope(org),
+                                               base_url(request) + ORG_PREFIX.replace("{org}", org.name)))
+
+
+@settings_router.put("/api/organizations/{name}/settings/scim/groups/{gid}")
+@permission(Permission.ORG_WRITE)
+async def link_group(name: str, gid: str, request: Request,
+                     principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """Link a SCIM group to an org role (`role`, null: none) and to resource groups (`resourceGroups`:
+    [{"id": id or name, "role": ROLE}]), replacing earlier links; members' roles follow at once."""
+    data = await json_object(request)
+
+    def run() -> JSONResponse:
+        with transaction(hub_of(request).sessions) as session:
+            org, facts = orgs.org_with_facts(session, name)
+            require(principal, Permission.ORG_WRITE, facts)
+            group = scim.find_org_group(session, org, gid)
+            role = data.get("role")
+            if role is not None and not isinstance(role, str):
+                raise BadRequest("'role' must be an org role or null")
+            scim.link_group(session, org, group, role or None,
+                            scim.parse_links(session, org, data.get("resourceGroups", [])))
+            return JSONResponse(scim.group_view(session, group))
+
+    return await run_in_threadpool(run)

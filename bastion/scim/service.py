@@ -442,7 +442,10 @@ def _link_existing(session: Session, scope: Scope, user: Account, resource: User
     seen.identity.external_id = resource.external_id  # type: ignore[union-attr]
     audit.record(session, AuditAction.SCIM_USER_CREATE, target=("user", user.name), namespace=scope.namespace,
                  details={"scope": scope.key, "externalId": resource.external_id, "linked": True})
-    update_user(session, scope, seen, user_resource(scope, seen, "", []), resource, audit_event=False)
+    if seen.owned(scope):
+        update_user(session, scope, seen, user_resource(scope, seen, "", []), resource, audit_event=False)
+    elif resource.active is False:  # a member the org did not create: the IdP's description of the person is
+        _set_active(session, scope, seen, False)  # not applied (only its externalId and the membership are)
     return seen
 
 
@@ -740,3 +743,57 @@ def provisioned_view(session: Session, scope: Scope) -> list[dict[str, Any]]:
     return out
 
 
+
+
+def settings_view(session: Session, scope: Scope, base: str) -> dict[str, Any]:
+    """The SCIM settings of a scope (API and pages): its endpoint, tokens (never secrets), groups, accounts."""
+    return {"baseUrl": base, "tokens": [token_view(t) for t in list_tokens(session, scope)],
+            "groups": [group_view(session, g) for g in all_groups(session, scope)],
+            "users": provisioned_view(session, scope)}
+
+
+def parse_links(session: Session, org: Organization, items: Any) -> list[ResourceGroupLink]:
+    """`[{"id": <resource group id or name>, "role": ROLE}, …]` → links (BadRequest on anything else)."""
+    if not isinstance(items, list):
+        raise BadRequest("'resourceGroups' must be a list of {\"id\", \"role\"}")
+    links = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("role"), str):
+            raise BadRequest("'resourceGroups' must be a list of {\"id\", \"role\"}")
+        group = _resource_group(session, org, item["id"])
+        links.append(ResourceGroupLink(group, item["role"]))
+    return links
+
+
+def parse_link_text(session: Session, org: Organization, text: str) -> list[ResourceGroupLink]:
+    """`GROUP:ROLE[, GROUP:ROLE…]` (the settings form's syntax, as SSO's mapping) → links."""
+    links = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, role = item.rpartition(":")
+        if not sep or not name.strip():
+            raise BadRequest(f"Invalid resource group link {item!r}: expected GROUP:ROLE")
+        links.append(ResourceGroupLink(_resource_group(session, org, name.strip()), role.strip()))
+    return links
+
+
+def _resource_group(session: Session, org: Organization, key: str) -> ResourceGroup:
+    if re.fullmatch(r"[0-9a-f]{24}", key):
+        found = orgs.find_group(session, org.id, int(key, 16))
+        if found is not None:
+            return found
+    group = session.scalar(select(ResourceGroup).where(ResourceGroup.org_id == org.id,
+                                                       ResourceGroup.name_lower == key.lower()))
+    if group is None:
+        raise BadRequest(f"Resource group {key!r} not found in {org.name}")
+    return group
+
+
+def find_org_group(session: Session, org: Organization, scim_id: str) -> ScimGroup:
+    pk = parse_id(scim_id)
+    group = session.get(ScimGroup, pk) if pk is not None else None
+    if group is None or group.scope != f"org:{org.id}":
+        raise NotFound("SCIM group not found")
+    return group

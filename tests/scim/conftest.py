@@ -101,3 +101,35 @@ def new_user(client: httpx.Client, name: str | None = None, **extra: Any) -> dic
     r = client.post("/Users", json=body)
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
+
+
+def web_session(server: BastionServer, name: str) -> str:
+    """A signed-in browser session's cookie for `name` (set-up: the accounts service, as a sign-in starts one)."""
+    from bastion.accounts import service as accounts
+    from bastion.accounts import sessions
+    from bastion.db import make_session_factory, transaction
+
+    engine = server.engine()
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            _ws, secret = sessions.start(session, accounts.get_user_by_name(session, name), pending=False,
+                                         ip="127.0.0.1", user_agent="tests")
+    finally:
+        engine.dispose()
+    return secret
+
+
+def api_token(server: BastionServer, name: str) -> str:
+    """A write token for the existing account `name` (set-up: the tokens service)."""
+    from bastion.accounts import service as accounts
+    from bastion.audit.context import AuditContext, bind_context
+    from bastion.db import make_session_factory, transaction
+    from bastion.tokens import service as tokens
+
+    engine = server.engine()
+    try:
+        with bind_context(AuditContext(via="cli", actor_name="tests")), \
+                transaction(make_session_factory(engine)) as session:
+            return tokens.create_token(session, accounts.get_user_by_name(session, name), "t", "write").secret
+    finally:
+        engine.dispose()
