@@ -282,3 +282,35 @@ def test_org_deprovisioning_of_an_account_it_created(world: ScimWorld) -> None:
         assert role_in(world, u["userName"]) is None
         assert whoami(world, token) == 401  # the org created the account: deactivated as a whole
         assert c.get(f"/Users/{u['id']}").status_code == 404
+
+
+def test_every_scim_change_is_audited_with_the_scim_client_as_actor(world: ScimWorld) -> None:
+    server = world.server
+    since = last_event_id(server)
+    with world.org_scim as c:
+        u = new_user(c)
+        r = c.put(f"/Users/{u['id']}", json={"schemas": [USER_SCHEMA], "userName": u["userName"],
+                                             "name": {"formatted": "Sam Renamed"},
+                                             "emails": [{"value": "sam@corp.example", "primary": True}]})
+        assert r.status_code == 200 and r.json()["name"]["formatted"] == "Sam Renamed", r.text
+        assert patch(c, f"/Users/{u['id']}", {"op": "replace", "path": "active", "value": False}).status_code == 200
+        r = patch(c, f"/Users/{u['id']}", {"op": "replace", "path": "active", "value": True})
+        assert r.status_code == 200 and r.json()["active"] is True, r.text
+        assert role_in(world, u["userName"]) == "read"  # back in the org
+        g = c.post("/Groups", json={"schemas": [GROUP_SCHEMA], "displayName": "audit" + secrets.token_hex(2)}).json()
+        r = c.put(f"/Groups/{g['id']}", json={"schemas": [GROUP_SCHEMA], "displayName": g["displayName"] + "-x"})
+        assert r.status_code == 200, r.text
+        assert patch(c, f"/Groups/{g['id']}", {"op": "add", "path": "members", "value": [{"value": u["id"]}]}) \
+            .status_code == 200
+        assert c.delete(f"/Groups/{g['id']}").status_code == 204
+        assert c.delete(f"/Users/{u['id']}").status_code == 204
+    expected = ["scim.user.create", "scim.user.update", "scim.user.deactivate", "scim.user.activate",
+                "scim.group.create", "scim.group.update", "scim.group.members", "scim.group.delete",
+                "scim.user.delete"]
+    for action in expected:
+        events = audit_events(server, action, since)
+        assert events, action
+        assert all(e["via"] == "scim" and e["actor"].startswith("scim:org-idp#") for e in events), (action, events)
+    # Deprovisioning by the lifecycle service is audited under the same actor.
+    deactivations = audit_events(server, "user.deactivate", since)
+    assert deactivations and all(e["actor"].startswith("scim:org-idp#") for e in deactivations)
