@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +49,7 @@ from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.lifecycle import service as lifecycle
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, OrgMember, OrgTokenApproval, ResourceGroup, ResourceGroupMember
+from bastion.scanning import leaks
 from bastion.scim.models import ScimGroup, ScimGroupLink, ScimGroupMember, ScimIdentity, ScimToken
 from bastion.sso.models import SsoSession
 from bastion.tokens import format as token_format
@@ -59,7 +59,7 @@ SOURCE = "scim"  # OrgMember.managed_by of the memberships SCIM creates; deprovi
 # An account the IdP sent no address for gets one no mail can reach (RFC 2606 reserves .invalid): the account
 # table needs an address; SCIM shows none, and the first address the IdP sends replaces it.
 NO_EMAIL_DOMAIN = "scim.invalid"
-TOKEN_PREFIX = "bsc_"  # never `bst_`: a SCIM token is no account's token, and looks different when leaked
+TOKEN_PREFIX = token_format.SCIM_PREFIX  # never `bst_`: a SCIM token is no account's token
 LABEL_MAX = 100
 _ID_RE = re.compile(r"^[0-9a-f]{24}$")
 
@@ -88,9 +88,7 @@ class IssuedScimToken:
 
 
 def _generate() -> str:
-    body = "".join(secrets.choice(token_format.ALPHABET) for _ in range(token_format.BODY_LEN))
-    head = TOKEN_PREFIX + body
-    return head + token_format.checksum(head)
+    return token_format.generate(TOKEN_PREFIX)
 
 
 def is_scim_secret(presented: str) -> bool:
@@ -158,6 +156,31 @@ def authenticate(session: Session, presented: str) -> ScimToken | None:
         return None
     tok.last_used_at = utcnow()
     return tok
+
+
+class _LeakedScimTokens:
+    """SCIM tokens found exposed (the secret scanner, the public revocation endpoint) are revoked on sight,
+    audited as scim.token.revoke with the reason (bastion.scanning.leaks)."""
+
+    def _find(self, session: Session, secret: str) -> ScimToken | None:
+        if not token_format.is_well_formed(secret, (TOKEN_PREFIX,)):
+            return None
+        return session.scalar(select(ScimToken).where(ScimToken.secret_hash == token_format.hash_token(secret)))
+
+    def is_live(self, session: Session, secret: str) -> bool | None:
+        tok = self._find(session, secret)
+        return None if tok is None else tok.revoked_at is None
+
+    def revoke(self, session: Session, secret: str, *, source: str, where: str) -> bool:
+        tok = self._find(session, secret)
+        if tok is None or tok.revoked_at is not None:
+            return False
+        org = session.get(Organization, tok.org_id) if tok.org_id is not None else None
+        revoke_token(session, Scope(org), tok, reason=f"leaked ({source}): {where}"[:300])
+        return True
+
+
+leaks.other_credentials.append(_LeakedScimTokens())
 
 
 def principal_for(tok: ScimToken) -> Principal:

@@ -9,6 +9,7 @@ import secrets
 
 import httpx
 
+from tests.conftest import hf_api, wait_for
 from tests.scim.conftest import (  # noqa: F401 (world: the fixture)
     GROUP_SCHEMA,
     USER_SCHEMA,
@@ -109,3 +110,30 @@ def test_org_scim_cannot_make_an_address_verified(world: ScimWorld) -> None:  # 
         r = c.post("/Users", json={"schemas": [USER_SCHEMA], "userName": "v" + secrets.token_hex(4),
                                    "emails": [{"value": f"{victim}@example.com", "primary": True}]})
         assert r.status_code == 409 and r.json()["scimType"] == "uniqueness", r.text
+
+
+def test_a_leaked_scim_token_is_revoked_on_sight(world: ScimWorld) -> None:  # noqa: F811
+    """SCIM tokens carry the token format (prefix `bsc_`, checksum): a SCIM token committed to any repo, or
+    reported to the public revocation endpoint, is revoked at once (and audited), like an access token."""
+    server = world.server
+    org = make_org(server, world.admin)
+    committed, reported = scim_token(server, "--org", org, "--label", "leaky"), scim_token(server, "--org", org)
+    base = f"/api/organizations/{org}/scim/v2"
+
+    def status(token: str) -> int:
+        with world.client(token, base) as c:
+            return c.get("/Users").status_code
+
+    assert status(committed) == 200 and status(reported) == 200
+    api = hf_api(server, world.admin_token)
+    repo = f"{world.admin}/idp-config-{secrets.token_hex(3)}"
+    api.create_repo(repo, private=True)
+    api.upload_file(path_or_fileobj=f'SCIM_TOKEN = "{committed}"\n'.encode(), path_in_repo="okta.py", repo_id=repo)
+    wait_for(lambda: status(committed) == 401, timeout=60)
+    assert status(reported) == 200
+    r = httpx.post(server.url + "/api/credentials/revoke", json={"tokens": [reported]}, timeout=30)
+    assert r.status_code == 202
+    assert status(reported) == 401
+    reasons = [e["reason"] for e in audit_events(server, "scim.token.revoke") if e["target"] and e.get("label")]
+    assert any(r.startswith("leaked (secret scanning)") for r in reasons), reasons
+    assert any(r.startswith("leaked (public report)") for r in reasons), reasons
