@@ -386,6 +386,10 @@ def _listing(session: Any, scope: scim.Scope, model: type[Any], base: str, query
         resources: list[Any] = scim.serve_users(session, scope, scim.all_users(session, scope), base)
     else:
         resources = [scim.group_resource(session, g, base) for g in scim.all_groups(session, scope)]
+    return _page_of(resources, query)
+
+
+def _page_of(resources: list[Any], query: Query) -> Response:
     if query.filter is not None:
         resources = [r for r in resources if query.filter.match(r)]
     page = resources[query.start - 1:query.start - 1 + query.count]
@@ -393,10 +397,10 @@ def _listing(session: Any, scope: scim.Scope, model: type[Any], base: str, query
     for r in page:
         payload, _version = _versioned(_dump(r))
         if query.params is not None:
-            payload = _dump(model.model_validate(payload, scim_ctx=Context.RESOURCE_QUERY_RESPONSE), query.params)
+            payload = _dump(type(r).model_validate(payload, scim_ctx=Context.RESOURCE_QUERY_RESPONSE), query.params)
         items.append(payload)
-    out = _dump(ListResponse[model](total_results=len(resources), start_index=query.start,  # type: ignore[valid-type]
-                                    items_per_page=len(items)))
+    out = _dump(ListResponse[User | Group](total_results=len(resources), start_index=query.start,
+                                           items_per_page=len(items)))
     out["Resources"] = items
     return _scim_response(out)
 
@@ -416,10 +420,17 @@ async def search_users(request: Request) -> Response:
 
 @permission(Permission.SCIM_PROVISION)
 async def search_all(request: Request) -> Response:
-    """POST /.search over every resource type at once: not offered (a 501, as §3.12 describes)."""
-    return await _run(request, lambda _s, _sc: error_response(
-        501, "Searching several resource types at once is not supported: use /Users/.search or /Groups/.search"),
-        readonly=True)
+    """POST /.search over every resource type at once (RFC 7644 §3.4.3): Users then Groups; a filter naming an
+    attribute only one type has is false for the other (§3.4.2.1)."""
+    base, data = _base(request), await _body(request)
+
+    def work(session: Any, scope: scim.Scope) -> Response:
+        query = _search_of(data, User | Group)
+        resources: list[Any] = scim.serve_users(session, scope, scim.all_users(session, scope), base)
+        resources += [scim.group_resource(session, g, base) for g in scim.all_groups(session, scope)]
+        return _page_of(resources, query)
+
+    return await _run(request, work, readonly=True)
 
 
 @permission(Permission.SCIM_PROVISION)

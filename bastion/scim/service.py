@@ -62,6 +62,7 @@ NO_EMAIL_DOMAIN = "scim.invalid"
 TOKEN_PREFIX = token_format.SCIM_PREFIX  # never `bst_`: a SCIM token is no account's token
 LABEL_MAX = 100
 _ID_RE = re.compile(r"^[0-9a-f]{24}$")
+_GROUP_ID_RE = re.compile(r"^g[0-9a-f]{23}$")
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,16 @@ def parse_id(text: str) -> int | None:
     return int(text, 16) if _ID_RE.match(text or "") else None
 
 
+# Ids are unique across resource types (RFC 7643 §3.1): a user's is its 24 hex digits (the Hub's user ids), a
+# group's starts with "g".
+def group_public_id(pk: int) -> str:
+    return f"g{pk:023x}"
+
+
+def parse_group_id(text: str) -> int | None:
+    return int(text[1:], 16) if _GROUP_ID_RE.match(text or "") else None
+
+
 def version_of(payload: dict[str, Any]) -> str:
     """meta.version: a weak ETag over the resource as served (meta left out), so any change changes it."""
     body = {k: v for k, v in payload.items() if k != "meta"}
@@ -294,7 +305,7 @@ def user_resource(scope: Scope, seen: Seen, base: str, groups: list[ScimGroup]) 
                                         "name": name, "displayName": profile.get("displayName"),
                                         "emails": emails})
     if groups:
-        resource.groups = [GroupMembership(value=public_id(g.id), display=g.display_name) for g in groups]
+        resource.groups = [GroupMembership(value=group_public_id(g.id), display=g.display_name) for g in groups]
     created = identity.created_at if identity is not None else user.created_at
     modified = identity.updated_at if identity is not None else user.created_at
     resource.meta = Meta(resource_type="User", created=created, last_modified=modified,
@@ -540,7 +551,7 @@ def delete_user(session: Session, scope: Scope, seen: Seen) -> None:
 # ---- groups ----------------------------------------------------------------------------------------------
 
 def find_group(session: Session, scope: Scope, scim_id: str) -> ScimGroup:
-    pk = parse_id(scim_id)
+    pk = parse_group_id(scim_id)
     group = session.get(ScimGroup, pk) if pk is not None else None
     if group is None or group.scope != scope.key:
         raise NotFoundException(detail=f"Group {scim_id} not found")
@@ -560,10 +571,10 @@ def group_resource(session: Session, group: ScimGroup, base: str) -> Group:
     # No `display`: it is read-only and optional, and a PATCH answer must equal what the IdP sent (scim2-tester).
     members = [GroupMember(value=public_id(i), type="User", ref=f"{base}/Users/{public_id(i)}")
                for i in member_ids(session, group)]
-    return Group(id=public_id(group.id), display_name=group.display_name, external_id=group.external_id,
+    return Group(id=group_public_id(group.id), display_name=group.display_name, external_id=group.external_id,
                  members=members or None,
                  meta=Meta(resource_type="Group", created=group.created_at, last_modified=group.updated_at,
-                           location=f"{base}/Groups/{public_id(group.id)}"))
+                           location=f"{base}/Groups/{group_public_id(group.id)}"))
 
 
 def _wanted_members(session: Session, scope: Scope, resource: Group) -> set[int]:
@@ -611,7 +622,7 @@ def create_group(session: Session, scope: Scope, resource: Group) -> ScimGroup:
     wanted = _wanted_members(session, scope, resource)
     session.add(group)
     session.flush()
-    audit.record(session, AuditAction.SCIM_GROUP_CREATE, target=("scim_group", public_id(group.id)),
+    audit.record(session, AuditAction.SCIM_GROUP_CREATE, target=("scim_group", group_public_id(group.id)),
                  namespace=scope.namespace, details={"scope": scope.key, "name": group.display_name})
     if wanted:
         _members_changed(session, scope, group, *_set_members(session, scope, group, wanted))
@@ -620,7 +631,7 @@ def create_group(session: Session, scope: Scope, resource: Group) -> ScimGroup:
 
 def _members_changed(session: Session, scope: Scope, group: ScimGroup, added: set[int], removed: set[int]) -> None:
     users = accounts.users_by_ids(session, added | removed)
-    audit.record(session, AuditAction.SCIM_GROUP_MEMBERS, target=("scim_group", public_id(group.id)),
+    audit.record(session, AuditAction.SCIM_GROUP_MEMBERS, target=("scim_group", group_public_id(group.id)),
                  namespace=scope.namespace,
                  details={"scope": scope.key, "name": group.display_name,
                           "added": sorted(users[u].name for u in added if u in users),
@@ -637,7 +648,7 @@ def update_group(session: Session, scope: Scope, group: ScimGroup, resource: Gro
     group.updated_at = utcnow()
     session.flush()
     if changed:
-        audit.record(session, AuditAction.SCIM_GROUP_UPDATE, target=("scim_group", public_id(group.id)),
+        audit.record(session, AuditAction.SCIM_GROUP_UPDATE, target=("scim_group", group_public_id(group.id)),
                      namespace=scope.namespace, details={"scope": scope.key, "name": group.display_name})
     added, removed = _set_members(session, scope, group, wanted)
     if added or removed:
@@ -646,7 +657,7 @@ def update_group(session: Session, scope: Scope, group: ScimGroup, resource: Gro
 
 def delete_group(session: Session, scope: Scope, group: ScimGroup) -> None:
     former = set(member_ids(session, group))
-    audit.record(session, AuditAction.SCIM_GROUP_DELETE, target=("scim_group", public_id(group.id)),
+    audit.record(session, AuditAction.SCIM_GROUP_DELETE, target=("scim_group", group_public_id(group.id)),
                  namespace=scope.namespace, details={"scope": scope.key, "name": group.display_name})
     session.delete(group)
     session.flush()
@@ -693,7 +704,7 @@ def link_group(session: Session, org: Organization, group: ScimGroup, role: str 
     for link in resource_groups:
         session.add(ScimGroupLink(scim_group_id=group.id, resource_group_id=link.group.id, role=link.role))
     session.flush()
-    audit.record(session, AuditAction.SCIM_GROUP_LINK, target=("scim_group", public_id(group.id)),
+    audit.record(session, AuditAction.SCIM_GROUP_LINK, target=("scim_group", group_public_id(group.id)),
                  namespace=org.name, details={"name": group.display_name, "role": role,
                                               "resourceGroups": [{"id": lk.group.public_id, "name": lk.group.name,
                                                                   "role": lk.role} for lk in resource_groups]})
@@ -748,7 +759,7 @@ def apply_roles(session: Session, org: Organization, user: Account) -> None:
 
 
 def group_view(session: Session, group: ScimGroup) -> dict[str, Any]:
-    return {"id": public_id(group.id), "displayName": group.display_name, "externalId": group.external_id,
+    return {"id": group_public_id(group.id), "displayName": group.display_name, "externalId": group.external_id,
             "members": len(member_ids(session, group)), "role": group.org_role,
             "resourceGroups": [{"id": rg.public_id, "name": rg.name, "role": role}
                                for rg, role in links_of(session, group)]}
@@ -815,7 +826,7 @@ def _resource_group(session: Session, org: Organization, key: str) -> ResourceGr
 
 
 def find_org_group(session: Session, org: Organization, scim_id: str) -> ScimGroup:
-    pk = parse_id(scim_id)
+    pk = parse_group_id(scim_id)
     group = session.get(ScimGroup, pk) if pk is not None else None
     if group is None or group.scope != f"org:{org.id}":
         raise NotFound("SCIM group not found")
