@@ -49,6 +49,7 @@ from scim2_models import (
 )
 from scim2_models import Error as ScimError
 from scim2_models import Schema as ScimSchema
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of, presented_token
@@ -104,6 +105,9 @@ class ScimRoute(APIRoute):
                                       "invalidValue")
             except RequestValidationError:
                 return error_response(400, "Invalid request", "invalidSyntax")
+            except IntegrityError:  # two requests creating the same name at once: the loser is told as any clash
+                return error_response(409, "The resource exists already (a concurrent request created it)",
+                                      "uniqueness")
             except InvalidCredentials as exc:
                 return error_response(401, exc.message)
             except BastionError as exc:

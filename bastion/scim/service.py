@@ -416,6 +416,9 @@ def _set_active(session: Session, scope: Scope, seen: Seen, active: bool) -> Non
         if seen.owned(scope):
             _reactivate(session, scope, user)
         if seen.membership is None:
+            if not seen.owned(scope):  # a person joins an org they did not come from only by accepting an invitation
+                raise ForbiddenException(detail="This account was not provisioned by this organization's SCIM and "
+                                                "is no longer a member: invite it again")
             if not user.is_active:
                 raise ForbiddenException(detail="This account is deactivated; the organization cannot add it")
             seen.membership = orgs.add_provisioned_member(session, org, user, SOURCE)

@@ -118,6 +118,8 @@ def test_org_scim_links_a_member_but_changes_only_the_membership(world: ScimWorl
         r = patch(c, f"/Users/{uid}", {"op": "replace", "path": "active", "value": False})
         assert r.status_code == 200 and r.json()["active"] is False
         assert "emails" not in r.json()  # a former member it did not create: no personal data
+        r = patch(c, f"/Users/{uid}", {"op": "replace", "path": "active", "value": True})
+        assert r.status_code == 403, r.text  # nobody is put back into an org without accepting an invitation
     assert role_in(world, member) is None  # the membership ended...
     assert whoami(world, member_token) == 200  # ...the account, which the org does not own, stays
     assert rows(server, "SELECT is_active, email FROM users WHERE name = ?", member)[0] == (1, f"{member}@example.com")
