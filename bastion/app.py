@@ -143,6 +143,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(web_community_router)  # before the repo pages: /{ns}/{name}/discussions
     from bastion.web.admin_views import router as web_admin_router
     app.include_router(web_admin_router)  # before the user pages: /admin is a reserved name
+    from bastion.web.lifecycle_views import router as web_lifecycle_router
+    app.include_router(web_lifecycle_router)  # /admin/users, /settings/account: before the user pages
     app.include_router(web_router)
     app.include_router(web_signin_router)
     app.include_router(web_settings_router)

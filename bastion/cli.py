@@ -748,8 +748,10 @@ def _report(walk: Any) -> None:
         click.echo(f"FAILED at event {walk.problem.event_id} ({walk.problem.kind}): {walk.problem.message}")
         click.echo(f"the chain is intact through event {walk.last_id} ({walk.checked} events checked)", err=True)
         sys.exit(1)
+    redacted = (f"; {walk.redacted} of them redacted (personal data of deleted accounts replaced by a pseudonym, "
+                f"each vouched for by its redaction event)" if walk.redacted else "")
     click.echo(f"OK: {walk.checked} events verified, the chain is intact through event {walk.last_id} "
-               f"({walk.count} events in all)")
+               f"({walk.count} events in all){redacted}")
 
 
 @audit_group.command("verify")
@@ -950,6 +952,55 @@ def reactivate_user(name: str, reason: str, data_dir: Path | None) -> None:
             user = accounts.get_user_by_name(session, name)
             lifecycle.reactivate_user(session, user, reason=reason)
             click.echo(f"reactivated {user.name} (revoked credentials stay revoked)", err=True)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
+
+@admin.command("delete-user")
+@click.argument("name")
+@click.option("--transfer-to", default=None, metavar="USER_OR_ORG",
+              help="Give every repository of the account to this user or organization now; without it they are "
+                   "kept under the account's pseudonym and deleted after BASTION_ACCOUNT_DELETION_GRACE_DAYS.")
+@data_dir_option
+def delete_user(name: str, transfer_to: str | None, data_dir: Path | None) -> None:
+    """Delete NAME: every credential revoked, personal data removed, its audit events pseudonymised (the chain
+    still verifies: `bastion audit verify` counts them as redacted). Prints the pseudonym."""
+    from bastion.accounts import service as accounts
+    from bastion.lifecycle import deletion
+
+    hub = _admin_hub(data_dir, features=True)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            user = accounts.get_user_by_name(session, name)
+            done = deletion.delete_account(hub, session, user, grace_days=hub.settings.account_deletion_grace_days,
+                                           transfer_to=transfer_to)
+        when = done.purge_repos_after.isoformat() if done.purge_repos_after else None
+        click.echo(f"deleted {name}: now {done.pseudonym}; {done.redacted_events} audit events pseudonymised; "
+                   f"{len(done.transferred)} repositories transferred, {len(done.kept)} kept"
+                   + (f" until {when}" if when else ""), err=True)
+        click.echo(done.pseudonym)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
+@admin.command("purge-deleted-accounts")
+@data_dir_option
+def purge_deleted_accounts(data_dir: Path | None) -> None:
+    """Delete now the repositories of deleted accounts whose grace period is over (the workers' sweeper does
+    it too, once a minute)."""
+    from bastion.lifecycle import deletion
+
+    hub = _admin_hub(data_dir, features=True)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())):
+            done = deletion.purge_due(hub)
+        names = f": {', '.join(done)}" if done else ""
+        click.echo(f"purged the repositories of {len(done)} deleted accounts{names}", err=True)
     except BastionError as exc:
         raise click.ClickException(exc.message) from None
     finally:

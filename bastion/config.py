@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     session_max_age_hours: int = 14 * 24  # below the Hub's 30 days between second-factor prompts
     sudo_minutes: int = 15  # how long a re-authentication allows changing second factors
     password_min_length: int = 10
+    # Days a deleted account's own repositories are kept (private, under its pseudonym) before they are
+    # deleted for good by the worker's sweeper or `bastion admin purge-deleted-accounts`; 0: at the next sweep.
+    account_deletion_grace_days: int = Field(default=30, ge=0, le=3650)
 
     @field_validator("public_url", "xet_cas_url")
     @classmethod

@@ -27,6 +27,7 @@ Hooks and ports (owner ← provider):
 - orgs.service.sso_gate (whether an org enforces SSO, its members' live SSO sessions) ← sso.service
 - repos.service.delete_hooks (a region move of the deleted repository) ← relocation.service
 - scanning.leaks.other_credentials (leaked SCIM tokens revoked on sight) ← scim.service
+- scanning.queue.sweep_hooks (repos of deleted accounts, after the grace period) ← lifecycle.sweeper
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ PROVIDERS = (
     "bastion.relocation.queue",
     "bastion.sso.service",
     "bastion.scim.service",
+    "bastion.lifecycle.sweeper",
 )
 
 

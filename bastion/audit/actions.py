@@ -30,6 +30,10 @@ class AuditAction(StrEnum):
     # the grace period, and a user's export of their own data.
     USER_DEACTIVATE = "user.deactivate"
     USER_REACTIVATE = "user.reactivate"
+    USER_DELETE = "user.delete"
+    USER_AUDIT_REDACT = "user.audit_redact"
+    USER_REPOS_PURGE = "user.repos_purge"
+    USER_DATA_EXPORT = "user.data_export"
     TOKEN_CREATE = "token.create"
     TOKEN_REVOKE = "token.revoke"
     TOKEN_ROTATE = "token.rotate"

@@ -231,6 +231,7 @@ class Walk:
     count: int  # events in the chain through last_id (those removed by retention included)
     checked: int = 0
     problem: Problem | None = None
+    redacted: int = 0  # events whose personal fields an account deletion pseudonymised (listed by its redaction)
 
 
 def verify_records(records: Iterable[dict[str, Any]], *, anchor: Anchor = Anchor(), keyring: Keyring | None = None,
@@ -241,11 +242,13 @@ def verify_records(records: Iterable[dict[str, Any]], *, anchor: Anchor = Anchor
     walk = Walk(anchor.last_id, anchor.last_hash, anchor.count)
     seen: dict[str, int] = {}
     emptied: dict[int, list[int]] = {}  # purge event id -> the events it emptied (not reached yet)
+    redacted: dict[int, dict[int, tuple[str, str | None]]] = {}  # redaction event id -> its events (not reached)
     last_v = V1
     if legacy_until is None and keyring is not None:
         legacy_until = keyring.legacy_until
     for rec in records:
-        problem = _check(rec, walk, seen, last_v, keyring, legacy_until) or _purges(rec, emptied)
+        problem = (_check(rec, walk, seen, last_v, keyring, legacy_until) or _purges(rec, emptied)
+                   or _redactions(rec, redacted, walk, anchor))
         if problem is not None:
             walk.problem = problem
             return walk
@@ -260,6 +263,11 @@ def verify_records(records: Iterable[dict[str, Any]], *, anchor: Anchor = Anchor
             if problem is not None:
                 walk.problem = problem
                 return walk
+    if redacted and walk.problem is None:
+        redaction_id, events = min(redacted.items(), key=lambda kv: min(kv[1]))
+        walk.problem = Problem(min(events), "edited", f"its content was changed in the name of redaction event "
+                                                      f"{redaction_id}, which is not in the chain")
+        return walk
     if emptied:
         purge_id, ids = min(emptied.items(), key=lambda kv: kv[1][0])
         walk.problem = Problem(ids[0], "edited", f"its content was removed in the name of purge event {purge_id}, "
@@ -286,6 +294,56 @@ def _purges(rec: dict[str, Any], emptied: dict[int, list[int]]) -> Problem | Non
     return None
 
 
+REDACTION_ACTION = "user.audit_redact"
+
+
+def _redactions(rec: dict[str, Any], pending: dict[int, dict[int, tuple[str, str | None]]], walk: Walk,
+                anchor: Anchor) -> Problem | None:
+    """An account deletion pseudonymises the personal fields of the deleted user's events (actor name, address,
+    user agent, their name and e-mail addresses wherever they appear). Such an event keeps its stored hash and
+    MAC (the next event links to them) and names the keyed redaction event written after it, which lists it
+    with that stored hash and the hash of its redacted content. So a redacted event verifies only if a later
+    redaction event, itself intact and signed with the audit key, vouches for exactly its present content;
+    it is counted as redacted, never taken for an original. What the personal fields said is gone by design."""
+    eid = rec["id"]
+    by = rec.get("redacted_by")
+    if by is not None:
+        if by <= eid:
+            return Problem(eid, "edited", f"its content was changed in the name of event {by}, which is not a "
+                                          "later redaction")
+        content = None if rec.get("purged_by") is not None else link_hash(rec)  # emptied since: its purge vouches
+        pending.setdefault(by, {})[eid] = (rec["hash"], content)
+    named = pending.pop(eid, None)
+    if rec.get("action") != REDACTION_ACTION:
+        if named is not None:
+            first = min(named)
+            return Problem(first, "edited", f"its content was changed in the name of event {eid}, which is not a "
+                                            "redaction")
+        return None
+    listed: dict[int, tuple[str, str]] = {}
+    for entry in (rec.get("details") or {}).get("redacted") or []:
+        if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int):
+            listed[entry[0]] = (str(entry[1]), str(entry[2]))
+    named = named or {}
+    for event_id, (stored, content) in sorted(named.items()):
+        entry = listed.get(event_id)
+        if entry is None:
+            return Problem(event_id, "edited", f"its content was changed in the name of redaction event {eid}, "
+                                               "which does not list it")
+        if entry[0] != stored:
+            return Problem(event_id, "edited", f"redaction event {eid} lists it with another hash")
+        if content is not None and entry[1] != content:
+            return Problem(event_id, "edited", f"its content changed after redaction event {eid}")
+    for event_id in sorted(listed):
+        if event_id in named or event_id <= anchor.last_id:
+            continue  # vouched for above, or removed by retention since
+        if any(event_id in later for later_id, later in pending.items() if later_id > eid):
+            continue  # redacted again by a later deletion (an event naming two deleted accounts)
+        return Problem(event_id, "edited", f"redaction event {eid} lists it, but it does not name that redaction")
+    walk.redacted += len(named)
+    return None
+
+
 def _check(rec: dict[str, Any], walk: Walk, seen: dict[str, int], last_v: int, keyring: Keyring | None,
            legacy_until: int | None) -> Problem | None:
     eid, version = rec["id"], rec.get("v") or V1
@@ -303,7 +361,7 @@ def _check(rec: dict[str, Any], walk: Walk, seen: dict[str, int], last_v: int, k
         return Problem(eid, "unlinked",
                        f"does not link to event {walk.last_id} (an event before it was deleted, moved or its "
                        f"link edited)")
-    if rec.get("purged_by") is None and link_hash(rec) != rec["hash"]:
+    if rec.get("purged_by") is None and rec.get("redacted_by") is None and link_hash(rec) != rec["hash"]:
         return Problem(eid, "edited", "its content does not match its hash")
     if version >= V2 and keyring is not None:
         if rec.get("key_id") not in keyring.keys and not _reload_has(keyring, rec.get("key_id")):

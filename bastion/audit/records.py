@@ -38,6 +38,7 @@ class EventRow(Protocol):
 @dataclass(frozen=True)
 class AuthorFacts:
     name: str
+    deleted: bool = False  # a deleted account's tombstone: `name` is its pseudonym
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ MESSAGES: dict[AuditAction, str] = {
     AuditAction.USER_2FA_FAILED: "A second-factor check for {target} failed",
     AuditAction.USER_DEACTIVATE: "{author} deactivated {target} and revoked every credential ({reason})",
     AuditAction.USER_REACTIVATE: "{author} reactivated {target} ({reason})",
+    AuditAction.USER_DELETE: "{author} deleted the account {target}",
+    AuditAction.USER_AUDIT_REDACT: "The personal data of {redacted_count} audit events of the deleted account "
+                                   "{target} was replaced by its pseudonym",
+    AuditAction.USER_REPOS_PURGE: "The repositories of the deleted account {target} were deleted after the grace "
+                                  "period",
+    AuditAction.USER_DATA_EXPORT: "{author} exported their personal data",
     AuditAction.TOKEN_CREATE: "{author} created the access token {name}",
     AuditAction.TOKEN_REVOKE: "The access token {name} was revoked ({reason})",
     AuditAction.TOKEN_ROTATE: "{author} rotated an access token",
@@ -268,6 +275,6 @@ def _author(ev: EventRow, ctx: RecordContext) -> dict[str, Any]:
     now = ctx.authors.get(ev.actor_id)
     author: dict[str, Any] = {"_id": hex_id(ev.actor_id), "user": now.name if now else (ev.actor_name or "?"),
                               "type": "user"}
-    if now is None:
-        author["deleted"] = True
+    if now is None or now.deleted:
+        author["deleted"] = True  # gone, or a deleted account's tombstone (named by its pseudonym)
     return author

@@ -75,7 +75,8 @@ def chain_records(session: Session, after_id: int = 0, through_id: int | None = 
     cols = [AuditEvent.id, AuditEvent.chain_version, AuditEvent.key_id, AuditEvent.created_at, AuditEvent.action,
             AuditEvent.actor_id, AuditEvent.actor_name, AuditEvent.ip, AuditEvent.user_agent, AuditEvent.token_id,
             AuditEvent.via, AuditEvent.target_type, AuditEvent.target_id, AuditEvent.namespace, AuditEvent.details,
-            AuditEvent.prev_hash, AuditEvent.hash, AuditEvent.mac, AuditEvent.purged_by]
+            AuditEvent.prev_hash, AuditEvent.hash, AuditEvent.mac, AuditEvent.purged_by,
+            AuditEvent.redacted_by]
     while True:
         query = select(*cols).where(AuditEvent.id > after_id).order_by(AuditEvent.id).limit(BATCH)
         if through_id is not None:
@@ -84,6 +85,8 @@ def chain_records(session: Session, after_id: int = 0, through_id: int | None = 
         for row in rows:
             rec = chain.chain_record(row)
             rec["purged_by"] = row.purged_by
+            if row.redacted_by is not None:
+                rec["redacted_by"] = row.redacted_by
             yield rec
         if len(rows) < BATCH:
             return

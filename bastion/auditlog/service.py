@@ -24,7 +24,8 @@ from bastion.tokens import service as tokens
 def lookup(session: Session, actor_ids: set[int],
            token_ids: set[int]) -> tuple[Mapping[int, AuthorFacts], Mapping[int, TokenFacts]]:
     """The authors and tokens of a batch of events as they are now; one query each."""
-    authors = {i: AuthorFacts(u.name) for i, u in accounts.users_by_ids(session, actor_ids).items()}
+    users = accounts.users_by_ids(session, actor_ids)
+    authors = {i: AuthorFacts(u.name, u.deleted_at is not None) for i, u in users.items()}
     toks = {i: TokenFacts(t.role, t.last4) for i, t in tokens.tokens_by_ids(session, token_ids).items()}
     return authors, toks
 

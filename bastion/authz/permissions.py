@@ -79,6 +79,12 @@ class Permission(StrEnum):
     INSTANCE_SCIM_WRITE = "instance.scim.write"
     INSTANCE_AUDIT_LOG_READ = "instance.audit_log.read"
     USER_SECURITY_LOG_READ = "user.security_log.read"
+    # Identity lifecycle (bastion.lifecycle): one's own personal data as JSON (tokens that read, or the browser);
+    # deleting one's own account (browser + recent re-authentication); the instance admin pages that deactivate,
+    # reactivate and delete accounts (admins, browser + recent re-authentication; the API's are Permission.ADMIN).
+    USER_DATA_EXPORT = "user.data_export"
+    ACCOUNT_DELETE = "account.delete"
+    INSTANCE_USERS_WRITE = "instance.users.write"
 
 
 def permission(perm: Permission, *alternatives: Permission) -> Callable[[F], F]:

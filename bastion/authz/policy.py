@@ -47,7 +47,8 @@ CAPABILITY_PERMISSIONS = frozenset({Permission.LFS_OBJECT_UPLOAD, Permission.XET
 # authorize() refuses it without Principal.recently_authenticated, and the web pages send the browser to
 # /settings/sudo. Every one of them is browser-only too (below): a token cannot re-authenticate.
 SUDO_PERMISSIONS = frozenset({Permission.ACCOUNT_SECURITY, Permission.ACCOUNT_EMAILS_WRITE, Permission.TOKEN_MANAGE,
-                              Permission.USER_KEYS_WRITE, Permission.ORG_SCIM_WRITE, Permission.INSTANCE_SCIM_WRITE})
+                              Permission.USER_KEYS_WRITE, Permission.ACCOUNT_DELETE, Permission.INSTANCE_USERS_WRITE,
+                              Permission.ORG_SCIM_WRITE, Permission.INSTANCE_SCIM_WRITE})
 SUDO_REQUIRED = ("This change needs a recent password confirmation (sudo mode): confirm your password at "
                  "/settings/sudo, then try again.")
 
@@ -92,7 +93,8 @@ METHOD_GRANTS: dict[str, frozenset[Permission]] = {
                           Permission.REPO_ACCESS_WRITE, Permission.INSTANCE_STATUS_READ,
                           Permission.INSTANCE_SSO_WRITE, *BROWSER_ONLY_PERMISSIONS,
                           *ORG_PERMISSIONS, *COMMUNITY_FORM_PERMISSIONS, Permission.ORG_AUDIT_LOG_READ,
-                          Permission.INSTANCE_AUDIT_LOG_READ, Permission.USER_SECURITY_LOG_READ}),
+                          Permission.INSTANCE_AUDIT_LOG_READ, Permission.USER_SECURITY_LOG_READ,
+                          Permission.USER_DATA_EXPORT}),
     "capability": CAPABILITY_PERMISSIONS,
 }
 
@@ -280,6 +282,9 @@ class ScimScope:
 class CapabilityTarget:
     kind: str
     claims: dict[str, Any]
+    # Whether the account that obtained the capability may still act (loaded by the caller for this request):
+    # an upload URL dies with its user's deactivation, not at its expiry.
+    holder_active: bool = True
 
 
 @dataclass(frozen=True)
@@ -366,6 +371,8 @@ def authorize(principal: Principal, perm: Permission, resource: object = None) -
     if perm is Permission.LFS_OBJECT_UPLOAD:
         if not isinstance(resource, CapabilityTarget) or resource.kind != "lfs-upload":
             return Decision(False, "not an upload capability")
+        if not resource.holder_active:
+            return Decision(False, "the account this upload URL was issued to is deactivated")
         for key in ("repo_id", "oid", "size"):
             if principal.capability.get(key) != resource.claims.get(key):
                 return Decision(False, f"upload URL was issued for another {key}")
@@ -419,6 +426,10 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")  # sudo: authorize()
     if perm is Permission.USER_SECURITY_LOG_READ:  # one's own: routes read principal.user_id's log only
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")
+    if perm in (Permission.USER_DATA_EXPORT, Permission.ACCOUNT_DELETE):  # one's own: routes act on principal.user_id
+        return ALLOW if principal.authenticated else Decision(False, "sign-in required")  # sudo: authorize()
+    if perm is Permission.INSTANCE_USERS_WRITE:
+        return ALLOW if principal.is_admin else Decision(False, "instance administrators only")  # sudo: authorize()
     if perm in (Permission.ADMIN, Permission.INSTANCE_STATUS_READ, Permission.INSTANCE_AUDIT_LOG_READ,
                 Permission.INSTANCE_SSO_WRITE, Permission.INSTANCE_SCIM_WRITE):
         return ALLOW if principal.is_admin else Decision(False, "instance administrators only")

@@ -201,9 +201,15 @@ _register_locks("", "models")
 
 
 def _capability(request: Request, purpose: str, token: str) -> tuple[Principal, dict[str, Any]]:
-    claims = cap.verify(hub_of(request).settings.secret_key, purpose, token)
+    hub = hub_of(request)
+    claims = cap.verify(hub.settings.secret_key, purpose, token)
     principal = Principal(method="capability", capability=claims)
-    require(principal, Permission.LFS_OBJECT_UPLOAD, CapabilityTarget("lfs-upload", claims))
+    with transaction(hub.sessions, readonly=True) as session:
+        holder_id = service.upload_holder(session, claims)
+        holder = user_by_id(session, holder_id)
+        # No account named: a multipart part whose upload is gone (refused below anyway).
+        active = holder_id is None or (holder is not None and holder.is_active)
+    require(principal, Permission.LFS_OBJECT_UPLOAD, CapabilityTarget("lfs-upload", claims, holder_active=active))
     return principal, claims
 
 

@@ -208,6 +208,15 @@ _running: dict[str, tuple[Any, int]] = {}
 _running_lock = threading.Lock()
 
 
+def upload_holder(session: Session, claims: dict[str, Any]) -> int | None:
+    """The user an upload URL was issued to: named in a basic upload's or a completion's claims, a multipart
+    part's through its upload (None once that upload is gone, which refuses the part anyway)."""
+    user_id = claims.get("user_id")
+    if user_id is None and isinstance(claims.get("upload"), str):
+        user_id = session.scalar(select(LfsMultipartUpload.user_id).where(LfsMultipartUpload.id == claims["upload"]))
+    return user_id if isinstance(user_id, int) else None
+
+
 def _claim_part(hub: Hub, upload_id: str, part: int) -> None:
     """Claim part `part` for this request: refused while another request writes it or once it has been
     received, so a part can never be rewritten behind the hash that completion trusts."""

@@ -17,7 +17,7 @@ from bastion.api.bodies import json_object
 from bastion.authz import Permission, Principal, permission, require
 from bastion.db import transaction
 from bastion.errors import BadRequest, Conflict
-from bastion.lifecycle import service
+from bastion.lifecycle import deletion, export, service
 
 router = APIRouter()
 
@@ -63,3 +63,39 @@ async def reactivate(name: str, request: Request, principal: Principal = Depends
             return {"name": user.name, "active": True}
 
     return JSONResponse(await run_in_threadpool(run))
+
+
+@router.delete("/api/admin/users/{name}")
+@permission(Permission.ADMIN)
+async def delete_user(name: str, request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """Delete an account: personal data removed, audit events pseudonymised, its repos transferred now
+    (`{"transferTo": "user-or-org"}`) or deleted after the grace period."""
+    data = await json_object(request, json_content_type=True) if await request.body() else {}
+    transfer_to = data.get("transferTo")
+    if transfer_to is not None and (not isinstance(transfer_to, str) or not transfer_to.strip()):
+        raise BadRequest("'transferTo' must name a user or an organization")
+    hub = hub_of(request)
+
+    def run() -> dict[str, Any]:
+        with transaction(hub.sessions) as session:
+            require(principal, Permission.ADMIN)
+            user = accounts.get_user_by_name(session, name)
+            if user.id == principal.user_id:
+                raise Conflict("An administrator cannot delete their own account here")
+            done = deletion.delete_account(hub, session, user, grace_days=hub.settings.account_deletion_grace_days,
+                                           transfer_to=transfer_to)
+            return {"deleted": True, **done.as_json()}
+
+    return JSONResponse(await run_in_threadpool(run))
+
+
+@router.get("/api/settings/data-export")
+@permission(Permission.USER_DATA_EXPORT)
+def data_export(request: Request, principal: Principal = Depends(current_principal)) -> JSONResponse:
+    """The caller's own personal data as JSON (a token that reads, or the browser); audited."""
+    with transaction(hub_of(request).sessions) as session:
+        require(principal, Permission.USER_DATA_EXPORT)
+        user = accounts.acting_user(session, principal)
+        doc = export.export_user_data(session, user)
+    return JSONResponse(doc, headers={"Content-Disposition": f'attachment; filename="{user.name}-personal-data.json"',
+                                      "Cache-Control": "no-store"})

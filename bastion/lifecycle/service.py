@@ -6,7 +6,7 @@ Every credential Bastion accepts is revoked here or re-checks `User.is_active` o
 - access tokens (revoked here, for good: reactivation never brings one back; `tokens.service.authenticate`
   refuses an inactive user's token anyway), hence git over HTTP (its password is a token) and every
   Xet CAS token and fetch URL (bound to the token or session that obtained it, re-read on each use:
-  `api.auth.bound_principal`),
+  `api.auth.bound_principal`), and LFS upload URLs (the policy refuses one whose user is inactive),
 - pending org token approval requests (revoked: an org admin is no longer asked to approve them),
 - SSO sessions of every org (deleted: a later sign-in must go through the IdP again); instance SSO
   signs in to a web session, revoked with the others,
@@ -120,3 +120,23 @@ def reactivate_user(session: Session, user: User, *, reason: str) -> None:
                  details={"reason": reason})
     session.flush()
 
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    """An account as the instance admin's users page lists it."""
+
+    name: str
+    email: str
+    fullname: str
+    is_admin: bool
+    active: bool
+    deleted: bool
+    created_at: str
+
+
+def list_accounts(session: Session, limit: int = 500) -> list[AccountRow]:
+    """Accounts for the admin page, deleted tombstones last (newest first otherwise)."""
+    rows = session.scalars(select(User).order_by(User.deleted_at.is_not(None), User.id.desc()).limit(limit))
+    return [AccountRow(u.name, u.email, u.fullname, u.is_admin, u.is_active, u.deleted_at is not None,
+                       u.created_at.strftime("%Y-%m-%d")) for u in rows]

@@ -247,6 +247,8 @@ class Seen:
 
 
 def _seen(session: Session, scope: Scope, user: Account) -> Seen | None:
+    if user.deleted_at is not None:
+        return None  # a deleted account's tombstone is nobody's to provision (bastion.lifecycle)
     identity = session.scalar(select(ScimIdentity).where(ScimIdentity.scope == scope.key,
                                                          ScimIdentity.user_id == user.id))
     if scope.org is None:
@@ -270,12 +272,13 @@ def all_users(session: Session, scope: Scope) -> list[Seen]:
     identities = {i.user_id: i for i in session.scalars(select(ScimIdentity).where(ScimIdentity.scope == scope.key))}
     if scope.org is None:
         users = session.scalars(select(Account).order_by(Account.id))
-        return [Seen(u, identities.get(u.id), None) for u in users
-                if not (u.id in identities and identities[u.id].deleted_at is not None)]
+        return [Seen(u, identities.get(u.id), None) for u in users if u.deleted_at is None
+                and not (u.id in identities and identities[u.id].deleted_at is not None)]
     members = {m.user_id: m for m in session.scalars(select(OrgMember).where(OrgMember.org_id == scope.org.id))}
     ids = sorted(set(members) | set(identities))
     users = accounts.users_by_ids(session, set(ids))
-    return [Seen(users[i], identities.get(i), members.get(i)) for i in ids if i in users]
+    return [Seen(users[i], identities.get(i), members.get(i)) for i in ids
+            if i in users and users[i].deleted_at is None]
 
 
 def _groups_of(session: Session, scope: Scope, user_ids: Iterable[int]) -> dict[int, list[ScimGroup]]:

@@ -37,7 +37,7 @@ READ_PERMISSIONS = frozenset({Permission.REPO_METADATA_READ, Permission.REPO_REA
                               Permission.USER_READ, Permission.PUBLIC, Permission.ORG_READ,
                               Permission.ORG_MEMBERS_READ, Permission.INSTANCE_STATUS_READ,
                               Permission.ORG_AUDIT_LOG_READ, Permission.INSTANCE_AUDIT_LOG_READ,
-                              Permission.USER_SECURITY_LOG_READ})
+                              Permission.USER_SECURITY_LOG_READ, Permission.USER_DATA_EXPORT})
 
 # Fine-grained permission names (the Hub's where they apply to Bastion) → what they allow.
 SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {

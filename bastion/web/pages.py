@@ -65,6 +65,7 @@ NOTICES = {
     "sudo": "Confirmed. You can change your security settings (e-mails, signing keys, two-factor, tokens) for the "
             "next few minutes.",
     "signed-out": "You are signed out.",
+    "account-deleted": "Your account was deleted: you are signed out and your access tokens no longer work.",
     "revoked": "The token was revoked.",
     "renamed": "The token was renamed.",
     "welcome": "Welcome to Bastion! We sent you an e-mail to verify your address.",
@@ -191,6 +192,8 @@ def sudo_return_path(request: Request) -> str:
     if request.method == "GET":
         return path
     parts = path.split("/")
+    if path.startswith("/admin/"):
+        return "/".join(parts[:3])  # /admin/users/alice/delete → /admin/users
     return "/".join(parts[:3]) if path.startswith("/settings/") else "/settings"
 
 

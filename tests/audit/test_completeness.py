@@ -176,6 +176,9 @@ ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
                                                               "user.deactivate"),
     ("POST", "/api/admin/users/{name}/reactivate"): Elsewhere("tests/security/test_deprovisioning.py",
                                                               "user.reactivate"),
+    ("DELETE", "/api/admin/users/{name}"): Elsewhere("tests/security/test_account_deletion.py", "user.delete"),
+    ("POST", "/settings/account/delete"): Elsewhere("tests/security/test_account_deletion.py", "user.delete"),
+    ("POST", "/admin/users/{name}/{verb}"): Elsewhere("tests/security/test_account_deletion.py", "user.deactivate"),
     ("POST", "/login/two-factor"): DRIVEN,
     ("POST", "/login/webauthn"): Elsewhere("tests/web/test_browser.py", "user.login"),
     ("POST", "/login/recovery"): DRIVEN,
@@ -327,6 +330,12 @@ NOT_BY_ROUTE: dict[str, tuple[str, str]] = {
     "scim.group.link": ("an org admin links a SCIM group (there must be one: a SCIM client's)", "tests/scim/test_scim.py"),
     "user.deactivate": ("an admin's deprovisioning (CLI, admin API, SCIM)", "tests/security/test_deprovisioning.py"),
     "user.reactivate": ("an admin's reactivation (CLI, admin API, SCIM)", "tests/security/test_deprovisioning.py"),
+    "user.delete": ("an account deletion (CLI, admin API and page, the user's own page in sudo mode)",
+                    "tests/security/test_account_deletion.py"),
+    "user.audit_redact": ("written by every account deletion", "tests/security/test_account_deletion.py"),
+    "user.repos_purge": ("the grace period's end (sweeper, or `bastion admin purge-deleted-accounts`)",
+                         "tests/security/test_account_deletion.py"),
+    "user.data_export": ("GET /api/settings/data-export (a GET, audited)", "tests/security/test_account_deletion.py"),
 }
 
 

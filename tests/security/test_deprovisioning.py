@@ -51,6 +51,18 @@ def _approval_states(server: BastionServer, org: str, admin_tok: str, pending: s
     return [t["state"] for t in r.json() if t["displayName"] == "fg"]
 
 
+def _lfs_upload_url(server: BastionServer, name: str, token: str, repo_id: str) -> tuple[str, bytes]:
+    import hashlib
+
+    body = secrets.token_bytes(1024)
+    oid = hashlib.sha256(body).hexdigest()
+    r = httpx.post(f"{server.url}/{repo_id}.git/info/lfs/objects/batch", auth=(name, token), timeout=TIMEOUT,
+                   headers={"accept": "application/vnd.git-lfs+json", "content-type": "application/vnd.git-lfs+json"},
+                   json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(body)}]})
+    assert r.status_code == 200, r.text
+    return r.json()["objects"][0]["actions"]["upload"]["href"], body
+
+
 def _whoami(server: BastionServer, token: str) -> int:
     return httpx.get(f"{server.url}/api/whoami-v2", headers={"authorization": f"Bearer {token}"},
                      timeout=TIMEOUT).status_code
@@ -89,6 +101,7 @@ def test_every_credential_fails_at_once_and_none_comes_back(web_server: BastionS
     fetches = [_fetch_url(by_token, stored), _fetch_url(by_session, stored)]
     assert _reads(by_token, stored, fetches[0]) == OK
     assert _reads(by_session, stored, fetches[1]) == OK
+    upload_url, lfs_body = _lfs_upload_url(server, name, token, repo_id)
 
     deactivate(server, name)
 
@@ -106,6 +119,9 @@ def test_every_credential_fails_at_once_and_none_comes_back(web_server: BastionS
     # Xet CAS tokens (from the token and from the session) and the fetch URLs they were given.
     assert _refused(_reads(by_token, stored, fetches[0]))
     assert _refused(_reads(by_session, stored, fetches[1]))
+    # An LFS upload URL handed out before (a capability valid for an hour) dies with the account.
+    r = httpx.put(upload_url, content=lfs_body, timeout=TIMEOUT)
+    assert r.status_code == 403 and "deactivated" in r.text, r.text
     # The pending approval is gone from the org's queue: revoked, not waiting for an admin.
     assert _approval_states(server, org, admin_tok, pending) in ([], ["revoked"])
     # The password no longer signs in.
