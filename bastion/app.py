@@ -100,6 +100,10 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     from bastion.orgs.routes import router as orgs_router
     from bastion.tokens import governance as token_governance
     token_governance.install(hub.engine, app.state.mailer)  # token approval requests are e-mailed
+    from bastion.scim.routes import router as scim_router
+    app.include_router(scim_router)  # /scim/v2/… and /api/organizations/{org}/scim/v2/…: SCIM errors, SCIM tokens
+    from bastion.scim.routes import settings_router as scim_settings_router
+    app.include_router(scim_settings_router)  # /api/organizations/{name}/settings/scim…
     from bastion.sso.routes import router as sso_router
     app.include_router(sso_router)  # /api/organizations/{name}/settings/sso
     app.include_router(orgs_router)  # before repos: /api/{plural}/{ns}/{name}/resource-group
@@ -132,6 +136,8 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(web_audit_router)  # before the org settings' /organizations/{name}/settings/{tab}
     app.include_router(web_instance_sso_router)  # /login/sso…, /admin/sso: before the user pages
     app.include_router(web_sso_router)  # before the org pages: /organizations/{name}/settings/sso
+    from bastion.web.scim_views import router as web_scim_router
+    app.include_router(web_scim_router)  # before the org pages and the user pages: …/settings/scim, /admin/scim
     app.include_router(web_orgs_router)  # before the repo pages: /organizations/{name} is no repo
     from bastion.web.gating_views import router as web_gating_router
     app.include_router(web_gating_router)  # before the repo pages: /{ns}/{name}/access-requests

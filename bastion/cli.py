@@ -188,6 +188,56 @@ def create_user(name: str, email: str, fullname: str, is_admin: bool, password_s
         hub.close()
 
 
+@admin.command("scim-token")
+@click.option("--instance", is_flag=True, default=False, help="A token for the instance's SCIM endpoint (/scim/v2).")
+@click.option("--org", "org_name", default=None, metavar="ORG",
+              help="A token for ORG's SCIM endpoint (/api/organizations/ORG/scim/v2).")
+@click.option("--label", default="SCIM", show_default=True, help="A name for the token (e.g. the IdP's).")
+@click.option("--rotate", "rotate_id", type=int, default=None, metavar="ID",
+              help="Issue a new token with the label of token ID and revoke ID in the same transaction.")
+@click.option("--revoke", "revoke_id", type=int, default=None, metavar="ID", help="Revoke token ID (prints nothing).")
+@click.option("--list", "list_tokens", is_flag=True, default=False, help="List the scope's tokens (never secrets).")
+@data_dir_option
+def scim_token(instance: bool, org_name: str | None, label: str, rotate_id: int | None, revoke_id: int | None,
+               list_tokens: bool, data_dir: Path | None) -> None:
+    """Create a SCIM bearer token (printed once, on standard output), or rotate, revoke or list them.
+
+    Several tokens may be live at once (one per IdP, or during a hand-over); --rotate replaces one.
+    """
+    from bastion.orgs import service as orgs
+    from bastion.scim import service as scim
+
+    if instance == (org_name is not None):
+        raise click.UsageError("Give exactly one of --instance or --org ORG")
+    if sum(x is not None and x is not False for x in (rotate_id, revoke_id, list_tokens or None)) > 1:
+        raise click.UsageError("Give at most one of --rotate, --revoke and --list")
+    hub = _admin_hub(data_dir)
+    try:
+        with bind_context(AuditContext(via="cli", actor_name=_os_user())), transaction(hub.sessions) as session:
+            scope = scim.Scope(orgs.get_org(session, org_name) if org_name is not None else None)
+            if list_tokens:
+                for tok in scim.list_tokens(session, scope):
+                    view = scim.token_view(tok)
+                    click.echo(f"{view['id']:>5}  {view['state']:<8} …{view['last4']}  {view['label']}  "
+                               f"created {view['createdAt']}  last used {view['lastUsedAt'] or 'never'}")
+                return
+            if revoke_id is not None:
+                scim.revoke_token(session, scope, scim.get_token(session, scope, revoke_id))
+                click.echo(f"revoked SCIM token {revoke_id}", err=True)
+                return
+            if rotate_id is not None:
+                issued = scim.rotate_token(session, scope, scim.get_token(session, scope, rotate_id), None)
+            else:
+                issued = scim.issue_token(session, scope, label, None)
+            where = "/scim/v2" if org_name is None else f"/api/organizations/{scope.org.name}/scim/v2"  # type: ignore[union-attr]
+            click.echo(f"SCIM token {issued.token.id} for {where} (shown once; store it in your IdP):", err=True)
+            click.echo(issued.secret)
+    except BastionError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        hub.close()
+
+
 @admin.command("invite")
 @click.argument("email")
 @data_dir_option

@@ -16,6 +16,7 @@ import bastion.orgs.models  # noqa: F401
 import bastion.relocation.models  # noqa: F401
 import bastion.repos.models  # noqa: F401
 import bastion.scanning.models  # noqa: F401
+import bastion.scim.models  # noqa: F401
 import bastion.signing.models  # noqa: F401
 import bastion.sso.models  # noqa: F401
 import bastion.tokens.models  # noqa: F401

@@ -26,6 +26,7 @@ Hooks and ports (owner ← provider):
 - scanning.queue.queue_extensions / sweep_hooks (durable jobs on the scan workers) ← relocation.queue
 - orgs.service.sso_gate (whether an org enforces SSO, its members' live SSO sessions) ← sso.service
 - repos.service.delete_hooks (a region move of the deleted repository) ← relocation.service
+- scanning.leaks.other_credentials (leaked SCIM tokens revoked on sight) ← scim.service
 - scanning.queue.sweep_hooks (repos of deleted accounts, after the grace period) ← lifecycle.sweeper
 """
 
@@ -45,6 +46,7 @@ PROVIDERS = (
     "bastion.scanning.verdicts",
     "bastion.relocation.queue",
     "bastion.sso.service",
+    "bastion.scim.service",
     "bastion.lifecycle.sweeper",
 )
 

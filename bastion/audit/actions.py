@@ -122,6 +122,19 @@ class AuditAction(StrEnum):
     USER_SSO_LOGIN = "user.sso_login"
     USER_SSO_LINK = "user.sso_link"
     USER_SSO_LOGIN_FAILED = "user.sso_login_failed"  # an instance SSO sign-in refused
+    # SCIM (bastion.scim): the IdP's tokens (rotation: a create and a revoke), and what its client provisioned.
+    SCIM_TOKEN_CREATE = "scim.token.create"
+    SCIM_TOKEN_REVOKE = "scim.token.revoke"
+    SCIM_USER_CREATE = "scim.user.create"  # an account created, or an existing one linked
+    SCIM_USER_UPDATE = "scim.user.update"
+    SCIM_USER_ACTIVATE = "scim.user.activate"
+    SCIM_USER_DEACTIVATE = "scim.user.deactivate"
+    SCIM_USER_DELETE = "scim.user.delete"
+    SCIM_GROUP_CREATE = "scim.group.create"
+    SCIM_GROUP_UPDATE = "scim.group.update"
+    SCIM_GROUP_MEMBERS = "scim.group.members"
+    SCIM_GROUP_DELETE = "scim.group.delete"
+    SCIM_GROUP_LINK = "scim.group.link"  # an org admin linked a SCIM group to a role and resource groups
     ORG_SSO_LOGIN_FAILED = "org.sso_login_failed"  # a sign-in refused (bad token, reused state, e-mail mismatch)
     ORG_2FA_ENABLE = "org.settings.security.2fa.enable"
     ORG_2FA_DISABLE = "org.settings.security.2fa.disable"

@@ -196,6 +196,18 @@ MESSAGES: dict[AuditAction, str] = {
     AuditAction.USER_SSO_LINK: "{target} linked their account to an SSO identity",
     AuditAction.USER_SSO_LOGIN_FAILED: "An SSO sign-in was refused ({reason})",
     AuditAction.RESOURCE_GROUP_DEFAULT_REGION: "{author} set a resource group's default storage region to {to}",
+    AuditAction.SCIM_TOKEN_CREATE: "{author} created the SCIM token {label} ({scope})",
+    AuditAction.SCIM_TOKEN_REVOKE: "The SCIM token {label} was revoked ({reason})",
+    AuditAction.SCIM_USER_CREATE: "{author} provisioned {target} through SCIM",
+    AuditAction.SCIM_USER_UPDATE: "{author} updated {target} through SCIM",
+    AuditAction.SCIM_USER_ACTIVATE: "{author} activated {target} through SCIM",
+    AuditAction.SCIM_USER_DEACTIVATE: "{author} deactivated {target} through SCIM",
+    AuditAction.SCIM_USER_DELETE: "{author} deprovisioned {target} through SCIM",
+    AuditAction.SCIM_GROUP_CREATE: "{author} created the SCIM group {name}",
+    AuditAction.SCIM_GROUP_UPDATE: "{author} renamed a SCIM group to {name}",
+    AuditAction.SCIM_GROUP_MEMBERS: "{author} changed the members of the SCIM group {name}",
+    AuditAction.SCIM_GROUP_DELETE: "{author} deleted the SCIM group {name}",
+    AuditAction.SCIM_GROUP_LINK: "{author} linked the SCIM group {name} to roles",
 }
 class _Fields(dict[str, str]):
     def __missing__(self, key: str) -> str:

@@ -71,6 +71,12 @@ class Permission(StrEnum):
     REPO_RESOURCE_GROUP = "repo.resource_group.write"  # move a repo into, out of or between resource groups
     # Audit logs: an org's (its admins; instance admins), the instance's (instance admins), one's own security log.
     ORG_AUDIT_LOG_READ = "org.audit_log.read"
+    # SCIM (bastion.scim): the IdP's provisioning API, granted only by a SCIM token of the same scope (the
+    # instance or one org); the SCIM tokens and settings pages of an org (its admins) and of the instance
+    # (instance admins), browser + recent re-authentication. Linking SCIM groups to roles is ORG_WRITE.
+    SCIM_PROVISION = "scim.provision"
+    ORG_SCIM_WRITE = "org.scim.write"
+    INSTANCE_SCIM_WRITE = "instance.scim.write"
     INSTANCE_AUDIT_LOG_READ = "instance.audit_log.read"
     USER_SECURITY_LOG_READ = "user.security_log.read"
     # Identity lifecycle (bastion.lifecycle): one's own personal data as JSON (tokens that read, or the browser);

@@ -47,7 +47,8 @@ CAPABILITY_PERMISSIONS = frozenset({Permission.LFS_OBJECT_UPLOAD, Permission.XET
 # authorize() refuses it without Principal.recently_authenticated, and the web pages send the browser to
 # /settings/sudo. Every one of them is browser-only too (below): a token cannot re-authenticate.
 SUDO_PERMISSIONS = frozenset({Permission.ACCOUNT_SECURITY, Permission.ACCOUNT_EMAILS_WRITE, Permission.TOKEN_MANAGE,
-                              Permission.USER_KEYS_WRITE, Permission.ACCOUNT_DELETE, Permission.INSTANCE_USERS_WRITE})
+                              Permission.USER_KEYS_WRITE, Permission.ACCOUNT_DELETE, Permission.INSTANCE_USERS_WRITE,
+                              Permission.ORG_SCIM_WRITE, Permission.INSTANCE_SCIM_WRITE})
 # Instance administration from a browser session: the same recent confirmation (a token's holder chose to mint an
 # administrator's token; a browser tab left open did not choose anything). Tokens are not asked: they cannot
 # re-authenticate, and these also have API routes for automation.
@@ -80,7 +81,10 @@ COMMUNITY_FORM_PERMISSIONS = frozenset({Permission.REPO_DISCUSSION_CREATE, Permi
 METHOD_GRANTS: dict[str, frozenset[Permission]] = {
     "anonymous": frozenset({Permission.PUBLIC, Permission.REPO_LIST, Permission.REPO_METADATA_READ,
                             Permission.REPO_READ, Permission.ORG_MEMBERS_READ}),
-    "token": frozenset(Permission) - CAPABILITY_PERMISSIONS - BROWSER_ONLY_PERMISSIONS,
+    # SCIM_PROVISION only ever by a SCIM token ("scim"), which grants nothing else: an IdP's token is no
+    # account's credential, and no account's token or browser session may act as the IdP.
+    "token": frozenset(Permission) - CAPABILITY_PERMISSIONS - BROWSER_ONLY_PERMISSIONS - {Permission.SCIM_PROVISION},
+    "scim": frozenset({Permission.SCIM_PROVISION}),
     # A browser session reads what its user may read and manages its own account; repo writes and
     # admin stay with tokens until the UI has CSRF-protected forms for them.
     # Own signing keys too (in sudo mode): the keys settings page posts CSRF-checked forms
@@ -101,7 +105,7 @@ METHOD_GRANTS: dict[str, frozenset[Permission]] = {
 
 @dataclass(frozen=True)
 class Principal:
-    method: str  # anonymous | token | session | capability
+    method: str  # anonymous | token | session | capability | scim
     user_id: int | None = None
     username: str | None = None
     is_admin: bool = False
@@ -113,6 +117,9 @@ class Principal:
     # Token restrictions (bastion.tokens.restrictions), re-applied on every decision: a token can only
     # narrow what its owner may do right now, never widen it.
     restrictions: tuple[Restriction, ...] = ()
+    # A SCIM token (method "scim"): its id and the scope it was issued for ("instance" or "org:<id>").
+    scim_token_id: int | None = None
+    scim_scope: str | None = None
 
     @classmethod
     def anonymous(cls) -> Principal:
@@ -265,6 +272,17 @@ class DiscussionRef:
 
 
 @dataclass(frozen=True)
+class ScimScope:
+    """The SCIM endpoint a request addresses: the instance's (`org` None) or one organization's."""
+
+    org: OrgFacts | None = None
+
+    @property
+    def key(self) -> str:
+        return "instance" if self.org is None else f"org:{self.org.id}"
+
+
+@dataclass(frozen=True)
 class BoundCapability:
     """A request made with a capability bound to the credential that obtained it (Xet CAS tokens and
     the xorb fetch URLs they lead to): what the request asks for, plus the holder and the repo the
@@ -363,6 +381,13 @@ def authorize(principal: Principal, perm: Permission, resource: object = None) -
             if principal.capability.get(key) != resource.claims.get(key):
                 return Decision(False, f"fetch URL was signed for another {key}")
         return _holder_may(principal, Permission.REPO_READ, resource)
+    if perm is Permission.SCIM_PROVISION:
+        # A SCIM token works on the SCIM endpoint of the scope it was issued for, and nowhere else.
+        if not isinstance(resource, ScimScope) or principal.scim_scope is None:
+            return Decision(False, "not a SCIM request")
+        if principal.scim_scope != resource.key:
+            return Decision(False, "this SCIM token was issued for another SCIM endpoint")
+        return ALLOW
     if principal.method == "token" and principal.token_role != "write" and not principal.restrictions:
         return Decision(False, "token without restrictions: refusing to guess its rights")  # fail closed
     if isinstance(resource, RepoTransfer):
@@ -401,7 +426,7 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
     if perm is Permission.INSTANCE_USERS_WRITE:
         return ALLOW if principal.is_admin else Decision(False, "instance administrators only")  # sudo: authorize()
     if perm in (Permission.ADMIN, Permission.INSTANCE_STATUS_READ, Permission.INSTANCE_AUDIT_LOG_READ,
-                Permission.INSTANCE_SSO_WRITE):
+                Permission.INSTANCE_SSO_WRITE, Permission.INSTANCE_SCIM_WRITE):
         return ALLOW if principal.is_admin else Decision(False, "instance administrators only")
     if perm in (Permission.ORG_CREATE, Permission.ORG_MEMBERSHIP_SELF):
         return ALLOW if principal.authenticated else Decision(False, "sign-in required")
@@ -428,7 +453,7 @@ def _user_may(principal: Principal, perm: Permission, resource: object) -> Decis
         return _org_repo_may(principal, perm, resource, resource.org)
     if isinstance(resource, OrgFacts) and perm in (Permission.ORG_READ, Permission.ORG_WRITE, Permission.ORG_DELETE,
                                                    Permission.ORG_MEMBERS_READ, Permission.ORG_MEMBERS_WRITE,
-                                                   Permission.ORG_AUDIT_LOG_READ):
+                                                   Permission.ORG_AUDIT_LOG_READ, Permission.ORG_SCIM_WRITE):
         return _org_may(principal, perm, resource)
     if isinstance(resource, GroupRef) and perm is Permission.RESOURCE_GROUP_WRITE:
         return _group_may(principal, resource)
@@ -845,6 +870,6 @@ def require(principal: Principal, perm: Permission, resource: object = None) -> 
         raise Forbidden(decision.reason)
     if decision.reauthenticate:
         raise ReauthenticationRequired(decision.reason)
-    if not principal.authenticated and principal.method != "capability":
+    if not principal.authenticated and principal.method not in ("capability", "scim"):
         raise AuthenticationRequired(f"Authentication required: {decision.reason}")
     raise Forbidden(f"Forbidden: {decision.reason}")

@@ -230,11 +230,12 @@ def whoami_orgs(session: Session, user: User) -> list[dict[str, Any]]:
             for org, role in orgs_of(session, user)]
 
 
-def _add(session: Session, org: Organization, user: User, role: str, *, via: str) -> OrgMember:
+def _add(session: Session, org: Organization, user: User, role: str, *, via: str,
+         managed_by: str | None = None) -> OrgMember:
     _check_role(role)
     if member(session, org, user) is not None:
         raise Conflict(f"{user.name} is already a member of {org.name}")
-    row = OrgMember(org_id=org.id, user_id=user.id, role=role)
+    row = OrgMember(org_id=org.id, user_id=user.id, role=role, managed_by=managed_by)
     session.add(row)
     session.flush()
     audit.record(session, AuditAction.ORG_ADD_USER, target=("user", user.name), namespace=org.name,
@@ -245,6 +246,12 @@ def _add(session: Session, org: Organization, user: User, role: str, *, via: str
 def add_member(session: Session, org: Organization, user: User, role: str | None = None) -> OrgMember:
     """An admin adds a user directly (CLI, API): the org's default role unless one is given."""
     return _add(session, org, user, role or org.default_role, via="admin")
+
+
+def add_provisioned_member(session: Session, org: Organization, user: User, source: str) -> OrgMember:
+    """A provisioning source (e.g. "scim") adds a member with the org's default role; the membership is
+    marked as managed by that source, which may later remove it (and deprovisioning names it)."""
+    return _add(session, org, user, org.default_role, via=source, managed_by=source)
 
 
 def admin_ids(session: Session, org_id: int) -> list[int]:

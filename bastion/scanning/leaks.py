@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,20 @@ from bastion.tokens import service as tokens
 log = logging.getLogger("bastion.leaks")
 
 
+class LeakedCredentials(Protocol):
+    """Another kind of Bastion credential with the token format (a feature above scanning owns it)."""
+
+    def is_live(self, session: Session, secret: str) -> bool | None:
+        """True live, False known but dead, None not one of these."""
+
+    def revoke(self, session: Session, secret: str, *, source: str, where: str) -> bool:
+        """Revoke it if it is live and audit why; True when it was."""
+
+
+# Filled by bastion.scim.service (SCIM tokens); bastion.wiring loads it wherever secrets are scanned.
+other_credentials: list[LeakedCredentials] = []
+
+
 def is_live_token(hub: Hub, secret: str) -> bool | None:
     """Verifier for the secret scanner: True live, False known but dead, None not a Bastion token.
 
@@ -26,7 +41,13 @@ def is_live_token(hub: Hub, secret: str) -> bool | None:
     writer in the same process would wait for that one's lock until it timed out."""
     with transaction(hub.sessions, readonly=True) as session:
         tok = tokens.find_by_secret(session, secret)
-        return None if tok is None else tokens.is_live(tok)
+        if tok is not None:
+            return tokens.is_live(tok)
+        for kind in other_credentials:
+            live = kind.is_live(session, secret)
+            if live is not None:
+                return live
+        return None
 
 
 def revoke_leaked(hub: Hub, secrets: Iterable[str], *, source: str, where: str) -> int:
@@ -41,7 +62,10 @@ def revoke_leaked_in(session: Session, hub: Hub, secrets: Iterable[str], *, sour
     revoked = 0
     for secret in dict.fromkeys(secrets):
         tok = tokens.find_by_secret(session, secret)
-        if tok is None or not tokens.is_live(tok):
+        if tok is None:
+            revoked += sum(kind.revoke(session, secret, source=source, where=where) for kind in other_credentials)
+            continue
+        if not tokens.is_live(tok):
             continue
         tokens.revoke_token(session, tok, reason=f"leaked ({source}): {where}"[:300])
         notify(session, hub.mailer, tok.user, f"Your access token {tok.name!r} was revoked",

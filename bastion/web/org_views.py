@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 router = APIRouter(route_class=HtmlRoute)
 SETTINGS_TABS = (("members", "Members"), ("resource-groups", "Resource groups"), ("regions", "Regions"),
-                 ("security", "Security"), ("sso", "SSO"), ("tokens", "Tokens"),
-                 ("audit-logs", "Audit logs"))  # audit logs: bastion.web.audit_views; SSO: bastion.web.sso_views
+                 ("security", "Security"), ("sso", "SSO"), ("scim", "SCIM"), ("tokens", "Tokens"),
+                 ("audit-logs", "Audit logs"))  # audit logs: bastion.web.audit_views; SSO: bastion.web.sso_views;
+# SCIM: bastion.web.scim_views
 
 
 def _text(form: FormData, key: str, limit: int = 4096) -> str:

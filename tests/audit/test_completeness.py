@@ -53,6 +53,8 @@ DRIVEN = Driven()
 R = "/api/{plural}/{ns}/{name}"
 LFS_OBJECTS_READ = ReadOnly("the LFS batch API hands out transfer URLs and never stores a byte; the bytes become "
                             "the repo's at verify/complete, audited as repo.lfs_object_store")
+SCIM_SEARCH = ReadOnly("a SCIM search (RFC 7644 §3.4.3) is a query sent as a POST body: reads only")
+SCIM_UNKNOWN = ReadOnly("any other path under a SCIM prefix: a SCIM 404 or 405, nothing done")
 LOCKS_READ = ReadOnly("lists the locks that are not the caller's (git lfs pre-push): reads only")
 UPLOAD_PACK = ReadOnly("git fetch/clone: reads only")
 LFS_VERIFY = ReadOnly("git-lfs asks whether an upload arrived: the upload itself linked the object to the repo and "
@@ -240,6 +242,40 @@ ROUTES: dict[tuple[str, str], Driven | ReadOnly | Elsewhere] = {
     ("POST", "/login/saml/consume"): Elsewhere("tests/sso/test_instance_sso.py", "user.sso_login"),
     ("POST", "/login/saml/finish"): Elsewhere("tests/sso/test_instance_sso.py", "user.sso_login"),
     ("POST", "/login/sso/link"): Elsewhere("tests/sso/test_instance_sso.py", "user.sso_link"),
+    # SCIM (tests/scim/test_scim.py drives each with SCIM tokens and asserts its event, the SCIM client as actor).
+    ("POST", "/scim/v2/Users"): Elsewhere("tests/scim/test_scim.py", "scim.user.create"),
+    ("PUT", "/scim/v2/Users/{uid}"): Elsewhere("tests/scim/test_scim.py", "scim.user.update"),
+    ("PATCH", "/scim/v2/Users/{uid}"): Elsewhere("tests/scim/test_scim.py", "scim.user.deactivate"),
+    ("DELETE", "/scim/v2/Users/{uid}"): Elsewhere("tests/scim/test_scim.py", "scim.user.delete"),
+    ("POST", "/scim/v2/Groups"): Elsewhere("tests/scim/test_scim.py", "scim.group.create"),
+    ("PUT", "/scim/v2/Groups/{gid}"): Elsewhere("tests/scim/test_scim.py", "scim.group.update"),
+    ("PATCH", "/scim/v2/Groups/{gid}"): Elsewhere("tests/scim/test_scim.py", "scim.group.members"),
+    ("DELETE", "/scim/v2/Groups/{gid}"): Elsewhere("tests/scim/test_scim.py", "scim.group.delete"),
+    ("POST", "/scim/v2/.search"): SCIM_SEARCH,
+    ("POST", "/scim/v2/Users/.search"): SCIM_SEARCH,
+    ("POST", "/scim/v2/Groups/.search"): SCIM_SEARCH,
+    ("POST", "/scim/v2/{rest:path}"): SCIM_UNKNOWN,
+    ("PUT", "/scim/v2/{rest:path}"): SCIM_UNKNOWN,
+    ("PATCH", "/scim/v2/{rest:path}"): SCIM_UNKNOWN,
+    ("DELETE", "/scim/v2/{rest:path}"): SCIM_UNKNOWN,
+    ("POST", "/api/organizations/{org}/scim/v2/Users"): Elsewhere("tests/scim/test_scim.py", "scim.user.create"),
+    ("PUT", "/api/organizations/{org}/scim/v2/Users/{uid}"): Elsewhere("tests/scim/test_scim.py", "scim.user.update"),
+    ("PATCH", "/api/organizations/{org}/scim/v2/Users/{uid}"): Elsewhere("tests/scim/test_scim.py", "scim.user.deactivate"),
+    ("DELETE", "/api/organizations/{org}/scim/v2/Users/{uid}"): Elsewhere("tests/scim/test_scim.py", "scim.user.delete"),
+    ("POST", "/api/organizations/{org}/scim/v2/Groups"): Elsewhere("tests/scim/test_scim.py", "scim.group.create"),
+    ("PUT", "/api/organizations/{org}/scim/v2/Groups/{gid}"): Elsewhere("tests/scim/test_scim.py", "scim.group.update"),
+    ("PATCH", "/api/organizations/{org}/scim/v2/Groups/{gid}"): Elsewhere("tests/scim/test_scim.py", "scim.group.members"),
+    ("DELETE", "/api/organizations/{org}/scim/v2/Groups/{gid}"): Elsewhere("tests/scim/test_scim.py", "scim.group.delete"),
+    ("POST", "/api/organizations/{org}/scim/v2/.search"): SCIM_SEARCH,
+    ("POST", "/api/organizations/{org}/scim/v2/Users/.search"): SCIM_SEARCH,
+    ("POST", "/api/organizations/{org}/scim/v2/Groups/.search"): SCIM_SEARCH,
+    ("POST", "/api/organizations/{org}/scim/v2/{rest:path}"): SCIM_UNKNOWN,
+    ("PUT", "/api/organizations/{org}/scim/v2/{rest:path}"): SCIM_UNKNOWN,
+    ("PATCH", "/api/organizations/{org}/scim/v2/{rest:path}"): SCIM_UNKNOWN,
+    ("DELETE", "/api/organizations/{org}/scim/v2/{rest:path}"): SCIM_UNKNOWN,
+    ("PUT", "/api/organizations/{name}/settings/scim/groups/{gid}"): Elsewhere("tests/scim/test_scim.py", "scim.group.link"),
+    ("POST", "/organizations/{name}/settings/scim/{verb}"): Elsewhere("tests/scim/test_pages.py", "scim.token.create"),
+    ("POST", "/admin/scim/{verb}"): Elsewhere("tests/scim/test_pages.py", "scim.token.revoke"),
     # storage regions: this server has only the default region (a second one needs its own store)
     ("POST", "/organizations/{name}/settings/regions/default"): Elsewhere("tests/storage/test_region_settings.py",
                                                                          "org.settings.default_region"),
@@ -300,6 +336,12 @@ NOT_BY_ROUTE: dict[str, tuple[str, str]] = {
     "user.sso_login": ("an IdP's answer (the OIDC callback, a GET; SAML's consume)", "tests/sso/test_instance_sso.py"),
     "user.sso_link": ("an IdP's answer, then the existing account proven", "tests/sso/test_instance_sso.py"),
     "user.sso_login_failed": ("an IdP's answer refused", "tests/sso/test_instance_sso.py"),
+    "scim.token.create": ("`bastion admin scim-token` (CLI) and the SCIM settings pages", "tests/scim/test_pages.py"),
+    "scim.token.revoke": ("rotation and revocation (CLI, SCIM settings pages)", "tests/scim/test_pages.py"),
+    **{a: ("a SCIM client's request (a SCIM token: none is made in this file)", "tests/scim/test_scim.py")
+       for a in ("scim.user.create", "scim.user.update", "scim.user.activate", "scim.user.deactivate", "scim.user.delete",
+                 "scim.group.create", "scim.group.update", "scim.group.members", "scim.group.delete")},
+    "scim.group.link": ("an org admin links a SCIM group (there must be one: a SCIM client's)", "tests/scim/test_scim.py"),
     "user.deactivate": ("an admin's deprovisioning (CLI, admin API, SCIM)", "tests/security/test_deprovisioning.py"),
     "user.reactivate": ("an admin's reactivation (CLI, admin API, SCIM)", "tests/security/test_deprovisioning.py"),
     "user.delete": ("an account deletion (CLI, admin API and page, the user's own page in sudo mode)",

@@ -1,7 +1,7 @@
 """the daily allowance of pull-request content uploaded by users who cannot write to the repo
 
 Revision ID: 0032_contribution_uploads
-Revises: 0029_regions_followup
+Revises: 0031_scim
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import bastion.db
 
 revision = "0032_contribution_uploads"
-down_revision = "0029_regions_followup"
+down_revision = "0031_scim"
 branch_labels = None
 depends_on = None
 

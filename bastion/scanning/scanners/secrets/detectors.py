@@ -485,8 +485,8 @@ def _registry() -> tuple[Detector, ...]:
         token("huggingface.org_token", "huggingface", "Hugging Face organization API token",
               rf"api_org_[A-Za-z]{{34}}(?![{_A}_])", ("api_org_",), prefix="api_org_",
               extra_check=_random_letters),
-        # Bastion's own tokens: the format module owns the regex and the checksum.
-        Detector("bastion.token", "bastion", "Bastion access token", TOKEN_RE, ("bst_",),
+        # Bastion's own tokens (access tokens, SCIM tokens): the format module owns the regex and the checksum.
+        Detector("bastion.token", "bastion", "Bastion access token", TOKEN_RE, ("bst_", "bsc_"),
                  validator=v.bastion_token, prefix="bst_"),
         AwsKeyDetector("aws.access_key", "aws", "AWS access key",
                        _rx(r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}(?![A-Z0-9])"),

@@ -333,6 +333,6 @@ def npm_token(token: str) -> Validation | None:
 
 def bastion_token(token: str) -> Validation | None:
     # The format module owns the checksum definition; never re-implement it here.
-    from bastion.tokens.format import is_well_formed
+    from bastion.tokens.format import PREFIXES, is_well_formed
 
-    return CHECKSUM if is_well_formed(token) else None
+    return CHECKSUM if is_well_formed(token, PREFIXES) else None
