@@ -129,3 +129,14 @@ class RateLimitHit(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(400))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RetiredName(Base):
+    """The name of a deleted account, never given again: a newcomer under it would be served whatever others
+    still fetch by the old repo ids and profile links (repo-jacking). Kept as the SHA-256 of the lower-cased
+    name, not the name (bastion.accounts.service.retire_name)."""
+
+    __tablename__ = "retired_names"
+
+    name_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    retired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

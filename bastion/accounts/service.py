@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from bastion import audit
 from bastion.accounts import passwords, ratelimit
-from bastion.accounts.models import User, UserEmail, WebSession
+from bastion.accounts.models import RetiredName, User, UserEmail, WebSession
 from bastion.audit.actions import AuditAction
 from bastion.authz import Principal, capability
 from bastion.db import utcnow
@@ -68,6 +68,26 @@ def _validate_email(email: str) -> str:
     return email
 
 
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(name.lower().encode()).hexdigest()
+
+
+def name_retired(session: Session, name: str) -> bool:
+    """Whether `name` belonged to a deleted account (no user or organization may take it again)."""
+    return session.get(RetiredName, _name_hash(name)) is not None
+
+
+def retire_name(session: Session, name: str) -> None:
+    """Keep `name` (of an account being deleted) from ever being given again."""
+    if not name_retired(session, name):
+        session.add(RetiredName(name_hash=_name_hash(name)))
+
+
+def refuse_retired(session: Session, name: str) -> None:
+    if name_retired(session, name):
+        raise Conflict(f"The name {name!r} belonged to a deleted account and cannot be used again")
+
+
 def create_user(session: Session, name: str, email: str, fullname: str = "", is_admin: bool = False, *,
                 password: str | None = None, email_verified: bool = False,
                 min_password_length: int = 10) -> User:
@@ -75,6 +95,7 @@ def create_user(session: Session, name: str, email: str, fullname: str = "", is_
     email = _validate_email(email)
     if session.scalar(select(User.id).where(User.name_lower == name.lower())) is not None:
         raise Conflict(f"The name {name!r} is already taken")
+    refuse_retired(session, name)
     if password is not None:
         passwords.check_policy(password, min_password_length, username=name, email=email)
     if email_verified and _verified_owner(session, email) is not None:

@@ -31,6 +31,7 @@ from sqlalchemy import Text, cast, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from bastion import audit
+from bastion.accounts import service as accounts
 from bastion.accounts.models import KnownDevice, RecoveryCode, User, UserEmail, WebAuthnCredential, WebSession
 from bastion.audit import chain
 from bastion.audit.actions import AuditAction
@@ -96,6 +97,7 @@ def delete_account(hub: Hub, session: Session, user: User, *, grace_days: int,
     with bind_context(**changes):
         transferred, kept = _repos(session, user, old_name, pseudonym, transfer_to)
         user.name, user.name_lower = pseudonym, pseudonym.lower()
+        accounts.retire_name(session, old_name)  # nobody signs up as the deleted account (repo-jacking)
         session.flush()
         deactivate_user(session, user, reason="account deleted")
         _remove_personal_rows(session, user, emails)

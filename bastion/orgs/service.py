@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, aliased
 
 from bastion import audit
 from bastion.accounts.models import User, UserEmail, WebAuthnCredential
-from bastion.accounts.service import validate_namespace_name
+from bastion.accounts.service import refuse_retired, validate_namespace_name
 from bastion.audit import retention as audit_retention
 from bastion.audit import worker as audit_worker
 from bastion.audit.actions import AuditAction
@@ -175,6 +175,7 @@ def create_org(session: Session, owner: User, name: str, fullname: str = "") -> 
     taken = session.scalar(select(User.id).where(User.name_lower == name.lower())) or find_org(session, name)
     if taken is not None:
         raise Conflict(f"The name {name!r} is already taken")
+    refuse_retired(session, name)
     org = Organization(name=name, name_lower=name.lower(), fullname=(fullname or "").strip()[:200], description="",
                        default_role="read", require_2fa=False, repo_visibility="public", hide_members=False,
                        token_policy="allow")  # noqa: S106 (a policy name, not a secret)

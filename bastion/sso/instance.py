@@ -241,7 +241,7 @@ def _free_name(session: Session, wanted: str) -> str:
         except BadRequest:
             continue
         taken = session.scalar(select(User.id).where(User.name_lower == candidate.lower()))
-        if taken is None and not _org_named(session, candidate):
+        if taken is None and not _org_named(session, candidate) and not accounts.name_retired(session, candidate):
             return candidate
     return f"user-{secrets.token_hex(6)}"
 
