@@ -121,7 +121,7 @@ def test_every_credential_fails_at_once_and_none_comes_back(web_server: BastionS
     assert _refused(_reads(by_session, stored, fetches[1]))
     # An LFS upload URL handed out before (a capability valid for an hour) dies with the account.
     r = httpx.put(upload_url, content=lfs_body, timeout=TIMEOUT)
-    assert r.status_code == 403 and "deactivated" in r.text, r.text
+    assert r.status_code == 403 and "no longer valid" in r.text, r.text  # its token was revoked with the account
     # The pending approval is gone from the org's queue: revoked, not waiting for an admin.
     assert _approval_states(server, org, admin_tok, pending) in ([], ["revoked"])
     # The password no longer signs in.
