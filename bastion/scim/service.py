@@ -51,6 +51,7 @@ from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, OrgMember, OrgTokenApproval, ResourceGroup, ResourceGroupMember
 from bastion.scanning import leaks
 from bastion.scim.models import ScimGroup, ScimGroupLink, ScimGroupMember, ScimIdentity, ScimToken
+from bastion.sso import instance as sso_instance
 from bastion.sso.models import SsoSession
 from bastion.tokens import format as token_format
 from bastion.tokens.models import AccessToken
@@ -394,6 +395,10 @@ def _leave_org(session: Session, org: Organization, user: Account) -> None:
 
 
 def _deactivate(session: Session, scope: Scope, user: Account) -> None:
+    if user.is_active and sso_instance.is_break_glass_admin(session, user):
+        raise ForbiddenException(detail="This account is the instance's break-glass administrator, the way in when "
+                                        "the identity provider fails: SCIM cannot deactivate it (an administrator "
+                                        "can, with `bastion admin deactivate-user`)")
     if user.is_active:
         where = "the instance's SCIM" if scope.org is None else f"the SCIM of {scope.org.name}"
         lifecycle.deactivate_user(session, user, reason=f"deprovisioned by {where}",

@@ -132,12 +132,20 @@ def set_sso_only(session: Session, sso_only: bool, break_glass_user: str | None)
     return config
 
 
+def is_break_glass_admin(session: Session, user: User) -> bool:
+    """Whether `user` is the administrator named to sign in with a password when "SSO only" is on: the one
+    account that must outlive a broken or compromised identity provider (its SCIM cannot deactivate it)."""
+    config = get_config(session)
+    return config is not None and bool(config.break_glass_user) and user.is_admin \
+        and user.name_lower == config.break_glass_user.lower()
+
+
 def password_sign_in_allowed(session: Session, user: User) -> bool:
     """False while "SSO only" is on, except for the break-glass administrator."""
     config = enabled_config(session)
     if config is None or not config.sso_only:
         return True
-    return bool(config.break_glass_user) and user.name_lower == config.break_glass_user.lower() and user.is_admin
+    return is_break_glass_admin(session, user)
 
 
 def settings_view(session: Session) -> dict[str, Any]:
