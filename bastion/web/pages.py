@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -79,7 +80,23 @@ def _env() -> Environment:
     env.filters["q"] = lambda s: quote(str(s), safe="")
     env.filters["qpath"] = lambda s: quote(str(s), safe="/")
     env.filters["size"] = human_size
+    env.filters["when"] = human_time
     return env
+
+
+def human_time(value: object) -> str:
+    """A timestamp as people read it ("2026-12-07 21:20 UTC"), from a datetime or an API's ISO 8601 string."""
+    if value is None or value == "":
+        return ""
+    when = value if isinstance(value, datetime) else None
+    if when is None:
+        try:
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def human_size(n: int | None) -> str:
