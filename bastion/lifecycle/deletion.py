@@ -2,7 +2,7 @@
 under a keyed redaction event, its own repositories transferred at once or deleted after a grace period.
 
 The order of delete_account(), in one transaction:
-1. Repos: transferred to the named user or org (repo.move, as an admin's transfer), or kept under the
+1. Repos: transferred to the named user or org (repo.move, as an admin's transfer), or kept, private, under the
    pseudonym until the grace period ends (`purge_due` deletes them); org repos stay with their org.
 2. The user row takes the pseudonym (`deleted-` + random hex, not derived from the name: a guess cannot
    be confirmed), so every event written from here on names the pseudonym only.
@@ -84,7 +84,7 @@ def delete_account(hub: Hub, session: Session, user: User, *, grace_days: int,
                    transfer_to: str | None = None) -> Deletion:
     """Delete `user` (see the module's docstring for the order). `transfer_to`: a user or org that receives
     every repo of the account now (the caller has authorized that: an instance admin); else they are kept,
-    under the pseudonym and as they were (visibility unchanged), for `grace_days`, then deleted."""
+    under the pseudonym and private (administrators still see them), for `grace_days`, then deleted."""
     if is_deleted(user):
         raise Conflict("This account is already deleted")
     old_name = user.name
@@ -146,7 +146,10 @@ def _repos(session: Session, user: User, old_name: str, pseudonym: str,
             transferred.append(f"{repo.type}/{repo.repo_id}")
     else:
         for repo in owned:
+            # Kept for the grace period (an admin may still transfer them), out of public view: the person
+            # deleted their account, so what they published is withdrawn now, not in a month.
             repo.namespace, repo.namespace_lower = pseudonym, pseudonym.lower()
+            repo.private = True
             kept.append(f"{repo.type}/{repo.repo_id}")
     # The old name leads nowhere (it is personal data, and free again): no redirect keeps it.
     session.execute(delete(RepoRedirect).where(RepoRedirect.namespace_lower == old_name.lower()))

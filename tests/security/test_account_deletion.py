@@ -98,10 +98,13 @@ def test_admin_deletes_a_user_audit_stays_readable_and_pseudonymous(lserver: Bas
     r = client.post("/login", data={"csrf_token": csrf_of(client.get("/login").text), "login": name,
                                     "password": PASSWORD})
     assert r.status_code != 303
-    # The profile is gone; the name leads nowhere; the repos wait under the pseudonym; the org keeps its repo.
+    # The profile is gone; the name leads nowhere; the repos wait under the pseudonym, withdrawn from view (the
+    # public repo is private now: administrators only); the org keeps its repo.
     assert httpx.get(f"{server.url}/{name}", timeout=TIMEOUT).status_code == 404
     assert _repo_status(server, f"{name}/weights", admin_token) == 404
     assert _repo_status(server, f"{pseudonym}/weights", admin_token) == 200
+    assert _repo_status(server, f"{pseudonym}/weights") in (401, 404)
+    assert _repo_status(server, f"{pseudonym}/weights", owner_token) == 404
     assert _repo_status(server, f"{org}/shared", owner_token) == 200
     members = httpx.get(f"{server.url}/api/organizations/{org}/members", headers=_auth(owner_token), timeout=TIMEOUT)
     assert name not in members.text
@@ -239,7 +242,7 @@ def test_a_user_deletes_their_own_account_in_sudo_mode(lserver: BastionServer, t
     hf_api(server, token).create_repo(f"{name}/mine", private=True)
     web = http_login(server, name)
     page = web.get("/settings/account")
-    assert page.status_code == 200 and "Delete my account" in page.text and "kept under the pseudonym" in page.text
+    assert page.status_code == 200 and "Delete my account" in page.text and "made private under the pseudonym" in page.text
     csrf = csrf_of(page.text)
     # The sign-in is fresh: sudo holds. Age it past the sudo window first: the deletion must ask again.
     from tests.accounts.fixtures import age_sign_in
