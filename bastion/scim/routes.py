@@ -248,19 +248,24 @@ async def resource_types(request: Request) -> Response:
         _listed([_dump(r) for r in _resource_types()], base, "ResourceTypes")), readonly=True)
 
 
-@permission(Permission.SCIM_PROVISION)
-async def resource_type(request: Request) -> Response:
-    base, wanted = _base(request), request.path_params["rid"]
+async def _discovery_one(request: Request, items: Any, kind: str, wanted: str) -> Response:
+    """One ResourceType or Schema by id, with its location (a SCIM 404 for an unknown id)."""
+    base = _base(request)
 
     def work(_s: Any, _sc: scim.Scope) -> Response:
-        for r in _resource_types():
-            if r.id == wanted:
-                payload = _dump(r)
-                payload.setdefault("meta", {})["location"] = f"{base}/ResourceTypes/{r.id}"
+        for item in items():
+            if item.id == wanted:
+                payload = _dump(item)
+                payload.setdefault("meta", {})["location"] = f"{base}/{kind}s/{item.id}"
                 return _scim_response(payload)
-        raise NotFoundException(detail=f"ResourceType {wanted} not found")
+        raise NotFoundException(detail=f"{kind} {wanted} not found")
 
     return await _run(request, work, readonly=True)
+
+
+@permission(Permission.SCIM_PROVISION)
+async def resource_type(request: Request) -> Response:
+    return await _discovery_one(request, _resource_types, "ResourceType", request.path_params["rid"])
 
 
 @permission(Permission.SCIM_PROVISION)
@@ -272,17 +277,7 @@ async def schemas(request: Request) -> Response:
 
 @permission(Permission.SCIM_PROVISION)
 async def schema(request: Request) -> Response:
-    base, wanted = _base(request), request.path_params["sid"]
-
-    def work(_s: Any, _sc: scim.Scope) -> Response:
-        for s in _schemas():
-            if s.id == wanted:
-                payload = _dump(s)
-                payload.setdefault("meta", {})["location"] = f"{base}/Schemas/{s.id}"
-                return _scim_response(payload)
-        raise NotFoundException(detail=f"Schema {wanted} not found")
-
-    return await _run(request, work, readonly=True)
+    return await _discovery_one(request, _schemas, "Schema", request.path_params["sid"])
 
 
 # ---- query parameters, versions -----------------------------------------------------------------------------------
