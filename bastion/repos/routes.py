@@ -79,6 +79,13 @@ def load_repo(hub: Hub, session: Session, principal: Principal, plural: str, ns:
     return repo
 
 
+def check_repo(request: Request, principal: Principal, plural: str, ns: str, name: str, perm: Permission) -> None:
+    """load_repo()'s check alone, for routes that answer from the check itself (auth-check, likes)."""
+    hub = hub_of(request)
+    with transaction(hub.sessions, readonly=True) as session:
+        load_repo(hub, session, principal, plural, ns, name, perm)
+
+
 def _actor(session: Session, principal: Principal) -> User:
     user = user_by_id(session, principal.user_id)
     if user is None:
@@ -333,9 +340,7 @@ def user_likes(username: str, request: Request, principal: Principal = Depends(c
 @permission(Permission.REPO_METADATA_READ)
 def repo_likers(plural: str, ns: str, name: str, request: Request,
                 principal: Principal = Depends(current_principal)) -> JSONResponse:
-    hub = hub_of(request)
-    with transaction(hub.sessions, readonly=True) as session:
-        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
+    check_repo(request, principal, plural, ns, name, Permission.REPO_METADATA_READ)
     return JSONResponse([])
 
 
@@ -343,9 +348,7 @@ def repo_likers(plural: str, ns: str, name: str, request: Request,
 @permission(Permission.REPO_METADATA_READ)
 def unlike(plural: str, ns: str, name: str, request: Request,
            principal: Principal = Depends(current_principal)) -> JSONResponse:
-    hub = hub_of(request)
-    with transaction(hub.sessions, readonly=True) as session:
-        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
+    check_repo(request, principal, plural, ns, name, Permission.REPO_METADATA_READ)
     if principal.user_id is None:
         raise AuthenticationRequired("You must be signed in to unlike a repository")
     return JSONResponse({})
@@ -355,9 +358,7 @@ def unlike(plural: str, ns: str, name: str, request: Request,
 @permission(Permission.REPO_METADATA_READ)
 def like(plural: str, ns: str, name: str, request: Request,
          principal: Principal = Depends(current_principal)) -> JSONResponse:
-    hub = hub_of(request)
-    with transaction(hub.sessions, readonly=True) as session:
-        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
+    check_repo(request, principal, plural, ns, name, Permission.REPO_METADATA_READ)
     raise BadRequest("Likes are not offered by this Bastion instance")
 
 
@@ -599,9 +600,7 @@ def auth_check(plural: str, ns: str, name: str, request: Request,
                principal: Principal = Depends(current_principal)) -> JSONResponse:
     """`auth_check`: 200 when the caller may read the repo's files; else the answer a download would
     get (404 RepoNotFound for a repo they may not see, 401/403 GatedRepo behind a gate)."""
-    hub = hub_of(request)
-    with transaction(hub.sessions, readonly=True) as session:
-        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_READ)
+    check_repo(request, principal, plural, ns, name, Permission.REPO_READ)
     return JSONResponse({})
 
 
@@ -610,9 +609,7 @@ def auth_check(plural: str, ns: str, name: str, request: Request,
 def auth_check_write(plural: str, ns: str, name: str, request: Request,
                      principal: Principal = Depends(current_principal)) -> JSONResponse:
     """`auth_check(write=True)`: 200 when the caller may write to the repo."""
-    hub = hub_of(request)
-    with transaction(hub.sessions, readonly=True) as session:
-        load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+    check_repo(request, principal, plural, ns, name, Permission.REPO_WRITE)
     return JSONResponse({})
 
 
