@@ -476,19 +476,27 @@ class ClamdSupervisor:
 
     # -- freshclam ------------------------------------------------------------------------------------------
     def _updates(self) -> None:
-        interval = self.settings.freshclam_interval_hours * 3600
         delay = 0.0  # the first update at start: a new instance has no signatures
         while not self._stop.wait(delay):
-            ok = self.update_signatures()
-            delay = interval if ok else min(interval, FRESHCLAM_RETRY)
-            self._set(fresh={"nextAttempt": _iso(time.time() + delay)})
+            delay = self._retry_delay(self.update_signatures())
+
+    def _retry_delay(self, ok: bool) -> float:
+        """Seconds until the next freshclam run after one that succeeded (`ok`) or failed."""
+        interval = self.settings.freshclam_interval_hours * 3600
+        return interval if ok else min(interval, FRESHCLAM_RETRY)
+
+    def _next_attempt(self, ok: bool) -> str:
+        """When the next run is due, recorded in the same status write as the outcome it follows (a reader
+        never sees an outcome without its next attempt)."""
+        return _iso(time.time() + self._retry_delay(ok))
 
     def update_signatures(self) -> bool:
         """Run freshclam once; record the outcome, reload clamd if the database changed."""
         binary = freshclam_binary()
         attempt = time.time()
         if binary is None:
-            self._set(fresh={"lastAttempt": _iso(attempt), "lastError": "freshclam is not installed"})
+            self._set(fresh={"lastAttempt": _iso(attempt), "lastError": "freshclam is not installed",
+                             "nextAttempt": self._next_attempt(False)})
             return False
         self.paths.freshclam_conf.write_text(freshclam_conf(self.settings, self.paths))
         before = database_fingerprint(self.paths.db)
@@ -513,12 +521,14 @@ class ClamdSupervisor:
             error = _freshclam_error(text) or f"freshclam exited with code {code}"
             was_failing = self.status["freshclam"].get("lastError") is not None
             log.warning("freshclam failed (code %s): %s; next try later", code, error)
-            self._set(fresh={"lastError": error, "lastExitCode": code, "running": False})
+            self._set(fresh={"lastError": error, "lastExitCode": code, "running": False,
+                             "nextAttempt": self._next_attempt(False)})
             if not was_failing:
                 self._audit("instance.signatures_update_failed", {"error": error, "exitCode": code})
             return False
         after = database_fingerprint(self.paths.db)
-        self._set(fresh={"lastSuccess": _iso(time.time()), "lastError": None, "lastExitCode": 0, "running": False})
+        self._set(fresh={"lastSuccess": _iso(time.time()), "lastError": None, "lastExitCode": 0, "running": False,
+                         "nextAttempt": self._next_attempt(True)})
         if after != before:
             log.info("freshclam: signatures updated (%d files)", len(after))
             reloaded = False
