@@ -17,7 +17,7 @@ from bastion.api.urls import base_url
 from bastion.audit import AuditContext, bind_context
 from bastion.audit import record as audit_record
 from bastion.audit.actions import AuditAction
-from bastion.authz import Permission, Principal, permission, require
+from bastion.authz import Permission, Principal, authorize, permission, require
 from bastion.authz import capability as cap
 from bastion.db import transaction
 from bastion.errors import (
@@ -34,16 +34,23 @@ from bastion.errors import (
 )
 from bastion.gitserver import service, transport
 from bastion.hub import Hub
+from bastion.lfs import allowance
+from bastion.repos import commit as repo_commit
 from bastion.repos import service as repos
 from bastion.repos.service import repo_by_id
 from bastion.tokens import service as tokens
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from bastion.repos.models import Repo
 
 log = logging.getLogger("bastion.gitserver")
 router = APIRouter()
-SERVICES = {"git-upload-pack": Permission.REPO_READ, "git-receive-pack": Permission.REPO_WRITE}
+# A push's connection needs the right to upload for a commit (anyone signed in who reads the repo, as for LFS);
+# each push is then judged by the refs it moves (`_require_push`): branches and tags need write access,
+# refs/pr/N its author while open (the Hub's `git push origin HEAD:refs/pr/N`) or the writers.
+SERVICES = {"git-upload-pack": Permission.REPO_READ, "git-receive-pack": Permission.REPO_CONTENT_UPLOAD}
 REALM = {"WWW-Authenticate": 'Basic realm="Bastion", charset="UTF-8"'}
 ANONYMOUS_DENIED = "Authentication required: use your username and a Bastion access token as password.\n"
 HOOK_PREFIX = "/api/internal/git-hooks/"
@@ -122,9 +129,11 @@ def _hook_url(request: Request) -> str:
                      "(set BASTION_PUBLIC_URL)")
 
 
-def _receive_pack_args(hub: Hub) -> list[str]:
+def _receive_pack_args(hub: Hub, max_input: int | None = None) -> list[str]:
+    """`max_input`: the most bytes of pack git accepts (a contributor's remaining allowance; None: no bound)."""
     hooks = transport.ensure_hooks(hub.settings.resolved_data_dir)
-    return ["-c", f"core.hooksPath={hooks}",
+    bound = ["-c", f"receive.maxInputSize={max_input}"] if max_input is not None else []
+    return [*bound, "-c", f"core.hooksPath={hooks}",
             # Every ref update goes through the proc-receive hook: Bastion moves refs, not git.
             "-c", "receive.procReceiveRefs=refs",
             "-c", "receive.fsckObjects=true",
@@ -134,7 +143,7 @@ def _receive_pack_args(hub: Hub) -> list[str]:
 
 def _register(prefix: str, plural: str) -> None:
     @router.get(f"/{prefix}{{ns}}/{{name}}/info/refs", name=f"git_info_refs_{plural}")
-    @permission(Permission.REPO_READ, Permission.REPO_WRITE)  # git-upload-pack / git-receive-pack
+    @permission(Permission.REPO_READ, Permission.REPO_CONTENT_UPLOAD)  # git-upload-pack / git-receive-pack
     async def info_refs(ns: str, name: str, request: Request) -> Response:
         svc = request.query_params.get("service")
         if svc not in SERVICES:
@@ -175,13 +184,18 @@ def _register(prefix: str, plural: str) -> None:
         return transport.GitResponse(stream, "application/x-git-upload-pack-result")
 
     @router.post(f"/{prefix}{{ns}}/{{name}}/git-receive-pack", name=f"git_receive_pack_{plural}")
-    @permission(Permission.REPO_WRITE)
+    @permission(Permission.REPO_CONTENT_UPLOAD)
     async def receive_pack(ns: str, name: str, request: Request) -> Response:
-        checked = await _authorized(request, plural, ns, name, Permission.REPO_WRITE)
+        checked = await _authorized(request, plural, ns, name, Permission.REPO_CONTENT_UPLOAD)
         if isinstance(checked, Response):
             return checked
         principal, repo = checked
         hub = hub_of(request)
+        budget = await run_in_threadpool(_pack_budget, hub, principal, repo.id)
+        if budget == 0:
+            return _text(429, "Your allowance for pull-request content on repositories you cannot write to is spent "
+                              "for the last 24 hours; try again later, or ask the repository's maintainers for "
+                              "write access.")
         try:
             gzipped = transport.check_gzip(request.headers.get("content-encoding"))
             hook_url = _hook_url(request)
@@ -198,7 +212,7 @@ def _register(prefix: str, plural: str) -> None:
         env.update({"BASTION_HOOK_URL": hook_url, "BASTION_PUSH_TOKEN": token})
         await run_in_threadpool(service.sweep_stale_quarantines, hub.git_path(repo.storage_key))
         stream = await transport.run_service(
-            "git-receive-pack", [*_receive_pack_args(hub), str(hub.git_path(repo.storage_key))], env,
+            "git-receive-pack", [*_receive_pack_args(hub, budget), str(hub.git_path(repo.storage_key))], env,
             request.stream(), gzipped=gzipped, kill_on_disconnect=False,
             on_exit=lambda: service.discard_approval(hub, push_id))
         return transport.GitResponse(stream, "application/x-git-receive-pack-result")
@@ -229,11 +243,35 @@ def _push_context(claims: dict[str, Any]) -> AuditContext:
                         request_id=claims.get("rid"), via="git")
 
 
-def _pusher(hub: Hub, claims: dict[str, Any], options: object = None) -> tuple[Principal, Repo, dict[str, str]]:
-    """The pusher, re-checked now (token still live, still allowed): the route's one authz check.
+def _pack_budget(hub: Hub, principal: Principal, repo_id: int) -> int | None:
+    """How many bytes of pack this push may bring: no bound for the repo's writers; for others (a pull request's
+    author) what remains of their daily contribution allowance (`lfs.allowance`)."""
+    with transaction(hub.sessions, readonly=True) as session:
+        repo = repo_by_id(session, repo_id)
+        if repo is None or authorize(principal, Permission.REPO_WRITE, repos.repo_ref(repo)):
+            return None
+        return allowance.remaining(session, hub.settings.contribution_upload_bytes_per_day, principal.user_id or 0)
+
+
+def _require_push(session: Session, principal: Principal, repo: Repo, updates: list[service.RefUpdate]) -> bool:
+    """The push's one authz check, by the refs it moves (`repos.commit.commit_right`, as the commit API): a push
+    to one pull request's ref is its author's (while open) or the writers'; anything else the writers'.
+    Returns whether the pusher may write to the repo (others are charged for the pack they bring)."""
+    ref = repos.repo_ref(repo)
+    names = {u.ref for u in updates}
+    perm, resource = repo_commit.commit_right(session, repo, ref, names.pop() if len(names) == 1 else "")
+    require(principal, perm, resource)
+    return perm is Permission.REPO_WRITE or bool(authorize(principal, Permission.REPO_WRITE, ref))
+
+
+def _pusher(hub: Hub, claims: dict[str, Any], updates: list[service.RefUpdate], options: object = None,
+            ) -> tuple[Principal, Repo, dict[str, str], bool]:
+    """The pusher, re-checked now (token still live, still allowed to move these refs): the route's one authz
+    check.
 
     Also checks the push's `-o` options: a mistyped one, or a bypass the pusher may not ask for,
-    ends the push before its objects are walked. Returns the commit options they ask for.
+    ends the push before its objects are walked. Returns the commit options they ask for, and whether the
+    pusher writes to the repo.
     """
     with transaction(hub.sessions) as session:
         repo = repo_by_id(session, claims["repo_id"])
@@ -243,13 +281,13 @@ def _pusher(hub: Hub, claims: dict[str, Any], options: object = None) -> tuple[P
         if tok.user_id != claims["user_id"]:
             raise InvalidCredentials("token does not belong to the pusher")
         principal = tokens.principal_for_token(tok)
-        require(principal, Permission.REPO_WRITE, repos.repo_ref(repo))
+        writer = _require_push(session, principal, repo, updates)
         commit_options = repos.secrets_bypass_options(principal, repo, service.parse_push_options(options))
-    return principal, repo, commit_options
+    return principal, repo, commit_options, writer
 
 
 @router.post(f"{HOOK_PREFIX}pre-receive")
-@permission(Permission.REPO_WRITE)
+@permission(Permission.REPO_WRITE, Permission.REPO_PR_WRITE)
 async def pre_receive(request: Request) -> JSONResponse:
     """Check a quarantined push: refs it may move, paths, sizes, LFS objects, locks."""
     hub = hub_of(request)
@@ -261,7 +299,7 @@ async def pre_receive(request: Request) -> JSONResponse:
 
     def run() -> service.CheckResult:
         try:
-            principal, repo, options = _pusher(hub, claims, data.get("options"))
+            principal, repo, options, writer = _pusher(hub, claims, updates, data.get("options"))
         except (BadRequest, Forbidden) as exc:
             return service.CheckResult(False, ["Bastion rejected this push:", f"  - {exc.message}"])
         target = ("repo", f"{repo.type}/{repo.repo_id}")
@@ -274,6 +312,9 @@ async def pre_receive(request: Request) -> JSONResponse:
                 scan = service.scan_push(hub, repo, git, updates)
                 with transaction(hub.sessions) as session:
                     result = service.judge_push(session, repo, principal.user_id or 0, scan)
+                    if result.ok and not writer:
+                        result = service.charge_pack(hub, session, repo, principal.user_id or 0, claims["push"],
+                                                     quarantine)
                     if not result.ok:
                         audit_record(session, AuditAction.REPO_PUSH_REJECTED, target=target,
                                      namespace=repo.namespace,
@@ -299,7 +340,7 @@ async def pre_receive(request: Request) -> JSONResponse:
 
 
 @router.post(f"{HOOK_PREFIX}proc-receive")
-@permission(Permission.REPO_WRITE)
+@permission(Permission.REPO_WRITE, Permission.REPO_PR_WRITE)
 async def proc_receive(request: Request) -> JSONResponse:
     """Move the refs of a push that passed pre-receive, as the API's commit path does."""
     hub = hub_of(request)
@@ -319,7 +360,7 @@ async def proc_receive(request: Request) -> JSONResponse:
                 principal = tokens.principal_for_token(tok)
                 if tok.user_id != claims["user_id"]:
                     raise InvalidCredentials("token does not belong to the pusher")
-                require(principal, Permission.REPO_WRITE, repos.repo_ref(repo))
+                _require_push(session, principal, repo, updates)
                 options = repos.secrets_bypass_options(principal, repo, service.parse_push_options(data.get("options")))
                 return service.apply_push(hub, session, repo, updates, atomic, approved, brought, options)
         except (Conflict, Forbidden) as exc:  # a lost race, or push protection: each ref says why

@@ -28,6 +28,7 @@ from bastion.audit.actions import AuditAction
 from bastion.db import utcnow
 from bastion.errors import BadRequest, Conflict, Forbidden, RepoNotFound
 from bastion.hub import Hub
+from bastion.lfs import allowance
 from bastion.lfs import locks as lfs_locks
 from bastion.repos import admission, protection
 from bastion.repos.models import Repo
@@ -301,6 +302,20 @@ def judge_push(session: Session, repo: Repo, user_id: int, scan: PushScan) -> Ch
     if not scan.problems:
         return CheckResult(True)
     return _refusal(scan.problems)
+
+
+def charge_pack(hub: Hub, session: Session, repo: Repo, user_id: int, push_id: str,
+                quarantine: str | None) -> CheckResult:
+    """Charge the pack a pull request's author (who cannot write to the repo) brought to their daily contribution
+    allowance (`lfs.allowance`), in the caller's transaction; a refusal past it. git bounded the pack to what
+    remained when the push began (`receive.maxInputSize`); concurrent pushes are caught here."""
+    size = sum(f.stat().st_size for f in Path(quarantine).rglob("*") if f.is_file()) if quarantine else 0
+    try:
+        allowance.charge(session, hub.settings.contribution_upload_bytes_per_day, user_id, repo.id,
+                         [(f"pack:{push_id}", size)])
+    except allowance.AllowanceExceeded as exc:
+        return _refusal([exc.message])
+    return CheckResult(True)
 
 
 def admit_push(hub: Hub, session: Session, repo_id: int, updates: list[RefUpdate], scan: PushScan,

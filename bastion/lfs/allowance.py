@@ -4,7 +4,9 @@ Anyone who may read a repo may open a pull request on it, with LFS objects and X
 bound, reading a public repo would be enough to fill the storage. Each such upload is charged (LFS: when the
 batch hands out its upload action; Xet: before the xorb's body is read) against
 `Settings.contribution_upload_bytes_per_day` over a sliding 24 hours, once per user and object; past it the
-request is refused with a 429 and the time at which enough of the window frees. Writers are never charged.
+request is refused with a 429 and the time at which enough of the window frees. A git push to a pull request's
+ref (refs/pr/N) by its author is bounded by what remains (git's `receive.maxInputSize`) and its pack charged
+once accepted. Writers are never charged.
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ def charge(session: Session, limit: int, user_id: int, repo_id: int, items: Iter
     session.add_all(ContributionUpload(user_id=user_id, repo_id=repo_id, key=key, size=size, at=now)
                     for key, size in new.items())
     session.flush()
+
+
+def remaining(session: Session, limit: int, user_id: int) -> int:
+    """Bytes `user_id` may still upload in the window (0 when the allowance is spent); a bound for uploads whose
+    size is known only as they arrive (a git push's pack)."""
+    since = utcnow() - WINDOW
+    used = int(session.scalar(select(func.coalesce(func.sum(ContributionUpload.size), 0)).where(
+        ContributionUpload.user_id == user_id, ContributionUpload.at > since)) or 0)
+    return max(0, limit - used)
 
 
 def _frees(session: Session, user_id: int, since: datetime, excess: int, now: datetime) -> timedelta:

@@ -160,8 +160,10 @@ def _register_locks(prefix: str, plural: str) -> None:
             body["next_cursor"] = next_cursor
         return _lfs_json(body)
 
+    # git-lfs asks before every push, a pull request's author's too (git push to refs/pr/N): the right to upload
+    # for a commit is enough, lock paths and owners being metadata (the push itself is judged by its refs).
     @router.post(f"{base}/verify", name=f"lfs_lock_verify_{plural}")
-    @permission(Permission.REPO_WRITE)
+    @permission(Permission.REPO_CONTENT_UPLOAD)
     async def verify_locks(ns: str, name: str, request: Request,
                            principal: Principal = Depends(current_principal)) -> JSONResponse:
         data = await json_object(request, 4 << 20)
@@ -172,7 +174,7 @@ def _register_locks(prefix: str, plural: str) -> None:
 
         def run() -> dict[str, Any]:
             with transaction(hub.sessions) as session:
-                repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_WRITE)
+                repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_CONTENT_UPLOAD)
                 views, next_cursor = locks.page(session, repo.id, cursor=cursor, limit=limit)
             body: dict[str, Any] = {
                 "ours": [v.as_json() for v in views if v.owner_user_id == principal.user_id],

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from bastion import audit
 from bastion.accounts.models import User
 from bastion.audit.actions import AuditAction
+from bastion.authz import DiscussionRef, Permission, RepoRef
 from bastion.db import utcnow
 from bastion.errors import (
     BadRequest,
@@ -122,6 +123,21 @@ def pull_request_of(session: Session, repo: Repo, revision: str) -> PullRequestF
     if pull_request_facts is None:
         raise RuntimeError("no pull request provider: bastion.community.service sets repos.commit.pull_request_facts")
     return pull_request_facts(session, repo, number)
+
+
+def commit_right(session: Session, repo: Repo, ref: RepoRef, revision: str, *,
+                 create_pr: bool = False) -> tuple[Permission, RepoRef | DiscussionRef]:
+    """The one check a commit to `revision` needs, for the commit API and git pushes alike: opening a pull
+    request is for anyone who reads the repo, a commit to refs/pr/N for its author (while it is open) and the
+    writers (no pull request owns the ref: the writers only), a commit to a branch or tag for the writers
+    (protections are the commit path's)."""
+    if create_pr:
+        return Permission.REPO_DISCUSSION_CREATE, ref
+    if pr_number_of(revision) is not None:
+        facts = pull_request_of(session, repo, revision)
+        return Permission.REPO_PR_WRITE, DiscussionRef(ref, facts.author_user_id if facts else None,
+                                                       facts.open if facts else False)
+    return Permission.REPO_WRITE, ref
 
 
 def pr_number_of(revision: str) -> int | None:

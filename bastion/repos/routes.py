@@ -25,7 +25,7 @@ from bastion.accounts.service import user_by_id
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object, parse_json
 from bastion.api.urls import base_url, int_param, next_link, repo_url
-from bastion.authz import DiscussionRef, Permission, Principal, permission, require
+from bastion.authz import Permission, Principal, permission, require
 from bastion.authz.policy import check_secret_mode
 from bastion.db import transaction
 from bastion.errors import (
@@ -842,15 +842,8 @@ def load_repo_for_commit(hub: Hub, session: Session, principal: Principal, plura
         if moved is None:
             raise RepoNotFound() from None
         repo, moved_from = moved, f"{ns}/{name}"
-    ref = service.repo_ref(repo, principal.user_id)
-    if create_pr:
-        require(principal, Permission.REPO_DISCUSSION_CREATE, ref)
-    elif commit.pr_number_of(revision) is not None:
-        facts = commit.pull_request_of(session, repo, revision)
-        require(principal, Permission.REPO_PR_WRITE,
-                DiscussionRef(ref, facts.author_user_id if facts else None, facts.open if facts else False))
-    else:
-        require(principal, Permission.REPO_WRITE, ref)
+    require(principal, *commit.commit_right(session, repo, service.repo_ref(repo, principal.user_id), revision,
+                                            create_pr=create_pr))
     if moved_from is not None:
         raise RepoMoved(moved_from, repo.repo_id)
     return repo

@@ -158,7 +158,8 @@ def test_read_token_and_other_users_cannot_push(server: BastionServer, repo: Rep
     other, other_token = server.create_user()
     proc = git("push", repo.url(other, other_token), "main", cwd=work, check=False)
     assert proc.returncode != 0
-    assert "remote: Forbidden: you do not have write access to this repository" in proc.stderr
+    # Judged by the refs it moves (a pull request's author may push to refs/pr/N): main needs write access.
+    assert "remote:   - Forbidden: you do not have write access to this repository" in proc.stderr, proc.stderr
 
     # Anonymous: the 401 challenge makes git ask for credentials (and fail, prompts being off).
     proc = git("push", repo.anonymous_url, "main", cwd=work, check=False)

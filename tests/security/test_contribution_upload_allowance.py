@@ -2,7 +2,8 @@
 with LFS objects and Xet xorbs of their own; found: nothing bounded those uploads, so a signed-in reader of a
 public repo could fill the instance's storage. Now each user has a daily allowance
 (BASTION_CONTRIBUTION_UPLOAD_BYTES_PER_DAY) for such uploads, charged once per object, refused with a 429 and
-Retry-After past it, on both upload paths (the LFS batch API, the Xet CAS); writers are never charged.
+Retry-After past it, on every upload path (the LFS batch API, the Xet CAS, a git push to a pull request's ref);
+writers are never charged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from bastion.xet.packing import pack_file
 from tests.conftest import BastionServer, MiB, hf_api
+from tests.gitserver.conftest import Git, RepoHandle, git, git_binaries  # noqa: F401 - fixtures
 
 LIMIT = 3 * MiB
 TIMEOUT = 30
@@ -76,3 +78,39 @@ def test_readers_pull_request_uploads_are_bounded_per_day(server: BastionServer,
     big = _xorb(server, reader_token, repo_id, rng.randbytes(MiB))
     assert big.status_code == 429 and "allowance" in big.headers["x-error-message"], big.text
     assert _xorb(server, owner_token, repo_id, rng.randbytes(MiB)).status_code == 200
+
+
+def test_a_pull_request_authors_git_push_is_bounded_by_the_same_allowance(server: BastionServer, git: Git,  # noqa: F811
+                                                                          tmp_path: Path) -> None:
+    """A pull request's author may push to refs/pr/N over git without write access: the pack they send is charged
+    to the allowance, and git refuses a pack larger than what remains (receive.maxInputSize)."""
+    rng = random.Random(5150)
+    owner, owner_token = server.create_user()
+    author, author_token = server.create_user()
+    repo_id = f"{owner}/git-bounded"
+    owner_api = hf_api(server, owner_token)
+    owner_api.create_repo(repo_id)
+    owner_api.upload_file(path_or_fileobj=b"hello\n", path_in_repo="README.md", repo_id=repo_id)
+    ref = hf_api(server, author_token).create_pull_request(repo_id, "Weights").git_reference
+    handle = RepoHandle(server, owner, owner_token, repo_id)
+    work = tmp_path / "w"
+    git("clone", handle.url(author, author_token), str(work))
+    git("fetch", "origin", f"{ref}:work", cwd=work)
+    git("checkout", "work", cwd=work)
+
+    # 2 MiB of random bytes in a regular file (not LFS, no compression): a 2 MiB pack, within the 3 MiB allowance.
+    (work / "a.dat").write_bytes(rng.randbytes(2 * MiB))
+    git.commit_all(work, "a")
+    pushed = git("push", "origin", f"HEAD:{ref}", cwd=work, check=False)
+    assert pushed.returncode == 0, pushed.stderr
+    # 2 MiB more: past what remains, refused, and the pull request is where it was.
+    before = owner_api.list_repo_commits(repo_id, revision=ref)[0].commit_id
+    (work / "b.dat").write_bytes(rng.randbytes(2 * MiB))
+    git.commit_all(work, "b")
+    refused = git("push", "origin", f"HEAD:{ref}", cwd=work, check=False)
+    assert refused.returncode != 0 and "pack exceeds maximum allowed size" in refused.stderr, refused.stderr
+    assert owner_api.list_repo_commits(repo_id, revision=ref)[0].commit_id == before
+    # The same allowance as uploads: the LFS batch refuses past it too.
+    assert _batch(server, author_token, repo_id, [_object(rng, 2 * MiB)]).status_code == 429
+    # The repo's writers are not bounded.
+    assert git("push", handle.url(), f"HEAD:{ref}", cwd=work, check=False).returncode == 0
