@@ -258,7 +258,7 @@ async def rename(plural: str, ns: str, name: str, num: str, request: Request,
             repo, d, _ = _load_discussion(session, principal, plural, ns, name, n,
                                           Permission.REPO_DISCUSSION_MODERATE)
             actor = service.actor_of(session, principal.user_id)
-            event = service.rename(session, repo, d, actor, data.get("title"))
+            event = service.rename(hub, session, repo, d, actor, data.get("title"))
             return {"newTitle": event_json(event, {actor.id: actor})}
 
     return JSONResponse(await run_in_threadpool(run))
@@ -302,7 +302,7 @@ async def edit_comment(plural: str, ns: str, name: str, num: str, comment_id: st
             repo, d, event = _load_discussion(session, principal, plural, ns, name, n,
                                               Permission.REPO_DISCUSSION_COMMENT_EDIT, comment_id)
             actor = service.actor_of(session, principal.user_id)
-            event = service.edit_comment(session, repo, d, event, actor, data.get("content"))
+            event = service.edit_comment(hub, session, repo, d, event, actor, data.get("content"))
             return {"updatedComment": event_json(event, service.users_of(session, d, [event]))}
 
     return JSONResponse(await run_in_threadpool(run))

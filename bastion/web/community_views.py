@@ -63,8 +63,9 @@ def _files(hub: Any, session: Session, principal: Principal, repo: Any, d: Any) 
     for change in service.changed_paths(git, d)[:MAX_FILES_SHOWN]:
         key = None
         if change.blob:
-            blob = git.repo[change.blob]
-            pointer = parse_lfs_pointer(blob.data) if blob.size <= 1024 else None
+            # Only a small blob can be a pointer: the others' sizes are read, not their bytes.
+            small = git.repo.odb.read_header(change.blob)[1] <= 1024
+            pointer = parse_lfs_pointer(git.repo[change.blob].data) if small else None
             key = pointer.oid if pointer is not None else change.blob
         rows.append({"path": change.path, "status": change.status, "key": key})
     statuses = verdicts.file_statuses(hub, session, [r["key"] for r in rows if r["key"]],
