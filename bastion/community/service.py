@@ -501,9 +501,10 @@ def _is_first(session: Session, discussion: Discussion, event: DiscussionEvent) 
 
 
 def merge(hub: Hub, session: Session, repo: Repo, discussion: Discussion, actor: User,
-          comment: object = None) -> str:
+          comment: object = None, expected_head: str | None = None) -> str:
     """Merge an open pull request into its target branch through the commit path (`repos.commit.merge_pull_request`:
-    a new commit on the branch, judged like any other); a conflict is a 409 naming the files."""
+    a new commit on the branch, judged like any other); a conflict is a 409 naming the files. `expected_head`:
+    the pull request's head as the merger saw it (a 412 if it moved since)."""
     if not discussion.is_pull_request:
         raise BadRequest("Only a pull request can be merged")
     if discussion.status not in ("open", "draft"):
@@ -513,7 +514,8 @@ def merge(hub: Hub, session: Session, repo: Repo, discussion: Discussion, actor:
         body = _check_text(comment, "comment")
         _comment(session, discussion, actor, body)
     message = f"Merge pull request #{discussion.num}: {discussion.title}\n"
-    oid = repo_commit.merge_pull_request(hub, session, repo, actor, discussion.num, discussion.target_ref, message)
+    oid = repo_commit.merge_pull_request(hub, session, repo, actor, discussion.num, discussion.target_ref, message,
+                                         expected_head)
     discussion.merge_commit = oid
     _set_status(session, repo, discussion, actor, "merged", discussion.status)
     _notify(hub, session, repo, discussion, actor, f"Pull request #{discussion.num} merged on {repo.repo_id}",

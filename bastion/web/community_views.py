@@ -7,6 +7,7 @@ Pages only: every change is the same service call the JSON API makes, after the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ router = APIRouter(route_class=HtmlRoute)
 PREFIXES = {"dataset": "/datasets", "space": "/spaces", "model": ""}
 MAX_FILES_SHOWN = 1000
 FORM_FIELDS = 8
+HEAD_RE = re.compile(r"[0-9a-f]{40}")
 
 
 def _base(repo: Any) -> str:
@@ -111,8 +113,10 @@ def _add_routes(repo_type: str) -> None:
             git = hub.git(repo.storage_key)
             timeline: list[tuple[Any, dict[str, Any]]] = [
                 (e.created_at, {"kind": e.kind, "event": e, "author": users.get(e.author_user_id)}) for e in rows]
-            files, diff, conflicts, can_read = [], "", [], False
+            files, diff, conflicts, can_read, head = [], "", [], False, ""
             if d.is_pull_request:
+                tip = git.branch_head(f"refs/pr/{d.num}")
+                head = str(tip) if tip is not None else ""  # what the merge form merges: what this page shows
                 timeline += [(c.at, {"kind": "commit", "commit": c}) for c in service.pull_commits(git, d)]
                 conflicts = service.conflicting_files(git, d)
                 # File names and scan results are metadata; the diff shows contents (a gated repo's gate).
@@ -123,6 +127,7 @@ def _add_routes(repo_type: str) -> None:
             own = DiscussionRef(ref, d.author_user_id, d.status in ("open", "draft"))
             return render(request, "discussion.html", **_header(hub, repo), d=d, author=users.get(d.author_user_id),
                           timeline=[item for _, item in first + rest], files=files, diff=diff, conflicts=conflicts,
+                          head=head,
                           can_read=can_read, hidden_text=service.HIDDEN_TEXT,
                           may_comment=bool(authorize(principal, Permission.REPO_DISCUSSION_COMMENT, ref)),
                           may_moderate=bool(authorize(principal, Permission.REPO_DISCUSSION_MODERATE, own)),
@@ -180,7 +185,11 @@ def _add_routes(repo_type: str) -> None:
         service.change_status(hub, session, repo, d, actor, form.get("status"), form.get("comment") or None)
 
     def merge(hub: Any, session: Session, repo: Any, d: Any, actor: Any, form: Any) -> None:
-        service.merge(hub, session, repo, d, actor, form.get("comment") or None)
+        # The head the page showed: a pull request its author moved since is not merged unread.
+        head = form.get("head") or None
+        if head is not None and (not isinstance(head, str) or not HEAD_RE.fullmatch(head)):
+            raise BadRequest("'head' must be the commit id the page showed")
+        service.merge(hub, session, repo, d, actor, form.get("comment") or None, head)
 
     read = Permission.REPO_METADATA_READ
     views: list[tuple[str, Callable[..., Any], tuple[Permission, ...], str]] = [

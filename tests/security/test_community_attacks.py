@@ -7,8 +7,10 @@ request. (tests/security/test_community_authz.py has the authorization walk.)"""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -16,7 +18,7 @@ import pytest
 from huggingface_hub import CommitOperationAdd
 
 from tests.accounts import fixtures
-from tests.accounts.fixtures import MailSink
+from tests.accounts.fixtures import MailSink, create_password_user, csrf_of, http_login
 from tests.conftest import BastionServer, hf_api
 
 mail_sink, web_server = fixtures.mail_sink, fixtures.web_server  # the session's SMTP sink and its server
@@ -210,3 +212,39 @@ def test_a_pull_requests_diff_costs_bounded_memory_whatever_its_size(diff_server
     assert "+small change" in diff and "too large to show" in diff
     # The whole patch (and its copies) used to be built for each view: hundreds of MiB here.
     assert grown < 64 * 1024 * 1024, grown
+
+
+def test_a_merge_from_the_page_merges_what_the_page_showed(web_server: BastionServer) -> None:
+    """A reviewer reads a pull request's page and presses Merge; meanwhile its author pushes one more commit to
+    refs/pr/N. The merge form named no commit, so the unreviewed commit was merged. It now carries the head the
+    page showed, and a pull request that moved since is refused (412) until the page is read again."""
+    server = web_server
+    owner, owner_token = create_password_user(server)
+    _author, author_token = server.create_user()
+    repo = f"{owner}/reviewed"
+    hf_api(server, owner_token).create_repo(repo)
+    author = hf_api(server, author_token)
+    pr = author.create_commit(repo, [CommitOperationAdd("model.txt", b"reviewed weights\n")],
+                              commit_message="Reviewed change", create_pr=True)
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        assert anonymous.get(f"/{repo}/discussions/{pr.pr_num}").status_code == 200
+    with closing(http_login(server, owner)) as browser:
+        page = browser.get(f"/{repo}/discussions/{pr.pr_num}")
+        assert "reviewed weights" in page.text and "evil" not in page.text
+        form = re.search(r'<form[^>]*id="merge-form".*?</form>', page.text, re.S)
+        assert form is not None
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(0)))
+        assert fields["csrf_token"] == csrf_of(page.text)
+        author.create_commit(repo, [CommitOperationAdd("run.py", b"import os; os.system('evil')\n")],
+                             commit_message="One more thing", revision=f"refs/pr/{pr.pr_num}")
+        refused = browser.post(f"/{repo}/discussions/{pr.pr_num}/merge", data=fields)
+        assert refused.status_code == 412 and "refresh" in refused.text.lower(), refused.text[:300]
+        assert not hf_api(server, owner_token).file_exists(repo, "run.py")
+        assert hf_api(server, owner_token).get_discussion_details(repo, pr.pr_num).status == "open"
+        page = browser.get(f"/{repo}/discussions/{pr.pr_num}")  # read again: the page shows the new commit
+        assert "evil" in page.text
+        form = re.search(r'<form[^>]*id="merge-form".*?</form>', page.text, re.S)
+        assert form is not None
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(0)))
+        assert browser.post(f"/{repo}/discussions/{pr.pr_num}/merge", data=fields).status_code == 303
+    assert hf_api(server, owner_token).file_exists(repo, "run.py")
