@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
+from bastion.api.params import decimal
 from bastion.api.urls import base_url
 from bastion.authz import DiscussionRef, Permission, Principal, authorize, permission, require
 from bastion.community import service
@@ -125,9 +126,10 @@ def _load_discussion(session: Session, principal: Principal, plural: str, ns: st
 
 
 def _num(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 1 << 31:
+    num = decimal(value)
+    if not num:
         raise BadRequest(f"Invalid discussion number {value!r}")
-    return int(value)
+    return num
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -144,13 +146,13 @@ def list_discussions(plural: str, ns: str, name: str, request: Request,
                      principal: Principal = Depends(current_principal)) -> JSONResponse:
     hub = hub_of(request)
     q = request.query_params
-    p = q.get("p", "0")
-    if not p.isdigit() or int(p) > 1_000_000:
+    p = decimal(q.get("p", "0"), 1_000_000)
+    if p is None:
         raise BadRequest("'p' must be a page index (0 or more)")
     with transaction(hub.sessions, readonly=True) as session:
         repo = _load(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
         page = service.list_discussions(session, repo, kind=q.get("type"), status=q.get("status"),
-                                        author=q.get("author"), page=int(p))
+                                        author=q.get("author"), page=p)
         return JSONResponse({"discussions": [discussion_json(repo, d, a) for d, a in page.rows],
                              "count": page.count, "start": page.start})
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal
+from bastion.api.params import decimal
 from bastion.api.urls import URL_PREFIX
 from bastion.authz import DiscussionRef, Permission, Principal, authorize, permission, require
 from bastion.community import service
@@ -45,9 +46,10 @@ def _find(session: Session, repo_type: str, ns: str, name: str) -> Any:
 
 
 def _num(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 1 << 31:
+    num = decimal(value)
+    if not num:
         raise NotFound(f"No discussion {value!r}")
-    return int(value)
+    return num
 
 
 def _header(hub: Any, repo: Any) -> dict[str, Any]:
@@ -87,8 +89,7 @@ def _add_routes(repo_type: str) -> None:
         status = status if status in ("open", "closed", "all") else "open"
         kind = request.query_params.get("type", "all")
         kind = kind if kind in ("all", "discussion", "pull_request") else "all"
-        page_no = request.query_params.get("p", "0")
-        page_no = int(page_no) if page_no.isdigit() and int(page_no) < 1_000_000 else 0
+        page_no = decimal(request.query_params.get("p", "0"), 1_000_000) or 0
         with transaction(hub.sessions, readonly=True) as session:
             repo = _find(session, repo_type, ns, name)
             ref = repos.repo_ref(repo, principal.user_id)
