@@ -15,7 +15,9 @@ MAX_JSON_DEPTH = 64
 
 
 def parse_json(data: bytes | str, what: str) -> Any:
-    """`data` as JSON; a 400 naming `what` if it is not valid JSON or nests deeper than MAX_JSON_DEPTH."""
+    """`data` as JSON; a 400 naming `what` if it is not valid JSON, nests deeper than MAX_JSON_DEPTH, or has a
+    string that is not Unicode text: JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 encoder
+    (the database's, a template's, git's) accepts, so it would fail wherever it is first written."""
     too_deep = BadRequest(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         value = json.loads(data)
@@ -24,14 +26,32 @@ def parse_json(data: bytes | str, what: str) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BadRequest(f"{what} is not valid JSON") from None
     level: list[Any] = [value]
-    for _ in range(MAX_JSON_DEPTH):
+    for depth in range(MAX_JSON_DEPTH + 1):
+        if any(not _is_text(s) for s in _strings(level)):
+            raise BadRequest(f"{what} has a string that is not Unicode text (a lone surrogate such as \\ud800)")
         level = [child for node in level if isinstance(node, (dict, list))
                  for child in (node.values() if isinstance(node, dict) else node)]
         if not level:
             return value
-    if any(isinstance(node, (dict, list)) for node in level):
-        raise too_deep
+        if depth == MAX_JSON_DEPTH - 1 and any(isinstance(node, (dict, list)) for node in level):
+            raise too_deep
     return value
+
+
+def _strings(level: list[Any]) -> list[str]:
+    """The strings of one level of a JSON value: its string values and the keys of its objects."""
+    return [s for node in level for s in ((node,) if isinstance(node, str) else node if isinstance(node, dict)
+                                          else ())]
+
+
+def _is_text(s: str) -> bool:
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def json_object(request: Request, limit: int = 1 << 20, *, json_content_type: bool = False) -> dict[str, Any]:

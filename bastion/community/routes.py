@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal, hub_of
 from bastion.api.bodies import json_object
+from bastion.api.params import decimal
 from bastion.api.urls import base_url
 from bastion.authz import DiscussionRef, Permission, Principal, authorize, permission, require
 from bastion.community import service
@@ -125,9 +126,10 @@ def _load_discussion(session: Session, principal: Principal, plural: str, ns: st
 
 
 def _num(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 1 << 31:
+    num = decimal(value)
+    if not num:
         raise BadRequest(f"Invalid discussion number {value!r}")
-    return int(value)
+    return num
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -144,13 +146,13 @@ def list_discussions(plural: str, ns: str, name: str, request: Request,
                      principal: Principal = Depends(current_principal)) -> JSONResponse:
     hub = hub_of(request)
     q = request.query_params
-    p = q.get("p", "0")
-    if not p.isdigit() or int(p) > 1_000_000:
+    p = decimal(q.get("p", "0"), 1_000_000)
+    if p is None:
         raise BadRequest("'p' must be a page index (0 or more)")
     with transaction(hub.sessions, readonly=True) as session:
         repo = _load(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
         page = service.list_discussions(session, repo, kind=q.get("type"), status=q.get("status"),
-                                        author=q.get("author"), page=int(p))
+                                        author=q.get("author"), page=p)
         return JSONResponse({"discussions": [discussion_json(repo, d, a) for d, a in page.rows],
                              "count": page.count, "start": page.start})
 
@@ -258,7 +260,7 @@ async def rename(plural: str, ns: str, name: str, num: str, request: Request,
             repo, d, _ = _load_discussion(session, principal, plural, ns, name, n,
                                           Permission.REPO_DISCUSSION_MODERATE)
             actor = service.actor_of(session, principal.user_id)
-            event = service.rename(session, repo, d, actor, data.get("title"))
+            event = service.rename(hub, session, repo, d, actor, data.get("title"))
             return {"newTitle": event_json(event, {actor.id: actor})}
 
     return JSONResponse(await run_in_threadpool(run))
@@ -302,7 +304,7 @@ async def edit_comment(plural: str, ns: str, name: str, num: str, comment_id: st
             repo, d, event = _load_discussion(session, principal, plural, ns, name, n,
                                               Permission.REPO_DISCUSSION_COMMENT_EDIT, comment_id)
             actor = service.actor_of(session, principal.user_id)
-            event = service.edit_comment(session, repo, d, event, actor, data.get("content"))
+            event = service.edit_comment(hub, session, repo, d, event, actor, data.get("content"))
             return {"updatedComment": event_json(event, service.users_of(session, d, [event]))}
 
     return JSONResponse(await run_in_threadpool(run))

@@ -9,6 +9,7 @@ merge), which calls back here (`pull_request_opened`) to record the pull request
 from __future__ import annotations
 
 import contextlib
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +22,7 @@ from bastion.accounts import ratelimit
 from bastion.accounts.models import User
 from bastion.accounts.service import primary_verified, user_by_id
 from bastion.audit.actions import AuditAction
+from bastion.authz import Permission, Principal, authorize
 from bastion.community.models import Discussion, DiscussionEvent
 from bastion.db import utcnow
 from bastion.errors import BadRequest, NotFound, RepoNotFound
@@ -30,19 +32,25 @@ from bastion.orgs.models import OrgMember
 from bastion.repos import admission
 from bastion.repos import commit as repo_commit
 from bastion.repos.models import Repo
-from bastion.repos.service import PLURAL_BY_TYPE
+from bastion.repos.service import PLURAL_BY_TYPE, repo_ref
 from bastion.storage.gitstore import DEFAULT_BRANCH, GitRepo
 
 PAGE_SIZE = 50  # the Hub's page of discussions (`p` = page index, answered with `start` and `count`)
 TITLE_MIN, TITLE_MAX = 3, 200
 COMMENT_MAX = 65_536
+# A comment keeps every earlier version (the Hub's edit history) until it is hidden: at most this many edits,
+# so a comment (and every reader's copy of its thread) cannot be made to grow without bound.
+MAX_EDITS = 50
 MAX_MAIL_RECIPIENTS = 20
 HIDDEN_TEXT = "This comment has been hidden"
-# Opening discussions and pull requests, and commenting, are writes anyone who reads a public repo can
-# make: each user has a budget per hour (the sliding windows of accounts.ratelimit, shared by replicas),
-# BASTION_DISCUSSIONS_PER_HOUR and BASTION_DISCUSSION_COMMENTS_PER_HOUR.
+# Opening discussions and pull requests, and every other write in a thread (a comment, an edit, a rename, a
+# status change), are writes anyone who reads a public repo can make: each user has a budget per hour (the
+# sliding windows of accounts.ratelimit, shared by replicas), BASTION_DISCUSSIONS_PER_HOUR for the first and
+# BASTION_DISCUSSION_COMMENTS_PER_HOUR for the others.
 CREATE_LIMIT, COMMENT_LIMIT = "discussion.create", "discussion.comment"
 MAX_DIFF_BYTES = 2 << 20  # a pull request's diff in the details answer (the whole one: diffUrl)
+MAX_DIFF_FILES_NAMED = 1000
+ZERO_OID = pygit2.Oid(hex="0" * 40)
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -94,7 +102,8 @@ def get_comment(session: Session, discussion: Discussion, comment_id: str) -> Di
         event_id = int(comment_id, 16) if len(comment_id) <= 24 else -1
     except ValueError:
         event_id = -1
-    row = session.get(DiscussionEvent, event_id) if event_id > 0 else None
+    # The id column's range (an id past it would be an error of the database, not a missing comment).
+    row = session.get(DiscussionEvent, event_id) if 0 < event_id < 1 << 31 else None
     if row is None or row.discussion_id != discussion.id or row.kind != "comment":
         raise NotFound(f"Comment {comment_id!r} not found in discussion #{discussion.num}")
     return row
@@ -206,14 +215,39 @@ def changed_paths(git: GitRepo, discussion: Discussion) -> list[ChangedPath]:
 
 
 def diff_text(git: GitRepo, discussion: Discussion, limit: int = MAX_DIFF_BYTES) -> str:
-    """The unified diff (git's format; LFS files show their pointers), cut at `limit` bytes."""
+    """The unified diff (git's format; LFS files show their pointers), built file by file: patches within
+    `limit` bytes, and a file whose patch could not fit in what is left is named in one line, not read (the
+    pull request's author decides how much it changes; anyone who reads the repo may ask for its diff, so
+    its cost must not grow with it). At most MAX_DIFF_FILES_NAMED files are named."""
     diff = _diff(git, discussion)
     if diff is None:
         return ""
-    text = diff.patch or ""
-    if len(text) > limit:
-        text = text[:limit] + "\n… (diff truncated)\n"
-    return text
+    parts: list[str] = []
+    used = 0
+    deltas = diff.deltas
+    for i, delta in enumerate(deltas):
+        if i == MAX_DIFF_FILES_NAMED:
+            parts.append(f"… and {len(deltas) - i} more changed files, not shown\n")
+            break
+        old, new = delta.old_file, delta.new_file
+        sizes = sum(_blob_size(git, f.id) for f in (old, new))
+        # A patch line is its text with a one-character prefix: at most twice the bytes of both sides.
+        text = (diff[i].text or "") if 2 * sizes + 1024 <= limit - used else ""
+        if not text or len(text.encode()) > limit - used:
+            text = (f"diff --git a/{old.path} b/{new.path}\n"
+                    f"… ({sizes} bytes changed: too large to show in this diff)\n")
+        parts.append(text)
+        used += len(text.encode())
+    return "".join(parts)
+
+
+def _blob_size(git: GitRepo, oid: pygit2.Oid) -> int:
+    if oid is None or oid == ZERO_OID:
+        return 0
+    try:
+        return int(git.repo.odb.read_header(oid)[1])
+    except (KeyError, ValueError):
+        return 0
 
 
 def conflicting_files(git: GitRepo, discussion: Discussion) -> list[str]:
@@ -226,21 +260,46 @@ def conflicting_files(git: GitRepo, discussion: Discussion) -> list[str]:
 
 # ---- writing ---------------------------------------------------------------------------------
 
+# Text is shown in pages and terminals and goes into mail subjects and the database: no control characters
+# (NUL cannot be stored in PostgreSQL; a line break in a subject stops the mail). A title is one line; a
+# comment may hold tabs and line breaks.
+TEXT_CONTROLS_ALLOWED = frozenset("\t\n\r")
+
+
+def _control(text: str, allowed: frozenset[str] = frozenset()) -> str | None:
+    """The first control character (or line or paragraph separator) of `text` not in `allowed`."""
+    if text.isprintable():
+        return None
+    return next((c for c in text if c not in allowed and unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+
+
 def _check_title(title: object) -> str:
     if not isinstance(title, str):
         raise BadRequest("'title' must be a string")
     title = title.strip()
     if not TITLE_MIN <= len(title) <= TITLE_MAX:
         raise BadRequest(f"The title must be {TITLE_MIN} to {TITLE_MAX} characters long")
+    if (c := _control(title)) is not None:
+        raise BadRequest(f"The title may not contain control characters or line breaks (found U+{ord(c):04X})")
     return title
 
 
-def _check_text(text: object, name: str) -> str:
-    if not isinstance(text, str) or not text.strip():
+def _check_text(text: object, name: str, *, empty: bool = False) -> str:
+    if not isinstance(text, str) or not (empty or text.strip()):
         raise BadRequest(f"'{name}' must be a non-empty string")
     if len(text) > COMMENT_MAX:
         raise BadRequest(f"'{name}' is longer than {COMMENT_MAX} characters")
+    if (c := _control(text, TEXT_CONTROLS_ALLOWED)) is not None:
+        raise BadRequest(f"'{name}' may not contain control characters other than tabs and line breaks "
+                         f"(found U+{ord(c):04X})")
     return text
+
+
+def _without_controls(text: str, allowed: frozenset[str] = frozenset()) -> str:
+    """`text` with its control characters (but `allowed`) replaced by spaces: for what a commit brings."""
+    if _control(text, allowed) is None:
+        return text
+    return "".join(" " if c not in allowed and unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
 
 
 def _target(repo: Repo) -> tuple[str, str]:
@@ -273,9 +332,7 @@ def create_discussion(hub: Hub, session: Session, repo: Repo, author: User, titl
     title = _check_title(title)
     if description is not None and not isinstance(description, str):
         raise BadRequest("'description' must be a string")
-    text = (description or "").strip()
-    if len(text) > COMMENT_MAX:
-        raise BadRequest(f"'description' is longer than {COMMENT_MAX} characters")
+    text = _check_text(description or "", "description", empty=True).strip()
     _limit(hub, session, CREATE_LIMIT, author)
     if not pull_request:
         locked, num = _allocate_number(session, repo)
@@ -305,11 +362,12 @@ def pull_request_opened(hub: Hub, session: Session, repo: Repo, author: User,
                         opened: repo_commit.PullRequestOpened) -> None:
     """A `create_pr` commit opened refs/pr/N (repos.commit calls this in the commit's transaction)."""
     _limit(hub, session, CREATE_LIMIT, author)
-    title = opened.title.strip()[:TITLE_MAX]
+    # The commit's summary and description, held to what a title and a comment may hold.
+    title = _without_controls(opened.title).strip()[:TITLE_MAX]
     if len(title) < TITLE_MIN:
         title = f"Pull request #{opened.number}"
-    row = _insert(session, repo, opened.number, author, title, opened.description[:COMMENT_MAX], True,
-                  opened.base_ref)
+    row = _insert(session, repo, opened.number, author, title,
+                  _without_controls(opened.description, TEXT_CONTROLS_ALLOWED)[:COMMENT_MAX], True, opened.base_ref)
     _opened(hub, session, repo, author, row)
 
 
@@ -366,9 +424,9 @@ def change_status(hub: Hub, session: Session, repo: Repo, discussion: Discussion
     old = discussion.status
     if old == status:  # (a draft pull request is opened for review with "open")
         raise BadRequest(f"This {'pull request' if discussion.is_pull_request else 'discussion'} is already {old}")
-    if comment is not None and comment != "":
-        body = _check_text(comment, "comment")
-        _limit(hub, session, COMMENT_LIMIT, actor)
+    body = _check_text(comment, "comment") if comment is not None and comment != "" else None
+    _limit(hub, session, COMMENT_LIMIT, actor)  # one write in the thread, with or without its comment
+    if body is not None:
         _comment(session, discussion, actor, body)
     return _set_status(session, repo, discussion, actor, str(status), old)
 
@@ -386,8 +444,10 @@ def _set_status(session: Session, repo: Repo, discussion: Discussion, actor: Use
     return event
 
 
-def rename(session: Session, repo: Repo, discussion: Discussion, actor: User, title: object) -> DiscussionEvent:
+def rename(hub: Hub, session: Session, repo: Repo, discussion: Discussion, actor: User,
+           title: object) -> DiscussionEvent:
     new = _check_title(title)
+    _limit(hub, session, COMMENT_LIMIT, actor)
     old = discussion.title
     now = utcnow()
     discussion.title, discussion.updated_at = new, now
@@ -400,11 +460,15 @@ def rename(session: Session, repo: Repo, discussion: Discussion, actor: User, ti
     return event
 
 
-def edit_comment(session: Session, repo: Repo, discussion: Discussion, event: DiscussionEvent, actor: User,
-                 content: object) -> DiscussionEvent:
+def edit_comment(hub: Hub, session: Session, repo: Repo, discussion: Discussion, event: DiscussionEvent,
+                 actor: User, content: object) -> DiscussionEvent:
     body = _check_text(content, "content")
     if event.hidden:
         raise BadRequest("A hidden comment cannot be edited")
+    if len(event.history or []) >= MAX_EDITS:
+        raise BadRequest(f"This comment was edited {MAX_EDITS} times, as many as a comment keeps: "
+                         "post a new comment instead")
+    _limit(hub, session, COMMENT_LIMIT, actor)
     now = utcnow()
     event.history = [*(event.history or []), {"raw": event.content or "", "updatedAt": _iso(event.updated_at
                                                                                             or event.created_at),
@@ -437,9 +501,10 @@ def _is_first(session: Session, discussion: Discussion, event: DiscussionEvent) 
 
 
 def merge(hub: Hub, session: Session, repo: Repo, discussion: Discussion, actor: User,
-          comment: object = None) -> str:
+          comment: object = None, expected_head: str | None = None) -> str:
     """Merge an open pull request into its target branch through the commit path (`repos.commit.merge_pull_request`:
-    a new commit on the branch, judged like any other); a conflict is a 409 naming the files."""
+    a new commit on the branch, judged like any other); a conflict is a 409 naming the files. `expected_head`:
+    the pull request's head as the merger saw it (a 412 if it moved since)."""
     if not discussion.is_pull_request:
         raise BadRequest("Only a pull request can be merged")
     if discussion.status not in ("open", "draft"):
@@ -449,7 +514,8 @@ def merge(hub: Hub, session: Session, repo: Repo, discussion: Discussion, actor:
         body = _check_text(comment, "comment")
         _comment(session, discussion, actor, body)
     message = f"Merge pull request #{discussion.num}: {discussion.title}\n"
-    oid = repo_commit.merge_pull_request(hub, session, repo, actor, discussion.num, discussion.target_ref, message)
+    oid = repo_commit.merge_pull_request(hub, session, repo, actor, discussion.num, discussion.target_ref, message,
+                                         expected_head)
     discussion.merge_commit = oid
     _set_status(session, repo, discussion, actor, "merged", discussion.status)
     _notify(hub, session, repo, discussion, actor, f"Pull request #{discussion.num} merged on {repo.repo_id}",
@@ -462,7 +528,9 @@ def merge(hub: Hub, session: Session, repo: Repo, discussion: Discussion, actor:
 
 def _watchers(session: Session, repo: Repo, discussion: Discussion) -> list[User]:
     """Who hears of a new discussion, pull request, comment or merge: the repo's owner (a user) or its org's
-    admins, and everyone who wrote in the discussion; never the one who acted."""
+    admins, and everyone who wrote in the discussion, each only while the policy lets them see the repo (as
+    if they were signed in: a member removed from the org, or a deactivated account, hears nothing more of a
+    private repo); never the one who acted."""
     ids: list[int] = []
     if repo.owner_org_id is None:
         if repo.owner_user_id is not None:
@@ -472,9 +540,20 @@ def _watchers(session: Session, repo: Repo, discussion: Discussion) -> list[User
                                                               OrgMember.role == "admin").order_by(OrgMember.user_id))
     ids += [i for i in session.scalars(select(DiscussionEvent.author_user_id).where(
         DiscussionEvent.discussion_id == discussion.id, DiscussionEvent.kind == "comment").distinct()) if i is not None]
-    ordered = list(dict.fromkeys(ids))[:MAX_MAIL_RECIPIENTS]
+    ordered = list(dict.fromkeys(ids))
     users = _users(session, set(ordered))
-    return [users[i] for i in ordered if i in users]
+    ref = repo_ref(repo)  # seeing a repo (REPO_METADATA_READ) does not depend on the viewer's gate request
+    readers = []
+    for i in ordered:
+        user = users.get(i)
+        if user is None or not user.is_active or user.deleted_at is not None:
+            continue
+        as_signed_in = Principal(method="session", user_id=user.id, username=user.name, is_admin=user.is_admin)
+        if authorize(as_signed_in, Permission.REPO_METADATA_READ, ref):
+            readers.append(user)
+        if len(readers) == MAX_MAIL_RECIPIENTS:
+            break
+    return readers
 
 
 def _notify(hub: Hub, session: Session, repo: Repo, discussion: Discussion, actor: User, subject: str,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from bastion import audit
 from bastion.accounts.models import User
+from bastion.api.params import decimal
 from bastion.audit.actions import AuditAction
 from bastion.errors import BadRequest, Conflict, Forbidden, NotFound
 from bastion.lfs.models import LfsLock
@@ -81,13 +82,13 @@ def page(session: Session, repo_id: int, *, path: str | None = None, lock_id: st
     if path:
         query = query.where(LfsLock.path == path)
     if lock_id:
-        if not lock_id.isdigit():
+        if (wanted := decimal(lock_id)) is None:
             return [], None
-        query = query.where(LfsLock.id == int(lock_id))
+        query = query.where(LfsLock.id == wanted)
     if cursor:
-        if not cursor.isdigit():
+        if (start := decimal(cursor)) is None:
             raise BadRequest("Invalid cursor")
-        query = query.where(LfsLock.id >= int(cursor))
+        query = query.where(LfsLock.id >= start)
     rows = session.execute(query.order_by(LfsLock.id).limit(limit + 1)).all()
     views = [_view(lock, name) for lock, name in rows]
     next_cursor = str(views[limit].id) if len(views) > limit else None
@@ -97,7 +98,8 @@ def page(session: Session, repo_id: int, *, path: str | None = None, lock_id: st
 def unlock(session: Session, repo: Repo, lock_id: str, user_id: int, force: bool) -> LockView:
     """Release a lock: its owner may; anyone with write access may with `force` (git lfs unlock --force,
     audited with the lock's owner: breaking someone else's lock is a security-relevant act)."""
-    lock = session.get(LfsLock, int(lock_id)) if lock_id.isdigit() else None
+    wanted = decimal(lock_id)
+    lock = session.get(LfsLock, wanted) if wanted is not None else None
     if lock is None or lock.repo_id != repo.id:
         raise NotFound("Lock not found")
     owner = session.get(User, lock.owner_user_id)

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from bastion.accounts.service import user_by_id
 from bastion.api.auth import bound_principal, credential_claims, current_principal, hub_of
 from bastion.api.bodies import json_object
+from bastion.api.params import decimal
 from bastion.api.urls import base_url
 from bastion.audit.context import set_actor
 from bastion.authz import Permission, Principal, authorize, permission, require
@@ -148,13 +149,13 @@ def _register_locks(prefix: str, plural: str) -> None:
                    principal: Principal = Depends(current_principal)) -> JSONResponse:
         hub = hub_of(request)
         qp = request.query_params
-        limit = qp.get("limit") or str(locks.DEFAULT_LIMIT)
-        if not limit.isdigit():
+        limit = decimal(qp.get("limit") or str(locks.DEFAULT_LIMIT))
+        if limit is None:
             raise BadRequest("'limit' must be an integer")
         with transaction(hub.sessions, readonly=True) as session:
             repo = load_repo(hub, session, principal, plural, ns, name, Permission.REPO_METADATA_READ)
             views, next_cursor = locks.page(session, repo.id, path=qp.get("path"), lock_id=qp.get("id"),
-                                            cursor=qp.get("cursor"), limit=int(limit))
+                                            cursor=qp.get("cursor"), limit=limit)
         body: dict[str, Any] = {"locks": [v.as_json() for v in views]}
         if next_cursor:
             body["next_cursor"] = next_cursor

@@ -364,11 +364,13 @@ def merge_trees(git: GitRepo, head: pygit2.Oid, tip: pygit2.Oid) -> tuple[list[s
 
 
 def merge_pull_request(hub: Hub, session: Session, repo: Repo, author: User, number: int, target_ref: str,
-                       message: str) -> str:
+                       message: str, expected_tip: str | None = None) -> str:
     """Merge refs/pr/`number` into `target_ref` as one new commit on the branch (parent: the branch head; tree:
     the three-way merge). The pull request's own commits were judged for refs/pr/N, under its rules; the merge
     commit is judged for the branch (signed-commit rule, push protection, block unsafe, tree rules), like any
-    commit that lands there. The caller commits `session` after."""
+    commit that lands there. `expected_tip`: the head of refs/pr/N the merger reviewed (the page's form sends
+    it): a pull request its author moved since is refused, not merged unread. The caller commits `session`
+    after."""
     git = hub.git(repo.storage_key)
     with git.write_lock():
         head = git.branch_head(target_ref)
@@ -377,6 +379,10 @@ def merge_pull_request(hub: Hub, session: Session, repo: Repo, author: User, num
             raise BadRequest(f"The target branch {target_ref.removeprefix('refs/heads/')!r} no longer exists")
         if tip is None:
             raise BadRequest(f"refs/pr/{number} no longer exists")
+        if expected_tip is not None and str(tip) != expected_tip:
+            raise PreconditionFailed(f"The pull request was updated since you opened this page: refresh it and review "
+                                     f"its new commits before merging (refs/pr/{number} is at {tip}, not "
+                                     f"{expected_tip})")
         conflicts, index = merge_trees(git, head, tip)
         if conflicts:
             raise MergeConflict(conflicts)

@@ -7,6 +7,7 @@ Pages only: every change is the same service call the JSON API makes, after the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from bastion.api.auth import current_principal
+from bastion.api.params import decimal
 from bastion.api.urls import URL_PREFIX
 from bastion.authz import DiscussionRef, Permission, Principal, authorize, permission, require
 from bastion.community import service
@@ -29,6 +31,7 @@ router = APIRouter(route_class=HtmlRoute)
 PREFIXES = {"dataset": "/datasets", "space": "/spaces", "model": ""}
 MAX_FILES_SHOWN = 1000
 FORM_FIELDS = 8
+HEAD_RE = re.compile(r"[0-9a-f]{40}")
 
 
 def _base(repo: Any) -> str:
@@ -43,9 +46,10 @@ def _find(session: Session, repo_type: str, ns: str, name: str) -> Any:
 
 
 def _num(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 1 << 31:
+    num = decimal(value)
+    if not num:
         raise NotFound(f"No discussion {value!r}")
-    return int(value)
+    return num
 
 
 def _header(hub: Any, repo: Any) -> dict[str, Any]:
@@ -63,8 +67,9 @@ def _files(hub: Any, session: Session, principal: Principal, repo: Any, d: Any) 
     for change in service.changed_paths(git, d)[:MAX_FILES_SHOWN]:
         key = None
         if change.blob:
-            blob = git.repo[change.blob]
-            pointer = parse_lfs_pointer(blob.data) if blob.size <= 1024 else None
+            # Only a small blob can be a pointer: the others' sizes are read, not their bytes.
+            small = git.repo.odb.read_header(change.blob)[1] <= 1024
+            pointer = parse_lfs_pointer(git.repo[change.blob].data) if small else None
             key = pointer.oid if pointer is not None else change.blob
         rows.append({"path": change.path, "status": change.status, "key": key})
     statuses = verdicts.file_statuses(hub, session, [r["key"] for r in rows if r["key"]],
@@ -84,8 +89,7 @@ def _add_routes(repo_type: str) -> None:
         status = status if status in ("open", "closed", "all") else "open"
         kind = request.query_params.get("type", "all")
         kind = kind if kind in ("all", "discussion", "pull_request") else "all"
-        page_no = request.query_params.get("p", "0")
-        page_no = int(page_no) if page_no.isdigit() and int(page_no) < 1_000_000 else 0
+        page_no = decimal(request.query_params.get("p", "0"), 1_000_000) or 0
         with transaction(hub.sessions, readonly=True) as session:
             repo = _find(session, repo_type, ns, name)
             ref = repos.repo_ref(repo, principal.user_id)
@@ -110,8 +114,10 @@ def _add_routes(repo_type: str) -> None:
             git = hub.git(repo.storage_key)
             timeline: list[tuple[Any, dict[str, Any]]] = [
                 (e.created_at, {"kind": e.kind, "event": e, "author": users.get(e.author_user_id)}) for e in rows]
-            files, diff, conflicts, can_read = [], "", [], False
+            files, diff, conflicts, can_read, head = [], "", [], False, ""
             if d.is_pull_request:
+                tip = git.branch_head(f"refs/pr/{d.num}")
+                head = str(tip) if tip is not None else ""  # what the merge form merges: what this page shows
                 timeline += [(c.at, {"kind": "commit", "commit": c}) for c in service.pull_commits(git, d)]
                 conflicts = service.conflicting_files(git, d)
                 # File names and scan results are metadata; the diff shows contents (a gated repo's gate).
@@ -122,6 +128,7 @@ def _add_routes(repo_type: str) -> None:
             own = DiscussionRef(ref, d.author_user_id, d.status in ("open", "draft"))
             return render(request, "discussion.html", **_header(hub, repo), d=d, author=users.get(d.author_user_id),
                           timeline=[item for _, item in first + rest], files=files, diff=diff, conflicts=conflicts,
+                          head=head,
                           can_read=can_read, hidden_text=service.HIDDEN_TEXT,
                           may_comment=bool(authorize(principal, Permission.REPO_DISCUSSION_COMMENT, ref)),
                           may_moderate=bool(authorize(principal, Permission.REPO_DISCUSSION_MODERATE, own)),
@@ -179,7 +186,11 @@ def _add_routes(repo_type: str) -> None:
         service.change_status(hub, session, repo, d, actor, form.get("status"), form.get("comment") or None)
 
     def merge(hub: Any, session: Session, repo: Any, d: Any, actor: Any, form: Any) -> None:
-        service.merge(hub, session, repo, d, actor, form.get("comment") or None)
+        # The head the page showed: a pull request its author moved since is not merged unread.
+        head = form.get("head") or None
+        if head is not None and (not isinstance(head, str) or not HEAD_RE.fullmatch(head)):
+            raise BadRequest("'head' must be the commit id the page showed")
+        service.merge(hub, session, repo, d, actor, form.get("comment") or None, head)
 
     read = Permission.REPO_METADATA_READ
     views: list[tuple[str, Callable[..., Any], tuple[Permission, ...], str]] = [
