@@ -331,15 +331,18 @@ def _dialect(session: Session) -> str:
 
 def _scoped_users(scope: Scope, *entities: Any) -> Select[Any]:
     """The accounts a scope sees (as _seen decides for one), with their identity and, for an org, membership."""
-    query = select(*entities).select_from(Account).outerjoin(
-        ScimIdentity, and_(ScimIdentity.user_id == Account.id, ScimIdentity.scope == scope.key)).where(
-        Account.deleted_at.is_(None))
+    identity = and_(ScimIdentity.user_id == Account.id, ScimIdentity.scope == scope.key)
     if scope.org is None:
-        return query.where(ScimIdentity.deleted_at.is_(None))
-    members = select(OrgMember.user_id).where(OrgMember.org_id == scope.org.id)
-    known = select(ScimIdentity.user_id).where(ScimIdentity.scope == scope.key).correlate(None)
-    return query.outerjoin(OrgMember, and_(OrgMember.user_id == Account.id, OrgMember.org_id == scope.org.id)).where(
-        Account.id.in_(members.union(known)))
+        return select(*entities).select_from(Account).outerjoin(ScimIdentity, identity).where(
+            Account.deleted_at.is_(None), ScimIdentity.deleted_at.is_(None))
+    # An org's accounts are driven from its own rows (members, identities), never from a scan of every account;
+    # a join on users' primary key stays cheap whatever the planner guesses (bulk-provisioned, unanalyzed tables).
+    scoped = select(OrgMember.user_id).where(OrgMember.org_id == scope.org.id).union(
+        select(ScimIdentity.user_id).where(ScimIdentity.scope == scope.key)).subquery()
+    return select(*entities).select_from(scoped).join(Account, Account.id == scoped.c.user_id).outerjoin(
+        ScimIdentity, identity).outerjoin(OrgMember, and_(OrgMember.user_id == Account.id,
+                                                          OrgMember.org_id == scope.org.id)).where(
+        Account.deleted_at.is_(None))
 
 
 def _user_columns(scope: Scope, dialect: str) -> filters.Columns:
