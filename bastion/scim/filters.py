@@ -86,7 +86,7 @@ class SqlFilter(FilterVisitor[Clause]):
     def _column(self, binding: AttributeBinding) -> Column:
         column = self.columns.get((binding.field_name, binding.sub_field_name))
         if column is None:
-            supported = sorted({n for n in self._supported()})
+            supported = sorted(set(self._supported()))
             raise InvalidFilterException(detail=f"Filtering on {_scim_name(binding)} is not supported; filters may "
                                                 f"name {', '.join(supported)}")
         return column

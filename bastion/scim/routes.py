@@ -146,8 +146,8 @@ def _authorized(request: Request, session: Any) -> tuple[scim.Scope, scim.ScimTo
     if name is None:
         scope, target = scim.Scope(None), ScimScope(None)
     else:
-        org, facts = orgs.org_with_facts(session, name)
-        scope, target = scim.Scope(org), ScimScope(facts)
+        org = orgs.get_org(session, name)
+        scope, target = scim.Scope(org), ScimScope(org.id)
     require(principal, Permission.SCIM_PROVISION, target)
     return scope, tok
 

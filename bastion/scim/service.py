@@ -335,14 +335,12 @@ def _scoped_users(scope: Scope, *entities: Any) -> Select[Any]:
     if scope.org is None:
         return select(*entities).select_from(Account).outerjoin(ScimIdentity, identity).where(
             Account.deleted_at.is_(None), ScimIdentity.deleted_at.is_(None))
-    # An org's accounts are driven from its own rows (members, identities), never from a scan of every account;
-    # a join on users' primary key stays cheap whatever the planner guesses (bulk-provisioned, unanalyzed tables).
-    scoped = select(OrgMember.user_id).where(OrgMember.org_id == scope.org.id).union(
-        select(ScimIdentity.user_id).where(ScimIdentity.scope == scope.key)).subquery()
-    return select(*entities).select_from(scoped).join(Account, Account.id == scoped.c.user_id).outerjoin(
-        ScimIdentity, identity).outerjoin(OrgMember, and_(OrgMember.user_id == Account.id,
-                                                          OrgMember.org_id == scope.org.id)).where(
-        Account.deleted_at.is_(None))
+    # The org's accounts: a member or an identity, each one unique-index lookup from the account's row, so
+    # `userName eq` stays a lookup by users.name_lower (a union of the org's rows was materialized per query:
+    # 0.65× the first page at 20,000 members on PostgreSQL, against 0.2× for the instance).
+    return select(*entities).select_from(Account).outerjoin(ScimIdentity, identity).outerjoin(
+        OrgMember, and_(OrgMember.user_id == Account.id, OrgMember.org_id == scope.org.id)).where(
+        Account.deleted_at.is_(None), or_(OrgMember.id.is_not(None), ScimIdentity.id.is_not(None)))
 
 
 def _user_columns(scope: Scope, dialect: str) -> filters.Columns:
