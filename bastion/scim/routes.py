@@ -67,6 +67,9 @@ from bastion.tokens import service as tokens_service
 SCIM_JSON = "application/scim+json"
 MAX_BODY = 1 << 20
 MAX_RESULTS = 200  # filter.maxResults: the largest page (count) served
+# A filter's length, in a query string or a search body alike: it bounds the parse and the SQL it becomes (a few
+# hundred comparisons at most, far below a database's bound parameters).
+MAX_FILTER = 2000
 INSTANCE_PREFIX = "/scim/v2"
 ORG_PREFIX = "/api/organizations/{org}/scim/v2"
 # The User attributes Bastion keeps (the published schema lists only these; userName is immutable: it is
@@ -143,8 +146,8 @@ def _authorized(request: Request, session: Any) -> tuple[scim.Scope, scim.ScimTo
     if name is None:
         scope, target = scim.Scope(None), ScimScope(None)
     else:
-        org, facts = orgs.org_with_facts(session, name)
-        scope, target = scim.Scope(org), ScimScope(facts)
+        org = orgs.get_org(session, name)
+        scope, target = scim.Scope(org), ScimScope(org.id)
     require(principal, Permission.SCIM_PROVISION, target)
     return scope, tok
 
@@ -304,12 +307,16 @@ def _int_param(request: Request, name: str, default: int) -> int:
         raise InvalidValueException(detail=f"{name} must be an integer") from None
 
 
+def _check_filter_length(text: Any) -> None:
+    if isinstance(text, str) and len(text) > MAX_FILTER:
+        raise InvalidFilterException(detail=f"The filter is too long (at most {MAX_FILTER} characters)")
+
+
 def _filter(request: Request, model: type[Any]) -> ScimFilter[Any] | None:
     text = request.query_params.get("filter")
     if not text:
         return None
-    if len(text) > 2000:
-        raise InvalidFilterException(detail="The filter is too long")
+    _check_filter_length(text)
     try:
         return ScimFilter[model](text)  # type: ignore[valid-type]
     except SCIMException:
@@ -371,6 +378,7 @@ def _query_of(request: Request, model: type[Any]) -> Query:
 
 
 def _search_of(data: dict[str, Any], model: type[Any]) -> Query:
+    _check_filter_length(data.get("filter"))  # before scim2-models parses it
     search = SearchRequest[model].model_validate(data, scim_ctx=Context.SEARCH_REQUEST)  # type: ignore[valid-type]
     params = None
     if search.attributes or search.excluded_attributes:
@@ -381,24 +389,19 @@ def _search_of(data: dict[str, Any], model: type[Any]) -> Query:
 
 
 def _listing(session: Any, scope: scim.Scope, model: type[Any], base: str, query: Query) -> Response:
-    if model is User:
-        resources: list[Any] = scim.serve_users(session, scope, scim.all_users(session, scope), base)
-    else:
-        resources = [scim.group_resource(session, g, base) for g in scim.all_groups(session, scope)]
-    return _page_of(resources, query)
+    """A list or search of one resource type: the filter and the page are one SQL query (scim.service)."""
+    lister = scim.list_users if model is User else scim.list_groups
+    return _page_of(lister(session, scope, query.filter, query.start, query.count, base), query)
 
 
-def _page_of(resources: list[Any], query: Query) -> Response:
-    if query.filter is not None:
-        resources = [r for r in resources if query.filter.match(r)]
-    page = resources[query.start - 1:query.start - 1 + query.count]
+def _page_of(listing: scim.Listing, query: Query) -> Response:
     items = []
-    for r in page:
+    for r in listing.resources:
         payload, _version = _versioned(_dump(r))
         if query.params is not None:
             payload = _dump(type(r).model_validate(payload, scim_ctx=Context.RESOURCE_QUERY_RESPONSE), query.params)
         items.append(payload)
-    out = _dump(ListResponse[User | Group](total_results=len(resources), start_index=query.start,
+    out = _dump(ListResponse[User | Group](total_results=listing.total, start_index=query.start,
                                            items_per_page=len(items)))
     out["Resources"] = items
     return _scim_response(out)
@@ -425,9 +428,7 @@ async def search_all(request: Request) -> Response:
 
     def work(session: Any, scope: scim.Scope) -> Response:
         query = _search_of(data, User | Group)
-        resources: list[Any] = scim.serve_users(session, scope, scim.all_users(session, scope), base)
-        resources += [scim.group_resource(session, g, base) for g in scim.all_groups(session, scope)]
-        return _page_of(resources, query)
+        return _page_of(scim.search_all(session, scope, query.filter, query.start, query.count, base), query)
 
     return await _run(request, work, readonly=True)
 

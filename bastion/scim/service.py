@@ -35,8 +35,9 @@ from scim2_models import (
     UniquenessException,
     User,
 )
-from sqlalchemy import delete, func, select
+from sqlalchemy import JSON, and_, case, column, delete, exists, func, literal, not_, or_, select, true, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from bastion import audit
 from bastion.accounts import service as accounts
@@ -44,12 +45,14 @@ from bastion.accounts.models import User as Account
 from bastion.accounts.models import UserEmail
 from bastion.audit.actions import AuditAction
 from bastion.authz.policy import ORG_ROLES, Principal
-from bastion.db import utcnow
+from bastion.db import UTCDateTime, utcnow
 from bastion.errors import BadRequest, Conflict, NotFound
 from bastion.lifecycle import service as lifecycle
 from bastion.orgs import service as orgs
 from bastion.orgs.models import Organization, OrgMember, OrgTokenApproval, ResourceGroup, ResourceGroupMember
 from bastion.scanning import leaks
+from bastion.scim import filters
+from bastion.scim.filters import Many, Scalar
 from bastion.scim.models import ScimGroup, ScimGroupLink, ScimGroupMember, ScimIdentity, ScimToken
 from bastion.sso import instance as sso_instance
 from bastion.sso.models import SsoSession
@@ -269,19 +272,6 @@ def find_user(session: Session, scope: Scope, scim_id: str) -> Seen:
     return seen
 
 
-def all_users(session: Session, scope: Scope) -> list[Seen]:
-    identities = {i.user_id: i for i in session.scalars(select(ScimIdentity).where(ScimIdentity.scope == scope.key))}
-    if scope.org is None:
-        users = session.scalars(select(Account).order_by(Account.id))
-        return [Seen(u, identities.get(u.id), None) for u in users if u.deleted_at is None
-                and not (u.id in identities and identities[u.id].deleted_at is not None)]
-    members = {m.user_id: m for m in session.scalars(select(OrgMember).where(OrgMember.org_id == scope.org.id))}
-    ids = sorted(set(members) | set(identities))
-    users = accounts.users_by_ids(session, set(ids))
-    return [Seen(users[i], identities.get(i), members.get(i)) for i in ids
-            if i in users and users[i].deleted_at is None]
-
-
 def _groups_of(session: Session, scope: Scope, user_ids: Iterable[int]) -> dict[int, list[ScimGroup]]:
     out: dict[int, list[ScimGroup]] = {}
     rows = session.execute(select(ScimGroupMember.user_id, ScimGroup).join(
@@ -320,6 +310,153 @@ def user_resource(scope: Scope, seen: Seen, base: str, groups: list[ScimGroup]) 
 def serve_users(session: Session, scope: Scope, seen: list[Seen], base: str) -> list[User]:
     groups = _groups_of(session, scope, [s.user.id for s in seen])
     return [user_resource(scope, s, base, groups.get(s.user.id, [])) for s in seen]
+
+
+# ---- lists: a filter is one SQL query, a page is OFFSET/LIMIT in id order (bastion.scim.filters) -----------------
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of a list or search: the resources served and how many the filter matched in all."""
+
+    total: int
+    resources: list[Any]
+
+
+_PROFILE_KEYS = ("name", "displayName", "emails")  # what _profile keeps: a profile with none of them is empty
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _scoped_users(scope: Scope, *entities: Any) -> Select[Any]:
+    """The accounts a scope sees (as _seen decides for one), with their identity and, for an org, membership."""
+    identity = and_(ScimIdentity.user_id == Account.id, ScimIdentity.scope == scope.key)
+    if scope.org is None:
+        return select(*entities).select_from(Account).outerjoin(ScimIdentity, identity).where(
+            Account.deleted_at.is_(None), ScimIdentity.deleted_at.is_(None))
+    # The org's accounts: a member or an identity, each one unique-index lookup from the account's row, so
+    # `userName eq` stays a lookup by users.name_lower (a union of the org's rows was materialized per query:
+    # 0.65× the first page at 20,000 members on PostgreSQL, against 0.2× for the instance).
+    return select(*entities).select_from(Account).outerjoin(ScimIdentity, identity).outerjoin(
+        OrgMember, and_(OrgMember.user_id == Account.id, OrgMember.org_id == scope.org.id)).where(
+        Account.deleted_at.is_(None), or_(OrgMember.id.is_not(None), ScimIdentity.id.is_not(None)))
+
+
+def _user_columns(scope: Scope, dialect: str) -> filters.Columns:
+    """What user_resource serves, as SQL over _scoped_users' row: it must say what user_resource says."""
+    member = true() if scope.org is None else OrgMember.id.is_not(None)
+    has_identity = ScimIdentity.id.is_not(None)
+    created = ScimIdentity.created_account.is_(true())
+    personal = or_(true() if scope.org is None else created, member)
+    described = and_(has_identity, or_(created, *(ScimIdentity.profile[k].as_string().is_not(None)
+                                                  for k in _PROFILE_KEYS)))
+    display_name = ScimIdentity.profile["displayName"].as_string()
+
+    def shown(v: Any) -> Any:  # an address SCIM never shows (NO_EMAIL_DOMAIN) is no value
+        return and_(v.is_not(None), not_(filters.ends_with(v, "@" + NO_EMAIL_DOMAIN)))
+
+    def any_email(p: filters.Predicate) -> filters.Clause:
+        if dialect == "sqlite":
+            items = func.json_each(ScimIdentity.profile, "$.emails").table_valued(column("value", JSON))
+        else:
+            items = func.json_array_elements(ScimIdentity.profile["emails"]).table_valued(column("value", JSON))
+        value = items.c.value["value"].as_string()
+        said = exists(select(literal(1)).select_from(items).where(shown(value), p(value)))
+        return and_(personal, or_(and_(described, said), and_(not_(described), shown(Account.email), p(Account.email))))
+
+    def any_group(p: filters.Predicate) -> filters.Clause:
+        return exists(select(literal(1)).select_from(ScimGroupMember).join(
+            ScimGroup, ScimGroup.id == ScimGroupMember.group_id).where(
+            ScimGroupMember.user_id == Account.id, ScimGroup.scope == scope.key, p(ScimGroup.id)))
+
+    def dated(identity_column: Any) -> Any:
+        return type_coerce(case((has_identity, identity_column), else_=Account.created_at), UTCDateTime())
+
+    return {
+        ("id", None): Scalar(Account.id, true(), decode=parse_id),
+        ("user_name", None): Scalar(Account.name_lower, true(), folded=True),
+        ("external_id", None): Scalar(ScimIdentity.external_id, ScimIdentity.external_id.is_not(None)),
+        ("active", None): Scalar(and_(Account.is_active.is_(true()), member), true()),
+        ("display_name", None): Scalar(display_name, and_(personal, display_name.is_not(None))),
+        ("emails", "value"): Many(any_email),
+        ("groups", "value"): Many(any_group, decode=parse_group_id),
+        ("meta", "created"): Scalar(dated(ScimIdentity.created_at), true()),
+        ("meta", "last_modified"): Scalar(dated(ScimIdentity.updated_at), true()),
+    }
+
+
+def _group_columns() -> filters.Columns:
+    """What group_resource serves, as SQL over scim_groups."""
+
+    def any_member(p: filters.Predicate) -> filters.Clause:
+        return exists(select(literal(1)).select_from(ScimGroupMember).where(
+            ScimGroupMember.group_id == ScimGroup.id, p(ScimGroupMember.user_id)))
+
+    return {
+        ("id", None): Scalar(ScimGroup.id, true(), decode=parse_group_id),
+        ("display_name", None): Scalar(ScimGroup.display_name, true()),
+        ("external_id", None): Scalar(ScimGroup.external_id, ScimGroup.external_id.is_not(None)),
+        ("members", "value"): Many(any_member, decode=parse_id),
+        ("meta", "created"): Scalar(ScimGroup.created_at, true()),
+        ("meta", "last_modified"): Scalar(ScimGroup.updated_at, true()),
+    }
+
+
+def _user_clause(session: Session, scope: Scope, scim_filter: Any) -> filters.Clause:
+    dialect = _dialect(session)
+    return filters.where(scim_filter, User, _user_columns(scope, dialect), dialect)
+
+
+def _group_clause(session: Session, scope: Scope, scim_filter: Any) -> filters.Clause:
+    return and_(ScimGroup.scope == scope.key, filters.where(scim_filter, Group, _group_columns(), _dialect(session)))
+
+
+def _count_users(session: Session, scope: Scope, clause: filters.Clause) -> int:
+    return int(session.scalar(_scoped_users(scope, func.count(Account.id)).where(clause)) or 0)
+
+
+def _count_groups(session: Session, clause: filters.Clause) -> int:
+    return int(session.scalar(select(func.count(ScimGroup.id)).where(clause)) or 0)
+
+
+def _user_page(session: Session, scope: Scope, clause: filters.Clause, offset: int, limit: int,
+               base: str) -> list[User]:
+    if limit <= 0:
+        return []
+    entities: tuple[Any, ...] = (Account, ScimIdentity) if scope.org is None else (Account, ScimIdentity, OrgMember)
+    rows = session.execute(_scoped_users(scope, *entities).where(clause).order_by(Account.id)
+                           .offset(offset).limit(limit)).all()
+    seen = [Seen(row[0], row[1], row[2] if scope.org is not None else None) for row in rows]
+    return serve_users(session, scope, seen, base)
+
+
+def _group_page(session: Session, clause: filters.Clause, offset: int, limit: int, base: str) -> list[Group]:
+    if limit <= 0:
+        return []
+    groups = session.scalars(select(ScimGroup).where(clause).order_by(ScimGroup.id).offset(offset).limit(limit))
+    return [group_resource(session, g, base) for g in groups]
+
+
+def list_users(session: Session, scope: Scope, scim_filter: Any, start: int, count: int, base: str) -> Listing:
+    """GET /Users, POST /Users/.search: the users `scim_filter` matches (None: all), from the 1-based `start`."""
+    clause = _user_clause(session, scope, scim_filter)
+    return Listing(_count_users(session, scope, clause), _user_page(session, scope, clause, start - 1, count, base))
+
+
+def list_groups(session: Session, scope: Scope, scim_filter: Any, start: int, count: int, base: str) -> Listing:
+    clause = _group_clause(session, scope, scim_filter)
+    return Listing(_count_groups(session, clause), _group_page(session, clause, start - 1, count, base))
+
+
+def search_all(session: Session, scope: Scope, scim_filter: Any, start: int, count: int, base: str) -> Listing:
+    """POST /.search: Users then Groups, one sequence paged across both."""
+    users, groups = _user_clause(session, scope, scim_filter), _group_clause(session, scope, scim_filter)
+    user_total = _count_users(session, scope, users)
+    page: list[Any] = _user_page(session, scope, users, start - 1, count, base)
+    if len(page) < count:
+        page += _group_page(session, groups, max(0, start - 1 - user_total), count - len(page), base)
+    return Listing(user_total + _count_groups(session, groups), page)
 
 
 # ---- users: changes ----------------------------------------------------------------------------------

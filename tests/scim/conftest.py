@@ -1,11 +1,12 @@
-"""A SCIM world on the shared test server: an org with an admin, SCIM tokens for the instance and the org
-(made with `bastion admin scim-token`, the CLI contract), and an httpx client per endpoint."""
+"""A SCIM world on a shared test server, once on SQLite and once on PostgreSQL: an org with an admin, SCIM
+tokens for the instance and the org (made with `bastion admin scim-token`, the CLI contract), and an httpx
+client per endpoint."""
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,15 +48,21 @@ def scim_token(server: BastionServer, *args: str) -> str:
 
 
 def rows(server: BastionServer, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(server.data_dir / "bastion.sqlite3")
+    """`sql` (`?` placeholders) on the server's database, whichever it is."""
+    import sqlalchemy as sa
+
+    count = iter(range(len(args)))
+    text = sa.text(re.sub(r"\?", lambda _m: f":p{next(count)}", sql))
+    engine = server.engine()
     try:
-        return db.execute(sql, args).fetchall()
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text, {f"p{i}": a for i, a in enumerate(args)})]
     finally:
-        db.close()
+        engine.dispose()
 
 
 def audit_events(server: BastionServer, action: str, since: int = 0) -> list[dict[str, Any]]:
-    return [{"target": t, "via": v, "actor": a, **json.loads(d)} for t, v, a, d in rows(
+    return [{"target": t, "via": v, "actor": a, **(d if isinstance(d, dict) else json.loads(d))} for t, v, a, d in rows(
         server, "SELECT target_id, via, actor_name, details FROM audit_events WHERE action = ? AND id > ? ORDER BY id",
         action, since)]
 
@@ -86,8 +93,10 @@ class ScimWorld:
         return self.client(self.org_token, f"/api/organizations/{self.org}/scim/v2")
 
 
-@pytest.fixture(scope="module")
-def world(server: BastionServer) -> Iterator[ScimWorld]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest) -> Iterator[ScimWorld]:
+    """Every test that takes the world runs on SQLite and on PostgreSQL (the filters are SQL)."""
+    server: BastionServer = request.getfixturevalue(f"{'pg' if request.param == 'postgresql' else 'sqlite'}_server")
     admin, admin_token = server.create_user()
     org = make_org(server, admin)
     yield ScimWorld(server, admin, admin_token, org, scim_token(server, "--instance", "--label", "instance-idp"),
