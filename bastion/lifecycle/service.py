@@ -34,6 +34,10 @@ from bastion.tokens import service as tokens
 from bastion.tokens.models import AccessToken
 
 REASON_MAX = 500
+# Who deactivates (User.deactivated_by): an instance administrator (the CLI, the admin API and page), unless a
+# provisioning source names itself; an administrator may undo any deactivation, a source only what it may answer
+# for (bastion.scim.service decides that for SCIM).
+ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,13 @@ def _reason(reason: str) -> str:
 
 
 def deactivate_user(session: Session, user: User, *, reason: str,
-                    memberships_managed_by: str | None = None) -> Revocation:
+                    memberships_managed_by: str | None = None, by: str = ADMIN) -> Revocation:
     """Set `user` inactive and revoke every credential it holds, in the caller's transaction (no commit).
-    Idempotent: deactivating an inactive user revokes whatever is left (nothing, normally)."""
+    Idempotent: deactivating an inactive user revokes whatever is left (nothing, normally). `by` is kept as
+    who deactivated the account; an administrator's word replaces a source's, never the other way round."""
     reason = _reason(reason)
+    if user.is_active or by == ADMIN:
+        user.deactivated_by = by
     user.is_active = False
     now = utcnow()
     # Web sessions (instance SSO sign-ins included): every one not already revoked, pending ones too.
@@ -107,15 +114,23 @@ def _drop_managed_memberships(session: Session, user: User, source: str, reason:
     return len(rows)
 
 
+def deactivated_by(user: User) -> str | None:
+    """Who deactivated this inactive account: ADMIN or a provisioning source's name (None while active). An
+    inactive account that does not say counts as an administrator's decision (fail closed)."""
+    return None if user.is_active else (user.deactivated_by or ADMIN)
+
+
 def reactivate_user(session: Session, user: User, *, reason: str) -> None:
     """Let `user` sign in again. Nothing revoked comes back: tokens stay revoked, sessions ended, SSO
-    sessions gone; the person signs in anew and creates new tokens."""
+    sessions gone; the person signs in anew and creates new tokens. The caller decided it may undo this
+    deactivation (`deactivated_by`): an administrator may undo any."""
     reason = _reason(reason)
     if getattr(user, "deleted_at", None) is not None:
         raise Conflict("A deleted account cannot be reactivated")
     if user.is_active:
         return
     user.is_active = True
+    user.deactivated_by = None
     audit.record(session, AuditAction.USER_REACTIVATE, target=("user", user.name), namespace=user.name,
                  details={"reason": reason})
     session.flush()
