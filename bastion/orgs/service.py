@@ -55,7 +55,7 @@ APPROVAL_STATES = ("pending", "approved", "denied", "revoked")
 MAX_ADMIN_MAILS = 5  # as on the Hub: at most five admins are e-mailed about a pending token
 SSO_INVITATIONS_CLOSED = ("The organization {org!r} uses single sign-on: classic invitations are disabled. Share "
                           "its SSO join link (/organizations/{org}/sso/login) instead.")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 
 
 def _check_role(role: str, allowed: tuple[str, ...] = ORG_ROLES) -> str:

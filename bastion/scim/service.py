@@ -341,6 +341,15 @@ def _fullname(resource: User, fallback: str) -> str:
     return (resource.display_name or fallback)[:200]
 
 
+def _refuse_password(resource: User) -> None:
+    """Bastion sets no password over SCIM (changePassword is not supported; accounts sign in through SSO or set
+    their own): one sent is refused with a 400, never dropped while the IdP believes the account has it (a setting
+    accepted is a setting enforced). Other attributes Bastion does not keep (title, phoneNumbers, …) describe the
+    person, grant nothing, and are sent by IdPs' default mappings: they are ignored, as before."""
+    if resource.password is not None:
+        raise InvalidValueException(detail="Bastion sets no password over SCIM (changePassword is not supported)")
+
+
 def _profile(resource: User) -> dict[str, Any]:
     dumped = resource.model_dump(scim_ctx=None, exclude_none=True, by_alias=True, mode="json")
     return {k: dumped[k] for k in ("name", "displayName", "emails") if k in dumped}
@@ -467,6 +476,7 @@ def _set_active(session: Session, scope: Scope, seen: Seen, active: bool) -> Non
 
 
 def create_user(session: Session, scope: Scope, resource: User) -> Seen:
+    _refuse_password(resource)
     name = resource.user_name or ""
     existing = session.scalar(select(Account).where(Account.name_lower == name.lower()))
     if existing is not None:
@@ -525,6 +535,7 @@ def update_user(session: Session, scope: Scope, seen: Seen, before: User, after:
                 audit_event: bool = True) -> None:
     """Apply a PUT or a PATCH: `before` is the resource as served, `after` as the IdP wants it."""
     user = seen.user
+    _refuse_password(after)
     if after.user_name is not None and after.user_name.lower() != user.name.lower():
         raise MutabilityException(detail="userName is immutable in Bastion (it is the account's namespace)")
     changed: list[str] = []

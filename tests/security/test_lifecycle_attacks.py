@@ -145,3 +145,48 @@ def test_a_deactivated_admin_does_not_count_as_the_orgs_administrator(world: Sci
     assert r.status_code == 200, r.text
     assert rows(server, "SELECT u.name, m.role FROM org_members m JOIN users u ON u.id = m.user_id "
                         "JOIN organizations o ON o.id = m.org_id WHERE o.name = ?", org) == [(last, "admin")]
+
+
+def test_a_name_with_a_trailing_newline_is_no_new_name(world: ScimWorld) -> None:  # noqa: F811
+    """Names were checked with `^…$`, and Python's `$` also matches before a final newline: `alice\\n` passed as
+    a new name, shown exactly like `alice`, so anyone could create an org that impersonates an existing account
+    (`alice\\n`), take a retired name again (only the exact name's hash is retired) or a reserved one (`admin\\n`),
+    and name a repository `model\\n` beside `model`. A name is now matched whole."""
+    server = world.server
+    victim, _ = server.create_user()
+    retired, _ = server.create_user()
+    assert server.cli("admin", "delete-user", retired, check=False).returncode == 0
+    auth = {"authorization": f"Bearer {world.admin_token}"}
+    for name in (victim, retired, "admin", f"org{secrets.token_hex(3)}"):
+        r = httpx.post(f"{server.url}/api/organizations", json={"name": name + "\n"}, headers=auth, timeout=TIMEOUT)
+        assert r.status_code == 400 and r.headers["x-error-message"].startswith("Invalid name"), (name, r.text)
+    with world.instance as idp:
+        r = idp.post("/Users", json={"schemas": [USER_SCHEMA], "userName": retired + "\n",
+                                     "emails": [{"value": f"n{secrets.token_hex(3)}@corp.example", "primary": True}]})
+        assert r.status_code == 400 and r.json()["scimType"] == "invalidValue", r.text
+    r = httpx.post(f"{server.url}/api/repos/create", json={"name": "model\n", "organization": world.admin},
+                   headers=auth, timeout=TIMEOUT)
+    assert r.status_code == 400, r.text
+    assert rows(server, "SELECT count(*) FROM organizations WHERE name LIKE ?", "%\n")[0][0] == 0
+    assert rows(server, "SELECT count(*) FROM users WHERE name LIKE ?", "%\n")[0][0] == 0
+
+
+def test_a_password_sent_over_scim_is_refused_not_dropped(world: ScimWorld) -> None:  # noqa: F811
+    """Bastion takes no password over SCIM (changePassword is not supported, the schema it publishes has none), yet
+    a `password` in a POST, PUT or PATCH was answered 200/201 and silently dropped: the IdP believed the account
+    had that password. A setting accepted must be enforced: now it is a 400 invalidValue and nothing changes."""
+    server = world.server
+    for client in (world.instance, world.org_scim):
+        with client as idp:
+            name = f"p{secrets.token_hex(4)}"
+            r = idp.post("/Users", json={"schemas": [USER_SCHEMA], "userName": name, "password": "hunter2-hunter2-x",
+                                         "emails": [{"value": f"{name}@corp.example", "primary": True}]})
+            assert r.status_code == 400 and r.json()["scimType"] == "invalidValue" and "password" in r.text, r.text
+            assert rows(server, "SELECT count(*) FROM users WHERE name = ?", name) == [(0,)]
+            u = new_user(idp)
+            r = patch(idp, f"/Users/{u['id']}", {"op": "add", "path": "password", "value": "hunter2-hunter2-x"})
+            assert r.status_code == 400 and r.json()["scimType"] == "invalidValue", r.text
+            r = idp.put(f"/Users/{u['id']}", json={"schemas": [USER_SCHEMA], "userName": u["userName"],
+                                                   "password": "hunter2-hunter2-x", "emails": u["emails"]})
+            assert r.status_code == 400 and r.json()["scimType"] == "invalidValue", r.text
+            assert rows(server, "SELECT password_hash IS NULL FROM users WHERE name = ?", u["userName"]) == [(1,)]
