@@ -222,7 +222,10 @@ def verify_email(session: Session, key: bytes, token: str) -> UserEmail:
     except Forbidden:
         raise Forbidden("This verification link is invalid or has expired.") from None
     row = session.get(UserEmail, claims.get("eid"))
-    if row is None or row.email_lower != claims.get("email"):
+    # A deactivated account verifies nothing: a link sent before (to whoever added the address, maybe an intruder
+    # in a stolen session) must not make an address verified -- a password reset's way in -- behind the back of
+    # the administrator who deprovisioned the account.
+    if row is None or row.email_lower != claims.get("email") or not row.user.is_active:
         raise Forbidden("This verification link is invalid or has expired.")
     if row.verified_at is not None:
         return row

@@ -190,3 +190,28 @@ def test_a_password_sent_over_scim_is_refused_not_dropped(world: ScimWorld) -> N
                                                    "password": "hunter2-hunter2-x", "emails": u["emails"]})
             assert r.status_code == 400 and r.json()["scimType"] == "invalidValue", r.text
             assert rows(server, "SELECT password_hash IS NULL FROM users WHERE name = ?", u["userName"]) == [(1,)]
+
+
+def test_a_verification_link_dies_with_the_account(web_server: BastionServer, mail_sink: MailSink) -> None:  # noqa: F811
+    """E-mail verification links (48 hours) still verified an address of a deactivated account. Someone who took
+    over a session adds their own address (the link goes to them), the administrator deactivates the account and
+    revokes everything, the intruder then opens the link: once the account is reactivated, the address they hold
+    is verified and resets its password. Now a deactivated account verifies nothing (a link still unexpired when an
+    administrator reactivates the account works again; until then the address shows unverified in its settings)."""
+    from tests.accounts.fixtures import http_login, link_in
+
+    server = web_server
+    name, _ = create_password_user(server)
+    intruder = f"in-{secrets.token_hex(4)}@evil.example"
+    client = http_login(server, name)
+    sent = mail_sink.count()
+    added = client.post("/settings/emails", data={"csrf_token": csrf_of(client.get("/settings/emails").text),
+                                                  "email": intruder})
+    assert added.status_code == 303, added.text[:500]
+    link = link_in(mail_sink.wait_for(intruder, "Verify your e-mail", after=sent)).removeprefix(server.url)
+    server.cli("admin", "deactivate-user", name, "--reason", "session stolen")
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT) as stranger:
+        r = stranger.get(link)
+        assert r.status_code == 403, (r.status_code, r.headers.get("location"))
+    assert rows(server, "SELECT e.verified_at IS NULL FROM user_emails e JOIN users u ON u.id = e.user_id "
+                        "WHERE u.name = ? AND e.email_lower = ?", name, intruder) == [(1,)]
