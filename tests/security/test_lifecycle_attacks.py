@@ -13,6 +13,8 @@
   anything, the instance's IdP what a SCIM client deactivated, an org's IdP only what it deactivated itself.
 - The last-administrator rule counted deactivated administrators: an org whose other admin was deactivated let its
   last active admin leave or be demoted, leaving an org nobody can administer. Now only active admins count.
+- Names with a trailing newline, a password sent over SCIM, and e-mail verification links of a deactivated
+  account: see each test's docstring.
 """
 
 from __future__ import annotations
