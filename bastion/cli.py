@@ -930,7 +930,8 @@ def deactivate_user(name: str, reason: str, data_dir: Path | None) -> None:
             user = accounts.get_user_by_name(session, name)
             revoked = lifecycle.deactivate_user(session, user, reason=reason)
             click.echo(f"deactivated {user.name}: revoked {revoked.web_sessions} web sessions, {revoked.tokens} "
-                       f"tokens, {revoked.approvals} pending approvals, {revoked.sso_sessions} SSO sessions", err=True)
+                       f"tokens, {revoked.approvals} pending approvals, {revoked.sso_sessions} SSO sessions, "
+                       f"{revoked.unverified_emails} unverified e-mail addresses", err=True)
     except BastionError as exc:
         raise click.ClickException(exc.message) from None
     finally:

@@ -37,6 +37,10 @@ class User(Base):
     # Set when the account was deleted (bastion.lifecycle): the row stays as a pseudonymous tombstone
     # (name "deleted-…", no e-mail, no credentials) so ids in audit events and commits still resolve.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, default=None)
+    # Who deactivated the account (bastion.lifecycle.service): "admin" (the CLI, the admin API or page) or a
+    # provisioning source ("scim:instance", "scim:org:<id>"), so that a source undoes only what it may answer for;
+    # None while active (an inactive account without it counts as an administrator's decision).
+    deactivated_by: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
     emails: Mapped[list[UserEmail]] = relationship(back_populates="user", cascade="all, delete-orphan",
                                                    order_by="UserEmail.id")

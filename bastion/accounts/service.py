@@ -22,8 +22,10 @@ from bastion.db import utcnow
 from bastion.errors import AuthenticationRequired, BadRequest, Conflict, Forbidden, NotFound
 from bastion.mail import Mailer, Message
 
-NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}$")
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+# `\Z`, never `$`: Python's `$` also matches before a final newline, and `alice\n` is no new name (it looks like
+# `alice`, and only the exact name of a deleted account is retired). The same for e-mail addresses.
+NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}\Z")
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\Z")
 RESERVED_NAMES = frozenset({"api", "datasets", "spaces", "models", "settings", "login", "logout", "admin",
                             "new", "organizations", "docs", "static", "oauth", "join", "kernels"})
 MAX_EMAILS = 10
@@ -220,7 +222,10 @@ def verify_email(session: Session, key: bytes, token: str) -> UserEmail:
     except Forbidden:
         raise Forbidden("This verification link is invalid or has expired.") from None
     row = session.get(UserEmail, claims.get("eid"))
-    if row is None or row.email_lower != claims.get("email"):
+    # A deactivated account verifies nothing: a link sent before (to whoever added the address, maybe an intruder
+    # in a stolen session) must not make an address verified -- a password reset's way in -- behind the back of
+    # the administrator who deprovisioned the account.
+    if row is None or row.email_lower != claims.get("email") or not row.user.is_active:
         raise Forbidden("This verification link is invalid or has expired.")
     if row.verified_at is not None:
         return row

@@ -10,6 +10,8 @@ Every credential Bastion accepts is revoked here or re-checks `User.is_active` o
 - pending org token approval requests (revoked: an org admin is no longer asked to approve them),
 - SSO sessions of every org (deleted: a later sign-in must go through the IdP again); instance SSO
   signs in to a web session, revoked with the others,
+- e-mail addresses never verified (but the primary one): their verification links die with them, and a
+  deactivated account verifies nothing meanwhile (`accounts.verify_email`); reset links need the account active,
 - org memberships a provisioning source manages (`OrgMember.managed_by`, e.g. "scim"), when the caller
   names that source; memberships granted by hand stay (an admin decides about them).
 Repos stay where they are and commits keep their author. The actor of every audit event is the
@@ -34,6 +36,10 @@ from bastion.tokens import service as tokens
 from bastion.tokens.models import AccessToken
 
 REASON_MAX = 500
+# Who deactivates (User.deactivated_by): an instance administrator (the CLI, the admin API and page), unless a
+# provisioning source names itself; an administrator may undo any deactivation, a source only what it may answer
+# for (bastion.scim.service decides that for SCIM).
+ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -45,10 +51,12 @@ class Revocation:
     approvals: int
     sso_sessions: int
     memberships: int
+    unverified_emails: int = 0
 
     def as_json(self) -> dict[str, int]:
         return {"webSessions": self.web_sessions, "tokens": self.tokens, "approvals": self.approvals,
-                "ssoSessions": self.sso_sessions, "memberships": self.memberships}
+                "ssoSessions": self.sso_sessions, "memberships": self.memberships,
+                "unverifiedEmails": self.unverified_emails}
 
 
 def _reason(reason: str) -> str:
@@ -59,10 +67,13 @@ def _reason(reason: str) -> str:
 
 
 def deactivate_user(session: Session, user: User, *, reason: str,
-                    memberships_managed_by: str | None = None) -> Revocation:
+                    memberships_managed_by: str | None = None, by: str = ADMIN) -> Revocation:
     """Set `user` inactive and revoke every credential it holds, in the caller's transaction (no commit).
-    Idempotent: deactivating an inactive user revokes whatever is left (nothing, normally)."""
+    Idempotent: deactivating an inactive user revokes whatever is left (nothing, normally). `by` is kept as
+    who deactivated the account; an administrator's word replaces a source's, never the other way round."""
     reason = _reason(reason)
+    if user.is_active or by == ADMIN:
+        user.deactivated_by = by
     user.is_active = False
     now = utcnow()
     # Web sessions (instance SSO sign-ins included): every one not already revoked, pending ones too.
@@ -79,9 +90,14 @@ def deactivate_user(session: Session, user: User, *, reason: str,
                                                                OrgTokenApproval.state == "pending")
                                 .values(state="revoked", decided_at=now)).rowcount  # type: ignore[attr-defined]
     sso = session.execute(delete(SsoSession).where(SsoSession.user_id == user.id)).rowcount  # type: ignore[attr-defined]
+    # Addresses the account never proved (not the primary one): a verification link already sent -- maybe to an
+    # intruder who added the address in a stolen session -- must not verify one later, after a reactivation.
+    unproven = [e for e in user.emails if e.verified_at is None and not e.primary]
+    for row in unproven:
+        user.emails.remove(row)
     memberships = _drop_managed_memberships(session, user, memberships_managed_by, reason) \
         if memberships_managed_by else 0
-    revoked = Revocation(int(ended or 0), len(live), int(approvals or 0), int(sso or 0), memberships)
+    revoked = Revocation(int(ended or 0), len(live), int(approvals or 0), int(sso or 0), memberships, len(unproven))
     audit.record(session, AuditAction.USER_DEACTIVATE, target=("user", user.name), namespace=user.name,
                  details={"reason": reason, "revoked": revoked.as_json(),
                           **({"memberships_managed_by": memberships_managed_by} if memberships_managed_by else {})})
@@ -107,15 +123,23 @@ def _drop_managed_memberships(session: Session, user: User, source: str, reason:
     return len(rows)
 
 
+def deactivated_by(user: User) -> str | None:
+    """Who deactivated this inactive account: ADMIN or a provisioning source's name (None while active). An
+    inactive account that does not say counts as an administrator's decision (fail closed)."""
+    return None if user.is_active else (user.deactivated_by or ADMIN)
+
+
 def reactivate_user(session: Session, user: User, *, reason: str) -> None:
     """Let `user` sign in again. Nothing revoked comes back: tokens stay revoked, sessions ended, SSO
-    sessions gone; the person signs in anew and creates new tokens."""
+    sessions gone; the person signs in anew and creates new tokens. The caller decided it may undo this
+    deactivation (`deactivated_by`): an administrator may undo any."""
     reason = _reason(reason)
     if getattr(user, "deleted_at", None) is not None:
         raise Conflict("A deleted account cannot be reactivated")
     if user.is_active:
         return
     user.is_active = True
+    user.deactivated_by = None
     audit.record(session, AuditAction.USER_REACTIVATE, target=("user", user.name), namespace=user.name,
                  details={"reason": reason})
     session.flush()

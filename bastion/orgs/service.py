@@ -55,7 +55,7 @@ APPROVAL_STATES = ("pending", "approved", "denied", "revoked")
 MAX_ADMIN_MAILS = 5  # as on the Hub: at most five admins are e-mailed about a pending token
 SSO_INVITATIONS_CLOSED = ("The organization {org!r} uses single sign-on: classic invitations are disabled. Share "
                           "its SSO join link (/organizations/{org}/sso/login) instead.")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 
 
 def _check_role(role: str, allowed: tuple[str, ...] = ORG_ROLES) -> str:
@@ -261,16 +261,20 @@ def admin_ids(session: Session, org_id: int) -> list[int]:
                                                                 OrgMember.role == "admin")))
 
 
-def _admins(session: Session, org: Organization) -> list[int]:
-    return list(session.scalars(select(OrgMember.user_id).where(OrgMember.org_id == org.id,
-                                                                OrgMember.role == "admin")))
+def _last_admin(session: Session, org: Organization, user: User) -> bool:
+    """Whether removing or demoting admin `user` would leave `org` without an administrator who can act. A
+    deactivated admin administers nothing, so only active ones count; the last admin of all stays too (an
+    instance administrator may still reactivate them)."""
+    others = session.execute(select(User.is_active).join(OrgMember, OrgMember.user_id == User.id).where(
+        OrgMember.org_id == org.id, OrgMember.role == "admin", OrgMember.user_id != user.id)).scalars().all()
+    return not others or (user.is_active and not any(others))
 
 
 def _drop(session: Session, org: Organization, user: User) -> OrgMember:
     row = member(session, org, user)
     if row is None:
         raise NotFound(f"{user.name} is not a member of {org.name}")
-    if row.role == "admin" and _admins(session, org) == [user.id]:
+    if row.role == "admin" and _last_admin(session, org, user):
         raise Conflict("An organization needs at least one administrator: make someone else admin first")
     group_ids = select(ResourceGroup.id).where(ResourceGroup.org_id == org.id)
     for gm in session.scalars(select(ResourceGroupMember).where(ResourceGroupMember.user_id == user.id,
@@ -307,7 +311,7 @@ def change_role(session: Session, org: Organization, user: User, role: str,
     row = member(session, org, user)
     if row is None:
         raise NotFound(f"{user.name} is not a member of {org.name}")
-    if row.role == "admin" and role != "admin" and _admins(session, org) == [user.id]:
+    if row.role == "admin" and role != "admin" and _last_admin(session, org, user):
         raise Conflict("An organization needs at least one administrator: make someone else admin first")
     if row.role != role:
         audit.record(session, AuditAction.ORG_CHANGE_ROLE, target=("user", user.name), namespace=org.name,

@@ -41,7 +41,7 @@ from bastion.repos.models import REPO_TYPES, PurgedLfsObject, Repo, RepoRedirect
 from bastion.storage.gitstore import GitRepo, signature
 from bastion.storage.regions import DEFAULT_REGION, region_of_key
 
-REPO_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}$")
+REPO_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}\Z")  # \Z: see accounts.NAME_RE
 TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PLURAL_BY_TYPE = {v: k for k, v in TYPE_BY_PLURAL.items()}
 SORT_COLUMNS = {"lastModified": Repo.last_modified, "createdAt": Repo.created_at,

@@ -73,7 +73,8 @@ MAX_FILTER = 2000
 INSTANCE_PREFIX = "/scim/v2"
 ORG_PREFIX = "/api/organizations/{org}/scim/v2"
 # The User attributes Bastion keeps (the published schema lists only these; userName is immutable: it is
-# the account's namespace). Everything else is refused by the schema, not silently dropped.
+# the account's namespace). Other core attributes (title, phoneNumbers, …: IdPs' default mappings send them) are
+# ignored; a password is refused (scim.service._refuse_password); unknown extensions fail validation.
 USER_ATTRIBUTES = ("userName", "name", "displayName", "active", "emails", "groups")
 
 

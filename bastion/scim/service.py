@@ -478,6 +478,15 @@ def _fullname(resource: User, fallback: str) -> str:
     return (resource.display_name or fallback)[:200]
 
 
+def _refuse_password(resource: User) -> None:
+    """Bastion sets no password over SCIM (changePassword is not supported; accounts sign in through SSO or set
+    their own): one sent is refused with a 400, never dropped while the IdP believes the account has it (a setting
+    accepted is a setting enforced). Other attributes Bastion does not keep (title, phoneNumbers, …) describe the
+    person, grant nothing, and are sent by IdPs' default mappings: they are ignored, as before."""
+    if resource.password is not None:
+        raise InvalidValueException(detail="Bastion sets no password over SCIM (changePassword is not supported)")
+
+
 def _profile(resource: User) -> dict[str, Any]:
     dumped = resource.model_dump(scim_ctx=None, exclude_none=True, by_alias=True, mode="json")
     return {k: dumped[k] for k in ("name", "displayName", "emails") if k in dumped}
@@ -494,22 +503,29 @@ def _identity_for(session: Session, scope: Scope, user: Account, *, created: boo
     return identity
 
 
-def _set_primary_email(session: Session, scope: Scope, user: Account, email: str) -> None:
+def _set_primary_email(session: Session, scope: Scope, seen: Seen, email: str) -> None:
     """The IdP's primary address becomes the account's. The instance's IdP vouches for it (verified, unless
-    another account owns it verified); an org's does not (unverified: it cannot prove the address)."""
+    another account owns it verified) only on an account it created: on one it linked, the address is the IdP's
+    word about a person who already proved other addresses, and a verified address is how a password is reset, so
+    vouching there would hand the IdP every account it can name. An org's IdP never vouches (it cannot prove an
+    address). An unverified address never replaces a verified primary one (where security notices go)."""
+    user = seen.user
     lower = email.lower()
     row = next((r for r in user.emails if r.email_lower == lower), None)
-    verify = scope.org is None
-    if verify:
+    vouch = scope.org is None and seen.identity is not None and seen.identity.created_account
+    if vouch:
         owner = session.scalar(select(UserEmail.user_id).where(UserEmail.email_lower == lower,
                                                                UserEmail.verified_at.is_not(None)))
         if owner is not None and owner != user.id:
             raise UniquenessException(detail=f"The e-mail address {email} belongs to another account")
     if row is None:
-        row = UserEmail(email=email, email_lower=lower, primary=False, verified_at=utcnow() if verify else None)
+        row = UserEmail(email=email, email_lower=lower, primary=False, verified_at=utcnow() if vouch else None)
         user.emails.append(row)
-    elif verify and row.verified_at is None:
+    elif vouch and row.verified_at is None:
         row.verified_at = utcnow()
+    if row.verified_at is None and accounts.primary_verified(user) is not None:
+        session.flush()
+        return
     for other in user.emails:
         other.primary = other is row
     user.email = email
@@ -539,11 +555,31 @@ def _deactivate(session: Session, scope: Scope, user: Account) -> None:
     if user.is_active:
         where = "the instance's SCIM" if scope.org is None else f"the SCIM of {scope.org.name}"
         lifecycle.deactivate_user(session, user, reason=f"deprovisioned by {where}",
-                                     memberships_managed_by=SOURCE)
+                                     memberships_managed_by=SOURCE, by=_authority(scope))
+
+
+def _authority(scope: Scope) -> str:
+    """The name a scope's deactivations are kept under (User.deactivated_by)."""
+    return f"{SOURCE}:{scope.key}"
+
+
+def _may_undo(scope: Scope, deactivated_by: str) -> bool:
+    """An IdP puts back only a deactivation it can answer for: an org's, its own; the instance's, any SCIM
+    client's (it is the instance's identity authority). An administrator's decision (a compromised account, a
+    person who left) is never undone by a routine sync: only an administrator reactivates it."""
+    if scope.org is None:
+        return deactivated_by.startswith(f"{SOURCE}:")
+    return deactivated_by == _authority(scope)
 
 
 def _reactivate(session: Session, scope: Scope, user: Account) -> None:
     if not user.is_active:
+        by = lifecycle.deactivated_by(user) or lifecycle.ADMIN
+        if not _may_undo(scope, by):
+            who = "an instance administrator" if by == lifecycle.ADMIN else \
+                "the instance's SCIM" if by == _authority(Scope(None)) else "another SCIM client"
+            raise ForbiddenException(detail=f"This account was deactivated by {who}; this SCIM client cannot "
+                                            "reactivate it (an instance administrator can)")
         where = "the instance's SCIM" if scope.org is None else f"the SCIM of {scope.org.name}"
         lifecycle.reactivate_user(session, user, reason=f"provisioned again by {where}")
 
@@ -577,6 +613,7 @@ def _set_active(session: Session, scope: Scope, seen: Seen, active: bool) -> Non
 
 
 def create_user(session: Session, scope: Scope, resource: User) -> Seen:
+    _refuse_password(resource)
     name = resource.user_name or ""
     existing = session.scalar(select(Account).where(Account.name_lower == name.lower()))
     if existing is not None:
@@ -635,6 +672,7 @@ def update_user(session: Session, scope: Scope, seen: Seen, before: User, after:
                 audit_event: bool = True) -> None:
     """Apply a PUT or a PATCH: `before` is the resource as served, `after` as the IdP wants it."""
     user = seen.user
+    _refuse_password(after)
     if after.user_name is not None and after.user_name.lower() != user.name.lower():
         raise MutabilityException(detail="userName is immutable in Bastion (it is the account's namespace)")
     changed: list[str] = []
@@ -646,7 +684,7 @@ def update_user(session: Session, scope: Scope, seen: Seen, before: User, after:
                                             "only its membership and externalId can change")
         email = _primary_email(after)  # none: the account keeps its address (an account always has one)
         if email is not None and email.lower() != user.email.lower():
-            _set_primary_email(session, scope, user, email)
+            _set_primary_email(session, scope, seen, email)
             changed.append("emails")
         identity = _identity_for(session, scope, user)
         identity.profile = new_profile
