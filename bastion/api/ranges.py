@@ -24,7 +24,7 @@ class StoredFileResponse(FileResponse):
         await super().__call__({**scope, "extensions": extensions}, receive, send)
 
 
-RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

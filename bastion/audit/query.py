@@ -39,9 +39,9 @@ SECURITY_LOG_PREFIXES = ("user.", "token.")
 # The Hub's export holds at most the last 100,000 events.
 EXPORT_LIMIT = 100_000
 MAX_Q_TERMS = 20
-_TERM = re.compile(r"^(type|author|ip):(\S+)$")
-_TYPE = re.compile(r"^[a-zA-Z0-9_.]+\*?$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,95}$")
+_TERM = re.compile(r"^(type|author|ip):(\S+)\Z")
+_TYPE = re.compile(r"^[a-zA-Z0-9_.]+\*?\Z")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,95}\Z")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

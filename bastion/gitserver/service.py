@@ -38,8 +38,8 @@ from bastion.tokens import service as tokens
 from bastion.tokens.models import AccessToken
 
 ZERO = "0" * 40
-OID_RE = re.compile(r"^[0-9a-f]{40}$")
-PUSH_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+OID_RE = re.compile(r"^[0-9a-f]{40}\Z")
+PUSH_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 MAX_MESSAGES = 20
 PUSH_PURPOSE = "git-push"
 PUSH_TTL_SECONDS = 6 * 3600  # the pack upload precedes the hooks; a slow 10 GiB push must still pass

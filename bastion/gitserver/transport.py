@@ -25,7 +25,7 @@ from bastion.errors import BadRequest
 
 log = logging.getLogger("bastion.gitserver")
 CHUNK = 64 * 1024
-GIT_PROTOCOL_RE = re.compile(r"^[A-Za-z0-9=:._-]{1,256}$")
+GIT_PROTOCOL_RE = re.compile(r"^[A-Za-z0-9=:._-]{1,256}\Z")
 HOOKS = ("pre-receive", "proc-receive")
 HOOK_SCRIPT = Path(__file__).with_name("hook.py")
 

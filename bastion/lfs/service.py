@@ -35,7 +35,7 @@ from bastion.repos.models import Repo
 from bastion.repos.service import incarnation, repo_region
 from bastion.storage import BlobMismatch
 
-OID_RE = re.compile(r"^[0-9a-f]{64}$")
+OID_RE = re.compile(r"^[0-9a-f]{64}\Z")
 UPLOAD_PURPOSE = "lfs-upload"
 PART_PURPOSE = "lfs-part"
 COMPLETE_PURPOSE = "lfs-complete"

@@ -65,8 +65,8 @@ SOURCE = "scim"  # OrgMember.managed_by of the memberships SCIM creates; deprovi
 NO_EMAIL_DOMAIN = "scim.invalid"
 TOKEN_PREFIX = token_format.SCIM_PREFIX  # never `bst_`: a SCIM token is no account's token
 LABEL_MAX = 100
-_ID_RE = re.compile(r"^[0-9a-f]{24}$")
-_GROUP_ID_RE = re.compile(r"^g[0-9a-f]{23}$")
+_ID_RE = re.compile(r"^[0-9a-f]{24}\Z")
+_GROUP_ID_RE = re.compile(r"^g[0-9a-f]{23}\Z")
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ MAPPED_ROLES = ("read", "contributor", "write", "admin")
 DEFAULT_SESSION_DAYS = 7
 MAX_SESSION_DAYS = 90
 STATE_TTL = timedelta(minutes=10)
-CLAIM_PATH_RE = re.compile(r"^[A-Za-z0-9_:/.\-]{1,300}$")
-DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+CLAIM_PATH_RE = re.compile(r"^[A-Za-z0-9_:/.\-]{1,300}\Z")
+DOMAIN_RE = re.compile(r"^(?=.{1,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z")
 # Tests move SSO's clock (session lapse) through this file: seconds to add to the real time. Never set in a
 # deployment; read on every call, so a test changes it while the server runs.
 CLOCK_FILE_ENV = "BASTION_TEST_CLOCK_FILE"

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-OID_RE = re.compile(r"^[0-9a-f]{64}$")
+OID_RE = re.compile(r"^[0-9a-f]{64}\Z")
 COPY_CHUNK = 1024 * 1024
 
 

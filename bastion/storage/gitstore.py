@@ -29,8 +29,8 @@ LFS_POINTER_MAX = 200
 LFS_VERSION = b"version https://git-lfs.github.com/spec/v1"
 # The shortest text parse_lfs_pointer accepts (version, oid and size lines): a smaller blob is no pointer.
 LFS_POINTER_MIN = len(LFS_VERSION) + len("\noid sha256:") + 64 + len("\nsize 0")
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-PR_REF_RE = re.compile(r"^refs/pr/([1-9][0-9]{0,8})$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
+PR_REF_RE = re.compile(r"^refs/pr/([1-9][0-9]{0,8})\Z")
 PSEUDO_REF_RE = re.compile(r"[A-Z_]+_HEAD")  # FETCH_HEAD, ORIG_HEAD, MERGE_HEAD, ...: git's root refs
 MODE_FILE = pygit2.GIT_FILEMODE_BLOB
 MODE_TREE = pygit2.GIT_FILEMODE_TREE

@@ -33,7 +33,7 @@ from bastion.storage.s3_config import S3Config
 
 DEFAULT_REGION = "default"
 # In a storage key ("eu/<32 hex>", at most 64 characters) and in URLs and forms.
-REGION_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,23}$")
+REGION_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,23}\Z")
 
 
 class RegionConfigError(ValueError):

@@ -288,8 +288,8 @@ def _org_of(resource: object) -> OrgFacts | None:
     return None
 
 
-GROUP_SCOPE_RE = re.compile(r"^[^/]+/[0-9a-f]{24}$")
-GROUP_NAME_SCOPE_RE = re.compile(r"^[^/]+/[^/]+$")
+GROUP_SCOPE_RE = re.compile(r"^[^/]+/[0-9a-f]{24}\Z")
+GROUP_NAME_SCOPE_RE = re.compile(r"^[^/]+/[^/]+\Z")
 
 
 def parse_scope(entity_type: Any, name: Any, permissions: Any, *, group_by_name: bool = False) -> Scope:
