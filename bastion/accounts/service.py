@@ -28,6 +28,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9])){0,95}\Z"
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\Z")
 RESERVED_NAMES = frozenset({"api", "datasets", "spaces", "models", "settings", "login", "logout", "admin",
                             "new", "organizations", "docs", "static", "oauth", "join", "kernels"})
+# A deleted account's row keeps a pseudonym `deleted-<12 hex>` (lifecycle.deletion): a live account or org named
+# like one would pass for a deleted account (in audit logs, commits, discussions), so no new name starts so.
+DELETED_PREFIX = "deleted-"
 MAX_EMAILS = 10
 VERIFY_TTL = 48 * 3600
 RESET_TTL = 3600
@@ -61,6 +64,9 @@ def validate_namespace_name(name: str) -> None:
         raise BadRequest(f"Invalid name {name!r}: use letters, digits, '-', '_' or '.', at most 96 characters")
     if name.lower() in RESERVED_NAMES or impersonates_instance(name):
         raise BadRequest(f"The name {name!r} is reserved: choose another one")
+    if name.lower().startswith(DELETED_PREFIX):
+        raise BadRequest(f"The name {name!r} is reserved: names starting with {DELETED_PREFIX!r} are those of "
+                         "deleted accounts")
 
 
 def _validate_email(email: str) -> str:

@@ -52,7 +52,7 @@ from bastion.sso import service as sso
 from bastion.sso.models import InstanceSsoIdentity, SsoExemption, SsoLoginState, SsoSession
 from bastion.tokens.models import AccessToken
 
-PSEUDONYM_PREFIX = "deleted-"
+PSEUDONYM_PREFIX = accounts.DELETED_PREFIX  # no new account or org may start so
 REDACTED_EMAIL = "[redacted e-mail]"
 BATCH = 500
 
