@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 
 import httpx
 import sqlalchemy as sa
@@ -103,12 +104,19 @@ def test_dead_letters_are_listed_and_redriven_by_administrators(server: BastionS
         assert httpx.post(f"{server.url}/api/repos/create", json={"name": "dl", "private": True},
                           headers=_h(token)).status_code == 200
         engine = _db(server)
-        with engine.begin() as conn:  # as the worker leaves them after the last attempt (tested in-process)
-            conn.execute(sa.text("UPDATE audit_outbox SET state = 'dead', attempts = 8, last_error = 'HTTP 500', "
-                                 "next_attempt_at = '2999-01-01 00:00:00' WHERE sink_id = :s"), {"s": sink})
+
+        def dead_letters() -> list[dict]:
+            # As the worker leaves them after the last attempt (tested in-process). The worker may be trying the
+            # event at that moment (its lease, then its failure, rewrite the row): written again until it stays.
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE audit_outbox SET state = 'dead', attempts = 8, last_error = 'HTTP 500', "
+                                     "next_attempt_at = '2999-01-01 00:00:00' WHERE sink_id = :s"), {"s": sink})
+            time.sleep(1.0)  # an attempt in flight (to a port that refuses connections) ends well within this
+            letters = httpx.get(f"{server.url}/api/admin/audit/dead-letters", headers=_h(admin)).json()
+            return [d for d in letters if d["sinkId"] == sink]
+
+        mine = wait_for(dead_letters, timeout=60, interval=1.0)
         engine.dispose()
-        letters = httpx.get(f"{server.url}/api/admin/audit/dead-letters", headers=_h(admin)).json()
-        mine = [d for d in letters if d["sinkId"] == sink]
         assert mine and mine[0]["type"] == "repo.create" and mine[0]["lastError"] == "HTTP 500"
         page = _admin_page(server)  # the administrators' page lists them too
         assert 'id="dead-letters"' in page and "HTTP 500" in page and "https://127.0.0.1:9/hook" in page
