@@ -139,7 +139,11 @@ def test_mail_about_a_private_repo_goes_only_to_those_who_may_read_it(web_server
     repo = f"{org}/internal"
     hf_api(server, admin_token).create_repo(repo, private=True)
     d = hf_api(server, leaver_token).create_discussion(repo, "Quarterly numbers")
+    start = mail_sink.count()
     hf_api(server, stayer_token).comment_discussion(repo, d.num, "I have a question")
+    # Mail goes out after the request, from a sender thread: the leaver (a member still) hears of this comment
+    # before anything below is counted.
+    mail_sink.wait_for(f"{leaver}@example.com", f"New comment on {repo}", after=start)
     with _client(server, admin_token) as c:
         assert c.delete(f"/api/organizations/{org}/members/{leaver}").status_code == 200
     mark = mail_sink.count()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 
 import httpx
+import pytest
 
 from tests.conftest import hf_api, wait_for
 from tests.scim.conftest import (  # noqa: F401 (world: the fixture)
@@ -23,6 +24,10 @@ from tests.scim.conftest import (  # noqa: F401 (world: the fixture)
     world,
 )
 from tests.scim.test_scim import names, patch, whoami
+
+# The SCIM functional tests and scim2-tester run on SQLite and PostgreSQL (tests/scim); these judge the policy,
+# the same on both databases: SQLite only, to keep the suite within its time.
+pytestmark = pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 
 
 def test_token_scoping(world: ScimWorld) -> None:  # noqa: F811
