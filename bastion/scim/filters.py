@@ -70,7 +70,18 @@ def _scim_name(binding: AttributeBinding) -> str:
     return binding.urn.rsplit(":", 1)[-1]
 
 
-class SqlFilter(FilterVisitor[Clause]):
+class _Connectives(FilterVisitor[Clause]):
+    """`not`, `and` and `or` as SQL, for the whole filter and for a value selection's inner one alike."""
+
+    def visit_not(self, node: Not) -> Clause:
+        return not_(self.visit(node.expr))
+
+    def visit_logical_expr(self, node: LogicalExpr) -> Clause:
+        terms = [self.visit(t) for t in node.terms]
+        return and_(*terms) if node.op == LogicalOperator.and_ else or_(*terms)
+
+
+class SqlFilter(_Connectives):
     """One filter over one resource type → one clause. `dialect` picks the substring function."""
 
     def __init__(self, scim_filter: ScimFilter[Any], columns: Columns, dialect: str) -> None:
@@ -203,13 +214,6 @@ class SqlFilter(FilterVisitor[Clause]):
             return and_(column.present, column.value != "")
         return column.present
 
-    def visit_not(self, node: Not) -> Clause:
-        return not_(self.visit(node.expr))
-
-    def visit_logical_expr(self, node: LogicalExpr) -> Clause:
-        terms = [self.visit(t) for t in node.terms]
-        return and_(*terms) if node.op == LogicalOperator.and_ else or_(*terms)
-
     def visit_value_path(self, node: ValuePath) -> Clause:
         """`emails[value eq "x"]`: some value satisfies the inner filter, which may name `value` only."""
         head = self.filter.resolve(node.attr_path, strict=False)
@@ -223,7 +227,7 @@ class SqlFilter(FilterVisitor[Clause]):
         return column.any(lambda v: _ValueFilter(self, column, binding, v).visit(node.val_filter))
 
 
-class _ValueFilter(FilterVisitor[Clause]):
+class _ValueFilter(_Connectives):
     """The inner filter of a value selection, over one value `v` of a multi-valued attribute."""
 
     def __init__(self, outer: SqlFilter, column: Many, binding: AttributeBinding, v: ColumnElement[Any]) -> None:
@@ -247,13 +251,6 @@ class _ValueFilter(FilterVisitor[Clause]):
     def visit_present(self, node: Present) -> Clause:
         self._check(node.attr_path)
         return self.v != "" if self.column.decode is None else true()
-
-    def visit_not(self, node: Not) -> Clause:
-        return not_(self.visit(node.expr))
-
-    def visit_logical_expr(self, node: LogicalExpr) -> Clause:
-        terms = [self.visit(t) for t in node.terms]
-        return and_(*terms) if node.op == LogicalOperator.and_ else or_(*terms)
 
     def visit_value_path(self, node: ValuePath) -> Clause:
         raise InvalidFilterException(detail="A value selection cannot be nested in another")
